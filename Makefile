@@ -1,0 +1,31 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := results/demo
+
+.PHONY: demo test venv bench clean
+
+venv: $(STAMP)
+
+# torch/torchvision are pinned to the builds that work with nnU-Net here (see README).
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/dnqsm synth --preset demo --seed 1 --out $(DEMO)/bids --overwrite --jobs 2
+	@echo "Demo cohort: $(DEMO)/bids (ground truth in $(DEMO)/bids/derivatives/manual)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/synth_speed.py
+
+clean:
+	rm -rf results .snakemake .pytest_cache

@@ -1,0 +1,3 @@
+"""dnqsm: dentate nucleus segmentation and cohort analysis on QSM MRI."""
+
+__version__ = "0.1.0"

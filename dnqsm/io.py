@@ -1,0 +1,100 @@
+"""File naming and writing: one BIDS path builder, atomic NIfTI/TSV/JSON writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+#: BIDS entity order used in file names.
+ENTITY_ORDER = ("sub", "ses", "acq", "run", "space", "label", "desc")
+
+
+def bids_name(suffix: str, ext: str = ".nii.gz", **entities: str | None) -> str:
+    """Build a BIDS file name such as ``sub-01_ses-02_desc-dentate_dseg.nii.gz``.
+
+    Entities are given without their prefix (``sub="01"``); ``None`` values are left out.
+    """
+    unknown = set(entities) - set(ENTITY_ORDER)
+    if unknown:
+        raise ValueError(f"unknown BIDS entities {sorted(unknown)}")
+    parts = [f"{key}-{entities[key]}" for key in ENTITY_ORDER if entities.get(key) is not None]
+    return "_".join(parts + [suffix]) + ext
+
+
+def bids_path(
+    root: str | Path,
+    sub: str,
+    ses: str | None,
+    suffix: str,
+    ext: str = ".nii.gz",
+    datatype: str = "anat",
+    **entities: str | None,
+) -> Path:
+    """Path of a subject/session file under ``root`` (raw or derivative dataset)."""
+    folder = Path(root) / f"sub-{sub}"
+    if ses is not None:
+        folder = folder / f"ses-{ses}"
+    return folder / datatype / bids_name(suffix, ext, sub=sub, ses=ses, **entities)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def save_nifti(path: str | Path, img: nib.Nifti1Image) -> Path:
+    """Write a NIfTI image atomically (gzip output is deterministic: nibabel stores no mtime)."""
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
+    return Path(path)
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write JSON atomically with sorted keys so that reruns are byte-identical."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return Path(path)
+
+
+def write_tsv(path: str | Path, table: pd.DataFrame, sidecar: dict[str, Any] | None = None) -> Path:
+    """Write a TSV (``n/a`` for missing values, as BIDS asks) and, optionally, its JSON sidecar."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n")
+    if sidecar is not None:
+        write_json(Path(str(path)[: -len(".tsv")] + ".json"), sidecar)
+    return Path(path)
+
+
+def read_tsv(path: str | Path) -> pd.DataFrame:
+    """Read a BIDS TSV, treating ``n/a`` as missing."""
+    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False, dtype={"participant_id": str, "session_id": str})
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -1,0 +1,159 @@
+"""Cohort design: presets, participants, visits and the planted group x time effects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from dnqsm.synth.acquisition import SiteProtocol
+
+GROUPS = ("control", "ataxia", "ms")
+
+
+@dataclass(frozen=True)
+class GroupEffect:
+    """Planted dentate effects of a group, relative to controls at baseline, and per year."""
+
+    volume_offset_pct: float
+    chi_offset_ppb: float
+    volume_pct_per_year: float
+    chi_ppb_per_year: float
+    age_range: tuple[float, float]
+
+
+DEFAULT_EFFECTS: dict[str, GroupEffect] = {
+    "control": GroupEffect(0.0, 0.0, -0.3, 0.5, (25, 70)),
+    "ataxia": GroupEffect(-20.0, 25.0, -3.0, 4.0, (15, 50)),
+    "ms": GroupEffect(-8.0, 8.0, -1.0, 1.5, (25, 60)),
+}
+#: Dentate iron rises with age: baseline mean chi gains this much per year of age above 40.
+CHI_PPB_PER_YEAR_OF_AGE = 0.5
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A cohort recipe: default size, groups, sites and planted effects."""
+
+    name: str
+    code: int  # mixed into every seed, so presets never share random streams
+    subjects: int
+    sessions: int
+    groups: tuple[str, ...]
+    sites: tuple[SiteProtocol, ...]
+    effects: dict[str, GroupEffect] = field(default_factory=lambda: dict(DEFAULT_EFFECTS))
+    missed_visit_prob: float = 0.12
+    visit_jitter_years: float = 0.08
+
+
+def _site(name: str, **kw) -> SiteProtocol:
+    base = dict(
+        inplane_mm=(0.5, 1.0), slice_mm=(0.5, 2.0), orientations=("RAS", "LAS", "LPS"), oblique_prob=0.35,
+        oblique_deg=(5, 20), unit="ppm", scale=(0.9, 1.1), dtype="float32", mask_fill="zero",
+        noise_ppm=(0.004, 0.012), streak_ppm=(0.005, 0.03), background_ppm=(-0.04, 0.06),
+        crop_top_mm=(0, 35), crop_bottom_mm=(0, 10),
+    )
+    base.update(kw)
+    return SiteProtocol(name=name, **base)
+
+
+_TRAIN_SITES = (
+    _site("A"),
+    _site("B", unit="ppb", mask_fill="nan", orientations=("LPS", "LAS")),
+    _site("C", unit="ppb", dtype="int16", scale=(0.85, 1.15)),
+    _site("D", orientations=("RAS", "LPS"), oblique_prob=0.7, mask_fill="nan", noise_ppm=(0.008, 0.016)),
+)
+
+PRESETS: dict[str, Preset] = {
+    "demo": Preset(
+        "demo", 1, subjects=6, sessions=3, groups=("control", "ataxia"),
+        sites=(
+            _site("A", inplane_mm=(0.9, 1.0), slice_mm=(1.0, 1.2), orientations=("RAS", "LAS"), oblique_prob=0.0),
+            _site("B", inplane_mm=(0.85, 1.0), slice_mm=(1.0, 1.5), orientations=("LPS",), oblique_prob=0.5,
+                  unit="ppb", dtype="int16"),
+        ),
+    ),
+    "train": Preset("train", 2, subjects=40, sessions=1, groups=GROUPS, sites=_TRAIN_SITES),
+    "test": Preset("test", 3, subjects=20, sessions=1, groups=GROUPS, sites=_TRAIN_SITES),
+    "external": Preset(
+        "external", 4, subjects=20, sessions=1, groups=GROUPS,
+        sites=(
+            _site("X", inplane_mm=(0.4, 0.55), slice_mm=(2.0, 2.5), orientations=("LPS",), oblique_prob=0.8,
+                  oblique_deg=(15, 28), unit="ppb", scale=(0.75, 0.9), noise_ppm=(0.012, 0.02),
+                  streak_ppm=(0.02, 0.05)),
+            _site("Y", inplane_mm=(1.1, 1.3), slice_mm=(1.1, 1.3), orientations=("PIR",), oblique_prob=0.0,
+                  unit="ppm", scale=(1.1, 1.3), mask_fill="nan", background_ppm=(-0.08, 0.1)),
+            _site("Z", inplane_mm=(0.6, 0.8), slice_mm=(1.5, 2.0), orientations=("RAS", "LAS", "LPS"),
+                  unit="ppb", dtype="int16", scale=(0.8, 1.25), noise_ppm=(0.015, 0.025), crop_bottom_mm=(5, 15)),
+        ),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Participant:
+    label: str
+    index: int
+    group: str
+    sex: str
+    age: float  # at baseline
+    site: SiteProtocol
+    site_scale: float
+    baseline: datetime
+
+
+@dataclass(frozen=True)
+class Visit:
+    session: str
+    visit_index: int
+    years: float  # since baseline
+    acq_time: datetime
+
+
+SITE_KEY = 2**31 - 1  # spawn key of the cohort-level site stream (never a subject index)
+
+
+def seed_sequence(seed: int, preset: Preset, *key: int) -> np.random.SeedSequence:
+    """The random stream for one part of a cohort: (seed, preset, subject, visit) -> stream."""
+    return np.random.SeedSequence(entropy=seed, spawn_key=(preset.code, *key))
+
+
+def participants(preset: Preset, subjects: int, seed: int) -> list[Participant]:
+    """Balanced groups and sites; each subject's details come from its own stream."""
+    site_rng = np.random.default_rng(seed_sequence(seed, preset, SITE_KEY))
+    scales = {site.name: float(site_rng.uniform(*site.scale)) for site in preset.sites}
+    people = []
+    for i in range(subjects):
+        rng = np.random.default_rng(seed_sequence(seed, preset, i, 0))
+        group = preset.groups[i % len(preset.groups)]
+        site = preset.sites[(i // len(preset.groups) + i) % len(preset.sites)]
+        baseline = datetime(2019, 1, 7, 8, 0) + timedelta(days=int(rng.integers(0, 3 * 365)), minutes=int(rng.integers(0, 9 * 60)))
+        age = round(float(rng.uniform(*preset.effects[group].age_range)), 1)
+        people.append(Participant(f"{i + 1:03d}", i, group, str(rng.choice(["F", "M"])), age, site, scales[site.name], baseline))
+    return people
+
+
+def visits(preset: Preset, person: Participant, sessions: int, seed: int) -> list[Visit]:
+    """Yearly visits with jitter; follow-ups are missed now and then, the baseline never."""
+    rng = np.random.default_rng(seed_sequence(seed, preset, person.index, 1))
+    out = []
+    for v in range(sessions):
+        years = 0.0 if v == 0 else v + float(rng.normal(0, preset.visit_jitter_years))
+        missed = v > 0 and rng.random() < preset.missed_visit_prob
+        if missed:
+            continue
+        when = person.baseline
+        if v > 0:
+            when += timedelta(days=round(years * 365.25), minutes=int(rng.integers(-120, 120)))
+        actual = (when - person.baseline).total_seconds() / (365.25 * 86400)
+        out.append(Visit(f"{v + 1:02d}", v, round(actual, 4), when))
+    return out
+
+
+def dentate_state(preset: Preset, person: Participant, years: float, base_chi_ppb: float) -> tuple[float, float]:
+    """Planted dentate (volume factor, mean chi in ppb) of a participant at ``years`` after baseline."""
+    effect = preset.effects[person.group]
+    volume = (1 + effect.volume_offset_pct / 100) * (1 + effect.volume_pct_per_year / 100 * years)
+    chi = base_chi_ppb + effect.chi_offset_ppb + CHI_PPB_PER_YEAR_OF_AGE * (person.age - 40) + effect.chi_ppb_per_year * years
+    return volume, chi

@@ -1,0 +1,213 @@
+"""Write a synthetic cohort as a BIDS dataset with a ground-truth derivative and a truth table.
+
+The dataset is built in a hidden temporary folder beside the output and moved into place only when
+complete, so a failed or interrupted run never leaves a half-written dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from multiprocessing import get_context
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from dnqsm import __version__
+from dnqsm.io import bids_path, write_json, write_tsv, save_nifti
+from dnqsm.synth.acquisition import LABEL_LEFT, LABEL_RIGHT, render, sample_acquisition
+from dnqsm.synth.anatomy import build_anatomy
+from dnqsm.synth.cohort import CHI_PPB_PER_YEAR_OF_AGE, PRESETS, Preset, dentate_state, participants, seed_sequence, visits
+from dnqsm.units import to_ppb
+
+BIDS_VERSION = "1.10.0"
+TRUTH_DERIVATIVE = Path("derivatives") / "manual"
+SIDES = (("left", LABEL_LEFT), ("right", LABEL_RIGHT))
+
+
+class SynthError(Exception):
+    """A problem with the arguments or the output location, phrased for the user."""
+
+
+def write_dataset(out: str | Path, preset: str, subjects: int | None = None, sessions: int | None = None,
+                  seed: int = 0, overwrite: bool = False, jobs: int = 1) -> Path:
+    """Generate a cohort into ``out``; return the path. Raises SynthError on bad arguments."""
+    if preset not in PRESETS:
+        raise SynthError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    recipe = PRESETS[preset]
+    subjects = recipe.subjects if subjects is None else subjects
+    sessions = recipe.sessions if sessions is None else sessions
+    if subjects < 1:
+        raise SynthError(f"--subjects must be at least 1 (got {subjects})")
+    if sessions < 1:
+        raise SynthError(f"--sessions must be at least 1 (got {sessions})")
+    if seed < 0:
+        raise SynthError(f"--seed must be a non-negative integer (got {seed})")
+    if jobs < 1:
+        raise SynthError(f"--jobs must be at least 1 (got {jobs})")
+    out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise SynthError(f"output {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise SynthError(f"output {out} exists and is not empty; pass --overwrite to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise SynthError(f"cannot write output {out}: {exc.strerror or exc}") from exc
+    try:
+        _write(tmp, recipe, subjects, sessions, seed, jobs)
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, jobs: int) -> None:
+    people = participants(preset, subjects, seed)
+    tasks = [(root, preset.name, seed, person, sessions) for person in people]
+    if jobs == 1:
+        rows = [row for task in tasks for row in _subject(task)]
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork")) as pool:
+            rows = [row for chunk in pool.map(_subject, tasks) for row in chunk]
+    truth = pd.DataFrame(rows)
+    generator = {"Name": "dnqsm synth", "Version": __version__,
+                 "Description": f"preset={preset.name} subjects={subjects} sessions={sessions} seed={seed}"}
+    write_json(root / "dataset_description.json", {
+        "Name": f"dnqsm synthetic QSM cohort ({preset.name})", "BIDSVersion": BIDS_VERSION, "DatasetType": "raw",
+        "GeneratedBy": [generator],
+    })
+    write_tsv(root / "participants.tsv", pd.DataFrame({
+        "participant_id": [f"sub-{p.label}" for p in people], "group": [p.group for p in people],
+        "sex": [p.sex for p in people], "age": [p.age for p in people], "site": [p.site.name for p in people],
+    }), {
+        "group": {"Description": "Diagnostic group", "Levels": {"control": "healthy control", "ataxia": "cerebellar ataxia", "ms": "multiple sclerosis"}},
+        "sex": {"Description": "Sex", "Levels": {"F": "female", "M": "male"}},
+        "age": {"Description": "Age at the baseline visit", "Units": "year"},
+        "site": {"Description": "Acquisition site"},
+    })
+    write_json(root / "sessions.json", {
+        "acq_time": {"Description": "Date and time of the visit", "Units": "ISO 8601"},
+        "age": {"Description": "Age at the visit", "Units": "year"},
+    })
+    write_json(root / "Chimap.json", {"MagneticFieldStrength": 3.0, "Manufacturer": "dnqsm synth"})
+    deriv = root / TRUTH_DERIVATIVE
+    write_json(deriv / "dataset_description.json", {
+        "Name": "Ground-truth dentate nucleus labels", "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
+        "GeneratedBy": [generator], "SourceDatasets": [{"URL": "../.."}],
+    })
+    write_tsv(deriv / "desc-dentate_dseg.tsv", pd.DataFrame({
+        "index": [LABEL_LEFT, LABEL_RIGHT], "name": ["left dentate nucleus", "right dentate nucleus"],
+        "abbreviation": ["DN_L", "DN_R"],
+    }))
+    write_tsv(deriv / "truth.tsv", truth, _truth_sidecar(preset, seed))
+
+
+def _subject(task: tuple) -> list[dict]:
+    """Generate all visits of one participant; return their truth-table rows."""
+    root, preset_name, seed, person, sessions = task
+    preset = PRESETS[preset_name]
+    rng = np.random.default_rng(seed_sequence(seed, preset, person.index, 2))
+    anatomy = build_anatomy(rng)
+    base_chi = {"left": float(rng.uniform(70, 95))}
+    base_chi["right"] = base_chi["left"] + float(rng.normal(0, 4))
+    visit_list = visits(preset, person, sessions, seed)
+    rows = []
+    session_rows = []
+    for visit in visit_list:
+        vrng = np.random.default_rng(seed_sequence(seed, preset, person.index, 10 + visit.visit_index))
+        acq = sample_acquisition(vrng, person.site, person.site_scale)
+        volume_factor, chi_ppb = {}, {}
+        for side, _ in SIDES:
+            volume_factor[side], chi_ppb[side] = dentate_state(preset, person, visit.years, base_chi[side])
+        size = {side: anatomy.dn_size_factor * volume_factor[side] ** (1 / 3) for side, _ in SIDES}
+        out = render(anatomy, acq, vrng, size, {s: chi_ppb[s] / 1000.0 for s, _ in SIDES})
+        sub, ses = person.label, visit.session
+        image_path = save_nifti(bids_path(root, sub, ses, "Chimap"), out.image)
+        values = nib.load(image_path).get_fdata()  # what any reader sees (scl_slope applied)
+        write_json(bids_path(root, sub, ses, "Chimap", ".json"), {"Units": acq.unit, "InstitutionName": f"site {acq.site}"})
+        deriv = root / TRUTH_DERIVATIVE
+        header = nib.Nifti1Header()
+        header.set_xyzt_units("mm")
+        for name, data in (("dentate", out.dentate_dseg), ("cerebellum", out.cerebellum_mask)):
+            img = nib.Nifti1Image(data, out.affine, header)
+            img.set_sform(out.affine, code=1)
+            img.set_qform(out.affine, code=1)
+            save_nifti(bids_path(deriv, sub, ses, "dseg" if name == "dentate" else "mask", desc=name), img)
+        voxel_mm3 = float(abs(np.linalg.det(out.affine[:3, :3])))
+        row = {
+            "participant_id": f"sub-{sub}", "session_id": f"ses-{ses}", "group": person.group, "sex": person.sex,
+            "baseline_age": person.age, "age": round(person.age + visit.years, 2), "site": acq.site,
+            "years_since_baseline": visit.years, "acq_time": visit.acq_time.isoformat(),
+        }
+        acq_fields = asdict(acq)
+        for key in ("voxel_mm", "rotation_deg", "translation_mm"):
+            for axis, value in zip("xyz", acq_fields.pop(key)):
+                row[f"{key.rsplit('_', 1)[0]}_{axis}_{key.rsplit('_', 1)[1]}"] = value
+        bg = acq_fields.pop("background_ppm")
+        row.update({f"acq_{k}": v for k, v in acq_fields.items() if k != "site"})
+        row["acq_background_left_ppm"], row["acq_background_right_ppm"] = bg
+        row.update({f"shape_{axis}": n for axis, n in zip("ijk", out.dentate_dseg.shape)})
+        row.update({f"head_scale_{axis}": float(v) for axis, v in zip("xyz", anatomy.head_scale)})
+        for side, label in SIDES:
+            shape = anatomy.dentate[side]
+            mask = out.dentate_dseg == label
+            row[f"dn_{side}_volume_mm3"] = float(mask.sum() * voxel_mm3)
+            row[f"dn_{side}_mean_chi_ppb"] = float(to_ppb(values[mask].mean(), acq.unit)) if mask.any() else float("nan")
+            row[f"dn_{side}_planted_chi_ppb"] = chi_ppb[side]
+            row[f"dn_{side}_planted_volume_factor"] = volume_factor[side]
+            row[f"dn_{side}_size_factor"] = size[side]
+            row[f"dn_{side}_thickness_mm"] = shape.thickness_mm
+            row.update({f"dn_{side}_center_mni_{a}": float(v) for a, v in zip("xyz", shape.center)})
+        row.update({f"chi_{k}_ppm": v for k, v in anatomy.tissue_chi_ppm.items()})
+        rows.append(row)
+        session_rows.append({"session_id": f"ses-{ses}", "acq_time": visit.acq_time.isoformat(), "age": row["age"]})
+    write_tsv(root / f"sub-{person.label}" / f"sub-{person.label}_sessions.tsv", pd.DataFrame(session_rows))
+    return rows
+
+
+def _truth_sidecar(preset: Preset, seed: int) -> dict:
+    """Column descriptions and every cohort-level generating parameter."""
+    desc = {
+        "participant_id": "Participant label", "session_id": "Session label", "group": "Diagnostic group",
+        "baseline_age": {"Description": "Age at baseline", "Units": "year"},
+        "age": {"Description": "Age at the visit", "Units": "year"},
+        "years_since_baseline": {"Description": "Time since the baseline visit", "Units": "year"},
+        "acq_unit": "Unit the image is stored in (after acq_scale)",
+        "acq_scale": "Site intensity scaling applied to the true susceptibility (fixed per site in a cohort)",
+        "acq_dtype": "Storage type (int16 images carry scl_slope)",
+        "acq_mask_fill": "Value outside the brain mask (zero or nan)",
+        "acq_orientation": "Voxel axis directions before oblique tilt",
+        "acq_oblique_deg": {"Description": "Tilt of the slice grid about x", "Units": "degree"},
+        "dn_left_volume_mm3": {"Description": "True left DN volume: label-1 voxel count x voxel volume", "Units": "mm^3"},
+        "dn_right_volume_mm3": {"Description": "True right DN volume: label-2 voxel count x voxel volume", "Units": "mm^3"},
+        "dn_left_mean_chi_ppb": {"Description": "Mean image value under label 1, converted to ppb from acq_unit", "Units": "ppb"},
+        "dn_right_mean_chi_ppb": {"Description": "Mean image value under label 2, converted to ppb from acq_unit", "Units": "ppb"},
+        "dn_left_planted_chi_ppb": {"Description": "Planted tissue susceptibility of the left DN (before site scaling, noise, partial volume)", "Units": "ppb"},
+        "dn_right_planted_chi_ppb": {"Description": "Planted tissue susceptibility of the right DN", "Units": "ppb"},
+        "dn_left_planted_volume_factor": "Planted volume relative to the subject's control-like baseline (group offset x yearly change)",
+        "dn_right_planted_volume_factor": "Planted volume relative to the subject's control-like baseline",
+    }
+    return {
+        **desc,
+        "GeneratingParameters": {
+            "preset": preset.name, "seed": seed,
+            "effects": {g: asdict(e) for g, e in preset.effects.items() if g in preset.groups},
+            "chi_ppb_per_year_of_age_above_40": CHI_PPB_PER_YEAR_OF_AGE,
+            "missed_visit_prob": preset.missed_visit_prob, "visit_jitter_years": preset.visit_jitter_years,
+            "sites": {s.name: asdict(s) for s in preset.sites},
+        },
+    }

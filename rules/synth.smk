@@ -1,0 +1,15 @@
+rule synth_cohort:
+    """Generate a synthetic BIDS QSM cohort with ground truth (dnqsm synth)."""
+    output:
+        description=synth_dataset_description(),
+    params:
+        out=lambda wildcards, output: str(Path(output.description).parent),
+        preset=config["synth"]["preset"],
+        subjects=config["synth"]["subjects"],
+        sessions=config["synth"]["sessions"],
+        seed=config["synth"]["seed"],
+    threads: 2
+    log:
+        "results/logs/synth_cohort.log",
+    script:
+        "../scripts/synth_cohort.py"

@@ -1,0 +1,224 @@
+"""The synthetic cohort generator: BIDS layout, determinism, orientation, truth, planted effects."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+
+from dnqsm.cli import main
+from dnqsm.io import bids_path, read_tsv
+from dnqsm.synth import dataset as synth_dataset
+from dnqsm.synth import write_dataset
+from dnqsm.synth.acquisition import ORIENTATIONS, Acquisition, head_pose, render
+from dnqsm.synth.anatomy import build_anatomy
+from dnqsm.synth.cohort import DEFAULT_EFFECTS
+from dnqsm.synth.template import DN_CENTROID_MNI
+from dnqsm.viz import world_centroid
+
+TRUTH = Path("derivatives") / "manual"
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_arguments_give_identical_files(tmp_path):
+    a = write_dataset(tmp_path / "a", "train", subjects=2, sessions=1, seed=3, jobs=1)
+    b = write_dataset(tmp_path / "b", "train", subjects=2, sessions=1, seed=3, jobs=2)
+    c = write_dataset(tmp_path / "c", "train", subjects=2, sessions=1, seed=4, jobs=1)
+    assert _digest(a) == _digest(b)
+    assert len(_digest(a)) > 10
+    images = [k for k in _digest(a) if k.endswith("_Chimap.nii.gz")]
+    assert images and all(_digest(a)[k] != _digest(c)[k] for k in images), "another seed must change the images"
+
+
+def test_train_and_test_presets_draw_disjoint_streams(tmp_path):
+    train = write_dataset(tmp_path / "train", "train", subjects=1, sessions=1, seed=0)
+    test = write_dataset(tmp_path / "test", "test", subjects=1, sessions=1, seed=0)
+    t1, t2 = read_tsv(train / TRUTH / "truth.tsv"), read_tsv(test / TRUTH / "truth.tsv")
+    assert t1["dn_left_center_mni_x"].iloc[0] != t2["dn_left_center_mni_x"].iloc[0]
+    assert t1["voxel_x_mm"].iloc[0] != t2["voxel_x_mm"].iloc[0]
+
+
+def test_dataset_loads_with_pybids(demo_cohort):
+    from bids import BIDSLayout
+
+    layout = BIDSLayout(demo_cohort)
+    participants = read_tsv(demo_cohort / "participants.tsv")
+    assert sorted(layout.get_subjects()) == sorted(p.removeprefix("sub-") for p in participants["participant_id"])
+    assert layout.get_sessions() == ["01", "02", "03"]
+    images = layout.get(suffix="Chimap", extension=".nii.gz")
+    truth = read_tsv(demo_cohort / TRUTH / "truth.tsv")
+    assert len(images) == len(truth) >= 8
+    assert set(participants["group"]) == {"control", "ataxia"} and participants["site"].nunique() == 2
+    for image in images:
+        sidecar = image.get_metadata()
+        assert sidecar["Units"] in ("ppm", "ppb")
+    for sub in layout.get_subjects():
+        sessions = read_tsv(demo_cohort / f"sub-{sub}" / f"sub-{sub}_sessions.tsv")
+        assert list(sessions.columns) == ["session_id", "acq_time", "age"]
+        assert pd.to_datetime(sessions["acq_time"]).is_monotonic_increasing
+
+
+def test_truth_table_matches_the_files(demo_cohort):
+    truth = read_tsv(demo_cohort / TRUTH / "truth.tsv")
+    assert (demo_cohort / TRUTH / "desc-dentate_dseg.tsv").exists()
+    for row in truth.itertuples():
+        sub, ses = row.participant_id.removeprefix("sub-"), row.session_id.removeprefix("ses-")
+        image = nib.load(bids_path(demo_cohort, sub, ses, "Chimap"))
+        labels = nib.load(bids_path(demo_cohort / TRUTH, sub, ses, "dseg", desc="dentate"))
+        cerebellum = nib.load(bids_path(demo_cohort / TRUTH, sub, ses, "mask", desc="cerebellum"))
+        assert labels.shape == image.shape == cerebellum.shape
+        assert np.allclose(labels.affine, image.affine) and np.allclose(cerebellum.affine, image.affine)
+        values, seg = image.get_fdata(), np.asarray(labels.dataobj)
+        voxel_mm3 = abs(np.linalg.det(image.affine[:3, :3]))
+        to_ppb = 1000.0 if row.acq_unit == "ppm" else 1.0
+        for side, label in (("left", 1), ("right", 2)):
+            mask = seg == label
+            assert mask.sum() > 100
+            assert getattr(row, f"dn_{side}_volume_mm3") == pytest.approx(mask.sum() * voxel_mm3, rel=1e-5)
+            assert getattr(row, f"dn_{side}_mean_chi_ppb") == pytest.approx(values[mask].mean() * to_ppb, rel=1e-5)
+            # the nucleus is bright: well above the surrounding image
+            assert values[mask].mean() > np.nanmedian(values[np.asarray(cerebellum.dataobj) > 0])
+        assert np.all(np.asarray(cerebellum.dataobj)[seg > 0] == 1), "the DN lies inside the cerebellum mask"
+
+
+def test_left_label_is_on_the_subjects_left_in_every_file(demo_cohort):
+    truth = read_tsv(demo_cohort / TRUTH / "truth.tsv")
+    assert truth["acq_orientation"].nunique() >= 2
+    for row in truth.itertuples():
+        sub, ses = row.participant_id.removeprefix("sub-"), row.session_id.removeprefix("ses-")
+        labels = nib.load(bids_path(demo_cohort / TRUTH, sub, ses, "dseg", desc="dentate"))
+        seg = np.asarray(labels.dataobj)
+        pose = _pose_from_truth(row)
+        subject = {lab: np.linalg.solve(pose[:3, :3], world_centroid(seg == lab, labels.affine) - pose[:3, 3]) for lab in (1, 2)}
+        assert subject[1][0] < subject[2][0]
+        assert np.linalg.norm(subject[1] - DN_CENTROID_MNI["left"]) < 9
+        assert np.linalg.norm(subject[2] - DN_CENTROID_MNI["right"]) < 9
+
+
+def _pose_from_truth(row) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    pose = np.eye(4)
+    rot = Rotation.from_euler("xyz", [row.rotation_x_deg, row.rotation_y_deg, row.rotation_z_deg], degrees=True)
+    pose[:3, :3] = rot.as_matrix() @ np.diag([row.head_scale_x, row.head_scale_y, row.head_scale_z])
+    pose[:3, 3] = [row.translation_x_mm, row.translation_y_mm, row.translation_z_mm]
+    return pose
+
+
+@pytest.fixture(scope="module")
+def anatomy():
+    return build_anatomy(np.random.default_rng(11))
+
+
+@pytest.mark.parametrize("orientation,oblique", [(o, 0.0) for o in ORIENTATIONS] + [("RAS", 18.0), ("LPS", -14.0)])
+def test_left_label_is_on_the_left_in_every_orientation(anatomy, orientation, oblique):
+    acq = Acquisition(
+        site="T", orientation=orientation, oblique_deg=oblique, voxel_mm=(1.4, 1.4, 1.6),
+        rotation_deg=(12.0, -6.0, 7.0), translation_mm=(38.0, -10.0, 12.0),  # head far right of x = 0
+        unit="ppm", scale=1.0, dtype="float32", mask_fill="nan", noise_ppm=0.005, streak_ppm=0.01,
+        background_ppm=(0.02, 0.0), background_sigma_mm=10.0, crop_top_mm=10.0, crop_bottom_mm=0.0,
+    )
+    out = render(anatomy, acq, np.random.default_rng(0), {"left": 1.0, "right": 1.0}, {"left": 0.09, "right": 0.09})
+    # round trip through the NIfTI header, as a reader would see the file
+    img = nib.Nifti1Image.from_bytes(nib.Nifti1Image(out.dentate_dseg, out.affine).to_bytes())
+    if orientation != "RAS" or oblique:
+        assert nib.aff2axcodes(img.affine) != ("R", "A", "S") or oblique
+    seg = np.asarray(img.dataobj)
+    left, right = world_centroid(seg == 1, img.affine), world_centroid(seg == 2, img.affine)
+    assert left[0] > 0 and right[0] > 0, "the head is off-centre: both nuclei at x > 0"
+    pose = head_pose(anatomy, acq)
+    left_s, right_s = (np.linalg.solve(pose[:3, :3], c - pose[:3, 3]) for c in (left, right))
+    assert left_s[0] < right_s[0]
+    assert np.linalg.norm(left_s - DN_CENTROID_MNI["left"]) < 9
+    assert np.linalg.norm(right_s - DN_CENTROID_MNI["right"]) < 9
+
+
+def test_regression_recovers_planted_group_by_time_effects(demo_cohort):
+    truth = read_tsv(demo_cohort / TRUTH / "truth.tsv")
+    assert truth.groupby("participant_id").size().max() >= 3
+    long = pd.concat([
+        truth.assign(side=side, volume=truth[f"dn_{side}_volume_mm3"],
+                     chi=truth[f"dn_{side}_mean_chi_ppb"] / truth["acq_scale"])
+        for side in ("left", "right")
+    ])
+    long["log_volume"] = np.log(long["volume"])
+    planted = {g: DEFAULT_EFFECTS[g] for g in ("control", "ataxia")}
+    model = "~ C(participant_id):C(side) + years_since_baseline:C(group)"
+    vol = smf.ols("log_volume" + model, long).fit()
+    chi = smf.ols("chi" + model, long).fit()
+    for group, effect in planted.items():
+        term = f"years_since_baseline:C(group)[{group}]"
+        lo, hi = vol.conf_int(0.01).loc[term]
+        assert lo <= np.log(1 + effect.volume_pct_per_year / 100) <= hi, (group, vol.params[term])
+    ataxia, control = (f"years_since_baseline:C(group)[{g}]" for g in ("ataxia", "control"))
+    assert vol.params[ataxia] < vol.params[control]
+    # chi: partial volume attenuates the measured slope a little; it must keep the planted order and size
+    assert chi.params[ataxia] == pytest.approx(planted["ataxia"].chi_ppb_per_year, rel=0.35)
+    assert chi.params[ataxia] - chi.params[control] > 2.0
+
+
+def test_cli_writes_a_dataset(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "ds"), "--preset", "demo", "--subjects", "1", "--sessions", "1", "--seed", "2"]) == 0
+    assert (tmp_path / "ds" / "participants.tsv").exists()
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--subjects", "0"], "--subjects must be at least 1"),
+    (["--sessions", "0"], "--sessions must be at least 1"),
+    (["--seed", "-1"], "--seed must be a non-negative integer"),
+])
+def test_bad_arguments_fail_clearly(tmp_path, capsys, args, message):
+    assert main(["synth", "--out", str(tmp_path / "ds"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_unknown_preset_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", "--out", str(tmp_path / "ds"), "--preset", "nope"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_unwritable_output_fails_clearly(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert main(["synth", "--out", str(blocker / "ds"), "--subjects", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write output" in err and str(blocker) in err
+
+
+def test_existing_output_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    assert main(["synth", "--out", str(out), "--subjects", "1", "--sessions", "1"]) == 2
+    assert "exists and is not empty; pass --overwrite" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "precious"
+    assert main(["synth", "--out", str(out), "--subjects", "1", "--sessions", "1", "--overwrite"]) == 0
+    assert not (out / "keep.txt").exists() and (out / "participants.tsv").exists()
+
+
+def test_failure_midway_leaves_no_half_written_dataset(tmp_path, monkeypatch):
+    calls = []
+    real = synth_dataset._subject
+
+    def flaky(task):
+        calls.append(task)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return real(task)
+
+    monkeypatch.setattr(synth_dataset, "_subject", flaky)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_dataset(tmp_path / "ds", "demo", subjects=2, sessions=1, seed=0)
+    assert list(tmp_path.iterdir()) == [], "neither the output nor a temporary folder may remain"
