@@ -18,7 +18,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/dnqsm synth --preset demo --seed 1 --out $(DEMO)/bids --overwrite --jobs 2
+	$(BIN)/snakemake --profile profiles/local
 	@echo "Demo cohort: $(DEMO)/bids (ground truth in $(DEMO)/bids/derivatives/manual)"
 
 test: $(STAMP)

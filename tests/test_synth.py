@@ -15,7 +15,7 @@ from dnqsm.cli import main
 from dnqsm.io import bids_path, read_tsv
 from dnqsm.synth import dataset as synth_dataset
 from dnqsm.synth import write_dataset
-from dnqsm.synth.acquisition import ORIENTATIONS, Acquisition, head_pose, render
+from dnqsm.synth.acquisition import ORIENTATIONS, Acquisition, head_pose, pose_from_truth, render
 from dnqsm.synth.anatomy import build_anatomy
 from dnqsm.synth.cohort import DEFAULT_EFFECTS
 from dnqsm.synth.template import DN_CENTROID_MNI
@@ -96,21 +96,11 @@ def test_left_label_is_on_the_subjects_left_in_every_file(demo_cohort):
         sub, ses = row.participant_id.removeprefix("sub-"), row.session_id.removeprefix("ses-")
         labels = nib.load(bids_path(demo_cohort / TRUTH, sub, ses, "dseg", desc="dentate"))
         seg = np.asarray(labels.dataobj)
-        pose = _pose_from_truth(row)
+        pose = pose_from_truth(row)
         subject = {lab: np.linalg.solve(pose[:3, :3], world_centroid(seg == lab, labels.affine) - pose[:3, 3]) for lab in (1, 2)}
         assert subject[1][0] < subject[2][0]
         assert np.linalg.norm(subject[1] - DN_CENTROID_MNI["left"]) < 9
         assert np.linalg.norm(subject[2] - DN_CENTROID_MNI["right"]) < 9
-
-
-def _pose_from_truth(row) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    pose = np.eye(4)
-    rot = Rotation.from_euler("xyz", [row.rotation_x_deg, row.rotation_y_deg, row.rotation_z_deg], degrees=True)
-    pose[:3, :3] = rot.as_matrix() @ np.diag([row.head_scale_x, row.head_scale_y, row.head_scale_z])
-    pose[:3, 3] = [row.translation_x_mm, row.translation_y_mm, row.translation_z_mm]
-    return pose
 
 
 @pytest.fixture(scope="module")

@@ -111,12 +111,27 @@ def sample_acquisition(rng: np.random.Generator, site: SiteProtocol, site_scale:
 
 
 def head_pose(anatomy: SubjectAnatomy, acq: Acquisition) -> np.ndarray:
-    """4x4 transform from subject space to scanner world (RAS mm): rotation, translation, head scale."""
+    """4x4 transform from subject space to scanner world (RAS mm) for one acquisition."""
+    return pose_matrix(acq.rotation_deg, acq.translation_mm, anatomy.head_scale)
+
+
+def pose_matrix(rotation_deg, translation_mm, head_scale) -> np.ndarray:
+    """Subject space -> world: scale the head, rotate (x, y, z Euler angles), translate.
+
+    The truth table records all three, so ``pose_matrix`` rebuilds any image's pose from its row.
+    """
     pose = np.eye(4)
-    rot = Rotation.from_euler("xyz", acq.rotation_deg, degrees=True).as_matrix()
-    pose[:3, :3] = rot @ np.diag(anatomy.head_scale)
-    pose[:3, 3] = acq.translation_mm
+    rot = Rotation.from_euler("xyz", rotation_deg, degrees=True).as_matrix()
+    pose[:3, :3] = rot @ np.diag(head_scale)
+    pose[:3, 3] = translation_mm
     return pose
+
+
+def pose_from_truth(row) -> np.ndarray:
+    """The pose of the image described by one truth-table row (a mapping or namedtuple)."""
+    get = row.__getitem__ if hasattr(row, "__getitem__") and not isinstance(row, tuple) else lambda k: getattr(row, k)
+    return pose_matrix([get(f"rotation_{a}_deg") for a in "xyz"], [get(f"translation_{a}_mm") for a in "xyz"],
+                       [get(f"head_scale_{a}") for a in "xyz"])
 
 
 def grid_affine(anatomy: SubjectAnatomy, acq: Acquisition, pose: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
