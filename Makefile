@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := results/demo
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv bench clean demo-models
 
 venv: $(STAMP)
 
@@ -29,3 +29,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf results .snakemake .pytest_cache
+
+# Reproduce the bundled demo models: a fixed-seed `train` cohort, both models trained by the
+# workflow's train_models target with config/config.yaml, then copied into models/demo/.
+demo-models: $(STAMP)
+	$(BIN)/dnqsm synth --preset train --seed 1 --out results/train/bids --overwrite --jobs 2
+	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 train_models
+	mkdir -p models/demo
+	cp results/train/models/localization.zip results/train/models/segmentation.zip \
+	   results/train/models/provenance.json models/demo/

@@ -10,6 +10,7 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/synth.smk"
+include: "rules/train.smk"
 
 
 rule all:

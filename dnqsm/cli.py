@@ -24,6 +24,35 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment(args: argparse.Namespace) -> int:
+    from dnqsm.segment import DentateSegmenter, load_model_set
+
+    try:
+        models = load_model_set(args.models, args.localization_model, args.segmentation_model)
+        if args.localization_spacing_mm:
+            models.geometry["localization_spacing_mm"] = args.localization_spacing_mm
+        if args.margin_mm is not None:
+            models.geometry["margin_mm"] = args.margin_mm
+        folds = tuple(args.folds) if args.folds else None
+        segmenter = DentateSegmenter(models, device=args.device, folds=folds, mirroring=args.mirroring,
+                                     threads=args.threads)
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"dnqsm segment: error: {exc}", file=sys.stderr)
+        return 2
+    records = segmenter.run(args.input, args.output)
+    failed = [r for r in records if r["status"] != "ok"]
+    for r in records:
+        if r["status"] == "ok":
+            d = r["dentate"]
+            note = f" (missing: {', '.join(r['missing_sides'])})" if r["missing_sides"] else ""
+            print(f"ok      {r['stem']}: left {d['left']['volume_mm3']:.0f} mm3, right {d['right']['volume_mm3']:.0f} mm3, "
+                  f"{r['timings_s']['total']:.1f} s{note}")
+        else:
+            print(f"FAILED  {r['stem']}: {r['error']}", file=sys.stderr)
+    print(f"dnqsm segment: {len(records) - len(failed)} of {len(records)} images segmented into {args.output}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dnqsm.synth import PRESETS
 
@@ -41,6 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default: 1)")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output directory")
     synth.set_defaults(func=_synth)
+
+    seg = sub.add_parser("segment", help="segment the dentate nuclei of one or more QSM images",
+                         description="Two-step nnU-Net dentate segmentation. Writes DentateSeg's layout per image: "
+                                     "OUTDIR/<stem>/<stem>_seg.nii.gz (left 1, right 2 on the input grid), _cropped, "
+                                     "_cropped_seg, _cropped_seg_labeled, _cerebellar_mask (the localized region) "
+                                     "and _metadata.json. Exit code 1 if any image failed.")
+    seg.add_argument("-i", "--input", nargs="+", required=True, metavar="IMG", help="QSM NIfTI images")
+    seg.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    seg.add_argument("--models", default=None, metavar="DIR",
+                     help="folder with localization.zip and segmentation.zip (default: the bundled demo models)")
+    seg.add_argument("--localization-model", default=None, metavar="PATH", help="nnU-Net model folder or exported zip")
+    seg.add_argument("--segmentation-model", default=None, metavar="PATH", help="nnU-Net model folder or exported zip")
+    seg.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto", help="default: auto")
+    seg.add_argument("--folds", nargs="+", default=None, help="folds to ensemble (default: all trained folds)")
+    seg.add_argument("--mirroring", action=argparse.BooleanOptionalAction, default=False,
+                     help="test-time mirroring (8 passes in 3D; default: off)")
+    seg.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    seg.add_argument("--localization-spacing-mm", type=float, default=None, help=argparse.SUPPRESS)
+    seg.add_argument("--margin-mm", type=float, default=None,
+                     help="margin around the localized region (default: the models' provenance, else 5)")
+    seg.set_defaults(func=_segment)
     return parser
 
 

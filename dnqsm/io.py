@@ -13,6 +13,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 #: BIDS entity order used in file names.
 ENTITY_ORDER = ("sub", "ses", "acq", "run", "space", "label", "desc")
 
@@ -56,6 +59,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs follow the umask
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -98,3 +102,41 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+class InputError(ValueError):
+    """An input file that cannot be used; the message names the file and the problem."""
+
+
+def load_image(path: str | Path, allow_unknown_orientation: bool = False) -> nib.Nifti1Image:
+    """Load a 3D NIfTI and check it is usable: readable, 3D, some finite values, a known orientation.
+
+    NaN voxels are allowed (masked QSM); they are left for callers to handle. Raises InputError.
+    """
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise InputError(f"{path}: not a NIfTI image ({type(img).__name__})")
+        shape = img.shape
+        if len(shape) == 4 and shape[3] == 1:
+            img = nib.funcs.squeeze_image(img)
+            shape = img.shape
+        if len(shape) != 3:
+            raise InputError(f"{path}: expected a 3D image, got {len(shape)}D with shape {tuple(shape)}")
+        data = np.asanyarray(img.dataobj)
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except Exception as exc:  # corrupt gzip, truncated file, not an image at all
+        raise InputError(f"{path}: cannot read as NIfTI ({type(exc).__name__}: {exc})") from None
+    finite = np.isfinite(data)
+    if not finite.any():
+        raise InputError(f"{path}: no finite values (all NaN or infinite)")
+    if not np.any(data[finite] != 0):
+        raise InputError(f"{path}: all values are zero")
+    if not allow_unknown_orientation and int(img.header["sform_code"]) == 0 and int(img.header["qform_code"]) == 0:
+        raise InputError(f"{path}: sform and qform codes are both 0, so left and right cannot be known; "
+                         "fix the header or override explicitly")
+    return nib.Nifti1Image(data, img.affine, img.header) if isinstance(img, nib.Nifti2Image) else img

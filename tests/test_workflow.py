@@ -19,7 +19,10 @@ def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedPr
 
 
 def synth_config(out: Path, **extra) -> dict:
-    return {"synth": {"out": str(out), "preset": "demo", "subjects": 1, "sessions": 1, "seed": 0, **extra}}
+    """The shipped config with a one-image synthetic cohort (a --configfile replaces the whole config)."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["synth"] = {"out": str(out), "preset": "demo", "subjects": 1, "sessions": 1, "seed": 0, **extra}
+    return config
 
 
 def test_workflow_generates_the_cohort_and_a_rerun_does_nothing(tmp_path):

@@ -1,0 +1,219 @@
+"""Glue to nnU-Net v2: folders, axis order, raw datasets, small plans, training, model zips.
+
+nnU-Net reads its folder locations from environment variables when it is first imported, so
+``use_workdir`` must run before anything imports nnunetv2 in a training process. Inference never
+needs those folders: predictors are built straight from a model folder or an exported zip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+#: nnU-Net configuration dnqsm trains (with small custom plans, see ``small_plans``).
+CONFIGURATION = "3d_fullres"
+PLANS = "nnUNetPlans"
+TRAINER = "nnUNetTrainer"
+CHANNEL = "QSM"
+
+
+def use_workdir(workdir: str | Path) -> dict[str, str]:
+    """Point nnU-Net's raw/preprocessed/results folders into ``workdir`` (before importing nnunetv2)."""
+    workdir = Path(workdir).absolute()
+    paths = {key: str(workdir / name) for key, name in
+             (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"), ("nnUNet_results", "results"))}
+    for key, value in paths.items():
+        Path(value).mkdir(parents=True, exist_ok=True)
+        os.environ[key] = value
+    os.environ.setdefault("nnUNet_compile", "f")  # torch.compile gains nothing on CPU and costs minutes
+    return paths
+
+
+def dataset_name(dataset_id: int, name: str) -> str:
+    return f"Dataset{dataset_id:03d}_{name}"
+
+
+# --- axis order -------------------------------------------------------------------------------
+# dnqsm arrays are (x, y, z) as nibabel reads them; nnU-Net's NibabelIO transposes to (z, y, x).
+
+def to_nnunet(array_xyz: np.ndarray, spacing_xyz) -> tuple[np.ndarray, dict]:
+    """An (x, y, z) array and spacing as nnU-Net's NibabelIO would have read them from a file."""
+    data = np.ascontiguousarray(np.asarray(array_xyz, np.float32).transpose(2, 1, 0)[None])
+    return data, {"spacing": [float(s) for s in list(spacing_xyz)[::-1]]}
+
+
+def from_nnunet(array_zyx: np.ndarray) -> np.ndarray:
+    """Back from nnU-Net's (z, y, x) order to (x, y, z)."""
+    return np.ascontiguousarray(np.asarray(array_zyx).transpose(2, 1, 0))
+
+
+# --- raw datasets ------------------------------------------------------------------------------
+
+def write_case(raw: Path, case: str, image_xyz: np.ndarray, affine: np.ndarray, label_xyz: np.ndarray) -> None:
+    """One training case in nnU-Net's raw layout (imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz)."""
+    from dnqsm.io import save_nifti
+
+    image = nib.Nifti1Image(np.nan_to_num(image_xyz.astype(np.float32)), affine)
+    label = nib.Nifti1Image(label_xyz.astype(np.uint8), affine)
+    for img in (image, label):
+        img.set_sform(affine, 1)
+        img.set_qform(affine, 1)
+    save_nifti(raw / "imagesTr" / f"{case}_0000.nii.gz", image)
+    save_nifti(raw / "labelsTr" / f"{case}.nii.gz", label)
+
+
+def write_dataset_json(raw: Path, label_name: str, n_cases: int) -> None:
+    from dnqsm.io import write_json
+
+    write_json(raw / "dataset.json", {
+        "channel_names": {"0": CHANNEL},
+        "labels": {"background": 0, label_name: 1},
+        "numTraining": n_cases,
+        "file_ending": ".nii.gz",
+        "overwrite_image_reader_writer": "NibabelIO",
+    })
+
+
+# --- planning, preprocessing, training ---------------------------------------------------------
+
+def small_plans(plans: dict, features: list[int], patch_size: list[int], batch_size: int,
+                spacing: list[float] | None = None) -> dict:
+    """Shrink nnU-Net's planned 3d_fullres network to something that trains on 2 CPU cores.
+
+    ``patch_size`` and ``spacing`` are given in (x, y, z) and stored in nnU-Net's (z, y, x) order.
+    """
+    config = plans["configurations"][CONFIGURATION]
+    n_stages = len(features)
+    config["patch_size"] = [int(p) for p in patch_size[::-1]]
+    config["batch_size"] = int(batch_size)
+    if spacing is not None:
+        config["spacing"] = [float(s) for s in spacing[::-1]]
+    arch = config["architecture"]["arch_kwargs"]
+    arch.update({
+        "n_stages": n_stages,
+        "features_per_stage": [int(f) for f in features],
+        "kernel_sizes": [[3, 3, 3]] * n_stages,
+        "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1),
+        "n_conv_per_stage": [2] * n_stages,
+        "n_conv_per_stage_decoder": [2] * (n_stages - 1),
+    })
+    return plans
+
+
+def plan_and_preprocess(dataset_id: int, features: list[int], patch_size: list[int], batch_size: int,
+                        spacing: list[float] | None, processes: int = 2) -> Path:
+    """nnU-Net's fingerprint, planner and preprocessor, with the plans edited by ``small_plans``."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
+                                                                      preprocess)
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    extract_fingerprints([dataset_id], num_processes=processes, check_dataset_integrity=True, verbose=False,
+                         show_progress_bar=False)
+    plan_experiments([dataset_id])
+    plans_file = Path(nnUNet_preprocessed) / maybe_convert_to_dataset_name(dataset_id) / f"{PLANS}.json"
+    plans = small_plans(json.loads(plans_file.read_text()), features, patch_size, batch_size, spacing)
+    plans_file.write_text(json.dumps(plans, indent=2))
+    preprocess([dataset_id], PLANS, (CONFIGURATION,), (processes,), verbose=False, show_progress_bar=False)
+    return plans_file
+
+
+def train(dataset_id: int, fold: int | str, epochs: int, iterations: int, val_iterations: int,
+          device: str = "cpu") -> Path:
+    """Train one fold with nnU-Net's own ``nnUNetTrainer`` on a short schedule; return the fold folder.
+
+    The optimizer state is stripped from the final checkpoint (inference does not need it).
+    """
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    trainer = get_trainer_from_args(str(dataset_id), CONFIGURATION, fold, TRAINER, PLANS, False, torch.device(device))
+    trainer.num_epochs = epochs
+    trainer.num_iterations_per_epoch = iterations
+    trainer.num_val_iterations_per_epoch = val_iterations
+    trainer.save_every = max(1, epochs // 4)
+    trainer.run_training()
+    trainer.perform_actual_validation(False)  # for fold "all" nnU-Net validates on the training cases
+    fold_dir = Path(trainer.output_folder)
+    checkpoint = fold_dir / "checkpoint_final.pth"
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    for key in ("optimizer_state", "grad_scaler_state"):
+        state.pop(key, None)
+    torch.save(state, checkpoint)
+    (fold_dir / "checkpoint_best.pth").unlink(missing_ok=True)
+    (fold_dir / "checkpoint_latest.pth").unlink(missing_ok=True)
+    return fold_dir
+
+
+def validation_dice(fold_dir: Path) -> float | None:
+    """Mean foreground Dice of nnU-Net's own validation of a fold (summary.json), if there was one."""
+    summary = Path(fold_dir) / "validation" / "summary.json"
+    if not summary.exists():
+        return None
+    return float(json.loads(summary.read_text())["foreground_mean"]["Dice"])
+
+
+# --- model zips ---------------------------------------------------------------------------------
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_zip(dataset_id: int, folds: tuple, out_zip: str | Path) -> str:
+    """nnU-Net's own model export (nnUNetv2_export_model_to_zip); returns the zip's sha256."""
+    from nnunetv2.model_sharing.model_export import export_pretrained_model
+
+    from dnqsm.io import atomic_path
+
+    with atomic_path(out_zip) as tmp:
+        export_pretrained_model(dataset_id, str(tmp), configurations=(CONFIGURATION,), trainer=TRAINER,
+                                plans_identifier=PLANS, folds=tuple(folds), strict=True,
+                                save_checkpoints=("checkpoint_final.pth",))
+    return sha256(out_zip)
+
+
+def model_folder(model: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """A trained-model folder (the one holding plans.json and fold_*) from a folder or an exported zip.
+
+    Zips are unpacked once into ``cache_dir`` (default ``$DNQSM_CACHE`` or ``~/.cache/dnqsm``), keyed
+    by their sha256, so a changed zip is never confused with an old one.
+    """
+    model = Path(model)
+    if model.is_dir():
+        return _find_trained_folder(model)
+    if not zipfile.is_zipfile(model):
+        raise FileNotFoundError(f"{model}: not a model folder or an nnU-Net model zip")
+    cache = Path(cache_dir or os.environ.get("DNQSM_CACHE", Path.home() / ".cache" / "dnqsm")) / "models"
+    target = cache / sha256(model)
+    if not target.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".unpack-"))
+        try:
+            with zipfile.ZipFile(model) as zf:
+                zf.extractall(tmp)
+            try:
+                tmp.rename(target)
+            except OSError:  # another process unpacked the same zip first
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _find_trained_folder(target)
+
+
+def _find_trained_folder(root: Path) -> Path:
+    hits = sorted(p.parent for p in root.rglob("plans.json") if any(p.parent.glob("fold_*")))
+    if not hits:
+        raise FileNotFoundError(f"{root}: no nnU-Net trained model (plans.json with fold_* folders) inside")
+    return hits[0]

@@ -1,0 +1,327 @@
+"""Two-step dentate segmentation with nnU-Net v2: localize, crop, segment, assign sides, paste back.
+
+Both predictors are loaded once (nnU-Net's Python API) and reused for every image of a call, so a
+cohort job never reloads models per subject. Sides are decided in RAS world coordinates relative
+to the subject's midline, never by array index or by the sign of x.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+from scipy import ndimage
+
+from dnqsm import __version__
+from dnqsm.io import InputError, load_image, save_nifti, write_json
+from dnqsm.localize import Box, box_slices, crop, localization_input, region_box, region_components, resample_to_grid
+from dnqsm.nnunet import from_nnunet, model_folder, sha256, to_nnunet
+
+LEFT, RIGHT = 1, 2
+#: Where the bundled demo models live in a source checkout.
+BUNDLED_MODELS = Path(__file__).resolve().parents[1] / "models" / "demo"
+DEFAULT_GEOMETRY = {"localization_spacing_mm": 3.0, "margin_mm": 5.0}
+
+
+class SegmentationFailure(Exception):
+    """The image was read but no dentate nucleus could be found in it."""
+
+
+@dataclass
+class Model:
+    """One trained nnU-Net model as given by the user (folder or zip) and where it was unpacked."""
+
+    role: str
+    source: Path
+    folder: Path
+    sha256: str | None
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": str(self.source), "name": self.folder.parent.name + "/" + self.folder.name,
+                "sha256": self.sha256}
+
+
+@dataclass
+class ModelSet:
+    localization: Model
+    segmentation: Model
+    geometry: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_GEOMETRY))
+
+
+def load_model_set(models_dir: str | Path | None = None, localization: str | Path | None = None,
+                   segmentation: str | Path | None = None) -> ModelSet:
+    """Models from a folder holding ``localization.zip``/``segmentation.zip`` (or folders of those names)
+    and an optional ``provenance.json`` with the geometry they were trained with; explicit
+    ``localization``/``segmentation`` paths override."""
+    base = Path(models_dir) if models_dir else BUNDLED_MODELS
+    geometry = dict(DEFAULT_GEOMETRY)
+    provenance = base / "provenance.json"
+    if provenance.exists():
+        geometry.update(json.loads(provenance.read_text()).get("geometry", {}))
+    models = {}
+    for role, given in (("localization", localization), ("segmentation", segmentation)):
+        source = Path(given) if given else next((p for p in (base / f"{role}.zip", base / role) if p.exists()), None)
+        if source is None or not source.exists():
+            raise FileNotFoundError(f"no {role} model: expected {base / (role + '.zip')} or pass it explicitly")
+        digest = sha256(source) if source.is_file() else None
+        models[role] = Model(role, source, model_folder(source), digest)
+    return ModelSet(models["localization"], models["segmentation"], geometry)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was requested but no CUDA GPU is available")
+    return device
+
+
+class DentateSegmenter:
+    """Both nnU-Net predictors, loaded once; ``run`` segments a list of images."""
+
+    def __init__(self, models: ModelSet, device: str = "cpu", folds: tuple | None = None, mirroring: bool = False,
+                 threads: int | None = None, tile_step_size: float = 0.5):
+        import torch
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        self.models = models
+        self.device = resolve_device(device)
+        self.mirroring = mirroring
+        self.folds = folds
+        self.threads = threads
+        if threads:
+            torch.set_num_threads(threads)
+        self.predictors = {}
+        for model in (models.localization, models.segmentation):
+            with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints a CPU notice unconditionally
+                predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=mirroring,
+                                            perform_everything_on_device=self.device == "cuda",
+                                            device=torch.device(self.device), verbose=False,
+                                            verbose_preprocessing=False, allow_tqdm=False)
+            available = tuple(p.parent.name.removeprefix("fold_") for p in model.folder.glob("fold_*/checkpoint_final.pth"))
+            use = tuple(str(f) for f in folds) if folds else available
+            if not use or not set(use) <= set(available):
+                raise FileNotFoundError(f"{model.source}: folds {list(use)} requested, trained folds: {sorted(available)}")
+            use = tuple(f if f == "all" else int(f) for f in sorted(use))
+            predictor.initialize_from_trained_model_folder(str(model.folder), use_folds=use,
+                                                           checkpoint_name="checkpoint_final.pth")
+            self.predictors[model.role] = predictor
+
+    # -- one image -------------------------------------------------------------------------------
+    def segment(self, path: str | Path) -> "Result":
+        """Segment one image; raises InputError or SegmentationFailure with a clear message."""
+        timings: dict[str, float] = {}
+        tick = time.perf_counter()
+        img = load_image(path)
+        timings["load"] = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        spacing = float(self.models.geometry["localization_spacing_mm"])
+        coarse, grid_affine = localization_input(img, spacing)
+        data, props = to_nnunet(coarse, [spacing] * 3)
+        region = from_nnunet(self.predictors["localization"].predict_single_npy_array(data, props)) > 0
+        region = region_components(region, keep=2)
+        box = region_box(region, grid_affine)
+        timings["localization"] = time.perf_counter() - tick
+        if box is None:
+            raise SegmentationFailure(f"{path}: the localization model found no dentate region "
+                                      "(does the image cover the cerebellum?)")
+        midline_x, midline_source = _midline(img, region, grid_affine)
+
+        tick = time.perf_counter()
+        canonical = nib.as_closest_canonical(img)
+        margin = float(self.models.geometry["margin_mm"])
+        slices, touches_edge = box_slices(canonical, box.expanded(margin))
+        cropped = crop(canonical, slices)
+        values = cropped.get_fdata(dtype=np.float32)
+        data, props = to_nnunet(np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), cropped.header.get_zooms()[:3])
+        raw = (from_nnunet(self.predictors["segmentation"].predict_single_npy_array(data, props)) > 0).astype(np.uint8)
+        timings["segmentation"] = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        labeled, sides = assign_sides(raw, cropped.affine, midline_x)
+        if not labeled.any():
+            raise SegmentationFailure(f"{path}: no dentate nucleus found in the localized region")
+        canonical_labels = np.zeros(canonical.shape[:3], np.uint8)
+        canonical_labels[slices] = labeled
+        to_input = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(img.affine))
+        labels = apply_orientation(canonical_labels, to_input)
+        mask_on_input = resample_to_grid(region.astype(np.float32), grid_affine, img.affine, img.shape[:3], order=0,
+                                         smooth=False) > 0.5
+        timings["postprocess"] = time.perf_counter() - tick
+        voxel_mm3 = float(abs(np.linalg.det(img.affine[:3, :3])))
+        for name, label in (("left", LEFT), ("right", RIGHT)):
+            sides[name]["volume_mm3"] = round(float((labels == label).sum()) * voxel_mm3, 3)
+        geometry = {
+            "localization_spacing_mm": spacing, "localization_grid_shape": list(region.shape),
+            "localization_components": int(ndimage.label(region)[1]), "box": box.as_dict(), "margin_mm": margin,
+            "crop_box": box.expanded(margin).as_dict(),
+            "crop_voxels_canonical": [[s.start, s.stop] for s in slices], "crop_shape": list(cropped.shape[:3]),
+            "crop_spacing_mm": [round(float(z), 4) for z in cropped.header.get_zooms()[:3]],
+            "box_touches_image_edge": touches_edge, "midline_x_mm": round(midline_x, 3), "midline_source": midline_source,
+        }
+        return Result(img, labels, mask_on_input.astype(np.uint8), cropped, raw, labeled, sides, geometry, timings)
+
+    # -- many images -------------------------------------------------------------------------------
+    def run(self, inputs: list[str | Path], out_dir: str | Path) -> list[dict]:
+        """Segment every input into ``out_dir/<stem>/`` (DentateSeg's layout); failures stay per image."""
+        records = []
+        for path in inputs:
+            start = time.perf_counter()
+            stem = image_stem(path)
+            try:
+                result = self.segment(path)
+            except (InputError, SegmentationFailure) as exc:
+                records.append(self._write_failure(path, out_dir, stem, str(exc), time.perf_counter() - start))
+                continue
+            except Exception as exc:  # an unexpected problem with one image must not stop the others
+                msg = f"{path}: unexpected error: {type(exc).__name__}: {exc}"
+                records.append(self._write_failure(path, out_dir, stem, msg, time.perf_counter() - start))
+                continue
+            records.append(self._write_result(path, out_dir, stem, result, start))
+        return records
+
+    def _base_metadata(self, path, stem: str) -> dict[str, Any]:
+        return {
+            "input": str(Path(path).absolute()), "stem": stem,
+            "models": {"localization": self.models.localization.describe(),
+                       "segmentation": self.models.segmentation.describe()},
+            "geometry_parameters": self.models.geometry,
+            "options": {"device": self.device, "mirroring": self.mirroring,
+                        "folds": list(self.folds) if self.folds else "all available", "threads": self.threads},
+            "versions": {"dnqsm": __version__, "nnunetv2": version("nnunetv2"), "torch": version("torch")},
+            "labels": {"1": "left dentate nucleus", "2": "right dentate nucleus"},
+        }
+
+    def _write_failure(self, path, out_dir, stem, message: str, seconds: float) -> dict:
+        meta = {"status": "failed", "error": message, **self._base_metadata(path, stem),
+                "timings_s": {"total": round(seconds, 3)}}
+        with _staged_folder(Path(out_dir) / stem) as folder:
+            write_json(folder / f"{stem}_metadata.json", meta)
+        return meta
+
+    def _write_result(self, path, out_dir, stem, result: "Result", start: float) -> dict:
+        tick = time.perf_counter()
+        img = result.image
+        meta = {"status": "ok", "error": None, **self._base_metadata(path, stem),
+                "image": {"shape": list(img.shape[:3]), "affine": np.round(img.affine, 5).tolist(),
+                          "orientation": "".join(nib.aff2axcodes(img.affine)),
+                          "spacing_mm": [round(float(z), 4) for z in img.header.get_zooms()[:3]]},
+                **result.geometry, "dentate": result.sides,
+                "missing_sides": [s for s in ("left", "right") if result.sides[s]["voxels"] == 0]}
+        with _staged_folder(Path(out_dir) / stem) as folder:
+            save_nifti(folder / f"{stem}_seg.nii.gz", _like(img, result.labels))
+            save_nifti(folder / f"{stem}_cerebellar_mask.nii.gz", _like(img, result.region_on_input))
+            save_nifti(folder / f"{stem}_cropped.nii.gz", result.cropped)
+            save_nifti(folder / f"{stem}_cropped_seg.nii.gz", _like(result.cropped, result.cropped_raw))
+            save_nifti(folder / f"{stem}_cropped_seg_labeled.nii.gz", _like(result.cropped, result.cropped_labels))
+            result.timings["write"] = time.perf_counter() - tick
+            result.timings["total"] = time.perf_counter() - start
+            meta["timings_s"] = {k: round(v, 3) for k, v in result.timings.items()}
+            write_json(folder / f"{stem}_metadata.json", meta)
+        return meta
+
+
+@dataclass
+class Result:
+    image: nib.Nifti1Image
+    labels: np.ndarray  # on the input grid: 1 left, 2 right
+    region_on_input: np.ndarray  # localization region on the input grid
+    cropped: nib.Nifti1Image  # canonical-orientation crop of the input
+    cropped_raw: np.ndarray  # segmentation network output on the crop (binary)
+    cropped_labels: np.ndarray  # after side assignment and largest components
+    sides: dict[str, dict]
+    geometry: dict[str, Any]
+    timings: dict[str, float]
+
+
+def assign_sides(binary: np.ndarray, affine: np.ndarray, midline_x: float) -> tuple[np.ndarray, dict]:
+    """Split a binary DN mask into left (1) and right (2) by world x relative to the midline, then keep
+    the largest connected component per side. A side with nothing stays empty (reported, not invented)."""
+    labels = np.zeros(binary.shape, np.uint8)
+    idx = np.argwhere(binary > 0)
+    info = {}
+    if len(idx):
+        world_x = nib.affines.apply_affine(affine, idx)[:, 0]
+        side = np.where(world_x < midline_x, LEFT, RIGHT).astype(np.uint8)
+        labels[tuple(idx.T)] = side
+    structure = np.ones((3, 3, 3), bool)
+    for name, label in (("left", LEFT), ("right", RIGHT)):
+        comps, n = ndimage.label(labels == label, structure=structure)
+        if n > 1:
+            sizes = ndimage.sum(labels == label, comps, index=np.arange(1, n + 1))
+            keep = 1 + int(np.argmax(sizes))
+            labels[(comps > 0) & (comps != keep)] = 0
+        info[name] = {"components": int(n), "voxels": int((labels == label).sum())}
+    return labels, info
+
+
+def _midline(img: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray) -> tuple[float, str]:
+    """World x of the subject's midline: halfway between the two localized DN regions, else the
+    centroid of the image's non-zero finite voxels (a one-sided region cannot define the midline)."""
+    comps, n = ndimage.label(region)
+    if n == 2:
+        centres = [nib.affines.apply_affine(grid_affine, np.argwhere(comps == i).mean(0)) for i in (1, 2)]
+        return float((centres[0][0] + centres[1][0]) / 2), "localization"
+    data = np.asanyarray(img.dataobj)
+    inside = np.argwhere(np.isfinite(data) & (data != 0))
+    return float(nib.affines.apply_affine(img.affine, inside.mean(0))[0]), "image centroid"
+
+
+def _like(reference: nib.Nifti1Image, labels: np.ndarray) -> nib.Nifti1Image:
+    """A uint8 label image with the reference's grid, affine, qform/sform and orientation."""
+    header = reference.header.copy()
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(1.0, 0.0)
+    out = nib.Nifti1Image(labels.astype(np.uint8), reference.affine, header)
+    out.set_sform(reference.get_sform(), int(reference.header["sform_code"]) or 1)
+    out.set_qform(reference.get_qform(), int(reference.header["qform_code"]) or 1)
+    return out
+
+
+def image_stem(path: str | Path) -> str:
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return Path(path).stem
+
+
+class _staged_folder:
+    """Write a folder's files in a hidden sibling and swap it into place only when all are written."""
+
+    def __init__(self, final: Path):
+        self.final = final
+
+    def __enter__(self) -> Path:
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", dir=self.final.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        os.chmod(self.tmp, 0o755)
+        if self.final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.old.", dir=self.final.parent))
+            os.rmdir(old)
+            self.final.rename(old)
+            self.tmp.rename(self.final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            self.tmp.rename(self.final)

@@ -1,0 +1,64 @@
+"""Training data for the two nnU-Net models, built from any labelled BIDS cohort.
+
+Both datasets are built with the same functions that inference uses (``dnqsm.localize``), so the
+networks see at training time exactly what they will see in use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from dnqsm.bids import chimap_sessions, dentate_labels
+from dnqsm.io import InputError, load_image
+from dnqsm.localize import box_slices, crop, label_region, localization_input, region_box
+from dnqsm.nnunet import write_case, write_dataset_json
+
+
+def build_training_datasets(bids_dir: str | Path, labels_dir: str | Path, localization_raw: str | Path,
+                            segmentation_raw: str | Path, spacing_mm: float, margin_mm: float, jitter_mm: float,
+                            seed: int = 0) -> dict:
+    """Write the localization and segmentation raw datasets; return a summary (cases, skipped)."""
+    localization_raw, segmentation_raw = Path(localization_raw), Path(segmentation_raw)
+    rng = np.random.default_rng(seed)
+    cases, skipped = [], []
+    for session in chimap_sessions(bids_dir):
+        label_path = dentate_labels(labels_dir, session)
+        case = f"sub-{session.subject}" + (f"_ses-{session.session}" if session.session else "")
+        if not label_path.exists():
+            skipped.append({"case": case, "reason": f"no labels at {label_path}"})
+            continue
+        try:
+            image = load_image(session.image)
+        except InputError as exc:
+            skipped.append({"case": case, "reason": str(exc)})
+            continue
+        labels = nib.load(label_path)
+        if labels.shape[:3] != image.shape[:3] or not np.allclose(labels.affine, image.affine, atol=1e-3):
+            skipped.append({"case": case, "reason": f"{label_path} is not on the image's grid"})
+            continue
+        coarse, grid_affine = localization_input(image, spacing_mm)
+        region = label_region(labels, grid_affine, coarse.shape)
+        box = region_box(region, grid_affine)
+        if box is None:
+            skipped.append({"case": case, "reason": f"{label_path} holds no DN label"})
+            continue
+        write_case(localization_raw, case, coarse, grid_affine, region)
+        # Step two: a lossless crop of the canonically oriented native image; the box is jittered
+        # per face so the network learns to cope with imperfect localization.
+        image_c, labels_c = nib.as_closest_canonical(image), nib.as_closest_canonical(labels)
+        box = box.expanded(margin_mm)
+        box = type(box)(box.lo + rng.uniform(-jitter_mm, jitter_mm, 3), box.hi + rng.uniform(-jitter_mm, jitter_mm, 3))
+        slices, _ = box_slices(image_c, box)
+        image_crop, labels_crop = crop(image_c, slices), crop(labels_c, slices)
+        write_case(segmentation_raw, case, image_crop.get_fdata(dtype=np.float32), image_crop.affine,
+                   (np.asarray(labels_crop.dataobj) > 0).astype(np.uint8))
+        cases.append(case)
+    if len(cases) < 2:
+        raise InputError(f"{bids_dir}: need at least 2 labelled images to train, found {len(cases)}"
+                         + (f" (skipped: {skipped})" if skipped else ""))
+    write_dataset_json(localization_raw, "dn_region", len(cases))
+    write_dataset_json(segmentation_raw, "dentate", len(cases))
+    return {"cases": cases, "skipped": skipped}

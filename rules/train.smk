@@ -1,0 +1,84 @@
+# Training the two nnU-Net models (target: train_models). Input: any labelled BIDS cohort.
+
+wildcard_constraints:
+    model="localization|segmentation",
+    fold=r"\d|all",
+
+
+rule train_datasets:
+    """nnU-Net raw datasets for both models from a labelled BIDS cohort (dnqsm.training)."""
+    input:
+        description=str(Path(config["train"]["bids_dir"]) / "dataset_description.json"),
+    output:
+        localization=directory(nnunet_raw("localization")),
+        segmentation=directory(nnunet_raw("segmentation")),
+        summary=train_path("datasets.json"),
+    params:
+        train=config["train"],
+    log:
+        train_path("logs/train_datasets.log"),
+    script:
+        "../scripts/train_datasets.py"
+
+
+rule train_preprocess:
+    """nnU-Net fingerprint, planner (then small custom plans) and preprocessing for one model."""
+    input:
+        raw=lambda wc: nnunet_raw(wc.model),
+    output:
+        plans=train_path("preprocessed/{model}.plans.json"),
+    params:
+        train=config["train"],
+    threads: config["train"]["threads"]
+    log:
+        train_path("logs/train_preprocess_{model}.log"),
+    script:
+        "../scripts/train_preprocess.py"
+
+
+rule train_fold:
+    """Train one fold with nnU-Net's nnUNetTrainer; asks for a GPU when train.device is cuda."""
+    input:
+        plans=train_path("preprocessed/{model}.plans.json"),
+    output:
+        checkpoint=train_path("results/{model}/fold_{fold}/checkpoint_final.pth"),
+    params:
+        train=config["train"],
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1 if config["train"]["device"] == "cuda" else 0,
+        mem_mb=config["train"]["mem_mb"],
+        runtime=config["train"]["runtime_min"],
+    log:
+        train_path("logs/train_fold_{model}_{fold}.log"),
+    script:
+        "../scripts/train_fold.py"
+
+
+rule train_export:
+    """Export a trained model in nnU-Net's zip format and record its sha256."""
+    input:
+        checkpoints=lambda wc: expand(train_path("results/{model}/fold_{fold}/checkpoint_final.pth"),
+                                      model=wc.model, fold=config["train"][wc.model]["folds"]),
+    output:
+        zip=models_path("{model}.zip"),
+        record=models_path("{model}.json"),
+    params:
+        train=config["train"],
+    log:
+        train_path("logs/train_export_{model}.log"),
+    script:
+        "../scripts/train_export.py"
+
+
+rule train_models:
+    """Both models and their provenance file."""
+    input:
+        records=expand(models_path("{model}.json"), model=("localization", "segmentation")),
+        datasets=train_path("datasets.json"),
+    output:
+        provenance=models_path("provenance.json"),
+    params:
+        train=config["train"],
+    script:
+        "../scripts/train_provenance.py"

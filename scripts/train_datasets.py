@@ -1,0 +1,24 @@
+"""Snakemake entry point: nnU-Net raw datasets for both models (see dnqsm.training)."""
+
+from contextlib import redirect_stderr, redirect_stdout
+
+from dnqsm.io import write_json
+from dnqsm.training import build_training_datasets
+
+
+def main() -> None:
+    snakemake = globals()["snakemake"]
+    with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+        train = snakemake.params.train
+        summary = build_training_datasets(
+            train["bids_dir"], train["labels_dir"], snakemake.output.localization, snakemake.output.segmentation,
+            spacing_mm=train["localization"]["spacing_mm"], margin_mm=train["segmentation"]["margin_mm"],
+            jitter_mm=train["segmentation"]["jitter_mm"], seed=train["seed"],
+        )
+        write_json(snakemake.output.summary, summary)
+        print(f"{len(summary['cases'])} cases, {len(summary['skipped'])} skipped")
+
+
+# nnU-Net starts worker processes with "spawn", which re-imports this file: guard the work.
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Snakemake entry point: export one trained model as an nnU-Net zip, with its sha256."""
+
+import json
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+from dnqsm.nnunet import use_workdir
+
+
+def main() -> None:
+    snakemake = globals()["snakemake"]
+    train, model = snakemake.params.train, snakemake.wildcards.model
+    use_workdir(Path(train["work_dir"]) / "nnunet")
+    from dnqsm.io import write_json
+    from dnqsm.nnunet import export_zip
+
+    with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+        spec = train[model]
+        folds = [f if f == "all" else int(f) for f in spec["folds"]]
+        digest = export_zip(spec["dataset_id"], folds, snakemake.output.zip)
+        runs = [json.loads((Path(c).parent / "training.json").read_text()) for c in snakemake.input.checkpoints]
+        write_json(snakemake.output.record, {"model": model, "zip": Path(snakemake.output.zip).name, "sha256": digest,
+                                             "dataset_id": spec["dataset_id"], "folds": folds, "training": runs})
+
+
+# nnU-Net starts worker processes with "spawn", which re-imports this file: guard the work.
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Snakemake entry point: train one fold of one model with nnU-Net's nnUNetTrainer."""
+
+import shutil
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+from dnqsm.nnunet import use_workdir
+
+
+def main() -> None:
+    snakemake = globals()["snakemake"]
+    train, model, fold = snakemake.params.train, snakemake.wildcards.model, snakemake.wildcards.fold
+    use_workdir(Path(train["work_dir"]) / "nnunet")
+    import torch
+
+    from dnqsm.io import write_json
+    from dnqsm.nnunet import train as train_fold, validation_dice
+
+    with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+        torch.set_num_threads(snakemake.threads)
+        spec = train[model]
+        start = time.perf_counter()
+        fold_dir = train_fold(spec["dataset_id"], fold if fold == "all" else int(fold), spec["epochs"],
+                              spec["iterations"], spec["val_iterations"], device=train["device"])
+        seconds = time.perf_counter() - start
+        out = Path(snakemake.output.checkpoint)
+        write_json(out.parent / "training.json", {"fold": fold, "seconds": round(seconds, 1), "nnunet_fold_dir": str(fold_dir),
+                                                  "validation_dice": validation_dice(fold_dir), "device": train["device"]})
+        shutil.copyfile(fold_dir / "checkpoint_final.pth", out)
+
+
+# nnU-Net starts worker processes with "spawn", which re-imports this file: guard the work.
+if __name__ == "__main__":
+    main()

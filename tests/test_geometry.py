@@ -1,0 +1,99 @@
+"""Geometry of the two-step engine on hand-made arrays: sides, orientation, boxes, nnU-Net axis order."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+from scipy.spatial.transform import Rotation
+
+from dnqsm.localize import Box, box_slices, crop, label_region, localization_input, region_box, region_components
+from dnqsm.nnunet import from_nnunet, to_nnunet
+from dnqsm.segment import LEFT, RIGHT, assign_sides
+
+
+def _affine(axes: np.ndarray, zooms, origin) -> np.ndarray:
+    a = np.eye(4)
+    a[:3, :3] = axes @ np.diag(zooms)
+    a[:3, 3] = origin
+    return a
+
+
+ORIENTED = {
+    "RAS": np.eye(3),
+    "LPS": np.diag([-1.0, -1.0, 1.0]),
+    "PIR": np.array([[0, 0, 1.0], [-1.0, 0, 0], [0, -1.0, 0]]),
+    "oblique": Rotation.from_euler("xz", [17, -9], degrees=True).as_matrix() @ np.diag([-1.0, 1.0, 1.0]),
+}
+
+
+@pytest.mark.parametrize("name", ORIENTED)
+def test_sides_follow_world_x_relative_to_the_midline(name):
+    axes, zooms = ORIENTED[name], (1.0, 1.1, 1.2)
+    affine = _affine(axes, zooms, np.array([75.0, 20, 40]) - axes @ np.diag(zooms) @ [29.5, 29.5, 29.5])
+    binary = np.zeros((60, 60, 60), np.uint8)
+    left_world, right_world = np.array([60.0, 20, 40]), np.array([90.0, 20, 40])  # head centred at x = 75
+    inv = np.linalg.inv(affine)
+    for centre in (left_world, right_world):
+        v = np.round(nib.affines.apply_affine(inv, centre)).astype(int)
+        binary[tuple(slice(c - 3, c + 4) for c in v)] = 1
+    stray = np.round(nib.affines.apply_affine(inv, left_world + [-1, 15, 0])).astype(int)
+    binary[tuple(stray)] = 1  # a one-voxel speck on the left: not the largest component
+    labels, info = assign_sides(binary, affine, midline_x=75.0)
+    for label, expected in ((LEFT, left_world), (RIGHT, right_world)):
+        centroid = nib.affines.apply_affine(affine, np.argwhere(labels == label).mean(0))
+        assert np.linalg.norm(centroid - expected) < 1.5
+    assert info["left"]["components"] == 2 and info["left"]["voxels"] == 343
+    # with the midline beyond both, everything is "left" and the right side is reported empty
+    labels, info = assign_sides(binary, affine, midline_x=200.0)
+    assert info["right"]["voxels"] == 0 and not (labels == RIGHT).any()
+
+
+@pytest.mark.parametrize("name", ORIENTED)
+def test_canonical_round_trip_is_lossless(name):
+    img = nib.Nifti1Image(np.random.default_rng(0).random((7, 8, 9)).astype(np.float32),
+                          _affine(ORIENTED[name], (0.5, 0.7, 2.0), (10, 20, 30)))
+    canonical = nib.as_closest_canonical(img)
+    back = apply_orientation(canonical.get_fdata(), ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(img.affine)))
+    assert np.array_equal(back, img.get_fdata())
+
+
+def test_box_slices_crop_the_world_box_and_flag_the_edge():
+    img = nib.Nifti1Image(np.zeros((40, 40, 40), np.float32), _affine(np.eye(3), (1, 1, 2), (-20, -20, -40)))
+    slices, touches = box_slices(img, Box(np.array([-5.0, -5, -10]), np.array([5.0, 5, 10])))
+    assert not touches
+    cropped = crop(img, slices)
+    lo = nib.affines.apply_affine(cropped.affine, [0, 0, 0])
+    hi = nib.affines.apply_affine(cropped.affine, np.array(cropped.shape) - 1)
+    assert np.all(lo <= [-5, -5, -10]) and np.all(hi >= [5, 5, 10])
+    assert np.all(lo > [-7, -7, -13]) and np.all(hi < [7, 7, 13])
+    _, touches = box_slices(img, Box(np.array([-30.0, -5, -10]), np.array([5.0, 5, 10])))
+    assert touches
+
+
+def test_nnunet_adapter_matches_nnunets_own_nifti_reader(tmp_path):
+    from nnunetv2.imageio.nibabel_reader_writer import NibabelIO
+
+    data = np.random.default_rng(1).random((5, 6, 7)).astype(np.float32)
+    img = nib.Nifti1Image(data, _affine(np.eye(3), (0.8, 0.9, 1.7), (0, 0, 0)))
+    nib.save(img, tmp_path / "case_0000.nii.gz")
+    read, props = NibabelIO().read_images([str(tmp_path / "case_0000.nii.gz")])
+    ours, our_props = to_nnunet(data, (0.8, 0.9, 1.7))
+    assert np.allclose(read, ours) and np.allclose(props["spacing"], our_props["spacing"], atol=1e-6)
+    assert np.array_equal(from_nnunet(ours[0]), data)
+
+
+def test_label_region_covers_the_labels_and_gives_a_box():
+    affine = _affine(np.diag([-1.0, 1, 1]), (0.7, 0.7, 1.5), (40.0, -80, -60))
+    labels = np.zeros((100, 100, 60), np.uint8)
+    labels[20:30, 40:55, 20:28] = 1
+    labels[60:70, 40:55, 20:28] = 2
+    img = nib.Nifti1Image(labels, affine)
+    coarse, grid = localization_input(nib.Nifti1Image(labels.astype(np.float32) + 1, affine), 3.0)
+    region = label_region(img, grid, coarse.shape)
+    assert region_components(region).sum() == region.sum()
+    box = region_box(region, grid)
+    world = nib.affines.apply_affine(affine, np.argwhere(labels > 0))
+    assert np.all(world.min(0) >= box.lo) and np.all(world.max(0) <= box.hi)
+    assert np.all(box.hi - box.lo < (world.max(0) - world.min(0)) + 15)
