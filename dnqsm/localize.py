@@ -115,6 +115,32 @@ def box_slices(img: nib.Nifti1Image, box: Box) -> tuple[tuple[slice, slice, slic
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)), touches
 
 
+def region_slices(img: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray, margin_mm: float,
+                  jitter_mm: np.ndarray | None = None, snap: int = 8) -> tuple[tuple[slice, slice, slice], bool]:
+    """Voxel slices of ``img`` around a coarse-grid region, plus a margin, snapped outwards to multiples
+    of ``snap`` voxels; also whether the crop reached the image edge.
+
+    The bounds come from the region's points in ``img``'s own voxel frame (not from a world-aligned
+    box), so an image whose affine is rotated gets the same voxels cropped; snapping makes the crop
+    insensitive to a voxel or two of localization wobble, so nnU-Net tiles it identically.
+    ``jitter_mm`` (lo x, y, z, hi x, y, z) moves each face, for training-time augmentation.
+    """
+    idx = np.argwhere(region > 0).astype(float)
+    offsets = np.array([[a, b, c] for a in (-0.5, 0.5) for b in (-0.5, 0.5) for c in (-0.5, 0.5)])
+    corners = (idx[:, None, :] + offsets[None]).reshape(-1, 3)
+    vox = nib.affines.apply_affine(np.linalg.inv(img.affine) @ grid_affine, corners)
+    zooms = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
+    grow_lo = np.full(3, margin_mm) + (jitter_mm[:3] if jitter_mm is not None else 0)
+    grow_hi = np.full(3, margin_mm) + (jitter_mm[3:] if jitter_mm is not None else 0)
+    lo = np.floor(vox.min(0) - grow_lo / zooms)
+    hi = np.ceil(vox.max(0) + grow_hi / zooms) + 1
+    lo, hi = np.floor(lo / snap) * snap, np.ceil(hi / snap) * snap
+    shape = np.array(img.shape[:3])
+    touches = bool(np.any(lo < 0) or np.any(hi > shape))
+    lo, hi = np.clip(lo, 0, shape).astype(int), np.clip(hi, 0, shape).astype(int)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)), touches
+
+
 def crop(img: nib.Nifti1Image, slices) -> nib.Nifti1Image:
     """A lossless voxel crop with the matching affine (no resampling)."""
     return img.slicer[slices]

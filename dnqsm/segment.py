@@ -26,12 +26,14 @@ from scipy import ndimage
 
 from dnqsm import __version__
 from dnqsm.io import InputError, load_image, save_nifti, write_json
-from dnqsm.localize import Box, box_slices, crop, localization_input, region_box, region_components, resample_to_grid
+from dnqsm.localize import crop, localization_input, region_box, region_components, region_slices, resample_to_grid
 from dnqsm.nnunet import from_nnunet, model_folder, sha256, to_nnunet
 
 LEFT, RIGHT = 1, 2
 #: Where the bundled demo models live in a source checkout.
 BUNDLED_MODELS = Path(__file__).resolve().parents[1] / "models" / "demo"
+#: Predicted localization components smaller than this (coarse voxels) are noise, not a DN region.
+MIN_REGION_VOXELS = 20
 DEFAULT_GEOMETRY = {"localization_spacing_mm": 3.0, "margin_mm": 5.0}
 
 
@@ -134,7 +136,7 @@ class DentateSegmenter:
         coarse, grid_affine = localization_input(img, spacing)
         data, props = to_nnunet(coarse, [spacing] * 3)
         region = from_nnunet(self.predictors["localization"].predict_single_npy_array(data, props)) > 0
-        region = region_components(region, keep=2)
+        region = region_components(region, min_voxels=MIN_REGION_VOXELS, keep=2)
         box = region_box(region, grid_affine)
         timings["localization"] = time.perf_counter() - tick
         if box is None:
@@ -145,7 +147,7 @@ class DentateSegmenter:
         tick = time.perf_counter()
         canonical = nib.as_closest_canonical(img)
         margin = float(self.models.geometry["margin_mm"])
-        slices, touches_edge = box_slices(canonical, box.expanded(margin))
+        slices, touches_edge = region_slices(canonical, region, grid_affine, margin)
         cropped = crop(canonical, slices)
         values = cropped.get_fdata(dtype=np.float32)
         data, props = to_nnunet(np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), cropped.header.get_zooms()[:3])
@@ -169,7 +171,6 @@ class DentateSegmenter:
         geometry = {
             "localization_spacing_mm": spacing, "localization_grid_shape": list(region.shape),
             "localization_components": int(ndimage.label(region)[1]), "box": box.as_dict(), "margin_mm": margin,
-            "crop_box": box.expanded(margin).as_dict(),
             "crop_voxels_canonical": [[s.start, s.stop] for s in slices], "crop_shape": list(cropped.shape[:3]),
             "crop_spacing_mm": [round(float(z), 4) for z in cropped.header.get_zooms()[:3]],
             "box_touches_image_edge": touches_edge, "midline_x_mm": round(midline_x, 3), "midline_source": midline_source,

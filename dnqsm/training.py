@@ -12,15 +12,21 @@ import nibabel as nib
 import numpy as np
 
 from dnqsm.bids import chimap_sessions, dentate_labels
-from dnqsm.io import InputError, load_image
-from dnqsm.localize import box_slices, crop, label_region, localization_input, region_box
+from dnqsm.io import InputError, bids_path, load_image
+from dnqsm.localize import crop, label_region, localization_input, region_box, region_slices
 from dnqsm.nnunet import write_case, write_dataset_json
 
 
 def build_training_datasets(bids_dir: str | Path, labels_dir: str | Path, localization_raw: str | Path,
                             segmentation_raw: str | Path, spacing_mm: float, margin_mm: float, jitter_mm: float,
-                            seed: int = 0) -> dict:
-    """Write the localization and segmentation raw datasets; return a summary (cases, skipped)."""
+                            seed: int = 0, localization_target: str = "dn_region") -> dict:
+    """Write the localization and segmentation raw datasets; return a summary (cases, skipped).
+
+    ``localization_target`` is ``dn_region`` (from DN labels; what inference uses) or ``cerebellum``
+    (from ``desc-cerebellum_mask`` files beside the labels; kept to compare the two choices).
+    """
+    if localization_target not in ("dn_region", "cerebellum"):
+        raise ValueError(f"unknown localization target {localization_target!r}")
     localization_raw, segmentation_raw = Path(localization_raw), Path(segmentation_raw)
     rng = np.random.default_rng(seed)
     cases, skipped = [], []
@@ -45,13 +51,16 @@ def build_training_datasets(bids_dir: str | Path, labels_dir: str | Path, locali
         if box is None:
             skipped.append({"case": case, "reason": f"{label_path} holds no DN label"})
             continue
-        write_case(localization_raw, case, coarse, grid_affine, region)
+        if localization_target == "cerebellum":
+            mask_path = bids_path(labels_dir, session.subject, session.session, "mask", desc="cerebellum")
+            target = label_region(nib.load(mask_path), grid_affine, coarse.shape, dilate_voxels=0)
+        else:
+            target = region
+        write_case(localization_raw, case, coarse, grid_affine, target)
         # Step two: a lossless crop of the canonically oriented native image; the box is jittered
         # per face so the network learns to cope with imperfect localization.
         image_c, labels_c = nib.as_closest_canonical(image), nib.as_closest_canonical(labels)
-        box = box.expanded(margin_mm)
-        box = type(box)(box.lo + rng.uniform(-jitter_mm, jitter_mm, 3), box.hi + rng.uniform(-jitter_mm, jitter_mm, 3))
-        slices, _ = box_slices(image_c, box)
+        slices, _ = region_slices(image_c, region, grid_affine, margin_mm, rng.uniform(-jitter_mm, jitter_mm, 6))
         image_crop, labels_crop = crop(image_c, slices), crop(labels_c, slices)
         write_case(segmentation_raw, case, image_crop.get_fdata(dtype=np.float32), image_crop.affine,
                    (np.asarray(labels_crop.dataobj) > 0).astype(np.uint8))
@@ -59,6 +68,6 @@ def build_training_datasets(bids_dir: str | Path, labels_dir: str | Path, locali
     if len(cases) < 2:
         raise InputError(f"{bids_dir}: need at least 2 labelled images to train, found {len(cases)}"
                          + (f" (skipped: {skipped})" if skipped else ""))
-    write_dataset_json(localization_raw, "dn_region", len(cases))
+    write_dataset_json(localization_raw, localization_target, len(cases))
     write_dataset_json(segmentation_raw, "dentate", len(cases))
     return {"cases": cases, "skipped": skipped}

@@ -14,6 +14,7 @@ def main() -> None:
             train["bids_dir"], train["labels_dir"], snakemake.output.localization, snakemake.output.segmentation,
             spacing_mm=train["localization"]["spacing_mm"], margin_mm=train["segmentation"]["margin_mm"],
             jitter_mm=train["segmentation"]["jitter_mm"], seed=train["seed"],
+            localization_target=train["localization"].get("target", "dn_region"),
         )
         write_json(snakemake.output.summary, summary)
         print(f"{len(summary['cases'])} cases, {len(summary['skipped'])} skipped")
