@@ -50,14 +50,18 @@ def main() -> None:
     parser.add_argument("--models", default=None)
     parser.add_argument("--mirroring", action="store_true")
     parser.add_argument("--out", default=None, help="also write the per-image table here (TSV)")
+    parser.add_argument("--table", default=None, help="summarise a per-image table written by --out instead")
     args = parser.parse_args()
-    segmenter = DentateSegmenter(load_model_set(args.models), device="cpu", mirroring=args.mirroring, threads=2)
-    with tempfile.TemporaryDirectory() as tmp:
-        table = pd.concat([evaluate(segmenter, "test", args.subjects, 1001, Path(tmp)),
-                           evaluate(segmenter, "external", args.subjects, 1002, Path(tmp))])
+    if args.table:
+        table = pd.read_csv(args.table, sep="\t")
+    else:
+        segmenter = DentateSegmenter(load_model_set(args.models), device="cpu", mirroring=args.mirroring, threads=2)
+        with tempfile.TemporaryDirectory() as tmp:
+            table = pd.concat([evaluate(segmenter, "test", args.subjects, 1001, Path(tmp)),
+                               evaluate(segmenter, "external", args.subjects, 1002, Path(tmp))])
     if args.out:
         table.to_csv(args.out, sep="\t", index=False)
-    print(f"mirroring: {'on' if args.mirroring else 'off'}; {args.subjects} subjects per cohort\n")
+    print(f"mirroring: {'on' if args.mirroring else 'off'}; images per cohort: {table.groupby('preset').size().to_dict()}\n")
     print("| cohort | images | failed | Dice left (mean ± SD) | Dice right (mean ± SD) | volume ICC(A,1) L / R | Pearson r L / R | s per image |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for preset, t in table.groupby("preset", sort=False):

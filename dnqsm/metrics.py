@@ -16,11 +16,11 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def volume_agreement(truth: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
-    """ICC(A,1) (two-way random, absolute agreement, single rater: pingouin's ICC2) and Pearson r."""
+    """ICC(A,1) (two-way random effects, absolute agreement, single rater; pingouin) and Pearson r."""
     import pingouin as pg
 
     n = len(truth)
     long = pd.DataFrame({"target": np.tile(np.arange(n), 2), "rater": ["truth"] * n + ["estimate"] * n,
                          "volume": np.concatenate([truth, estimate])})
     icc = pg.intraclass_corr(long, targets="target", raters="rater", ratings="volume").set_index("Type")
-    return {"icc_a1": float(icc.loc["ICC2", "ICC"]), "pearson_r": float(np.corrcoef(truth, estimate)[0, 1])}
+    return {"icc_a1": float(icc.loc["ICC(A,1)", "ICC"]), "pearson_r": float(np.corrcoef(truth, estimate)[0, 1])}
