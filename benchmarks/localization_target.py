@@ -40,8 +40,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     target = str(work / "results/localization/fold_0/checkpoint_final.pth")
-    subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", str(work / "config.yaml"),
-                    target], check=True, cwd=REPO)
+    subprocess.run([sys.executable, "-m", "snakemake", target, "--cores", "2", "--configfile",
+                    str(work / "config.yaml")], check=True, cwd=REPO)
     records = {"DN region": json.loads(dn_record.read_text()),
                "cerebellum": json.loads((work / "results/localization/fold_0/training.json").read_text())}
     spacing, margin = train["localization"]["spacing_mm"], train["segmentation"]["margin_mm"]
