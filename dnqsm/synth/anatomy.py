@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from dnqsm.synth.dentate import DentateShape, dentate_sdf, sample_dentate
+from dnqsm.synth.dentate import DentateShape, sample_dentate
 from dnqsm.synth.template import Template, load_template
 
 #: Susceptibility ranges (ppm, relative to CSF) from DOMAIN.md; drawn once per subject.
