@@ -21,7 +21,7 @@ import yaml
 
 from dnqsm.bids import chimap_sessions, dentate_labels
 from dnqsm.io import bids_path
-from dnqsm.localize import box_slices, label_region, localization_input, region_box
+from dnqsm.localize import label_region, localization_input, region_slices
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def main() -> None:
                                                   desc="cerebellum"))}
         for name, mask in masks.items():
             region = label_region(mask, grid, coarse.shape, dilate_voxels=2 if name == "DN region" else 0)
-            slices, _ = box_slices(img, region_box(region, grid).expanded(margin))
+            slices, _ = region_slices(img, region, grid, margin)
             crops[name].append(np.prod([s.stop - s.start for s in slices]) / 1e6)
     print("| localization target | nnU-Net validation Dice | training s | crop M voxels (median of 10) |")
     print("| --- | --- | --- | --- |")

@@ -111,7 +111,8 @@ class InputError(ValueError):
 def load_image(path: str | Path, allow_unknown_orientation: bool = False) -> nib.Nifti1Image:
     """Load a 3D NIfTI and check it is usable: readable, 3D, some finite values, a known orientation.
 
-    NaN voxels are allowed (masked QSM); they are left for callers to handle. Raises InputError.
+    Returns a float32 image held in memory. NaN voxels are allowed (masked QSM); they are left for
+    callers to handle. Raises InputError.
     """
     path = Path(path)
     try:
@@ -139,4 +140,8 @@ def load_image(path: str | Path, allow_unknown_orientation: bool = False) -> nib
     if not allow_unknown_orientation and int(img.header["sform_code"]) == 0 and int(img.header["qform_code"]) == 0:
         raise InputError(f"{path}: sform and qform codes are both 0, so left and right cannot be known; "
                          "fix the header or override explicitly")
-    return nib.Nifti1Image(data, img.affine, img.header) if isinstance(img, nib.Nifti2Image) else img
+    # Keep the validated values in memory (float32, scl_slope applied) so later steps never read or
+    # decompress the file again; the header keeps its qform/sform codes.
+    header = nib.Nifti1Header.from_header(img.header)
+    header.set_data_dtype(np.float32)
+    return nib.Nifti1Image(np.asarray(data, dtype=np.float32), img.affine, header)

@@ -22,9 +22,6 @@ class Box:
     lo: np.ndarray
     hi: np.ndarray
 
-    def expanded(self, margin_mm: float) -> "Box":
-        return Box(self.lo - margin_mm, self.hi + margin_mm)
-
     def as_dict(self) -> dict:
         return {"min_mm": [round(float(v), 3) for v in self.lo], "max_mm": [round(float(v), 3) for v in self.hi]}
 
@@ -100,19 +97,6 @@ def region_box(region: np.ndarray, grid_affine: np.ndarray) -> Box | None:
                         for c in (idx[:, 2].min() - half, idx[:, 2].max() + half)])
     world = nib.affines.apply_affine(grid_affine, corners)
     return Box(world.min(0), world.max(0))
-
-
-def box_slices(img: nib.Nifti1Image, box: Box) -> tuple[tuple[slice, slice, slice], bool]:
-    """Voxel slices of ``img`` covering a world box; also whether the box reached the image edge."""
-    corners = np.array([[x, y, z] for x in (box.lo[0], box.hi[0]) for y in (box.lo[1], box.hi[1])
-                        for z in (box.lo[2], box.hi[2])])
-    vox = nib.affines.apply_affine(np.linalg.inv(img.affine), corners)
-    lo = np.floor(vox.min(0)).astype(int)
-    hi = np.ceil(vox.max(0)).astype(int) + 1
-    shape = np.array(img.shape[:3])
-    touches = bool(np.any(lo < 0) or np.any(hi > shape))
-    lo, hi = np.clip(lo, 0, shape), np.clip(hi, 0, shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)), touches
 
 
 def region_slices(img: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray, margin_mm: float,

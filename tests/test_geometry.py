@@ -8,7 +8,7 @@ import pytest
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 from scipy.spatial.transform import Rotation
 
-from dnqsm.localize import Box, box_slices, crop, label_region, localization_input, region_box, region_components
+from dnqsm.localize import crop, label_region, localization_input, region_box, region_components, region_slices
 from dnqsm.nnunet import from_nnunet, to_nnunet
 from dnqsm.segment import LEFT, RIGHT, assign_sides
 
@@ -59,16 +59,22 @@ def test_canonical_round_trip_is_lossless(name):
     assert np.array_equal(back, img.get_fdata())
 
 
-def test_box_slices_crop_the_world_box_and_flag_the_edge():
+def test_region_slices_crop_the_region_plus_margin_and_flag_the_edge():
     img = nib.Nifti1Image(np.zeros((40, 40, 40), np.float32), _affine(np.eye(3), (1, 1, 2), (-20, -20, -40)))
-    slices, touches = box_slices(img, Box(np.array([-5.0, -5, -10]), np.array([5.0, 5, 10])))
+    grid = _affine(np.eye(3), (2, 2, 2), (-20, -20, -40))  # a coarse grid over the same field of view
+    region = np.zeros((20, 20, 40), np.uint8)
+    region[8:12, 8:12, 16:24] = 1  # coarse voxels reaching world -5..3 (x, y) and -9..7 (z)
+    slices, touches = region_slices(img, region, grid, margin_mm=1.0, snap=1)
     assert not touches
     cropped = crop(img, slices)
     lo = nib.affines.apply_affine(cropped.affine, [0, 0, 0])
     hi = nib.affines.apply_affine(cropped.affine, np.array(cropped.shape) - 1)
-    assert np.all(lo <= [-5, -5, -10]) and np.all(hi >= [5, 5, 10])
-    assert np.all(lo > [-7, -7, -13]) and np.all(hi < [7, 7, 13])
-    _, touches = box_slices(img, Box(np.array([-30.0, -5, -10]), np.array([5.0, 5, 10])))
+    assert np.all(lo <= [-6, -6, -10]) and np.all(hi >= [4, 4, 8]), "region plus the 1 mm margin"
+    assert np.all(lo > [-8, -8, -13]) and np.all(hi < [6, 6, 11]), "and not much more"
+    snapped, _ = region_slices(img, region, grid, margin_mm=1.0, snap=8)
+    assert all(s.start % 8 == 0 and s.stop % 8 == 0 for s in snapped)
+    assert all(a.start <= b.start and a.stop >= b.stop for a, b in zip(snapped, slices))
+    _, touches = region_slices(img, region, grid, margin_mm=20.0)
     assert touches
 
 
