@@ -17,9 +17,18 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
+# The demo: generate the synthetic cohort, then run the whole workflow on it and build the report.
 demo: $(STAMP)
-	$(BIN)/snakemake --profile profiles/local
-	@echo "Demo cohort: $(DEMO)/bids (ground truth in $(DEMO)/bids/derivatives/manual)"
+	$(BIN)/snakemake --profile profiles/local synth_cohort
+	start=$$(date +%s); $(BIN)/snakemake --profile profiles/local && \
+	  echo "workflow wall time: $$(( $$(date +%s) - start )) s"
+	$(BIN)/snakemake --profile profiles/local --report $(DEMO)/report.html
+	@echo ""
+	@echo "Demo cohort (input):  $(DEMO)/bids   (ground truth in $(DEMO)/bids/derivatives/manual)"
+	@echo "Cohort table:         $(DEMO)/dnqsm/cohort/desc-dentate_measures.tsv (+ .json sidecar)"
+	@echo "Failures:             $(DEMO)/dnqsm/cohort/failures.tsv"
+	@echo "QC snapshots:         $(DEMO)/dnqsm/sub-*/ses-*/figures/*_desc-dentate_qc.png"
+	@echo "Snakemake report:     $(DEMO)/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

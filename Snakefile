@@ -11,8 +11,19 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/synth.smk"
 include: "rules/train.smk"
+include: "rules/preprocess.smk"
+include: "rules/segment.smk"
+include: "rules/measure.smk"
+include: "rules/qc.smk"
+include: "rules/cohort.smk"
 
 
 rule all:
+    """The whole cohort: derivative dataset, cohort table, failures and a QC snapshot per session."""
     input:
-        synth_dataset_description(),
+        require_cohort,
+        cohort_outputs(),
+
+
+onsuccess:
+    report_failures()

@@ -10,9 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -25,7 +22,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from scipy import ndimage
 
 from dnqsm import __version__
-from dnqsm.io import InputError, load_image, save_nifti, write_json
+from dnqsm.io import InputError, load_image, save_nifti, staged_folder, write_json
 from dnqsm.localize import crop, localization_input, region_box, region_components, region_slices, resample_to_grid
 from dnqsm.nnunet import from_nnunet, model_folder, sha256, to_nnunet
 
@@ -60,6 +57,15 @@ class ModelSet:
     localization: Model
     segmentation: Model
     geometry: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_GEOMETRY))
+
+
+def model_files(models_dir: str | Path | None = None) -> list[Path]:
+    """The files a model folder's predictions depend on (zips or folders, and provenance.json): what a
+    workflow rule lists as input so that new models rerun the segmentations."""
+    base = Path(models_dir) if models_dir else BUNDLED_MODELS
+    files = [next((p for p in (base / f"{role}.zip", base / role) if p.exists()), base / f"{role}.zip")
+             for role in ("localization", "segmentation")]
+    return files + ([base / "provenance.json"] if (base / "provenance.json").exists() else [])
 
 
 def load_model_set(models_dir: str | Path | None = None, localization: str | Path | None = None,
@@ -211,7 +217,7 @@ class DentateSegmenter:
     def _write_failure(self, path, out_dir, stem, message: str, seconds: float) -> dict:
         meta = {"status": "failed", "error": message, **self._base_metadata(path, stem),
                 "timings_s": {"total": round(seconds, 3)}}
-        with _staged_folder(Path(out_dir) / stem) as folder:
+        with staged_folder(Path(out_dir) / stem) as folder:
             write_json(folder / f"{stem}_metadata.json", meta)
         return meta
 
@@ -224,7 +230,7 @@ class DentateSegmenter:
                           "spacing_mm": [round(float(z), 4) for z in img.header.get_zooms()[:3]]},
                 **result.geometry, "dentate": result.sides,
                 "missing_sides": [s for s in ("left", "right") if result.sides[s]["voxels"] == 0]}
-        with _staged_folder(Path(out_dir) / stem) as folder:
+        with staged_folder(Path(out_dir) / stem) as folder:
             save_nifti(folder / f"{stem}_seg.nii.gz", _like(img, result.labels))
             save_nifti(folder / f"{stem}_cerebellar_mask.nii.gz", _like(img, result.region_on_input))
             save_nifti(folder / f"{stem}_cropped.nii.gz", result.cropped)
@@ -300,29 +306,3 @@ def image_stem(path: str | Path) -> str:
         if name.endswith(ext):
             return name[: -len(ext)]
     return Path(path).stem
-
-
-class _staged_folder:
-    """Write a folder's files in a hidden sibling and swap it into place only when all are written."""
-
-    def __init__(self, final: Path):
-        self.final = final
-
-    def __enter__(self) -> Path:
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", dir=self.final.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        os.chmod(self.tmp, 0o755)
-        if self.final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.old.", dir=self.final.parent))
-            os.rmdir(old)
-            self.final.rename(old)
-            self.tmp.rename(self.final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            self.tmp.rename(self.final)

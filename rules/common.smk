@@ -1,14 +1,102 @@
-# Configuration validation and the one place that builds workflow paths.
+# Configuration validation, cohort discovery (pybids) and the one place that builds workflow paths.
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from dnqsm.bids import select_sessions
+from dnqsm.cohort import git_commit
+from dnqsm.io import bids_path
+from dnqsm.pipeline import prefix
+from dnqsm.segment import model_files
+
 validate(config, schema="../config/config.schema.yaml")
+
+BIDS_DIR = Path(config["bids_dir"])
+OUTPUT_DIR = Path(config["output_dir"])
+WORK_DIR = Path(config["work_dir"])
 
 
 def synth_dataset_description():
     """dataset_description.json of the synthetic cohort named in config['synth']."""
     return str(Path(config["synth"]["out"]) / "dataset_description.json")
+
+
+# --- the cohort: sessions, batches and derivative paths ---
+# Discovered only when the BIDS directory exists, so that `snakemake synth_cohort` (which makes the
+# demo cohort) and `snakemake train_models` work before there is a cohort to segment.
+SESSIONS = (select_sessions(BIDS_DIR, config["participant_label"], config["exclude_participant_label"],
+                            config["exclude_sessions"]) if BIDS_DIR.exists() else [])
+HAS_SESSIONS = any(s.session for s in SESSIONS)
+RAW_IMAGE = {(s.subject, s.session): s.image for s in SESSIONS}
+BATCH_SIZE = config["inference"]["batch_size"]
+BATCHES = {f"{i // BATCH_SIZE + 1:03d}": SESSIONS[i : i + BATCH_SIZE] for i in range(0, len(SESSIONS), BATCH_SIZE)}
+BATCH_OF = {(s.subject, s.session): batch for batch, members in BATCHES.items() for s in members}
+MODEL_FILES = [str(p) for p in model_files(config["models"]["dir"])]
+
+wildcard_constraints:
+    subject="[a-zA-Z0-9]+",
+    session="[a-zA-Z0-9]+",
+    batch=r"\d+",
+
+
+def _ses(session):
+    """The session placeholder or label; sessionless datasets have none."""
+    return session if HAS_SESSIONS else None
+
+
+def derivative(suffix, ext=".nii.gz", datatype="anat", subject="{subject}", session="{session}", **entities):
+    """A per-session file of the output derivative dataset (a pattern with wildcards by default)."""
+    return str(bids_path(OUTPUT_DIR, subject, _ses(session), suffix, ext, datatype, **entities))
+
+
+def session_folder(datatype, subject="{subject}", session="{session}"):
+    """A per-session folder of the output dataset, e.g. sub-01/ses-01/anat."""
+    return str(Path(derivative("x", "", datatype, subject, session)).parent)
+
+
+def preproc_folder(subject="{subject}", session="{session}"):
+    """Work folder of one session's preprocessed image and record."""
+    return str(WORK_DIR / "preprocess" / prefix(subject, _ses(session)))
+
+
+def batch_folder(batch="{batch}"):
+    """Work folder of one segmentation batch."""
+    return str(WORK_DIR / "segment" / f"batch-{batch}")
+
+
+def cohort_path(name):
+    """A cohort-level file of the output dataset."""
+    return str(OUTPUT_DIR / "cohort" / name)
+
+
+def log_path(step, subject="{subject}", session="{session}"):
+    return str(WORK_DIR / "logs" / step / f"{prefix(subject, _ses(session))}.log")
+
+
+def for_all_sessions(make):
+    """``make(subject, session)`` for every selected session."""
+    return [make(subject=s.subject, session=s.session or "") for s in SESSIONS]
+
+
+def require_cohort(wildcards=None):
+    """Fail with a clear message when there is nothing to segment."""
+    if not BIDS_DIR.exists():
+        raise WorkflowError(f"bids_dir {BIDS_DIR} does not exist: point config 'bids_dir' at a BIDS dataset "
+                            "(for the demo, run `snakemake synth_cohort` first, or `make demo`)")
+    if not SESSIONS:
+        raise WorkflowError(f"no _Chimap images selected in {BIDS_DIR} (check participant_label and exclusions)")
+    return []
+
+
+def wildcard_session(wildcards):
+    return wildcards.get("session") if HAS_SESSIONS else None
+
+
+def cohort_outputs():
+    return [str(OUTPUT_DIR / "dataset_description.json"), cohort_path("desc-dentate_measures.tsv"),
+            cohort_path("failures.tsv")] + for_all_sessions(lambda subject, session: derivative(
+                "qc", ".png", "figures", subject, session, desc="dentate"))
 
 
 # --- training paths (rules/train.smk) ---
@@ -29,3 +117,12 @@ def nnunet_raw(model):
     """nnU-Net raw dataset folder of one model (DatasetNNN_DNQSM<Model>)."""
     spec = config["train"][model]
     return train_path("nnunet", "raw", f"Dataset{spec['dataset_id']:03d}_DNQSM{model.capitalize()}")
+
+
+def report_failures():
+    """After a run: say how many sessions failed and where they are listed."""
+    failures = Path(cohort_path("failures.tsv"))
+    if failures.exists():
+        n = len(failures.read_text().splitlines()) - 1
+        if n:
+            print(f"dnqsm: {n} session(s) failed; see {failures} (and {cohort_path('desc-dentate_measures.tsv')})")

@@ -26,10 +26,10 @@ def synth_config(out: Path, **extra) -> dict:
 
 
 def test_workflow_generates_the_cohort_and_a_rerun_does_nothing(tmp_path):
-    run = snakemake(tmp_path, synth_config(tmp_path / "bids"))
+    run = snakemake(tmp_path, synth_config(tmp_path / "bids"), "synth_cohort")
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "bids" / "sub-001" / "ses-01" / "anat" / "sub-001_ses-01_Chimap.nii.gz").exists()
-    again = snakemake(tmp_path, synth_config(tmp_path / "bids"), "-n")
+    again = snakemake(tmp_path, synth_config(tmp_path / "bids"), "-n", "synth_cohort")
     assert again.returncode == 0, again.stderr
     assert "Nothing to be done" in again.stdout + again.stderr
 
@@ -46,3 +46,19 @@ def test_wrong_config_type_fails_validation_naming_it(tmp_path):
     run = snakemake(tmp_path, config, "-n")
     assert run.returncode != 0
     assert "'many' is not of type 'integer'" in run.stdout + run.stderr
+
+
+def test_missing_bids_dir_is_named(tmp_path):
+    config = synth_config(tmp_path / "bids")
+    config["bids_dir"] = str(tmp_path / "no_such_dataset")
+    run = snakemake(tmp_path, config, "-n")
+    assert run.returncode != 0
+    assert f"bids_dir {tmp_path / 'no_such_dataset'} does not exist" in run.stdout + run.stderr
+
+
+def test_participant_label_that_matches_nothing_is_named(tmp_path):
+    config = synth_config(tmp_path / "bids")
+    assert snakemake(tmp_path, config, "synth_cohort").returncode == 0
+    config.update(bids_dir=str(tmp_path / "bids"), participant_label=["sub-042"])
+    run = snakemake(tmp_path, config, "-n")
+    assert run.returncode != 0 and "participant '042'" in run.stdout + run.stderr

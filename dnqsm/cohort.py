@@ -1,0 +1,153 @@
+"""The cohort tables: one row per subject-session with measures and BIDS metadata, the failures list,
+and the derivative dataset's description and label look-up table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from dnqsm import __version__
+from dnqsm.io import read_tsv
+from dnqsm.measure import measure_columns
+
+DAYS_PER_YEAR = 365.25
+ID_COLUMNS = ["participant_id", "session_id"]
+STATUS_COLUMNS = ["status", "failed_stage", "error"]
+QC_COLUMNS = {
+    "input_unit": ("", "unit of the input image (ppm or ppb) and how it was decided: see input_unit_source"),
+    "input_unit_source": ("", "sidecar, config or detected from values"),
+    "orientation": ("", "voxel axis codes of the input image (nibabel aff2axcodes)"),
+    "localization_components": ("count", "connected regions the localization model found (2 expected)"),
+    "box_touches_image_edge": ("", "the crop box reached the image edge: the DN may be cut off"),
+    "missing_sides": ("", "sides with no dentate found, comma-separated"),
+}
+DSEG_LABELS = [(1, "left dentate nucleus", "DN_L", "#ff4d4d"), (2, "right dentate nucleus", "DN_R", "#33b5ff")]
+
+
+def years_between(times: pd.Series) -> pd.Series:
+    """Years from the earliest of ``times`` (ISO dates) to each."""
+    parsed = pd.to_datetime(times, errors="coerce")
+    return (parsed - parsed.min()).dt.total_seconds() / (DAYS_PER_YEAR * 86400)
+
+
+def visit_metadata(bids_dir: str | Path, subjects: Iterable[str]) -> pd.DataFrame:
+    """participants.tsv joined with each subject's sessions.tsv: group, sex, site, acq_time, age at the
+    visit, baseline age and years since baseline (from acq_time, else from age at visit)."""
+    bids_dir = Path(bids_dir)
+    participants_file = bids_dir / "participants.tsv"
+    participants = read_tsv(participants_file) if participants_file.exists() else pd.DataFrame({"participant_id": []})
+    rows = []
+    for sub in subjects:
+        sessions_file = bids_dir / f"sub-{sub}" / f"sub-{sub}_sessions.tsv"
+        if sessions_file.exists():
+            table = read_tsv(sessions_file)
+            table.insert(0, "participant_id", f"sub-{sub}")
+            rows.append(table)
+    visits = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=ID_COLUMNS)
+    participants = participants.rename(columns={"age": "baseline_age"})
+    table = visits.merge(participants, on="participant_id", how="outer")
+    if "acq_time" in table:
+        table["years_since_baseline"] = table.groupby("participant_id")["acq_time"].transform(years_between)
+    if "age" in table:
+        from_age = table["age"] - table.groupby("participant_id")["age"].transform("min")
+        table["years_since_baseline"] = table.get("years_since_baseline", from_age).fillna(from_age)
+        if "baseline_age" not in table:
+            table["baseline_age"] = table.groupby("participant_id")["age"].transform("min")
+    elif "baseline_age" in table and "years_since_baseline" in table:
+        table["age"] = table["baseline_age"] + table["years_since_baseline"]
+    return table
+
+
+def session_row(record: dict[str, Any]) -> dict[str, Any]:
+    """Cohort-table row of one session's measures record."""
+    row = {key: record.get(key) for key in ID_COLUMNS + STATUS_COLUMNS}
+    row.update({key: record.get("measures", {}).get(key) for key in measure_columns()})
+    row.update({key: record.get(key) for key in QC_COLUMNS})
+    if isinstance(row["missing_sides"], list):
+        row["missing_sides"] = ",".join(row["missing_sides"])
+    return row
+
+
+def cohort_table(records: list[dict[str, Any]], bids_dir: str | Path) -> pd.DataFrame:
+    """One row per subject-session: identifiers, status, measures, visit metadata, QC fields."""
+    rows = pd.DataFrame([session_row(r) for r in records], columns=None)
+    subjects = sorted({pid.removeprefix("sub-") for pid in rows["participant_id"]})
+    meta = visit_metadata(bids_dir, subjects)
+    key = ID_COLUMNS if "session_id" in meta and rows["session_id"].notna().all() else ["participant_id"]
+    if key == ["participant_id"]:
+        meta = meta.drop(columns=[c for c in ("session_id",) if c in meta]).drop_duplicates("participant_id")
+    meta_cols = [c for c in meta.columns if c not in ID_COLUMNS]
+    table = rows.merge(meta, on=key, how="left")
+    ordered = ID_COLUMNS + meta_cols + STATUS_COLUMNS + list(measure_columns()) + list(QC_COLUMNS)
+    table = table[[c for c in ordered if c in table]]
+    return table.sort_values(ID_COLUMNS, na_position="first").reset_index(drop=True)
+
+
+def cohort_sidecar(table: pd.DataFrame, bids_dir: str | Path) -> dict[str, Any]:
+    """BIDS JSON sidecar: a description (and unit) for every column of the cohort table."""
+    described: dict[str, dict[str, str]] = {
+        "participant_id": {"Description": "BIDS participant label"},
+        "session_id": {"Description": "BIDS session label"},
+        "status": {"Description": "ok, or failed (the session is listed in failures.tsv)"},
+        "failed_stage": {"Description": "preprocess or segment: where a failed session stopped"},
+        "error": {"Description": "why the session failed"},
+        "years_since_baseline": {"Description": "years since the participant's first visit (from acq_time, else age)",
+                                 "Units": "year"},
+        "baseline_age": {"Description": "age at the first visit", "Units": "year"},
+        "age": {"Description": "age at this visit", "Units": "year"},
+        "acq_time": {"Description": "acquisition time of the visit (sessions.tsv)"},
+    }
+    for key, (unit, text) in {**measure_columns(), **QC_COLUMNS}.items():
+        described[key] = {"Description": text, **({"Units": unit} if unit else {})}
+    for source in (Path(bids_dir) / "participants.json", Path(bids_dir) / "sessions.json"):
+        if source.exists():
+            for key, value in json.loads(source.read_text()).items():
+                target = "baseline_age" if (key == "age" and source.name == "participants.json") else key
+                if isinstance(value, dict) and target not in described:
+                    described[target] = value
+    return {column: described.get(column, {"Description": f"{column} (from the BIDS dataset)"}) for column in table}
+
+
+def failures_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Every session that failed, the stage and the reason."""
+    rows = [{key: r.get(key) for key in ID_COLUMNS + ["failed_stage", "error", "source"]}
+            for r in records if r.get("status") != "ok"]
+    return pd.DataFrame(rows, columns=ID_COLUMNS + ["failed_stage", "error", "source"])
+
+
+def git_commit(repo: str | Path) -> str:
+    """The workflow's git commit (with ``-dirty`` for uncommitted changes), or ``unknown``."""
+    try:
+        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def dataset_description(bids_dir: str | Path, models: dict[str, dict[str, Any]], commit: str,
+                        parameters: dict[str, Any]) -> dict[str, Any]:
+    """``dataset_description.json`` of the output derivative dataset."""
+    return {
+        "Name": "dnqsm: dentate nucleus segmentation and measures on QSM",
+        "BIDSVersion": "1.10.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{
+            "Name": "dnqsm", "Version": __version__, "Commit": commit,
+            "Description": "two-step nnU-Net dentate segmentation (localize, crop, segment); left DN 1, right DN 2",
+            "Models": models, "Parameters": parameters,
+        }],
+        "SourceDatasets": [{"URL": Path(bids_dir).absolute().as_uri()}],
+    }
+
+
+def dseg_lut() -> pd.DataFrame:
+    """BIDS ``dseg.tsv`` look-up table of the label images."""
+    return pd.DataFrame(DSEG_LABELS, columns=["index", "name", "abbreviation", "color"])
+

@@ -1,0 +1,136 @@
+"""The workflow's per-session and per-batch steps, files in and files out (scripts/ call these).
+
+A session that fails is data, not a crash: every step writes a record with ``status`` ``ok`` or
+``failed`` (and why), later steps pass failures through, and the cohort table lists them. So one bad
+image never stops a batch, and the cohort table always builds. Every output folder is written beside
+its final place and moved there only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from dnqsm.io import InputError, bids_name, load_image, save_nifti, staged_folder, write_json
+from dnqsm.measure import measure
+from dnqsm.preprocess import preprocess
+from dnqsm.qc import render_failure, render_snapshot, summary_lines
+
+PREPROC = "desc-preproc_Chimap"
+
+
+def prefix(subject: str, session: str | None) -> str:
+    """``sub-<label>[_ses-<label>]``: the stem every file of a session starts with."""
+    return bids_name("", "", sub=subject, ses=session).rstrip("_")
+
+
+def preproc_files(folder: str | Path) -> tuple[Path, Path]:
+    """(image, record) of a preprocessing folder."""
+    folder = Path(folder)
+    return folder / f"{folder.name}_{PREPROC}.nii.gz", folder / f"{folder.name}_{PREPROC}.json"
+
+
+def _failure(stage: str, error: str, **extra: Any) -> dict[str, Any]:
+    return {"status": "failed", "failed_stage": stage, "error": error, **extra}
+
+
+def preprocess_session(raw: str | Path, out_dir: str | Path, unit_policy: str) -> dict[str, Any]:
+    """Validate and convert one session's image into ``out_dir`` (named after the session)."""
+    out_dir = Path(out_dir)
+    with staged_folder(out_dir) as folder:
+        image_name, record_name = (p.name for p in preproc_files(out_dir))
+        try:
+            img, record = preprocess(raw, unit_policy)
+        except InputError as exc:
+            record = _failure("preprocess", str(exc), Sources=[str(Path(raw).absolute())])
+        except Exception as exc:  # a bug or an odd file must stay this session's problem
+            record = _failure("preprocess", f"{raw}: unexpected error: {type(exc).__name__}: {exc}",
+                              Sources=[str(Path(raw).absolute())])
+        else:
+            record.update(status="ok", failed_stage=None, error=None)
+            save_nifti(folder / image_name, img)
+        write_json(folder / record_name, record)
+    return record
+
+
+def segment_batch(preproc_dirs: list[str | Path], out_dir: str | Path, segmenter) -> list[dict[str, Any]]:
+    """Segment every successfully preprocessed session of a batch into ``out_dir/<stem>/`` (models
+    loaded once by ``segmenter``, a :class:`dnqsm.segment.DentateSegmenter`); earlier failures get a
+    metadata record there too, so each session has exactly one."""
+    with staged_folder(out_dir) as folder:
+        images = []
+        for preproc_dir in preproc_dirs:
+            image, record_file = preproc_files(preproc_dir)
+            record = json.loads(record_file.read_text())
+            if record["status"] == "ok":
+                images.append(image)
+            else:
+                stem = image.name[: -len(".nii.gz")]
+                write_json(folder / stem / f"{stem}_metadata.json", {**record, "stem": stem})
+        records = segmenter.run(images, folder)
+    return records
+
+
+def batch_metadata(batch_dir: str | Path, preproc_dir: str | Path) -> dict[str, Any]:
+    stem = preproc_files(preproc_dir)[0].name[: -len(".nii.gz")]
+    return json.loads((Path(batch_dir) / stem / f"{stem}_metadata.json").read_text())
+
+
+def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, batch_dir: str | Path,
+                    anat_dir: str | Path, erosion_voxels: int) -> dict[str, Any]:
+    """The session's derivative folder: DN labels, localization mask, their sidecar and the measures
+    record (always written; ``status`` says whether the rest is there)."""
+    pre = json.loads(preproc_files(preproc_dir)[1].read_text())
+    meta = batch_metadata(batch_dir, preproc_dir)
+    record: dict[str, Any] = {
+        "participant_id": f"sub-{subject}", "session_id": f"ses-{session}" if session else None,
+        "source": pre.get("Sources", [None])[0], "status": "ok", "failed_stage": None, "error": None,
+        **{key: pre.get(key) for key in ("input_unit", "input_unit_source", "orientation", "p99_abs_chi_ppb")},
+    }
+    names = {"dseg": bids_name("dseg", sub=subject, ses=session, desc="dentate"),
+             "mask": bids_name("mask", sub=subject, ses=session, desc="localization"),
+             "measures": bids_name("measures", ".json", sub=subject, ses=session, desc="dentate")}
+    with staged_folder(anat_dir) as folder:
+        if pre["status"] != "ok":
+            record.update(status="failed", failed_stage="preprocess", error=pre["error"])
+        elif meta["status"] != "ok":
+            record.update(status="failed", failed_stage="segment", error=meta["error"])
+        else:
+            engine_dir = Path(batch_dir) / meta["stem"]
+            chi = load_image(preproc_files(preproc_dir)[0])
+            seg = engine_dir / f"{meta['stem']}_seg.nii.gz"
+            dseg = load_image(seg, allow_unknown_orientation=True)
+            components = {side: meta["dentate"][side]["components"] for side in ("left", "right")}
+            record["measures"] = measure(chi, dseg, erosion_voxels, components)
+            record.update({
+                "localization_components": meta["localization_components"],
+                "box_touches_image_edge": meta["box_touches_image_edge"], "missing_sides": meta["missing_sides"],
+                "box": meta["box"], "erosion_voxels": erosion_voxels,
+            })
+            shutil.copyfile(seg, folder / names["dseg"])
+            shutil.copyfile(engine_dir / f"{meta['stem']}_cerebellar_mask.nii.gz", folder / names["mask"])
+            write_json(folder / names["dseg"].replace(".nii.gz", ".json"), {
+                "Sources": [record["source"]], "Description": "dentate nuclei: 1 left, 2 right (dnqsm)",
+                "Models": meta["models"], "Options": {k: v for k, v in meta["options"].items() if k != "threads"},
+                **{key: meta[key] for key in ("box", "margin_mm", "localization_spacing_mm", "crop_voxels_canonical",
+                                              "midline_x_mm", "midline_source", "box_touches_image_edge")},
+            })
+        write_json(folder / names["measures"], record)
+    return record
+
+
+def qc_snapshot(subject: str, session: str | None, preproc_dir: str | Path, anat_dir: str | Path,
+                out_png: str | Path) -> Path:
+    """The session's QC PNG: the segmentation, or the reason it failed."""
+    title = prefix(subject, session)
+    record = json.loads((Path(anat_dir) / bids_name("measures", ".json", sub=subject, ses=session,
+                                                    desc="dentate")).read_text())
+    image = preproc_files(preproc_dir)[0]
+    chi = load_image(image) if image.exists() else None
+    if record["status"] != "ok":
+        return render_failure(out_png, title, f"{record['failed_stage']}: {record['error']}", chi)
+    dseg = load_image(Path(anat_dir) / bids_name("dseg", sub=subject, ses=session, desc="dentate"),
+                      allow_unknown_orientation=True)
+    return render_snapshot(out_png, chi, dseg, title, record.get("box"), summary_lines(record["measures"]))

@@ -1,0 +1,20 @@
+# Per session: validate the image, settle its unit, convert to ppb (dnqsm.preprocess).
+
+
+rule preprocess:
+    """Validate one session's QSM image and convert it to ppb; a bad image is recorded, not fatal."""
+    input:
+        image=lambda wc: str(RAW_IMAGE[(wc.subject, wildcard_session(wc))]),
+    output:
+        folder=directory(preproc_folder()),
+    params:
+        unit_policy=config["units"]["input"],
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime_min"],
+    group:
+        "preprocess"
+    log:
+        log_path("preprocess"),
+    script:
+        "../scripts/preprocess.py"

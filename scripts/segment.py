@@ -1,0 +1,21 @@
+"""Snakemake entry point: segment one batch of sessions with both models loaded once."""
+
+from contextlib import redirect_stderr, redirect_stdout
+
+
+def main() -> None:
+    snakemake = globals()["snakemake"]
+    from dnqsm.pipeline import segment_batch
+    from dnqsm.segment import DentateSegmenter, load_model_set
+
+    p = snakemake.params
+    with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+        segmenter = DentateSegmenter(load_model_set(p.models_dir), p.device, folds=tuple(p.folds) if p.folds else None,
+                                     mirroring=p.mirroring, threads=snakemake.threads)
+        for record in segment_batch(list(snakemake.input.preprocessed), snakemake.output.folder, segmenter):
+            print(f"{record['input']}: {record['status']}" + (f" ({record['error']})" if record["error"] else ""))
+
+
+# nnU-Net may start worker processes with "spawn", which re-imports this file: guard the work.
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""End to end: the real Snakemake workflow over a tiny synthetic cohort with two bad sessions mixed in."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+from dnqsm.io import bids_path, read_tsv
+from dnqsm.metrics import dice
+from dnqsm.nnunet import sha256
+from dnqsm.segment import BUNDLED_MODELS
+from dnqsm.synth import write_dataset
+from dnqsm.viz import world_centroid
+from test_workflow import REPO, snakemake
+
+TRUTH = "derivatives/manual"
+CORRUPT, SLAB = ("900", "01"), ("901", "01")
+
+
+def cohort_config(tmp: Path, **changes) -> dict:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.update(bids_dir=str(tmp / "bids"), output_dir=str(tmp / "out"), work_dir=str(tmp / "work"))
+    config["inference"]["batch_size"] = 3  # the bad sessions share batches with good ones
+    for key, value in changes.items():
+        config[key] = {**config[key], **value}
+    return config
+
+
+def jobs_by_rule(dry_run_output: str) -> dict[str, int]:
+    """Snakemake's dry-run job-stats table as {rule: count}."""
+    table = dry_run_output.split("Job stats:")[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m.group(1) != "total"}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """Run the workflow once: 2 participants x 2 visits plus a corrupt image and a slab without cerebellum."""
+    tmp = tmp_path_factory.mktemp("cohort")
+    bids = write_dataset(tmp / "bids", "demo", subjects=2, sessions=2, seed=11, jobs=2)
+    corrupt = bids_path(bids, *CORRUPT, "Chimap")
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(bids_path(bids, "001", "01", "Chimap").read_bytes()[:5000])  # truncated gzip
+    good = nib.as_closest_canonical(nib.load(bids_path(bids, "001", "01", "Chimap")))
+    labels = nib.as_closest_canonical(nib.load(bids_path(bids / TRUTH, "001", "01", "dseg", desc="dentate")))
+    dn_z = world_centroid(np.asarray(labels.dataobj) > 0, good.affine)[2]
+    k = int(np.ceil(nib.affines.apply_affine(np.linalg.inv(good.affine), [0, 0, dn_z + 45])[2]))
+    slab = bids_path(bids, *SLAB, "Chimap")
+    slab.parent.mkdir(parents=True)
+    nib.save(good.slicer[:, :, k:], slab)  # only what lies 45 mm or more above the dentate nuclei
+    config = cohort_config(tmp)
+    run = snakemake(tmp, config, "--keep-going")
+    return tmp, bids, config, run
+
+
+def test_workflow_finishes_and_lists_the_bad_sessions(cohort):
+    tmp, bids, config, run = cohort
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    table = read_tsv(tmp / "out" / "cohort" / "desc-dentate_measures.tsv")
+    failures = read_tsv(tmp / "out" / "cohort" / "failures.tsv")
+    assert set(failures.participant_id) == {"sub-900", "sub-901"}
+    reasons = dict(zip(failures.participant_id, zip(failures.failed_stage, failures.error)))
+    assert reasons["sub-900"][0] == "preprocess" and "cannot read as NIfTI" in reasons["sub-900"][1]
+    assert "sub-900_ses-01_Chimap.nii.gz" in reasons["sub-900"][1], "the message names the file"
+    assert reasons["sub-901"][0] == "segment" and "dentate" in reasons["sub-901"][1]
+    assert set(table.loc[table.status == "failed", "participant_id"]) == {"sub-900", "sub-901"}
+    truth = read_tsv(bids / TRUTH / "truth.tsv")
+    assert len(table) == len(truth) + 2
+    assert "2 session(s) failed" in run.stdout + run.stderr
+    sidecar = json.loads((tmp / "out" / "cohort" / "desc-dentate_measures.json").read_text())
+    assert set(sidecar) == set(table.columns)
+    assert sidecar["left_volume_mm3"]["Units"] == "mm^3" and sidecar["left_chi_mean_ppb"]["Units"] == "ppb"
+
+
+def test_table_agrees_with_truth_and_sides_are_not_swapped(cohort):
+    tmp, bids, _, _ = cohort
+    table = read_tsv(tmp / "out" / "cohort" / "desc-dentate_measures.tsv")
+    truth = read_tsv(bids / TRUTH / "truth.tsv")
+    merged = truth.merge(table, on=["participant_id", "session_id"], suffixes=("_truth", ""))
+    assert len(merged) == len(truth) and (merged.status == "ok").all()
+    for side in ("left", "right"):
+        error = merged[f"{side}_volume_mm3"] / merged[f"dn_{side}_volume_mm3"] - 1
+        assert error.abs().max() <= 0.10, error.tolist()
+    # visit metadata carried over from participants.tsv / sessions.tsv
+    assert (merged.group == merged.group_truth).all() and (merged.site == merged.site_truth).all()
+    assert np.allclose(merged.years_since_baseline, merged.years_since_baseline_truth, atol=1e-3)
+    for r in merged.itertuples():
+        sub, ses = r.participant_id[4:], r.session_id[4:]
+        pred = np.asarray(nib.load(bids_path(tmp / "out", sub, ses, "dseg", desc="dentate")).dataobj)
+        manual = np.asarray(nib.load(bids_path(bids / TRUTH, sub, ses, "dseg", desc="dentate")).dataobj)
+        for label in (1, 2):
+            assert dice(pred == label, manual == label) > 0.8, (sub, ses, label)
+
+
+def test_snapshots_exist_and_show_contours(cohort):
+    tmp, bids, _, _ = cohort
+    pngs = sorted((tmp / "out").glob("sub-*/ses-*/figures/*_desc-dentate_qc.png"))
+    assert len(pngs) == len(read_tsv(bids / TRUTH / "truth.tsv")) + 2
+    for png in pngs:
+        pixels = mpimg.imread(png)[..., :3]
+        assert pixels.std() > 0.05, f"{png} looks blank"
+        red = (pixels[..., 0] > 0.9) & (pixels[..., 1] < 0.45) & (pixels[..., 2] < 0.45)
+        blue = (pixels[..., 2] > 0.9) & (pixels[..., 0] < 0.35)
+        failed = "sub-90" in png.name
+        assert (red.sum() > 50 and blue.sum() > 50) != failed, png
+
+
+def test_outputs_form_a_bids_derivative_with_provenance(cohort):
+    tmp, _, _, _ = cohort
+    description = json.loads((tmp / "out" / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    generated = description["GeneratedBy"][0]
+    assert generated["Name"] == "dnqsm" and generated["Version"] and generated["Commit"]
+    assert generated["Models"]["segmentation.zip"]["sha256"] == sha256(BUNDLED_MODELS / "segmentation.zip")
+    assert generated["Models"]["localization.zip"]["sha256"] == sha256(BUNDLED_MODELS / "localization.zip")
+    lut = read_tsv(tmp / "out" / "desc-dentate_dseg.tsv")
+    assert lut[["index", "name"]].values.tolist() == [[1, "left dentate nucleus"], [2, "right dentate nucleus"]]
+    anat = tmp / "out" / "sub-001" / "ses-01" / "anat"
+    assert {p.name for p in anat.iterdir() if not p.name.startswith(".snakemake")} == {
+        "sub-001_ses-01_desc-dentate_dseg.nii.gz", "sub-001_ses-01_desc-dentate_dseg.json",
+        "sub-001_ses-01_desc-localization_mask.nii.gz", "sub-001_ses-01_desc-dentate_measures.json"}
+    assert [p for p in (tmp / "out").rglob(".*") if not p.name.startswith(".snakemake")] == [], "staging left behind"
+
+
+def test_rerun_is_a_no_op_and_changes_rerun_only_what_depends_on_them(cohort):
+    tmp, _, config, _ = cohort
+    again = snakemake(tmp, config, "-n")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout[-2000:]
+
+    eroded = snakemake(tmp, cohort_config(tmp, measure={"erosion_voxels": 1}), "-n")
+    assert eroded.returncode == 0, eroded.stderr
+    rules = jobs_by_rule(eroded.stdout)
+    assert "preprocess" not in rules and "segment" not in rules, rules
+    assert rules["measure"] == rules["qc_snapshot"] == 6 and rules["cohort_table"] == 1, rules
+
+    models = tmp / "other_models"
+    shutil.copytree(BUNDLED_MODELS, models)
+    remodelled = snakemake(tmp, cohort_config(tmp, models={"dir": str(models)}), "-n")
+    assert remodelled.returncode == 0, remodelled.stderr
+    rules = jobs_by_rule(remodelled.stdout)
+    assert "preprocess" not in rules and rules["segment"] == 2 and rules["dataset_description"] == 1, rules
+
+
+def test_report_collects_the_snapshots(cohort):
+    tmp, _, config, _ = cohort
+    run = snakemake(tmp, config, "--report", str(tmp / "report.zip"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    import zipfile
+
+    names = zipfile.ZipFile(tmp / "report.zip").namelist()
+    assert sum(n.endswith("_desc-dentate_qc.png") for n in names) == 6, names[:20]
+
+
+def test_bad_config_key_in_the_cohort_section_is_named(tmp_path):
+    config = cohort_config(tmp_path, inference={"batchsize": 4})
+    run = snakemake(tmp_path, config, "-n")
+    assert run.returncode != 0 and "batchsize" in run.stdout + run.stderr
