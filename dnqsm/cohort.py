@@ -34,12 +34,13 @@ def years_between(times: pd.Series) -> pd.Series:
     return (parsed - parsed.min()).dt.total_seconds() / (DAYS_PER_YEAR * 86400)
 
 
-def visit_metadata(bids_dir: str | Path, subjects: Iterable[str]) -> pd.DataFrame:
-    """participants.tsv joined with each subject's sessions.tsv: group, sex, site, acq_time, age at the
-    visit, baseline age and years since baseline (from acq_time, else from age at visit)."""
+def visit_metadata(bids_dir: str | Path, subjects: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(participants, visits): ``participants.tsv`` (its ``age`` renamed ``baseline_age``) and every
+    subject's ``sessions.tsv`` with years since baseline (from acq_time, else from age at visit)."""
     bids_dir = Path(bids_dir)
     participants_file = bids_dir / "participants.tsv"
     participants = read_tsv(participants_file) if participants_file.exists() else pd.DataFrame({"participant_id": []})
+    participants = participants.rename(columns={"age": "baseline_age"}).drop_duplicates("participant_id")
     rows = []
     for sub in subjects:
         sessions_file = bids_dir / f"sub-{sub}" / f"sub-{sub}_sessions.tsv"
@@ -48,18 +49,14 @@ def visit_metadata(bids_dir: str | Path, subjects: Iterable[str]) -> pd.DataFram
             table.insert(0, "participant_id", f"sub-{sub}")
             rows.append(table)
     visits = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=ID_COLUMNS)
-    participants = participants.rename(columns={"age": "baseline_age"})
-    table = visits.merge(participants, on="participant_id", how="outer")
-    if "acq_time" in table:
-        table["years_since_baseline"] = table.groupby("participant_id")["acq_time"].transform(years_between)
-    if "age" in table:
-        from_age = table["age"] - table.groupby("participant_id")["age"].transform("min")
-        table["years_since_baseline"] = table.get("years_since_baseline", from_age).fillna(from_age)
-        if "baseline_age" not in table:
-            table["baseline_age"] = table.groupby("participant_id")["age"].transform("min")
-    elif "baseline_age" in table and "years_since_baseline" in table:
-        table["age"] = table["baseline_age"] + table["years_since_baseline"]
-    return table
+    per_subject = visits.groupby("participant_id")
+    if "acq_time" in visits:
+        visits["years_since_baseline"] = per_subject["acq_time"].transform(years_between)
+    if "age" in visits:
+        from_age = visits["age"] - per_subject["age"].transform("min")
+        visits["years_since_baseline"] = visits.get("years_since_baseline", from_age).fillna(from_age)
+        visits["visit_baseline_age"] = per_subject["age"].transform("min")
+    return participants, visits
 
 
 def session_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -73,15 +70,26 @@ def session_row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def cohort_table(records: list[dict[str, Any]], bids_dir: str | Path) -> pd.DataFrame:
-    """One row per subject-session: identifiers, status, measures, visit metadata, QC fields."""
-    rows = pd.DataFrame([session_row(r) for r in records], columns=None)
+    """One row per subject-session: identifiers, status, measures, participant and visit metadata, QC
+    fields. Participant metadata joins on the participant alone, so a subject without a sessions.tsv
+    keeps its group and site."""
+    rows = pd.DataFrame([session_row(r) for r in records])
     subjects = sorted({pid.removeprefix("sub-") for pid in rows["participant_id"]})
-    meta = visit_metadata(bids_dir, subjects)
-    key = ID_COLUMNS if "session_id" in meta and rows["session_id"].notna().all() else ["participant_id"]
-    if key == ["participant_id"]:
-        meta = meta.drop(columns=[c for c in ("session_id",) if c in meta]).drop_duplicates("participant_id")
-    meta_cols = [c for c in meta.columns if c not in ID_COLUMNS]
-    table = rows.merge(meta, on=key, how="left")
+    participants, visits = visit_metadata(bids_dir, subjects)
+    table = rows.merge(participants, on="participant_id", how="left")
+    if rows["session_id"].notna().all() and len(visits):
+        table = table.merge(visits.drop(columns=[c for c in participants.columns if c in visits and c != "participant_id"]),
+                            on=ID_COLUMNS, how="left")
+    if "visit_baseline_age" in table:
+        if "baseline_age" in table:
+            table["baseline_age"] = table["baseline_age"].fillna(table["visit_baseline_age"])
+        else:
+            table["baseline_age"] = table["visit_baseline_age"]
+        table = table.drop(columns="visit_baseline_age")
+    if "age" not in table and {"baseline_age", "years_since_baseline"} <= set(table):
+        table["age"] = table["baseline_age"] + table["years_since_baseline"]
+    meta_cols = [c for c in list(visits.columns) + list(participants.columns) if c not in ID_COLUMNS]
+    meta_cols = [c for c in dict.fromkeys(meta_cols) if c in table and c != "visit_baseline_age"]
     ordered = ID_COLUMNS + meta_cols + STATUS_COLUMNS + list(measure_columns()) + list(QC_COLUMNS)
     table = table[[c for c in ordered if c in table]]
     return table.sort_values(ID_COLUMNS, na_position="first").reset_index(drop=True)

@@ -50,6 +50,21 @@ def bids_path(
 
 
 @contextmanager
+def script_log(path: str | Path) -> Iterator[None]:
+    """Send a Snakemake script's stdout and stderr to its log file, tracebacks included, so a failed
+    job's log always says why."""
+    import contextlib
+    import traceback
+
+    with open(path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            yield
+        except BaseException:
+            traceback.print_exc(file=log)
+            raise
+
+
+@contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
     path = Path(path)

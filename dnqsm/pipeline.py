@@ -96,7 +96,11 @@ def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, 
         if pre["status"] != "ok":
             record.update(status="failed", failed_stage="preprocess", error=pre["error"])
         elif meta["status"] != "ok":
-            record.update(status="failed", failed_stage="segment", error=meta["error"])
+            image = preproc_files(preproc_dir)[0]
+            error = meta["error"]
+            for name in (str(image.absolute()), str(image)):  # name the user's file, not our work copy
+                error = error.replace(name, str(record["source"]))
+            record.update(status="failed", failed_stage="segment", error=error)
         else:
             engine_dir = Path(batch_dir) / meta["stem"]
             chi = load_image(preproc_files(preproc_dir)[0])

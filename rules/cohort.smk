@@ -36,3 +36,38 @@ rule dataset_description:
         str(WORK_DIR / "logs" / "dataset_description.log"),
     script:
         "../scripts/dataset_description.py"
+
+
+rule stats:
+    """Longitudinal mixed models, annualised change, baseline differences, slopes, sample sizes and
+    their figures, from the cohort table minus the sessions rated fail in QC (dnqsm.stats)."""
+    input:
+        table=cohort_path("desc-dentate_measures.tsv"),
+        ratings=RATINGS,
+    output:
+        tables=[stats_path(f"{name}.tsv") for name in STATS_TABLES],
+        spaghetti=report(stats_path("spaghetti.png"), caption="../report/stats.rst", category="Statistics"),
+        baseline=report(stats_path("baseline.png"), caption="../report/stats.rst", category="Statistics"),
+        left_right=report(stats_path("left_right.png"), caption="../report/stats.rst", category="Statistics"),
+        residuals=report(stats_path("residuals.png"), caption="../report/stats.rst", category="Statistics"),
+    params:
+        settings=config["stats"],
+    log:
+        str(WORK_DIR / "logs" / "stats.log"),
+    script:
+        "../scripts/stats.py"
+
+
+rule qc_page:
+    """The self-contained QC review page: every session's snapshot, measures and flags; ratings are
+    kept in the browser and exported as qc_ratings.tsv (dnqsm.review)."""
+    input:
+        table=cohort_path("desc-dentate_measures.tsv"),
+        snapshots=snapshots(),
+        ratings=RATINGS,
+    output:
+        page=str(OUTPUT_DIR / "qc.html"),
+    log:
+        str(WORK_DIR / "logs" / "qc_page.log"),
+    script:
+        "../scripts/qc_page.py"

@@ -93,10 +93,25 @@ def wildcard_session(wildcards):
     return wildcards.get("session") if HAS_SESSIONS else None
 
 
+STATS_TABLES = ("fixed_effects", "annual_change", "baseline_differences", "subject_slopes", "sample_size",
+                "dropped_rows", "models")
+STATS_FIGURES = ("spaghetti", "baseline", "left_right", "residuals")
+RATINGS = [config["qc"]["ratings"]] if config["qc"]["ratings"] else []
+
+
+def stats_path(name):
+    """A file of the longitudinal statistics."""
+    return str(OUTPUT_DIR / "stats" / name)
+
+
+def snapshots():
+    return for_all_sessions(lambda subject, session: derivative("qc", ".png", "figures", subject, session, desc="dentate"))
+
+
 def cohort_outputs():
     return [str(OUTPUT_DIR / "dataset_description.json"), cohort_path("desc-dentate_measures.tsv"),
-            cohort_path("failures.tsv")] + for_all_sessions(lambda subject, session: derivative(
-                "qc", ".png", "figures", subject, session, desc="dentate"))
+            cohort_path("failures.tsv"), str(OUTPUT_DIR / "qc.html")] + snapshots() + \
+        [stats_path(f"{name}.tsv") for name in STATS_TABLES] + [stats_path(f"{name}.png") for name in STATS_FIGURES]
 
 
 # --- training paths (rules/train.smk) ---

@@ -1,14 +1,13 @@
 """Snakemake entry point: the cohort table, its sidecar and failures.tsv (dnqsm.cohort)."""
 
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from dnqsm.cohort import cohort_sidecar, cohort_table, failures_table
-from dnqsm.io import write_tsv
+from dnqsm.io import script_log, write_tsv
 
 snakemake = globals()["snakemake"]
-with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+with script_log(snakemake.log[0]):
     records = [json.loads(next(Path(folder).glob("*_desc-dentate_measures.json")).read_text())
                for folder in snakemake.input.anat]
     table = cohort_table(records, snakemake.params.bids_dir)

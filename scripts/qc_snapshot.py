@@ -1,11 +1,10 @@
 """Snakemake entry point: one session's QC snapshot PNG (dnqsm.pipeline.qc_snapshot)."""
 
-from contextlib import redirect_stderr, redirect_stdout
-
+from dnqsm.io import script_log
 from dnqsm.pipeline import qc_snapshot
 
 snakemake = globals()["snakemake"]
 wc = snakemake.wildcards
-with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+with script_log(snakemake.log[0]):
     print(qc_snapshot(wc.subject, wc.get("session"), snakemake.input.preprocessed, snakemake.input.anat,
                       snakemake.output.png))

@@ -1,6 +1,6 @@
 """Snakemake entry point: segment one batch of sessions with both models loaded once."""
 
-from contextlib import redirect_stderr, redirect_stdout
+from dnqsm.io import script_log
 
 
 def main() -> None:
@@ -9,7 +9,7 @@ def main() -> None:
     from dnqsm.segment import DentateSegmenter, load_model_set
 
     p = snakemake.params
-    with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+    with script_log(snakemake.log[0]):
         segmenter = DentateSegmenter(load_model_set(p.models_dir), p.device, folds=tuple(p.folds) if p.folds else None,
                                      mirroring=p.mirroring, threads=snakemake.threads)
         for record in segment_batch(list(snakemake.input.preprocessed), snakemake.output.folder, segmenter):

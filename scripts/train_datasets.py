@@ -1,14 +1,13 @@
 """Snakemake entry point: nnU-Net raw datasets for both models (see dnqsm.training)."""
 
-from contextlib import redirect_stderr, redirect_stdout
 
-from dnqsm.io import write_json
+from dnqsm.io import script_log, write_json
 from dnqsm.training import build_training_datasets
 
 
 def main() -> None:
     snakemake = globals()["snakemake"]
-    with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+    with script_log(snakemake.log[0]):
         train = snakemake.params.train
         summary = build_training_datasets(
             train["bids_dir"], train["labels_dir"], snakemake.output.localization, snakemake.output.segmentation,

@@ -1,7 +1,6 @@
 """Snakemake entry point: export one trained model as an nnU-Net zip, with its sha256."""
 
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from dnqsm.nnunet import use_workdir
@@ -11,10 +10,10 @@ def main() -> None:
     snakemake = globals()["snakemake"]
     train, model = snakemake.params.train, snakemake.wildcards.model
     use_workdir(Path(train["work_dir"]) / "nnunet")
-    from dnqsm.io import write_json
+    from dnqsm.io import script_log, write_json
     from dnqsm.nnunet import export_zip
 
-    with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+    with script_log(snakemake.log[0]):
         spec = train[model]
         folds = [f if f == "all" else int(f) for f in spec["folds"]]
         digest = export_zip(spec["dataset_id"], folds, snakemake.output.zip)

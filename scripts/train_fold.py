@@ -2,7 +2,6 @@
 
 import shutil
 import time
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from dnqsm.nnunet import use_workdir
@@ -14,10 +13,10 @@ def main() -> None:
     use_workdir(Path(train["work_dir"]) / "nnunet")
     import torch
 
-    from dnqsm.io import write_json
+    from dnqsm.io import script_log, write_json
     from dnqsm.nnunet import train as train_fold, validation_dice
 
-    with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+    with script_log(snakemake.log[0]):
         torch.set_num_threads(snakemake.threads)
         spec = train[model]
         start = time.perf_counter()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
+import os
 import shutil
 from pathlib import Path
 
@@ -19,10 +19,12 @@ from dnqsm.nnunet import sha256
 from dnqsm.segment import BUNDLED_MODELS
 from dnqsm.synth import write_dataset
 from dnqsm.viz import world_centroid
-from test_workflow import REPO, snakemake
+from test_workflow import REPO, jobs_by_rule, snakemake
 
 TRUTH = "derivatives/manual"
 CORRUPT, SLAB = ("900", "01"), ("901", "01")
+MARKUP = '<img src=x onerror="window.__xss=1">'
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def cohort_config(tmp: Path, **changes) -> dict:
@@ -32,12 +34,6 @@ def cohort_config(tmp: Path, **changes) -> dict:
     for key, value in changes.items():
         config[key] = {**config[key], **value}
     return config
-
-
-def jobs_by_rule(dry_run_output: str) -> dict[str, int]:
-    """Snakemake's dry-run job-stats table as {rule: count}."""
-    table = dry_run_output.split("Job stats:")[-1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m.group(1) != "total"}
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +51,8 @@ def cohort(tmp_path_factory):
     slab = bids_path(bids, *SLAB, "Chimap")
     slab.parent.mkdir(parents=True)
     nib.save(good.slicer[:, :, k:], slab)  # only what lies 45 mm or more above the dentate nuclei
+    with open(bids / "participants.tsv", "a") as participants:  # metadata is free text: the QC page must escape it
+        participants.write(f"sub-901\t{MARKUP}\tF\t50\tA\n")
     config = cohort_config(tmp)
     run = snakemake(tmp, config, "--keep-going")
     return tmp, bids, config, run
@@ -70,6 +68,7 @@ def test_workflow_finishes_and_lists_the_bad_sessions(cohort):
     assert reasons["sub-900"][0] == "preprocess" and "cannot read as NIfTI" in reasons["sub-900"][1]
     assert "sub-900_ses-01_Chimap.nii.gz" in reasons["sub-900"][1], "the message names the file"
     assert reasons["sub-901"][0] == "segment" and "dentate" in reasons["sub-901"][1]
+    assert reasons["sub-901"][1].startswith(str(bids_path(bids, *SLAB, "Chimap"))), "names the input, not a work file"
     assert set(table.loc[table.status == "failed", "participant_id"]) == {"sub-900", "sub-901"}
     truth = read_tsv(bids / TRUTH / "truth.tsv")
     assert len(table) == len(truth) + 2
@@ -139,6 +138,7 @@ def test_rerun_is_a_no_op_and_changes_rerun_only_what_depends_on_them(cohort):
     rules = jobs_by_rule(eroded.stdout)
     assert "preprocess" not in rules and "segment" not in rules, rules
     assert rules["measure"] == rules["qc_snapshot"] == 6 and rules["cohort_table"] == 1, rules
+    assert rules["stats"] == rules["qc_page"] == 1, rules
 
     models = tmp / "other_models"
     shutil.copytree(BUNDLED_MODELS, models)
@@ -162,3 +162,86 @@ def test_bad_config_key_in_the_cohort_section_is_named(tmp_path):
     config = cohort_config(tmp_path, inference={"batchsize": 4})
     run = snakemake(tmp_path, config, "-n")
     assert run.returncode != 0 and "batchsize" in run.stdout + run.stderr
+
+
+def test_statistics_and_qc_page_are_built(cohort):
+    tmp, _, _, _ = cohort
+    models = read_tsv(tmp / "out" / "stats" / "models.tsv")
+    assert (models.n_obs == 4).all(), "the four good sessions, not the failed ones"
+    notes = json.loads((tmp / "out" / "stats" / "models.json").read_text())["notes"]["Levels"]
+    assert any("segmentation failed" in n for n in notes) and any("fewer than two usable groups" in n for n in notes)
+    for name in ("spaghetti", "baseline", "left_right", "residuals"):
+        assert mpimg.imread(tmp / "out" / "stats" / f"{name}.png")[..., :3].std() > 0.02, name
+    page = (tmp / "out" / "qc.html").read_text()
+    assert MARKUP not in page, "metadata must be escaped in the page source"
+    assert "http://" not in page and "https://" not in page, "no network resources"
+
+
+def chromium_or_fail():
+    """Debian's chromium; a missing browser fails the test (set DNQSM_SKIP_BROWSER=1 to skip knowingly)."""
+    if CHROMIUM is None:
+        if os.environ.get("DNQSM_SKIP_BROWSER") == "1":
+            pytest.skip("DNQSM_SKIP_BROWSER=1: QC page browser test skipped on request")
+        pytest.fail("the QC page test needs Debian's chromium (apt-get install chromium); "
+                    "set DNQSM_SKIP_BROWSER=1 to skip it knowingly")
+    return CHROMIUM
+
+
+def test_qc_page_in_chromium_rates_with_keyboard_and_ratings_drive_the_statistics(cohort):
+    """Last in this module: it reruns the workflow with the exported ratings."""
+    from playwright.sync_api import sync_playwright
+
+    tmp, _, config, _ = cohort
+    exported = tmp / "qc_ratings.tsv"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_or_fail(), args=["--no-sandbox"])
+        context = browser.new_context(accept_downloads=True)
+        page = context.new_page()
+        problems = []
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("requestfailed", lambda r: problems.append(f"failed request {r.url}"))
+        page.goto((tmp / "out" / "qc.html").as_uri())
+        assert page.locator("section.card").count() == 6
+        assert page.evaluate("window.__xss") is None and page.get_by_text(MARKUP).count() >= 1
+        page.wait_for_function("document.querySelector('#card-0 img').complete")
+        assert page.evaluate("document.querySelector('#card-0 img').naturalWidth") > 0, "snapshot loads from disk"
+        assert page.locator("#progress").inner_text() == "0 / 6 rated"
+        page.keyboard.press("f")          # sub-001_ses-01: fail, moves on
+        page.keyboard.press("f")          # the next session: fail
+        page.keyboard.press("k")          # back to it and comment
+        page.keyboard.press("c")
+        page.keyboard.type("left DN leaks into the <vermis>")
+        page.keyboard.press("Enter")
+        assert page.locator("#progress").inner_text() == "2 / 6 rated"
+        page.reload()
+        assert page.locator("#progress").inner_text() == "2 / 6 rated", "ratings survive a reload"
+        page.select_option("#filter-rating", "fail")
+        keys = [page.locator("section.card").nth(i).get_attribute("data-key") for i in range(2)]
+        assert page.locator("section.card").count() == 2
+        page.select_option("#filter-rating", "")
+        page.select_option("#filter-flag", "flagged")
+        flagged = [page.locator("section.card").nth(i).get_attribute("data-key")
+                   for i in range(page.locator("section.card").count())]
+        assert {"sub-900_ses-01", "sub-901_ses-01"} <= set(flagged), flagged
+        page.select_option("#filter-flag", "")
+        with page.expect_download() as download:
+            page.keyboard.press("e")
+        download.value.save_as(exported)
+        assert not problems, problems
+        browser.close()
+    ratings = read_tsv(exported)
+    assert ratings.rating.tolist() == ["fail", "fail"]
+    assert (ratings.participant_id + "_" + ratings.session_id).tolist() == keys
+    assert ratings.comment.fillna("").tolist()[1] == "left DN leaks into the <vermis>"
+
+    rated = {**config, "qc": {"ratings": str(exported)}}
+    plan = snakemake(tmp, rated, "-n")
+    assert jobs_by_rule(plan.stdout) == {"stats": 1, "qc_page": 1, "all": 1}, "never the segmentations"
+    run = snakemake(tmp, rated)
+    assert run.returncode == 0, run.stderr[-2000:]
+    models = read_tsv(tmp / "out" / "stats" / "models.tsv")
+    assert (models.n_obs == 2).all(), "the two sessions rated fail left the statistics"
+    assert (models.model == "not modelled").all(), "two sessions cannot carry a model; said, not crashed"
+    notes = json.loads((tmp / "out" / "stats" / "models.json").read_text())["notes"]["Levels"]
+    assert any("rated fail in QC" in n and keys[0] in n for n in notes)
+    assert '"rating": "fail"' in (tmp / "out" / "qc.html").read_text(), "the page shows the ratings file"

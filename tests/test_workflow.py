@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,12 @@ def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedPr
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+
+
+def jobs_by_rule(dry_run_output: str) -> dict[str, int]:
+    """Snakemake's dry-run job-stats table as {rule: count}."""
+    table = dry_run_output.split("Job stats:")[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m.group(1) != "total"}
 
 
 def synth_config(out: Path, **extra) -> dict:
@@ -56,9 +63,15 @@ def test_missing_bids_dir_is_named(tmp_path):
     assert f"bids_dir {tmp_path / 'no_such_dataset'} does not exist" in run.stdout + run.stderr
 
 
-def test_participant_label_that_matches_nothing_is_named(tmp_path):
-    config = synth_config(tmp_path / "bids")
+def test_participant_filters_select_sessions_and_a_typo_is_named(tmp_path):
+    config = synth_config(tmp_path / "bids", subjects=3, sessions=1)
     assert snakemake(tmp_path, config, "synth_cohort").returncode == 0
-    config.update(bids_dir=str(tmp_path / "bids"), participant_label=["sub-042"])
+    config["bids_dir"] = str(tmp_path / "bids")
+    assert jobs_by_rule(snakemake(tmp_path, config, "-n").stdout)["preprocess"] == 3
+    config["exclude_sessions"] = ["sub-002_ses-01"]
+    assert jobs_by_rule(snakemake(tmp_path, config, "-n").stdout)["preprocess"] == 2
+    config.update(participant_label=["sub-001", "003"], exclude_participant_label=["003"], exclude_sessions=[])
+    assert jobs_by_rule(snakemake(tmp_path, config, "-n").stdout)["preprocess"] == 1
+    config["participant_label"] = ["sub-042"]
     run = snakemake(tmp_path, config, "-n")
     assert run.returncode != 0 and "participant '042'" in run.stdout + run.stderr
