@@ -28,6 +28,8 @@ demo: $(STAMP)
 	@echo "Cohort table:         $(DEMO)/dnqsm/cohort/desc-dentate_measures.tsv (+ .json sidecar)"
 	@echo "Failures:             $(DEMO)/dnqsm/cohort/failures.tsv"
 	@echo "QC snapshots:         $(DEMO)/dnqsm/sub-*/ses-*/figures/*_desc-dentate_qc.png"
+	@echo "QC review page:       $(DEMO)/dnqsm/qc.html (open in a browser; export qc_ratings.tsv, set qc.ratings)"
+	@echo "Statistics:           $(DEMO)/dnqsm/stats/*.tsv and *.png"
 	@echo "Snakemake report:     $(DEMO)/report.html"
 
 test: $(STAMP)

@@ -46,10 +46,10 @@ rule stats:
         ratings=RATINGS,
     output:
         tables=[stats_path(f"{name}.tsv") for name in STATS_TABLES],
-        spaghetti=report(stats_path("spaghetti.png"), caption="../report/stats.rst", category="Statistics"),
-        baseline=report(stats_path("baseline.png"), caption="../report/stats.rst", category="Statistics"),
-        left_right=report(stats_path("left_right.png"), caption="../report/stats.rst", category="Statistics"),
-        residuals=report(stats_path("residuals.png"), caption="../report/stats.rst", category="Statistics"),
+        spaghetti=report(stats_path("spaghetti.png"), caption="../report/stats_spaghetti.rst", category="Statistics"),
+        baseline=report(stats_path("baseline.png"), caption="../report/stats_baseline.rst", category="Statistics"),
+        left_right=report(stats_path("left_right.png"), caption="../report/stats_left_right.rst", category="Statistics"),
+        residuals=report(stats_path("residuals.png"), caption="../report/stats_residuals.rst", category="Statistics"),
     params:
         settings=config["stats"],
     log:
