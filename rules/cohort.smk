@@ -21,8 +21,8 @@ rule cohort_table:
 
 
 rule dataset_description:
-    """dataset_description.json (GeneratedBy: version, git commit, model checksums, parameters) and
-    the dseg.tsv look-up table of the label images."""
+    """dataset_description.json (GeneratedBy: version, the git commit that wrote it, model checksums,
+    parameters) and the dseg.tsv look-up table of the label images."""
     input:
         models=MODEL_FILES,
     output:
@@ -30,7 +30,7 @@ rule dataset_description:
         lut=str(OUTPUT_DIR / "desc-dentate_dseg.tsv"),
     params:
         bids_dir=str(BIDS_DIR),
-        commit=git_commit(workflow.basedir),
+        workflow_dir=workflow.basedir,
         parameters={key: config[key] for key in ("models", "inference", "units", "measure")},
     log:
         str(WORK_DIR / "logs" / "dataset_description.log"),

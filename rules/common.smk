@@ -5,7 +5,6 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from dnqsm.bids import select_sessions
-from dnqsm.cohort import git_commit
 from dnqsm.io import bids_path
 from dnqsm.pipeline import prefix
 from dnqsm.segment import model_files
