@@ -1,11 +1,15 @@
 # dnqsm: dentate nucleus segmentation on QSM, as a Snakemake cohort workflow.
 # Stages live in rules/*.smk; library code in dnqsm/; scripts/ are thin entry points.
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The shipped configuration, found next to this Snakefile whatever the working directory;
+# relative paths inside it are relative to the working directory (--directory).
+configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 
 include: "rules/common.smk"

@@ -16,6 +16,8 @@ rule cohort_table:
         bids_dir=str(BIDS_DIR),
     log:
         str(WORK_DIR / "logs" / "cohort_table.log"),
+    conda:
+        "../envs/dnqsm.yaml"
     script:
         "../scripts/cohort_table.py"
 
@@ -34,6 +36,8 @@ rule dataset_description:
         parameters={key: config[key] for key in ("models", "inference", "units", "measure")},
     log:
         str(WORK_DIR / "logs" / "dataset_description.log"),
+    conda:
+        "../envs/dnqsm.yaml"
     script:
         "../scripts/dataset_description.py"
 
@@ -54,6 +58,8 @@ rule stats:
         settings=config["stats"],
     log:
         str(WORK_DIR / "logs" / "stats.log"),
+    conda:
+        "../envs/dnqsm.yaml"
     script:
         "../scripts/stats.py"
 
@@ -69,5 +75,7 @@ rule qc_page:
         page=str(OUTPUT_DIR / "qc.html"),
     log:
         str(WORK_DIR / "logs" / "qc_page.log"),
+    conda:
+        "../envs/dnqsm.yaml"
     script:
         "../scripts/qc_page.py"

@@ -17,5 +17,7 @@ rule measure:
         "session"
     log:
         log_path("measure"),
+    conda:
+        "../envs/dnqsm.yaml"
     script:
         "../scripts/measure.py"

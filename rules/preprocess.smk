@@ -16,5 +16,7 @@ rule preprocess:
         "preprocess"
     log:
         log_path("preprocess"),
+    conda:
+        "../envs/dnqsm.yaml"
     script:
         "../scripts/preprocess.py"

@@ -20,5 +20,7 @@ rule qc_snapshot:
         "session"
     log:
         log_path("qc_snapshot"),
+    conda:
+        "../envs/dnqsm.yaml"
     script:
         "../scripts/qc_snapshot.py"

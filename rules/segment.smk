@@ -21,5 +21,7 @@ rule segment:
         gpu=1 if config["inference"]["device"] == "cuda" else 0,
     log:
         str(WORK_DIR / "logs" / "segment" / "batch-{batch}.log"),
+    conda:
+        "../envs/dnqsm.yaml"
     script:
         "../scripts/segment.py"

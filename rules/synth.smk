@@ -11,5 +11,7 @@ rule synth_cohort:
     threads: 2
     log:
         "results/logs/synth_cohort.log",
+    conda:
+        "../envs/dnqsm.yaml"
     script:
         "../scripts/synth_cohort.py"

@@ -17,6 +17,8 @@ rule train_datasets:
         train=config["train"],
     log:
         train_path("logs/train_datasets.log"),
+    conda:
+        "../envs/dnqsm.yaml"
     script:
         "../scripts/train_datasets.py"
 
@@ -32,6 +34,8 @@ rule train_preprocess:
     threads: config["train"]["threads"]
     log:
         train_path("logs/train_preprocess_{model}.log"),
+    conda:
+        "../envs/dnqsm.yaml"
     script:
         "../scripts/train_preprocess.py"
 
@@ -51,6 +55,8 @@ rule train_fold:
         runtime=config["train"]["runtime_min"],
     log:
         train_path("logs/train_fold_{model}_{fold}.log"),
+    conda:
+        "../envs/dnqsm.yaml"
     script:
         "../scripts/train_fold.py"
 
@@ -67,6 +73,8 @@ rule train_export:
         train=config["train"],
     log:
         train_path("logs/train_export_{model}.log"),
+    conda:
+        "../envs/dnqsm.yaml"
     script:
         "../scripts/train_export.py"
 
@@ -80,5 +88,7 @@ rule train_models:
         provenance=models_path("provenance.json"),
     params:
         train=config["train"],
+    conda:
+        "../envs/dnqsm.yaml"
     script:
         "../scripts/train_provenance.py"
