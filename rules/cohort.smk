@@ -56,6 +56,8 @@ rule stats:
         residuals=report(stats_path("residuals.png"), caption="../report/stats_residuals.rst", category="Statistics"),
     params:
         settings=config["stats"],
+    benchmark:
+        str(WORK_DIR / "benchmarks" / "stats.tsv")
     log:
         str(WORK_DIR / "logs" / "stats.log"),
     conda:

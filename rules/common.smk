@@ -69,6 +69,11 @@ def cohort_path(name):
     return str(OUTPUT_DIR / "cohort" / name)
 
 
+def benchmark_path(step, subject="{subject}", session="{session}"):
+    """Snakemake benchmark record (wall time, peak memory) of one session's job."""
+    return str(WORK_DIR / "benchmarks" / step / f"{prefix(subject, _ses(session))}.tsv")
+
+
 def log_path(step, subject="{subject}", session="{session}"):
     return str(WORK_DIR / "logs" / step / f"{prefix(subject, _ses(session))}.log")
 

@@ -15,6 +15,8 @@ rule measure:
         runtime=config["resources"]["runtime_min"],
     group:
         "session"
+    benchmark:
+        benchmark_path("measure")
     log:
         log_path("measure"),
     conda:

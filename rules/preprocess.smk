@@ -14,6 +14,8 @@ rule preprocess:
         runtime=config["resources"]["runtime_min"],
     group:
         "preprocess"
+    benchmark:
+        benchmark_path("preprocess")
     log:
         log_path("preprocess"),
     conda:

@@ -18,6 +18,8 @@ rule qc_snapshot:
         runtime=config["resources"]["runtime_min"],
     group:
         "session"
+    benchmark:
+        benchmark_path("qc_snapshot")
     log:
         log_path("qc_snapshot"),
     conda:

@@ -19,6 +19,8 @@ rule segment:
         mem_mb=config["inference"]["mem_mb"],
         runtime=config["inference"]["runtime_min"],
         gpu=1 if config["inference"]["device"] == "cuda" else 0,
+    benchmark:
+        str(WORK_DIR / "benchmarks" / "segment" / "batch-{batch}.tsv")
     log:
         str(WORK_DIR / "logs" / "segment" / "batch-{batch}.log"),
     conda:

@@ -1,0 +1,29 @@
+"""Peak memory and wall time per rule from a workflow run's Snakemake benchmark records.
+
+    .venv/bin/python benchmarks/workflow_peaks.py results/demo/work/benchmarks
+
+Prints a Markdown table (the README's resource sizing comes from it).
+"""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def main(folder: str) -> None:
+    rows = []
+    for tsv in sorted(Path(folder).rglob("*.tsv")):
+        rule = tsv.parent.name if tsv.parent != Path(folder) else tsv.stem
+        record = pd.read_csv(tsv, sep="\t")
+        rows.append({"rule": rule, "s": float(record["s"].iloc[0]), "max_rss_mb": float(record["max_rss"].iloc[0])})
+    table = pd.DataFrame(rows).groupby("rule").agg(jobs=("s", "size"), median_s=("s", "median"), max_s=("s", "max"),
+                                                    peak_rss_mb=("max_rss_mb", "max"))
+    print("| rule | jobs | median s | max s | peak RSS (MB) |")
+    print("| --- | --- | --- | --- | --- |")
+    for rule, r in table.iterrows():
+        print(f"| {rule} | {int(r.jobs)} | {r.median_s:.1f} | {r.max_s:.1f} | {r.peak_rss_mb:.0f} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "results/demo/work/benchmarks")
