@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -13,6 +14,21 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     if total == 0:
         return float("nan")
     return 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def hd95(a: np.ndarray, b: np.ndarray, spacing_mm) -> float:
+    """95th-percentile symmetric surface distance in mm (the pooled distances of both surfaces to
+    each other, as medpy's ``hd95`` defines it): NaN when both masks are empty, inf when one is."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    if not a.any() and not b.any():
+        return float("nan")
+    if not a.any() or not b.any():
+        return float("inf")
+    surfaces = [m & ~ndimage.binary_erosion(m, structure=ndimage.generate_binary_structure(3, 1), border_value=0)
+                for m in (a, b)]
+    to_b = ndimage.distance_transform_edt(~surfaces[1], sampling=spacing_mm)[surfaces[0]]
+    to_a = ndimage.distance_transform_edt(~surfaces[0], sampling=spacing_mm)[surfaces[1]]
+    return float(np.percentile(np.concatenate([to_b, to_a]), 95))
 
 
 def volume_agreement(truth: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
