@@ -17,6 +17,7 @@ from dnqsm.io import InputError, bids_name, load_image, save_nifti, staged_folde
 from dnqsm.measure import measure
 from dnqsm.preprocess import preprocess
 from dnqsm.qc import render_failure, render_snapshot, summary_lines
+from dnqsm.segment import image_stem
 
 PREPROC = "desc-preproc_Chimap"
 
@@ -67,14 +68,14 @@ def segment_batch(preproc_dirs: list[str | Path], out_dir: str | Path, segmenter
             if record["status"] == "ok":
                 images.append(image)
             else:
-                stem = image.name[: -len(".nii.gz")]
+                stem = image_stem(image)
                 write_json(folder / stem / f"{stem}_metadata.json", {**record, "stem": stem})
         records = segmenter.run(images, folder)
     return records
 
 
 def batch_metadata(batch_dir: str | Path, preproc_dir: str | Path) -> dict[str, Any]:
-    stem = preproc_files(preproc_dir)[0].name[: -len(".nii.gz")]
+    stem = image_stem(preproc_files(preproc_dir)[0])
     return json.loads((Path(batch_dir) / stem / f"{stem}_metadata.json").read_text())
 
 

@@ -209,7 +209,8 @@ def _contrast(fit: Fit, weights: dict[str, float], alpha: float) -> tuple[float,
     return float(np.ravel(test.effect)[0]), float(low), float(high), float(np.ravel(test.pvalue)[0])
 
 
-def group_slope_terms(fit: Fit, group: str, groups: list[str]) -> dict[str, float]:
+def group_slope_terms(group: str, groups: list[str]) -> dict[str, float]:
+    """Weights of the fixed effects whose sum is the group's change per year."""
     weights = {TIME: 1.0}
     if len(groups) >= 2 and group != groups[0]:
         weights[f"{TIME}:C(group)[T.{group}]"] = 1.0
@@ -221,7 +222,7 @@ def annual_change(fit: Fit, groups: list[str], alpha: float) -> pd.DataFrame:
     rows = []
     baseline = fit.data[fit.data[TIME] == 0]
     for group in groups or ["all"]:
-        estimate, low, high, p = _contrast(fit, group_slope_terms(fit, group, groups), alpha)
+        estimate, low, high, p = _contrast(fit, group_slope_terms(group, groups), alpha)
         base = baseline.loc[baseline["group"] == group, fit.measure] if groups else baseline[fit.measure]
         mean = float(base.mean()) if len(base) else math.nan
         rows.append({"measure": fit.measure, "group": group, "model": fit.model, "change_per_year": estimate,
