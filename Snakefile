@@ -20,6 +20,7 @@ include: "rules/segment.smk"
 include: "rules/measure.smk"
 include: "rules/qc.smk"
 include: "rules/cohort.smk"
+include: "rules/validate.smk"
 
 
 rule all:

@@ -150,3 +150,26 @@ def residuals(analysis: Analysis, path: str | Path) -> Path:
     fig.suptitle("Residual diagnostics of the mixed models", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return _save(fig, path)
+
+
+def bland_altman(sessions: pd.DataFrame, path: str | Path) -> Path:
+    """Bland-Altman plots of dentate volume, automatic against manual, per side."""
+    from dnqsm.validate import bland_altman as limits
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    for ax, side in zip(axes, ("left", "right")):
+        ok = sessions.dropna(subset=[f"{side}_dice"])
+        auto, manual = ok[f"{side}_volume_mm3"].to_numpy(), ok[f"{side}_manual_volume_mm3"].to_numpy()
+        ax.scatter((auto + manual) / 2, auto - manual, s=20, color="#1f77b4")
+        if len(ok) >= 2:
+            lim = limits(auto, manual)
+            for key, style in (("bias", "-"), ("loa_low", "--"), ("loa_high", "--")):
+                ax.axhline(lim[key], color="k", ls=style, lw=0.9)
+            ax.text(0.02, 0.96, f"bias {lim['bias']:+.0f} mm³, limits {lim['loa_low']:+.0f} to {lim['loa_high']:+.0f}",
+                    transform=ax.transAxes, fontsize=8, va="top")
+        ax.set_xlabel("mean of automatic and manual volume (mm³)", fontsize=9)
+        ax.set_ylabel("automatic − manual (mm³)", fontsize=9)
+        ax.set_title(f"{side} dentate (n = {len(ok)})", fontsize=10)
+    fig.suptitle("Bland-Altman: dentate volume against manual labels", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return _save(fig, path)

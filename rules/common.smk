@@ -4,7 +4,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from dnqsm.bids import select_sessions
+from dnqsm.bids import dentate_labels, select_sessions
 from dnqsm.io import bids_path
 from dnqsm.pipeline import prefix
 from dnqsm.segment import model_files
@@ -112,10 +112,29 @@ def snapshots():
     return for_all_sessions(lambda subject, session: derivative("qc", ".png", "figures", subject, session, desc="dentate"))
 
 
+LABELS_DIR = config["validation"]["labels_dir"]
+
+
+def manual_labels(session):
+    """A session's manual DN labels (desc-dentate_dseg, left 1, right 2) in validation.labels_dir."""
+    return dentate_labels(LABELS_DIR, session)
+
+
+if LABELS_DIR and not Path(LABELS_DIR).is_dir():
+    raise WorkflowError(f"validation.labels_dir {LABELS_DIR} does not exist")
+LABELLED = [s for s in SESSIONS if LABELS_DIR and manual_labels(s).exists()]
+
+
+def validation_path(name):
+    """A file of the agreement with manual labels."""
+    return str(OUTPUT_DIR / "validation" / name)
+
+
 def cohort_outputs():
     return [str(OUTPUT_DIR / "dataset_description.json"), cohort_path("desc-dentate_measures.tsv"),
             cohort_path("failures.tsv"), str(OUTPUT_DIR / "qc.html")] + snapshots() + \
-        [stats_path(f"{name}.tsv") for name in STATS_TABLES] + [stats_path(f"{name}.png") for name in STATS_FIGURES]
+        [stats_path(f"{name}.tsv") for name in STATS_TABLES] + [stats_path(f"{name}.png") for name in STATS_FIGURES] + \
+        ([validation_path("desc-agreement_summary.tsv")] if LABELLED else [])
 
 
 # --- training paths (rules/train.smk) ---

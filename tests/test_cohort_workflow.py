@@ -177,6 +177,26 @@ def test_statistics_and_qc_page_are_built(cohort):
     assert "http://" not in page and "https://" not in page, "no network resources"
 
 
+def test_validation_against_manual_labels(cohort):
+    tmp, bids, config, _ = cohort
+    labelled = {**config, "validation": {"labels_dir": str(bids / TRUTH)}}
+    plan = snakemake(tmp, labelled, "-n")
+    assert jobs_by_rule(plan.stdout) == {"validation": 1, "all": 1}, plan.stdout[-2000:]
+    run = snakemake(tmp, labelled)
+    assert run.returncode == 0, run.stderr[-2000:]
+    sessions = read_tsv(tmp / "out" / "validation" / "desc-agreement_sessions.tsv")
+    truth = read_tsv(bids / TRUTH / "truth.tsv")
+    assert len(sessions) == len(truth) and (sessions.status == "ok").all(), "sessions with manual labels only"
+    assert (sessions[["left_dice", "right_dice"]] > 0.8).all().all()
+    merged = sessions.merge(truth, on=["participant_id", "session_id"])
+    assert np.allclose(merged.left_manual_volume_mm3, merged.dn_left_volume_mm3, rtol=1e-4)
+    summary = read_tsv(tmp / "out" / "validation" / "desc-agreement_summary.tsv")
+    whole = summary[(summary.scope == "all") & (summary.side == "left")].iloc[0]
+    assert whole.n == len(truth) and whole.dice_mean == pytest.approx(sessions.left_dice.mean())
+    assert set(summary.loc[summary.scope == "site", "value"]) == set(sessions.site.astype(str))
+    assert mpimg.imread(tmp / "out" / "validation" / "bland_altman.png")[..., :3].std() > 0.02
+
+
 def chromium_or_fail():
     """Debian's chromium; a missing browser fails the test (set DNQSM_SKIP_BROWSER=1 to skip knowingly)."""
     if CHROMIUM is None:

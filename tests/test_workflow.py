@@ -75,3 +75,10 @@ def test_participant_filters_select_sessions_and_a_typo_is_named(tmp_path):
     config["participant_label"] = ["sub-042"]
     run = snakemake(tmp_path, config, "-n")
     assert run.returncode != 0 and "participant '042'" in run.stdout + run.stderr
+
+
+def test_missing_manual_labels_folder_is_named(tmp_path):
+    config = synth_config(tmp_path / "bids")
+    config["validation"]["labels_dir"] = str(tmp_path / "no_labels")
+    run = snakemake(tmp_path, config, "-n", "synth_cohort")
+    assert run.returncode != 0 and f"validation.labels_dir {tmp_path / 'no_labels'} does not exist" in run.stdout + run.stderr
