@@ -166,7 +166,8 @@ def bland_altman(sessions: pd.DataFrame, path: str | Path) -> Path:
             for key, style in (("bias", "-"), ("loa_low", "--"), ("loa_high", "--")):
                 ax.axhline(lim[key], color="k", ls=style, lw=0.9)
             ax.text(0.02, 0.96, f"bias {lim['bias']:+.0f} mm³, limits {lim['loa_low']:+.0f} to {lim['loa_high']:+.0f}",
-                    transform=ax.transAxes, fontsize=8, va="top")
+                    transform=ax.transAxes, fontsize=8, va="top",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85})
         ax.set_xlabel("mean of automatic and manual volume (mm³)", fontsize=9)
         ax.set_ylabel("automatic − manual (mm³)", fontsize=9)
         ax.set_title(f"{side} dentate (n = {len(ok)})", fontsize=10)
