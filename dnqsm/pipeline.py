@@ -33,6 +33,22 @@ def preproc_files(folder: str | Path) -> tuple[Path, Path]:
     return folder / f"{folder.name}_{PREPROC}.nii.gz", folder / f"{folder.name}_{PREPROC}.json"
 
 
+def derivative_files(anat_dir: str | Path) -> dict[str, Path]:
+    """A session's derivative files by role, from its folder ``sub-<label>[/ses-<label>]/anat``."""
+    anat_dir = Path(anat_dir)
+    has_session = anat_dir.parent.name.startswith("ses-")
+    session = anat_dir.parent.name.removeprefix("ses-") if has_session else None
+    subject = (anat_dir.parent.parent if has_session else anat_dir.parent).name.removeprefix("sub-")
+    return {"dseg": anat_dir / bids_name("dseg", sub=subject, ses=session, desc="dentate"),
+            "mask": anat_dir / bids_name("mask", sub=subject, ses=session, desc="localization"),
+            "measures": anat_dir / bids_name("measures", ".json", sub=subject, ses=session, desc="dentate")}
+
+
+def read_measures(anat_dir: str | Path) -> dict[str, Any]:
+    """A session's measures record (status, measures, QC fields)."""
+    return json.loads(derivative_files(anat_dir)["measures"].read_text())
+
+
 def _failure(stage: str, error: str, **extra: Any) -> dict[str, Any]:
     return {"status": "failed", "failed_stage": stage, "error": error, **extra}
 
@@ -90,9 +106,7 @@ def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, 
         "source": pre.get("Sources", [None])[0], "status": "ok", "failed_stage": None, "error": None,
         **{key: pre.get(key) for key in ("input_unit", "input_unit_source", "orientation", "p99_abs_chi_ppb")},
     }
-    names = {"dseg": bids_name("dseg", sub=subject, ses=session, desc="dentate"),
-             "mask": bids_name("mask", sub=subject, ses=session, desc="localization"),
-             "measures": bids_name("measures", ".json", sub=subject, ses=session, desc="dentate")}
+    names = {role: path.name for role, path in derivative_files(anat_dir).items()}
     with staged_folder(anat_dir) as folder:
         if pre["status"] != "ok":
             record.update(status="failed", failed_stage="preprocess", error=pre["error"])
@@ -130,12 +144,10 @@ def qc_snapshot(subject: str, session: str | None, preproc_dir: str | Path, anat
                 out_png: str | Path) -> Path:
     """The session's QC PNG: the segmentation, or the reason it failed."""
     title = prefix(subject, session)
-    record = json.loads((Path(anat_dir) / bids_name("measures", ".json", sub=subject, ses=session,
-                                                    desc="dentate")).read_text())
+    record = read_measures(anat_dir)
     image = preproc_files(preproc_dir)[0]
     chi = load_image(image) if image.exists() else None
     if record["status"] != "ok":
         return render_failure(out_png, title, f"{record['failed_stage']}: {record['error']}", chi)
-    dseg = load_image(Path(anat_dir) / bids_name("dseg", sub=subject, ses=session, desc="dentate"),
-                      allow_unknown_orientation=True)
+    dseg = load_image(derivative_files(anat_dir)["dseg"], allow_unknown_orientation=True)
     return render_snapshot(out_png, chi, dseg, title, record.get("box"), summary_lines(record["measures"]))

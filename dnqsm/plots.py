@@ -13,17 +13,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
-from dnqsm.io import atomic_path  # noqa: E402
 from dnqsm.stats import MEASURES, SUBJECT, TIME, Analysis, Fit  # noqa: E402
+from dnqsm.viz import save_figure  # noqa: E402
 
 GROUP_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-
-
-def _save(fig, path: str | Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return Path(path)
 
 
 def _label(measure: str) -> str:
@@ -50,7 +43,7 @@ def nothing_to_show(path: str | Path, why: str) -> Path:
     """A figure that says why it is empty (a workflow output must exist even for an empty analysis)."""
     fig = plt.figure(figsize=(6, 1.5))
     fig.text(0.5, 0.5, why, ha="center", va="center", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def spaghetti(analysis: Analysis, path: str | Path) -> Path:
@@ -79,7 +72,7 @@ def spaghetti(analysis: Analysis, path: str | Path) -> Path:
             ax.set_ylim(min(lo for lo, _ in limits), max(hi for _, hi in limits))
     fig.suptitle("Per-subject trajectories and the mixed model's group fit", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def baseline(analysis: Analysis, data: pd.DataFrame, path: str | Path) -> Path:
@@ -103,7 +96,7 @@ def baseline(analysis: Analysis, data: pd.DataFrame, path: str | Path) -> Path:
         ax.axis("off")
     fig.suptitle("Baseline distributions per group", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def left_right(data: pd.DataFrame, groups: list[str], path: str | Path) -> Path:
@@ -127,7 +120,7 @@ def left_right(data: pd.DataFrame, groups: list[str], path: str | Path) -> Path:
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle("Left versus right dentate, every session", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def residuals(analysis: Analysis, path: str | Path) -> Path:
@@ -149,7 +142,7 @@ def residuals(analysis: Analysis, path: str | Path) -> Path:
         qq_ax.set_ylabel("residuals", fontsize=8)
     fig.suptitle("Residual diagnostics of the mixed models", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def bland_altman(sessions: pd.DataFrame, path: str | Path) -> Path:
@@ -173,4 +166,4 @@ def bland_altman(sessions: pd.DataFrame, path: str | Path) -> Path:
         ax.set_title(f"{side} dentate (n = {len(ok)})", fontsize=10)
     fig.suptitle("Bland-Altman: dentate volume against manual labels", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)

@@ -19,8 +19,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from dnqsm.io import atomic_path  # noqa: E402
-from dnqsm.viz import VIEWS, reslice, world_centroid  # noqa: E402
+from dnqsm.viz import VIEWS, reslice, save_figure, world_centroid  # noqa: E402
 
 #: Grey-scale window of every snapshot, in ppb.
 CHI_WINDOW_PPB = (-120.0, 220.0)
@@ -100,7 +99,7 @@ def render_snapshot(out_png: str | Path, chi: nib.Nifti1Image, dseg: nib.Nifti1I
              f"window {CHI_WINDOW_PPB[0]:g} to {CHI_WINDOW_PPB[1]:g} ppb   neurological view (L on left)",
              color="#bbbbbb", ha="center", va="bottom", fontsize=7.5)
     fig.tight_layout(rect=(0, 0.02, 1, 0.95))
-    return _save(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def render_failure(out_png: str | Path, title: str, message: str, chi: nib.Nifti1Image | None = None) -> Path:
@@ -109,7 +108,7 @@ def render_failure(out_png: str | Path, title: str, message: str, chi: nib.Nifti
     if chi is None:  # nothing to show but the reason
         fig = plt.figure(figsize=(9, 1.2 + 0.2 * wrapped.count("\n")), facecolor="black")
         fig.text(0.5, 0.5, f"{title}: FAILED\n{wrapped}", color="#ff9f0a", fontsize=9, ha="center", va="center")
-        return _save(fig, out_png)
+        return save_figure(fig, out_png)
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.8), facecolor="black")
     data = chi.get_fdata(dtype=np.float32)
     inside = np.argwhere(np.isfinite(data) & (data != 0))
@@ -118,15 +117,7 @@ def render_failure(out_png: str | Path, title: str, message: str, chi: nib.Nifti
         _draw_view(ax, data, None, chi.affine, centre, view, OVERVIEW_HALF_WIDTH_MM, 1.0, title=view)
     fig.suptitle(f"{title}: FAILED\n{wrapped}", color="#ff9f0a", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.78))
-    return _save(fig, out_png)
-
-
-def _save(fig, out_png: str | Path) -> Path:
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=100, facecolor=fig.get_facecolor(), format="png",
-                    metadata={"Software": None})  # no version/date stamps: reruns give identical files
-    plt.close(fig)
-    return Path(out_png)
+    return save_figure(fig, out_png)
 
 
 def summary_lines(record: dict[str, Any]) -> list[str]:

@@ -1,9 +1,13 @@
-"""Reslicing images to world-aligned (RAS) views and drawing them with label contours."""
+"""Reslicing images to world-aligned (RAS) views, and saving figures reproducibly."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from scipy import ndimage
+
+from dnqsm.io import atomic_path
 
 #: View name -> (world axes spanning the picture: horizontal, vertical; fixed axis).
 VIEWS = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}
@@ -36,3 +40,14 @@ def world_centroid(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Centroid of a boolean mask in world millimetres."""
     idx = np.argwhere(mask)
     return idx.mean(0) @ affine[:3, :3].T + affine[:3, 3]
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Write a matplotlib figure as PNG atomically, without version/date stamps (reruns give
+    identical files), and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, facecolor=fig.get_facecolor(), format="png", metadata={"Software": None})
+    plt.close(fig)
+    return Path(path)

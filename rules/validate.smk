@@ -15,8 +15,6 @@ rule validation:
                        category="Validation"),
         bland_altman=report(validation_path("bland_altman.png"), caption="../report/validation.rst",
                             category="Validation"),
-    params:
-        sessions=[(s.subject, s.session) for s in LABELLED],
     log:
         str(WORK_DIR / "logs" / "validation.log"),
     conda:

@@ -1,15 +1,12 @@
 """Snakemake entry point: the cohort table, its sidecar and failures.tsv (dnqsm.cohort)."""
 
-import json
-from pathlib import Path
-
 from dnqsm.cohort import cohort_sidecar, cohort_table, failures_table
 from dnqsm.io import script_log, write_tsv
+from dnqsm.pipeline import read_measures
 
 snakemake = globals()["snakemake"]
 with script_log(snakemake.log[0]):
-    records = [json.loads(next(Path(folder).glob("*_desc-dentate_measures.json")).read_text())
-               for folder in snakemake.input.anat]
+    records = [read_measures(folder) for folder in snakemake.input.anat]
     table = cohort_table(records, snakemake.params.bids_dir)
     write_tsv(snakemake.output.table, table, cohort_sidecar(table, snakemake.params.bids_dir))
     failures = failures_table(records)

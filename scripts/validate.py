@@ -1,29 +1,24 @@
 """Snakemake entry point: agreement with manual labels (dnqsm.validate)."""
 
-import json
-from pathlib import Path
-
 import pandas as pd
 
 from dnqsm import plots
 from dnqsm.io import read_tsv, script_log, write_tsv
-from dnqsm.pipeline import preproc_files
+from dnqsm.pipeline import derivative_files, preproc_files, read_measures
 from dnqsm.validate import session_agreement, summarise
 
 snakemake = globals()["snakemake"]
 with script_log(snakemake.log[0]):
-    if not snakemake.params.sessions:
+    if not snakemake.input.anat:
         raise ValueError("no selected session has manual labels in config validation.labels_dir")
     table = read_tsv(snakemake.input.table)
     rows = []
-    for (subject, session), anat, preprocessed, labels in zip(snakemake.params.sessions, snakemake.input.anat,
-                                                              snakemake.input.preprocessed, snakemake.input.labels):
-        record = json.loads(next(Path(anat).glob("*_desc-dentate_measures.json")).read_text())
+    for anat, preprocessed, labels in zip(snakemake.input.anat, snakemake.input.preprocessed, snakemake.input.labels):
+        record = read_measures(anat)
         row = {"participant_id": record["participant_id"], "session_id": record["session_id"],
                "status": record["status"], "manual_labels": labels}
         if record["status"] == "ok":
-            predicted = next(Path(anat).glob("*_desc-dentate_dseg.nii.gz"))
-            row.update(session_agreement(predicted, labels, preproc_files(preprocessed)[0]))
+            row.update(session_agreement(derivative_files(anat)["dseg"], labels, preproc_files(preprocessed)[0]))
         rows.append(row)
     sessions = pd.DataFrame(rows)
     meta = [c for c in ("group", "site") if c in table]

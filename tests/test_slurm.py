@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 import yaml
 
 from dnqsm.synth import write_dataset
-from test_workflow import REPO
+from test_workflow import REPO, snakemake
 
 # The only test-specific settings: how often the plugin polls (the test cluster has no accounting
 # database, so status comes from squeue), so that a small workflow does not wait minutes.
@@ -35,13 +34,6 @@ def slurm_or_skip():
         if os.environ.get("DNQSM_REQUIRE_SLURM") == "1":
             pytest.fail(message)
         pytest.skip(message)
-
-
-def run(workdir: Path, config: dict, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, timeout=timeout)
 
 
 def config_for(tmp: Path, bids: Path) -> dict:
@@ -73,13 +65,14 @@ def runs(tmp_path_factory):
     local, cluster = root / "local", root / "cluster"
     local.mkdir()
     cluster.mkdir()
-    local_run = run(local, config_for(local, bids), "--profile", str(REPO / "profiles" / "local"))
+    local_run = snakemake(local, config_for(local, bids), "--profile", str(REPO / "profiles" / "local"))
     assert local_run.returncode == 0, local_run.stdout[-3000:] + local_run.stderr[-3000:]
     found: dict = {}
     stop = threading.Event()
     watcher = threading.Thread(target=cancel_first_running_segment_job, args=(found, stop), daemon=True)
     watcher.start()
-    cluster_run = run(cluster, config_for(cluster, bids), "--profile", str(REPO / "profiles" / "slurm"), *STATUS_CHECKS)
+    cluster_run = snakemake(cluster, config_for(cluster, bids), "--profile", str(REPO / "profiles" / "slurm"),
+                            *STATUS_CHECKS)
     stop.set()
     return local, cluster, local_run, cluster_run, found
 
@@ -122,9 +115,9 @@ def test_gpu_rules_asked_slurm_for_a_gpu_and_saw_one(runs):
 
 def test_after_the_slurm_run_nothing_is_outdated(runs):
     _, cluster, _, _, _ = runs
-    config = config_for(cluster, Path(yaml.safe_load((cluster / "config.yaml").read_text())["bids_dir"]))
-    dry = run(cluster, config, "-n", "--cores", "1")
+    config = yaml.safe_load((cluster / "config.yaml").read_text())  # the configuration of the SLURM run
+    dry = snakemake(cluster, config, "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-2000:]
-    summary = run(cluster, config, "--summary", "--cores", "1")
+    summary = snakemake(cluster, config, "--summary")
     rows = [line.split("\t") for line in summary.stdout.splitlines()[1:] if "\t" in line]
     assert rows and all(row[4] == "ok" and row[5] == "no update" for row in rows), summary.stdout[-2000:]
