@@ -74,7 +74,7 @@ def preprocess_session(raw: str | Path, out_dir: str | Path, unit_policy: str) -
 
 def segment_batch(preproc_dirs: list[str | Path], out_dir: str | Path, segmenter) -> list[dict[str, Any]]:
     """Segment every successfully preprocessed session of a batch into ``out_dir/<stem>/`` (models
-    loaded once by ``segmenter``, a :class:`dnqsm.segment.DentateSegmenter`); earlier failures get a
+    loaded once by ``segmenter``, a :class:`dnqsm.segment.Engine`); earlier failures get a
     metadata record there too, so each session has exactly one."""
     with staged_folder(out_dir) as folder:
         images = []
@@ -124,6 +124,7 @@ def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, 
             components = {side: meta["dentate"][side]["components"] for side in ("left", "right")}
             record["measures"] = measure(chi, dseg, erosion_voxels, components)
             record.update({
+                "method": meta.get("method", "nnunet"),
                 "localization_components": meta["localization_components"],
                 "box_touches_image_edge": meta["box_touches_image_edge"], "missing_sides": meta["missing_sides"],
                 "box": meta["box"], "erosion_voxels": erosion_voxels,
@@ -132,6 +133,7 @@ def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, 
             shutil.copyfile(engine_dir / f"{meta['stem']}_cerebellar_mask.nii.gz", folder / names["mask"])
             write_json(folder / names["dseg"].replace(".nii.gz", ".json"), {
                 "Sources": [record["source"]], "Description": "dentate nuclei: 1 left, 2 right (dnqsm)",
+                "Method": meta.get("method", "nnunet"),
                 "Models": meta["models"], "Options": {k: v for k, v in meta["options"].items() if k != "threads"},
                 **{key: meta[key] for key in ("box", "margin_mm", "localization_spacing_mm", "crop_voxels_canonical",
                                               "midline_x_mm", "midline_source", "box_touches_image_edge")},

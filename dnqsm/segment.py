@@ -98,8 +98,79 @@ def resolve_device(device: str) -> str:
     return device
 
 
-class DentateSegmenter:
+class Engine:
+    """What every segmentation method shares: ``run`` segments a list of images into one folder per
+    image (DentateSeg's layout: labels, localization mask, crops, metadata), failures stay per image.
+    Subclasses implement ``segment`` (one image to a :class:`Result`) and ``describe``."""
+
+    method = "engine"
+
+    def segment(self, path: str | Path) -> "Result":
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What produced the labels: ``models`` (files and checksums) and ``options``."""
+        raise NotImplementedError
+
+    # -- many images -------------------------------------------------------------------------------
+    def run(self, inputs: list[str | Path], out_dir: str | Path) -> list[dict]:
+        """Segment every input into ``out_dir/<stem>/``; failures stay per image."""
+        records = []
+        for path in inputs:
+            start = time.perf_counter()
+            stem = image_stem(path)
+            try:
+                result = self.segment(path)
+            except (InputError, SegmentationFailure) as exc:
+                records.append(self._write_failure(path, out_dir, stem, str(exc), time.perf_counter() - start))
+                continue
+            except Exception as exc:  # an unexpected problem with one image must not stop the others
+                msg = f"{path}: unexpected error: {type(exc).__name__}: {exc}"
+                records.append(self._write_failure(path, out_dir, stem, msg, time.perf_counter() - start))
+                continue
+            records.append(self._write_result(path, out_dir, stem, result, start))
+        return records
+
+    def _base_metadata(self, path, stem: str) -> dict[str, Any]:
+        return {
+            "input": str(Path(path).absolute()), "stem": stem, "method": self.method, **self.describe(),
+            "versions": {"dnqsm": __version__, **{name: version(name) for name in ("nnunetv2", "torch", "antspyx")}},
+            "labels": {"1": "left dentate nucleus", "2": "right dentate nucleus"},
+        }
+
+    def _write_failure(self, path, out_dir, stem, message: str, seconds: float) -> dict:
+        meta = {"status": "failed", "error": message, **self._base_metadata(path, stem),
+                "timings_s": {"total": round(seconds, 3)}}
+        with staged_folder(Path(out_dir) / stem) as folder:
+            write_json(folder / f"{stem}_metadata.json", meta)
+        return meta
+
+    def _write_result(self, path, out_dir, stem, result: "Result", start: float) -> dict:
+        tick = time.perf_counter()
+        img = result.image
+        meta = {"status": "ok", "error": None, **self._base_metadata(path, stem),
+                "image": {"shape": list(img.shape[:3]), "affine": np.round(img.affine, 5).tolist(),
+                          "orientation": "".join(nib.aff2axcodes(img.affine)),
+                          "spacing_mm": [round(float(z), 4) for z in img.header.get_zooms()[:3]]},
+                **result.geometry, "dentate": result.sides,
+                "missing_sides": [s for s in ("left", "right") if result.sides[s]["voxels"] == 0]}
+        with staged_folder(Path(out_dir) / stem) as folder:
+            save_nifti(folder / f"{stem}_seg.nii.gz", _like(img, result.labels))
+            save_nifti(folder / f"{stem}_cerebellar_mask.nii.gz", _like(img, result.region_on_input))
+            save_nifti(folder / f"{stem}_cropped.nii.gz", result.cropped)
+            save_nifti(folder / f"{stem}_cropped_seg.nii.gz", _like(result.cropped, result.cropped_raw))
+            save_nifti(folder / f"{stem}_cropped_seg_labeled.nii.gz", _like(result.cropped, result.cropped_labels))
+            result.timings["write"] = time.perf_counter() - tick
+            result.timings["total"] = time.perf_counter() - start
+            meta["timings_s"] = {k: round(v, 3) for k, v in result.timings.items()}
+            write_json(folder / f"{stem}_metadata.json", meta)
+        return meta
+
+
+class DentateSegmenter(Engine):
     """Both nnU-Net predictors, loaded once; ``run`` segments a list of images."""
+
+    method = "nnunet"
 
     def __init__(self, models: ModelSet, device: str = "cpu", folds: tuple | None = None, mirroring: bool = False,
                  threads: int | None = None, tile_step_size: float = 0.5):
@@ -148,7 +219,7 @@ class DentateSegmenter:
         if box is None:
             raise SegmentationFailure(f"{path}: the localization model found no dentate region "
                                       "(does the image cover the cerebellum?)")
-        midline_x, midline_source = _midline(img, region, grid_affine)
+        midline_x, midline_source = midline(img, region, grid_affine)
 
         tick = time.perf_counter()
         canonical = nib.as_closest_canonical(img)
@@ -164,83 +235,17 @@ class DentateSegmenter:
         labeled, sides = assign_sides(raw, cropped.affine, midline_x)
         if not labeled.any():
             raise SegmentationFailure(f"{path}: no dentate nucleus found in the localized region")
-        canonical_labels = np.zeros(canonical.shape[:3], np.uint8)
-        canonical_labels[slices] = labeled
-        to_input = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(img.affine))
-        labels = apply_orientation(canonical_labels, to_input)
-        mask_on_input = resample_to_grid(region.astype(np.float32), grid_affine, img.affine, img.shape[:3], order=0,
-                                         smooth=False) > 0.5
+        result = paste_back(img, canonical, slices, cropped, raw, labeled, sides, region, grid_affine, box, margin,
+                            touches_edge, midline_x, midline_source, timings)
         timings["postprocess"] = time.perf_counter() - tick
-        voxel_mm3 = float(abs(np.linalg.det(img.affine[:3, :3])))
-        for name, label in (("left", LEFT), ("right", RIGHT)):
-            sides[name]["volume_mm3"] = round(float((labels == label).sum()) * voxel_mm3, 3)
-        geometry = {
-            "localization_spacing_mm": spacing, "localization_grid_shape": list(region.shape),
-            "localization_components": int(ndimage.label(region)[1]), "box": box.as_dict(), "margin_mm": margin,
-            "crop_voxels_canonical": [[s.start, s.stop] for s in slices], "crop_shape": list(cropped.shape[:3]),
-            "crop_spacing_mm": [round(float(z), 4) for z in cropped.header.get_zooms()[:3]],
-            "box_touches_image_edge": touches_edge, "midline_x_mm": round(midline_x, 3), "midline_source": midline_source,
-        }
-        return Result(img, labels, mask_on_input.astype(np.uint8), cropped, raw, labeled, sides, geometry, timings)
+        return result
 
-    # -- many images -------------------------------------------------------------------------------
-    def run(self, inputs: list[str | Path], out_dir: str | Path) -> list[dict]:
-        """Segment every input into ``out_dir/<stem>/`` (DentateSeg's layout); failures stay per image."""
-        records = []
-        for path in inputs:
-            start = time.perf_counter()
-            stem = image_stem(path)
-            try:
-                result = self.segment(path)
-            except (InputError, SegmentationFailure) as exc:
-                records.append(self._write_failure(path, out_dir, stem, str(exc), time.perf_counter() - start))
-                continue
-            except Exception as exc:  # an unexpected problem with one image must not stop the others
-                msg = f"{path}: unexpected error: {type(exc).__name__}: {exc}"
-                records.append(self._write_failure(path, out_dir, stem, msg, time.perf_counter() - start))
-                continue
-            records.append(self._write_result(path, out_dir, stem, result, start))
-        return records
-
-    def _base_metadata(self, path, stem: str) -> dict[str, Any]:
-        return {
-            "input": str(Path(path).absolute()), "stem": stem,
-            "models": {"localization": self.models.localization.describe(),
-                       "segmentation": self.models.segmentation.describe()},
-            "geometry_parameters": self.models.geometry,
-            "options": {"device": self.device, "mirroring": self.mirroring,
-                        "folds": list(self.folds) if self.folds else "all available", "threads": self.threads},
-            "versions": {"dnqsm": __version__, "nnunetv2": version("nnunetv2"), "torch": version("torch")},
-            "labels": {"1": "left dentate nucleus", "2": "right dentate nucleus"},
-        }
-
-    def _write_failure(self, path, out_dir, stem, message: str, seconds: float) -> dict:
-        meta = {"status": "failed", "error": message, **self._base_metadata(path, stem),
-                "timings_s": {"total": round(seconds, 3)}}
-        with staged_folder(Path(out_dir) / stem) as folder:
-            write_json(folder / f"{stem}_metadata.json", meta)
-        return meta
-
-    def _write_result(self, path, out_dir, stem, result: "Result", start: float) -> dict:
-        tick = time.perf_counter()
-        img = result.image
-        meta = {"status": "ok", "error": None, **self._base_metadata(path, stem),
-                "image": {"shape": list(img.shape[:3]), "affine": np.round(img.affine, 5).tolist(),
-                          "orientation": "".join(nib.aff2axcodes(img.affine)),
-                          "spacing_mm": [round(float(z), 4) for z in img.header.get_zooms()[:3]]},
-                **result.geometry, "dentate": result.sides,
-                "missing_sides": [s for s in ("left", "right") if result.sides[s]["voxels"] == 0]}
-        with staged_folder(Path(out_dir) / stem) as folder:
-            save_nifti(folder / f"{stem}_seg.nii.gz", _like(img, result.labels))
-            save_nifti(folder / f"{stem}_cerebellar_mask.nii.gz", _like(img, result.region_on_input))
-            save_nifti(folder / f"{stem}_cropped.nii.gz", result.cropped)
-            save_nifti(folder / f"{stem}_cropped_seg.nii.gz", _like(result.cropped, result.cropped_raw))
-            save_nifti(folder / f"{stem}_cropped_seg_labeled.nii.gz", _like(result.cropped, result.cropped_labels))
-            result.timings["write"] = time.perf_counter() - tick
-            result.timings["total"] = time.perf_counter() - start
-            meta["timings_s"] = {k: round(v, 3) for k, v in result.timings.items()}
-            write_json(folder / f"{stem}_metadata.json", meta)
-        return meta
+    def describe(self) -> dict[str, Any]:
+        return {"models": {"localization": self.models.localization.describe(),
+                           "segmentation": self.models.segmentation.describe()},
+                "geometry_parameters": self.models.geometry,
+                "options": {"device": self.device, "mirroring": self.mirroring,
+                            "folds": list(self.folds) if self.folds else "all available", "threads": self.threads}}
 
 
 @dataclass
@@ -254,6 +259,30 @@ class Result:
     sides: dict[str, dict]
     geometry: dict[str, Any]
     timings: dict[str, float]
+
+
+def paste_back(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, cropped: nib.Nifti1Image, raw: np.ndarray,
+               labeled: np.ndarray, sides: dict, region: np.ndarray, grid_affine: np.ndarray, box, margin: float,
+               touches_edge: bool, midline_x: float, midline_source: str, timings: dict[str, float]) -> Result:
+    """Labels found on the canonical crop, back on the input's own grid, with the geometry record."""
+    canonical_labels = np.zeros(canonical.shape[:3], np.uint8)
+    canonical_labels[slices] = labeled
+    to_input = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(img.affine))
+    labels = apply_orientation(canonical_labels, to_input)
+    mask_on_input = resample_to_grid(region.astype(np.float32), grid_affine, img.affine, img.shape[:3], order=0,
+                                     smooth=False) > 0.5
+    voxel_mm3 = float(abs(np.linalg.det(img.affine[:3, :3])))
+    for name, label in (("left", LEFT), ("right", RIGHT)):
+        sides[name]["volume_mm3"] = round(float((labels == label).sum()) * voxel_mm3, 3)
+    spacing = float(abs(grid_affine[0, 0]))
+    geometry = {
+        "localization_spacing_mm": spacing, "localization_grid_shape": list(region.shape),
+        "localization_components": int(ndimage.label(region)[1]), "box": box.as_dict(), "margin_mm": margin,
+        "crop_voxels_canonical": [[s.start, s.stop] for s in slices], "crop_shape": list(cropped.shape[:3]),
+        "crop_spacing_mm": [round(float(z), 4) for z in cropped.header.get_zooms()[:3]],
+        "box_touches_image_edge": touches_edge, "midline_x_mm": round(midline_x, 3), "midline_source": midline_source,
+    }
+    return Result(img, labels, mask_on_input.astype(np.uint8), cropped, raw, labeled, sides, geometry, timings)
 
 
 def assign_sides(binary: np.ndarray, affine: np.ndarray, midline_x: float) -> tuple[np.ndarray, dict]:
@@ -277,7 +306,7 @@ def assign_sides(binary: np.ndarray, affine: np.ndarray, midline_x: float) -> tu
     return labels, info
 
 
-def _midline(img: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray) -> tuple[float, str]:
+def midline(img: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray) -> tuple[float, str]:
     """World x of the subject's midline: halfway between the two localized DN regions, else the
     centroid of the image's non-zero finite voxels (a one-sided region cannot define the midline)."""
     comps, n = ndimage.label(region)

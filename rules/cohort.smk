@@ -26,14 +26,14 @@ rule dataset_description:
     """dataset_description.json (GeneratedBy: version, the git commit that wrote it, model checksums,
     parameters) and the dseg.tsv look-up table of the label images."""
     input:
-        models=MODEL_FILES,
+        models=engine_files(METHOD),
     output:
         description=str(OUTPUT_DIR / "dataset_description.json"),
         lut=str(OUTPUT_DIR / "desc-dentate_dseg.tsv"),
     params:
         bids_dir=str(BIDS_DIR),
         workflow_dir=workflow.basedir,
-        parameters={key: config[key] for key in ("models", "inference", "units", "measure")},
+        parameters={key: config[key] for key in ("method", "units", "measure", *(("atlas",) if METHOD == "atlas" else ("models", "inference")))},
     log:
         str(WORK_DIR / "logs" / "dataset_description.log"),
     conda:

@@ -4,7 +4,9 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from dnqsm.atlas import atlas_pairs
 from dnqsm.bids import dentate_labels, select_sessions
+from dnqsm.io import InputError
 from dnqsm.io import bids_path
 from dnqsm.pipeline import prefix
 from dnqsm.segment import model_files
@@ -32,11 +34,14 @@ BATCH_SIZE = config["inference"]["batch_size"]
 BATCHES = {f"{i // BATCH_SIZE + 1:03d}": SESSIONS[i : i + BATCH_SIZE] for i in range(0, len(SESSIONS), BATCH_SIZE)}
 BATCH_OF = {(s.subject, s.session): batch for batch, members in BATCHES.items() for s in members}
 MODEL_FILES = [str(p) for p in model_files(config["models"]["dir"])]
+METHOD = config["method"]
+METHODS = ("nnunet", "atlas")
 
 wildcard_constraints:
     subject="[a-zA-Z0-9]+",
     session="[a-zA-Z0-9]+",
     batch=r"\d+",
+    method="nnunet|atlas",
 
 
 def _ses(session):
@@ -59,9 +64,31 @@ def preproc_folder(subject="{subject}", session="{session}"):
     return str(WORK_DIR / "preprocess" / prefix(subject, _ses(session)))
 
 
-def batch_folder(batch="{batch}"):
-    """Work folder of one segmentation batch."""
-    return str(WORK_DIR / "segment" / f"batch-{batch}")
+def batch_folder(method="{method}", batch="{batch}"):
+    """Work folder of one segmentation batch of one method."""
+    return str(WORK_DIR / "segment" / method / f"batch-{batch}")
+
+
+_ATLAS_PAIRS = []
+
+
+def atlas_files():
+    """(image, labels) of every configured atlas, found once; a clear error when there is none."""
+    if not _ATLAS_PAIRS:
+        spec = config["atlas"]
+        try:
+            _ATLAS_PAIRS.extend(atlas_pairs(spec["bids_dir"], spec["labels_dir"], spec["participant_label"],
+                                            spec["files"]))
+        except (InputError, ValueError) as exc:
+            raise WorkflowError(f"the atlas method needs labelled atlases (config atlas:): {exc}")
+    return _ATLAS_PAIRS
+
+
+def engine_files(method):
+    """The files a method's labels depend on: the nnU-Net models, or the atlas images and labels."""
+    if method == "atlas":
+        return [str(path) for pair in atlas_files() for path in pair]
+    return MODEL_FILES
 
 
 def cohort_path(name):
@@ -128,6 +155,11 @@ LABELLED = [s for s in SESSIONS if LABELS_DIR and manual_labels(s).exists()]
 def validation_path(name):
     """A file of the agreement with manual labels."""
     return str(OUTPUT_DIR / "validation" / name)
+
+
+def labelled_batches(method):
+    """Segmentation batches (of ``method``) that hold a session with manual labels."""
+    return sorted({batch_folder(method, BATCH_OF[(s.subject, s.session)]) for s in LABELLED})
 
 
 def cohort_outputs():

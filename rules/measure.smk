@@ -5,7 +5,7 @@ rule measure:
     """DN labels into the output dataset and per-side measures (dnqsm.measure) as one JSON record."""
     input:
         preprocessed=preproc_folder(),
-        batch=lambda wc: batch_folder(BATCH_OF[(wc.subject, wildcard_session(wc))]),
+        batch=lambda wc: batch_folder(METHOD, BATCH_OF[(wc.subject, wildcard_session(wc))]),
     output:
         folder=directory(session_folder("anat")),
     params:

@@ -15,6 +15,8 @@ rule validation:
                        category="Validation"),
         bland_altman=report(validation_path("bland_altman.png"), caption="../report/validation.rst",
                             category="Validation"),
+    params:
+        method=METHOD,
     log:
         str(WORK_DIR / "logs" / "validation.log"),
     conda:

@@ -1,21 +1,34 @@
-"""Snakemake entry point: segment one batch of sessions with both models loaded once."""
+"""Snakemake entry point: segment one batch of sessions with one method, its models or atlases loaded once."""
 
 import os
 
 from dnqsm.io import script_log
 
 
+def engine(method: str, p, threads: int):
+    """The batch's segmenter: nnU-Net (dnqsm.segment) or the atlas baseline (dnqsm.atlas)."""
+    if method == "atlas":
+        from dnqsm.atlas import AtlasSegmenter, load_atlases
+
+        settings = {k: v for k, v in p.atlas.items() if k in ("localization_spacing_mm", "margin_mm", "syn_spacing_mm",
+                                                              "intensity_range_ppb", "jlf_beta", "jlf_radius")}
+        print(f"loading {len(p.atlas_pairs)} atlases")
+        return AtlasSegmenter(load_atlases(p.atlas_pairs, p.units, settings), settings, threads=threads)
+    from dnqsm.segment import DentateSegmenter, load_model_set
+
+    print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}; requested device: {p.device}")
+    segmenter = DentateSegmenter(load_model_set(p.models_dir), p.device, folds=tuple(p.folds) if p.folds else None,
+                                 mirroring=p.mirroring, threads=threads)
+    print(f"device used: {segmenter.device}")
+    return segmenter
+
+
 def main() -> None:
     snakemake = globals()["snakemake"]
     from dnqsm.pipeline import segment_batch
-    from dnqsm.segment import DentateSegmenter, load_model_set
 
-    p = snakemake.params
     with script_log(snakemake.log[0]):
-        print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}; requested device: {p.device}")
-        segmenter = DentateSegmenter(load_model_set(p.models_dir), p.device, folds=tuple(p.folds) if p.folds else None,
-                                     mirroring=p.mirroring, threads=snakemake.threads)
-        print(f"device used: {segmenter.device}")
+        segmenter = engine(snakemake.wildcards.method, snakemake.params, snakemake.threads)
         for record in segment_batch(list(snakemake.input.preprocessed), snakemake.output.folder, segmenter):
             print(f"{record['input']}: {record['status']}" + (f" ({record['error']})" if record["error"] else ""))
 

@@ -25,6 +25,6 @@ with script_log(snakemake.log[0]):
     sessions = sessions.merge(table[["participant_id", "session_id", *meta]], on=["participant_id", "session_id"],
                               how="left")
     write_tsv(snakemake.output.sessions, sessions)
-    write_tsv(snakemake.output.summary, summarise(sessions))
+    write_tsv(snakemake.output.summary, summarise(sessions, snakemake.params.method))
     plots.bland_altman(sessions, snakemake.output.bland_altman)
     print(f"{len(sessions)} labelled sessions, {int((sessions.status == 'ok').sum())} segmented")
