@@ -106,7 +106,7 @@ def test_gpu_rules_asked_slurm_for_a_gpu_and_saw_one(runs):
         shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
         asks_gpu = "gres:gpu:1" in shown or "gres/gpu=1" in shown
         assert asks_gpu == (kind == "rule_segment"), (job, kind, shown)
-    segment_log = (cluster / "work" / "logs" / "segment" / "batch-001.log").read_text()
+    segment_log = (cluster / "work" / "logs" / "segment" / "nnunet" / "batch-001.log").read_text()
     assert "CUDA_VISIBLE_DEVICES=0" in segment_log
     # light per-session jobs went to SLURM grouped, not one job per rule and session
     kinds = [kind for _, kind in submitted]
