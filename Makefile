@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := results/demo
 
-.PHONY: demo test venv bench clean demo-models
+.PHONY: demo test venv bench clean demo-models comparison
 
 venv: $(STAMP)
 
@@ -49,3 +49,20 @@ demo-models: $(STAMP)
 	mkdir -p models/demo
 	cp results/train/models/localization.zip results/train/models/segmentation.zip \
 	   results/train/models/provenance.json models/demo/
+
+# The paper's comparison on synthetic cohorts: three labelled `train` subjects (one per site) are the
+# atlases, the deep-learning method (bundled demo models, trained on that preset) and the atlas
+# baseline segment a `test` and an `external` cohort, and the table lands in
+# results/comparison/<cohort>/dnqsm/validation/desc-comparison_table.md.
+CMP := results/comparison
+comparison: $(STAMP)
+	$(BIN)/dnqsm synth --preset train --seed 1 --subjects 6 --out $(CMP)/atlases --overwrite --jobs 2
+	for cohort in test external; do \
+	  $(BIN)/dnqsm synth --preset $$cohort --seed 1 --subjects 20 --out $(CMP)/$$cohort/bids --overwrite --jobs 2 && \
+	  $(BIN)/snakemake --profile profiles/local comparison --config bids_dir=$(CMP)/$$cohort/bids \
+	    output_dir=$(CMP)/$$cohort/dnqsm work_dir=$(CMP)/$$cohort/work \
+	    "validation={labels_dir: $(CMP)/$$cohort/bids/derivatives/manual}" \
+	    "atlas={bids_dir: $(CMP)/atlases, labels_dir: $(CMP)/atlases/derivatives/manual, participant_label: ['001', '002', '003']}" \
+	  || exit 1; \
+	done
+	cat $(CMP)/test/dnqsm/validation/desc-comparison_table.md $(CMP)/external/dnqsm/validation/desc-comparison_table.md

@@ -167,3 +167,34 @@ def bland_altman(sessions: pd.DataFrame, path: str | Path) -> Path:
     fig.suptitle("Bland-Altman: dentate volume against manual labels", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return save_figure(fig, path, dpi=110)
+
+
+def method_dice(sessions: pd.DataFrame, path: str | Path) -> Path:
+    """Dice per session of each method against manual labels, per side; lines join a session's
+    results across methods (the paired comparison the table tests)."""
+    from dnqsm.validate import METHOD_NAMES
+
+    methods = ["nnunet"] + sorted(set(sessions.method) - {"nnunet"})
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.6), sharey=True)
+    key = ["participant_id", "session_id"]
+    for ax, side in zip(axes, ("left", "right")):
+        wide = sessions.pivot_table(index=key, columns="method", values=f"{side}_dice", dropna=False)
+        wide = wide.reindex(columns=methods)
+        x = np.arange(len(methods))
+        for values in wide.to_numpy():
+            ax.plot(x, values, color="0.75", lw=0.8, zorder=1)
+        for i, method in enumerate(methods):
+            values = wide[method].dropna().to_numpy()
+            ax.scatter(np.full(len(values), i), values, s=18, color=_colour(methods, method), zorder=2)
+            if len(values):
+                ax.errorbar(i + 0.18, values.mean(), yerr=values.std(ddof=1) if len(values) > 1 else 0, fmt="o",
+                            color="k", capsize=4, ms=5, zorder=3)
+                ax.text(i + 0.26, values.mean(), f"{values.mean():.2f}", fontsize=8, va="center")
+        ax.set_xticks(x, [METHOD_NAMES.get(m, m).replace(" (", "\n(") for m in methods], fontsize=8)
+        ax.set_xlim(-0.5, len(methods) - 0.3)
+        ax.set_title(f"{side} dentate (n = {len(wide)})", fontsize=10)
+        ax.grid(axis="y", color="0.9")
+    axes[0].set_ylabel("Dice with manual labels")
+    fig.suptitle("Dice per session by method (lines join the same session; black: mean ± SD)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return save_figure(fig, path, dpi=110)

@@ -23,3 +23,30 @@ rule validation:
         "../envs/dnqsm.yaml"
     script:
         "../scripts/validate.py"
+
+
+rule comparison:
+    """The paper's comparison on the labelled sessions: the nnU-Net method against the atlas baseline
+    (both run whatever config 'method' says), Dice, paired p, volume ICC and r, time per session."""
+    input:
+        preprocessed=[preproc_folder(s.subject, s.session or "") for s in LABELLED],
+        labels=[str(manual_labels(s)) for s in LABELLED],
+        batches=[batch for method in METHODS for batch in labelled_batches(method)],
+    output:
+        sessions=validation_path("desc-comparison_sessions.tsv"),
+        table=report(validation_path("desc-comparison_table.tsv"), caption="../report/comparison.rst",
+                     category="Validation"),
+        markdown=validation_path("desc-comparison_table.md"),
+        figure=report(validation_path("comparison_dice.png"), caption="../report/comparison.rst",
+                      category="Validation"),
+    params:
+        sessions=[(s.subject, s.session) for s in LABELLED],
+        batches=[{method: batch_folder(method, BATCH_OF[(s.subject, s.session)]) for method in METHODS}
+                 for s in LABELLED],
+        bids_dir=str(BIDS_DIR),
+    log:
+        str(WORK_DIR / "logs" / "comparison.log"),
+    conda:
+        "../envs/dnqsm.yaml"
+    script:
+        "../scripts/compare_methods.py"

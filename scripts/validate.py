@@ -5,7 +5,7 @@ import pandas as pd
 from dnqsm import plots
 from dnqsm.io import read_tsv, script_log, write_tsv
 from dnqsm.pipeline import derivative_files, preproc_files, read_measures
-from dnqsm.validate import session_agreement, summarise
+from dnqsm.validate import session_agreement, sidecar, summarise
 
 snakemake = globals()["snakemake"]
 with script_log(snakemake.log[0]):
@@ -24,7 +24,8 @@ with script_log(snakemake.log[0]):
     meta = [c for c in ("group", "site") if c in table]
     sessions = sessions.merge(table[["participant_id", "session_id", *meta]], on=["participant_id", "session_id"],
                               how="left")
-    write_tsv(snakemake.output.sessions, sessions)
-    write_tsv(snakemake.output.summary, summarise(sessions, snakemake.params.method))
+    summary = summarise(sessions, snakemake.params.method)
+    write_tsv(snakemake.output.sessions, sessions, sidecar(sessions))
+    write_tsv(snakemake.output.summary, summary, sidecar(summary))
     plots.bland_altman(sessions, snakemake.output.bland_altman)
     print(f"{len(sessions)} labelled sessions, {int((sessions.status == 'ok').sum())} segmented")

@@ -197,6 +197,48 @@ def test_validation_against_manual_labels(cohort):
     assert mpimg.imread(tmp / "out" / "validation" / "bland_altman.png")[..., :3].std() > 0.02
 
 
+def test_comparison_with_the_atlas_baseline_and_switching_method(cohort, demo_cohort):
+    tmp, bids, config, _ = cohort
+    atlases = [{"image": str(bids_path(demo_cohort, s, "01", "Chimap")),
+                "labels": str(bids_path(demo_cohort / TRUTH, s, "01", "dseg", desc="dentate"))} for s in ("001", "002")]
+    compared = {**config, "validation": {"labels_dir": str(bids / TRUTH)}, "atlas": {**config["atlas"], "files": atlases}}
+    plan = snakemake(tmp, compared, "-n", "comparison")
+    assert jobs_by_rule(plan.stdout) == {"segment": 2, "comparison": 1}, "only the atlas batches are new: " + plan.stdout[-2000:]
+    run = snakemake(tmp, compared, "comparison")
+    assert run.returncode == 0, run.stderr[-3000:]
+    folder = tmp / "out" / "validation"
+    sessions = read_tsv(folder / "desc-comparison_sessions.tsv")
+    table = read_tsv(folder / "desc-comparison_table.tsv")
+    labelled = len(read_tsv(bids / TRUTH / "truth.tsv"))
+    assert sorted(sessions.method.value_counts().items()) == [("atlas", labelled), ("nnunet", labelled)]
+    assert (sessions.status == "ok").all()
+    atlas = sessions[sessions.method == "atlas"]
+    assert (atlas[["left_dice", "right_dice"]] > 0.6).all().all(), atlas  # a swap of sides would score ~0
+    assert (atlas.seconds > 0).all() and set(atlas.device) == {"cpu"}
+    for row in table.itertuples():
+        part = sessions[sessions.method == row.method]
+        assert row.n == labelled and row.dice_mean == pytest.approx(part[f"{row.side}_dice"].mean())
+    assert table.loc[table.method == "nnunet", "dice_p_vs_reference"].isna().all()
+    assert table.loc[table.method == "atlas", "dice_p_vs_reference"].between(0, 1).all()
+    markdown = (folder / "desc-comparison_table.md").read_text()
+    assert "nnU-Net two-step" in markdown and "multi-atlas registration + JLF" in markdown
+    described = json.loads((folder / "desc-comparison_table.json").read_text())
+    assert set(described) == set(table.columns)
+    assert set(json.loads((folder / "desc-comparison_sessions.json").read_text())) == set(sessions.columns)
+    assert mpimg.imread(folder / "comparison_dice.png")[..., :3].std() > 0.02
+    # the cohort's method is one config key; the atlas batches already exist, so nothing is segmented again
+    switched = {**compared, "method": "atlas"}
+    jobs = jobs_by_rule(snakemake(tmp, switched, "-n").stdout)
+    n_sessions = len(list((tmp / "work" / "preprocess").iterdir()))
+    assert "segment" not in jobs and jobs["measure"] == n_sessions, jobs
+    assert snakemake(tmp, switched, "--keep-going").returncode == 0
+    record = json.loads(next((tmp / "out").glob("sub-001/ses-01/anat/*_desc-dentate_measures.json")).read_text())
+    assert record["method"] == "atlas" and record["status"] == "ok"
+    description = json.loads((tmp / "out" / "dataset_description.json").read_text())
+    assert description["GeneratedBy"][0]["Parameters"]["method"] == "atlas", description
+    assert snakemake(tmp, compared, "--keep-going").returncode == 0  # back to nnU-Net for the tests after
+
+
 def chromium_or_fail():
     """Debian's chromium; a missing browser fails the test (set DNQSM_SKIP_BROWSER=1 to skip knowingly)."""
     if CHROMIUM is None:

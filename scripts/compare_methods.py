@@ -1,0 +1,54 @@
+"""Snakemake entry point: the deep-learning method against the atlas baseline on labelled sessions
+(dnqsm.validate: the paper's comparison table)."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from dnqsm import plots
+from dnqsm.cohort import visit_metadata
+from dnqsm.io import atomic_path, script_log, write_tsv
+from dnqsm.pipeline import preproc_files
+from dnqsm.segment import image_stem
+from dnqsm.validate import comparison_markdown, comparison_table, engine_record, session_agreement, sidecar
+
+
+
+def dataset_name(bids_dir: str) -> str:
+    """The dataset's Name from dataset_description.json, else its folder name."""
+    description = Path(bids_dir) / "dataset_description.json"
+    name = json.loads(description.read_text()).get("Name") if description.exists() else None
+    return name or Path(bids_dir).name
+
+
+snakemake = globals()["snakemake"]
+p = snakemake.params
+with script_log(snakemake.log[0]):
+    if not p.sessions:
+        raise ValueError("no selected session has manual labels in config validation.labels_dir")
+    rows = []
+    for (subject, session), preprocessed, labels, batches in zip(p.sessions, snakemake.input.preprocessed,
+                                                                 snakemake.input.labels, p.batches):
+        image = preproc_files(preprocessed)[0]
+        for method, batch in batches.items():
+            row = {"participant_id": f"sub-{subject}", "session_id": f"ses-{session}" if session else None,
+                   "method": method, "status": "failed", "manual_labels": labels, "seconds": None, "device": None}
+            if image.exists():  # a session that failed preprocessing has no engine record
+                meta, seg = engine_record(batch, image_stem(image))
+                row.update(status=meta["status"], seconds=meta["timings_s"]["total"],
+                           device=meta["options"].get("device", "cpu"))
+                row.update(session_agreement(seg, labels, image))
+            rows.append(row)
+            print(f"{row['participant_id']} {row['session_id'] or ''} {method}: {row['status']}")
+    sessions = pd.DataFrame(rows)
+    participants, _ = visit_metadata(p.bids_dir, [])
+    meta_columns = [c for c in ("group", "site") if c in participants]
+    sessions = sessions.merge(participants[["participant_id", *meta_columns]], on="participant_id", how="left")
+    table = comparison_table(sessions)
+    write_tsv(snakemake.output.sessions, sessions, sidecar(sessions))
+    write_tsv(snakemake.output.table, table, sidecar(table))
+    with atomic_path(snakemake.output.markdown) as tmp:
+        tmp.write_text(comparison_markdown(table, f"{dataset_name(p.bids_dir)}: {len(p.sessions)} labelled sessions"))
+    plots.method_dice(sessions, snakemake.output.figure)
+    print(comparison_markdown(table, dataset_name(p.bids_dir)))
