@@ -14,7 +14,8 @@ import pandas as pd
 def main(folder: str) -> None:
     rows = []
     for tsv in sorted(Path(folder).rglob("*.tsv")):
-        rule = tsv.parent.name if tsv.parent != Path(folder) else tsv.stem
+        parts = tsv.relative_to(folder).parts
+        rule = "/".join(parts[:-1]) if len(parts) > 1 else tsv.stem  # segment/<method> for the segment batches
         record = pd.read_csv(tsv, sep="\t")
         rows.append({"rule": rule, "s": float(record["s"].iloc[0]), "max_rss_mb": float(record["max_rss"].iloc[0])})
     table = pd.DataFrame(rows).groupby("rule").agg(jobs=("s", "size"), median_s=("s", "median"), max_s=("s", "max"),
