@@ -167,6 +167,7 @@ class AtlasSegmenter(Engine):
         import ants
 
         timings: dict[str, float] = {}
+        self._left_out = []
         tick = time.perf_counter()
         img = load_image(path)
         own = _fingerprint(img)

@@ -41,7 +41,6 @@ wildcard_constraints:
     subject="[a-zA-Z0-9]+",
     session="[a-zA-Z0-9]+",
     batch=r"\d+",
-    method="nnunet|atlas",
 
 
 def _ses(session):

@@ -1,37 +1,60 @@
 # Batches of sessions: localization and segmentation with both nnU-Net models loaded once per job.
 
 
-# {method} is nnunet (dnqsm.segment: localize, crop and segment with both models loaded once) or
-# atlas (dnqsm.atlas: the registration baseline, atlases loaded once); config `method` picks the one
-# the cohort's derivatives use, the comparison target runs both.
-ENGINE_SETTINGS = {"nnunet": config["inference"], "atlas": config["atlas"]}
+# Two rules, one per method, write the same batch layout (work_dir/segment/<method>/batch-NNN) with the
+# same script; config `method` picks the one the cohort's derivatives use, the comparison target runs
+# both. They are separate rules so that a cluster profile gives GPUs to nnU-Net jobs only.
 
 
 rule segment:
-    """Segment every session of a batch with one method; nnU-Net jobs ask for a GPU when
-    inference.device is cuda."""
+    """nnU-Net: localize, crop and segment every session of a batch with both models loaded once
+    (dnqsm.segment); asks for a GPU when inference.device is cuda."""
     input:
         preprocessed=lambda wc: [preproc_folder(s.subject, s.session) for s in BATCHES[wc.batch]],
-        models=lambda wc: engine_files(wc.method),
+        models=MODEL_FILES,
     output:
-        folder=directory(batch_folder()),
+        folder=directory(batch_folder("nnunet")),
     params:
+        method="nnunet",
         models_dir=config["models"]["dir"],
         device=config["inference"]["device"],
         folds=config["inference"]["folds"],
         mirroring=config["inference"]["mirroring"],
-        atlas=lambda wc: config["atlas"] if wc.method == "atlas" else None,
-        atlas_pairs=lambda wc: [list(pair) for pair in atlas_files()] if wc.method == "atlas" else None,
-        units=config["units"]["input"],
-    threads: lambda wc: ENGINE_SETTINGS[wc.method]["threads"]
+    threads: config["inference"]["threads"]
     resources:
-        mem_mb=lambda wc: ENGINE_SETTINGS[wc.method]["mem_mb"],
-        runtime=lambda wc: ENGINE_SETTINGS[wc.method]["runtime_min"],
-        gpu=lambda wc: 1 if wc.method == "nnunet" and config["inference"]["device"] == "cuda" else 0,
+        mem_mb=config["inference"]["mem_mb"],
+        runtime=config["inference"]["runtime_min"],
+        gpu=1 if config["inference"]["device"] == "cuda" else 0,
     benchmark:
-        str(WORK_DIR / "benchmarks" / "segment" / "{method}" / "batch-{batch}.tsv")
+        str(WORK_DIR / "benchmarks" / "segment" / "nnunet" / "batch-{batch}.tsv")
     log:
-        str(WORK_DIR / "logs" / "segment" / "{method}" / "batch-{batch}.log"),
+        str(WORK_DIR / "logs" / "segment" / "nnunet" / "batch-{batch}.log"),
+    conda:
+        "../envs/dnqsm.yaml"
+    script:
+        "../scripts/segment.py"
+
+
+rule segment_atlas:
+    """The registration baseline: every session of a batch against the atlases, loaded once
+    (dnqsm.atlas); CPU only."""
+    input:
+        preprocessed=lambda wc: [preproc_folder(s.subject, s.session) for s in BATCHES[wc.batch]],
+        atlases=lambda wc: engine_files("atlas"),
+    output:
+        folder=directory(batch_folder("atlas")),
+    params:
+        method="atlas",
+        atlas=config["atlas"],
+        atlas_pairs=lambda wc: [list(pair) for pair in atlas_files()],
+    threads: config["atlas"]["threads"]
+    resources:
+        mem_mb=config["atlas"]["mem_mb"],
+        runtime=config["atlas"]["runtime_min"],
+    benchmark:
+        str(WORK_DIR / "benchmarks" / "segment" / "atlas" / "batch-{batch}.tsv")
+    log:
+        str(WORK_DIR / "logs" / "segment" / "atlas" / "batch-{batch}.log"),
     conda:
         "../envs/dnqsm.yaml"
     script:

@@ -13,7 +13,8 @@ def engine(method: str, p, threads: int):
         settings = {k: v for k, v in p.atlas.items() if k in ("localization_spacing_mm", "margin_mm", "syn_spacing_mm",
                                                               "intensity_range_ppb", "jlf_beta", "jlf_radius")}
         print(f"loading {len(p.atlas_pairs)} atlases")
-        return AtlasSegmenter(load_atlases(p.atlas_pairs, p.units, settings), settings, threads=threads)
+        # atlases settle their own unit (sidecar, else values): a cohort's forced unit is about its images
+        return AtlasSegmenter(load_atlases(p.atlas_pairs, "auto", settings), settings, threads=threads)
     from dnqsm.segment import DentateSegmenter, load_model_set
 
     print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}; requested device: {p.device}")
@@ -28,7 +29,7 @@ def main() -> None:
     from dnqsm.pipeline import segment_batch
 
     with script_log(snakemake.log[0]):
-        segmenter = engine(snakemake.wildcards.method, snakemake.params, snakemake.threads)
+        segmenter = engine(snakemake.params.method, snakemake.params, snakemake.threads)
         for record in segment_batch(list(snakemake.input.preprocessed), snakemake.output.folder, segmenter):
             print(f"{record['input']}: {record['status']}" + (f" ({record['error']})" if record["error"] else ""))
 

@@ -201,23 +201,26 @@ def test_comparison_with_the_atlas_baseline_and_switching_method(cohort, demo_co
     tmp, bids, config, _ = cohort
     atlases = [{"image": str(bids_path(demo_cohort, s, "01", "Chimap")),
                 "labels": str(bids_path(demo_cohort / TRUTH, s, "01", "dseg", desc="dentate"))} for s in ("001", "002")]
-    compared = {**config, "validation": {"labels_dir": str(bids / TRUTH)}, "atlas": {**config["atlas"], "files": atlases}}
+    labelled = {**config, "validation": {"labels_dir": str(bids / TRUTH)}}
+    plan = snakemake(tmp, labelled, "-n", "comparison")
+    assert plan.returncode != 0 and "the atlas method needs labelled atlases (config atlas:)" in plan.stderr, plan.stderr
+    compared = {**labelled, "atlas": {**config["atlas"], "files": atlases}}
     plan = snakemake(tmp, compared, "-n", "comparison")
-    assert jobs_by_rule(plan.stdout) == {"segment": 2, "comparison": 1}, "only the atlas batches are new: " + plan.stdout[-2000:]
+    assert jobs_by_rule(plan.stdout) == {"segment_atlas": 2, "comparison": 1}, "only the atlas batches are new: " + plan.stdout[-2000:]
     run = snakemake(tmp, compared, "comparison")
     assert run.returncode == 0, run.stderr[-3000:]
     folder = tmp / "out" / "validation"
     sessions = read_tsv(folder / "desc-comparison_sessions.tsv")
     table = read_tsv(folder / "desc-comparison_table.tsv")
-    labelled = len(read_tsv(bids / TRUTH / "truth.tsv"))
-    assert sorted(sessions.method.value_counts().items()) == [("atlas", labelled), ("nnunet", labelled)]
+    n_labelled = len(read_tsv(bids / TRUTH / "truth.tsv"))
+    assert sorted(sessions.method.value_counts().items()) == [("atlas", n_labelled), ("nnunet", n_labelled)]
     assert (sessions.status == "ok").all()
     atlas = sessions[sessions.method == "atlas"]
     assert (atlas[["left_dice", "right_dice"]] > 0.6).all().all(), atlas  # a swap of sides would score ~0
     assert (atlas.seconds > 0).all() and set(atlas.device) == {"cpu"}
     for row in table.itertuples():
         part = sessions[sessions.method == row.method]
-        assert row.n == labelled and row.dice_mean == pytest.approx(part[f"{row.side}_dice"].mean())
+        assert row.n == n_labelled and row.dice_mean == pytest.approx(part[f"{row.side}_dice"].mean())
     assert table.loc[table.method == "nnunet", "dice_p_vs_reference"].isna().all()
     assert table.loc[table.method == "atlas", "dice_p_vs_reference"].between(0, 1).all()
     markdown = (folder / "desc-comparison_table.md").read_text()
@@ -230,7 +233,7 @@ def test_comparison_with_the_atlas_baseline_and_switching_method(cohort, demo_co
     switched = {**compared, "method": "atlas"}
     jobs = jobs_by_rule(snakemake(tmp, switched, "-n").stdout)
     n_sessions = len(list((tmp / "work" / "preprocess").iterdir()))
-    assert "segment" not in jobs and jobs["measure"] == n_sessions, jobs
+    assert not {"segment", "segment_atlas"} & set(jobs) and jobs["measure"] == n_sessions, jobs
     assert snakemake(tmp, switched, "--keep-going").returncode == 0
     record = json.loads(next((tmp / "out").glob("sub-001/ses-01/anat/*_desc-dentate_measures.json")).read_text())
     assert record["method"] == "atlas" and record["status"] == "ok"
