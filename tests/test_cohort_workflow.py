@@ -203,7 +203,8 @@ def test_comparison_with_the_atlas_baseline_and_switching_method(cohort, demo_co
                 "labels": str(bids_path(demo_cohort / TRUTH, s, "01", "dseg", desc="dentate"))} for s in ("001", "002")]
     labelled = {**config, "validation": {"labels_dir": str(bids / TRUTH)}}
     plan = snakemake(tmp, labelled, "-n", "comparison")
-    assert plan.returncode != 0 and "the atlas method needs labelled atlases (config atlas:)" in plan.stderr, plan.stderr
+    message = plan.stdout + plan.stderr
+    assert plan.returncode != 0 and "the atlas method needs labelled atlases (config atlas:)" in message, message[-2000:]
     compared = {**labelled, "atlas": {**config["atlas"], "files": atlases}}
     plan = snakemake(tmp, compared, "-n", "comparison")
     assert jobs_by_rule(plan.stdout) == {"segment_atlas": 2, "comparison": 1}, "only the atlas batches are new: " + plan.stdout[-2000:]
