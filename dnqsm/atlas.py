@@ -35,7 +35,7 @@ from dnqsm.io import InputError, load_image
 from dnqsm.localize import coarse_grid, crop, region_box, region_components, region_slices
 from dnqsm.nnunet import sha256
 from dnqsm.preprocess import preprocess
-from dnqsm.segment import LEFT, RIGHT, Engine, Result, SegmentationFailure, assign_sides, midline, paste_back
+from dnqsm.segment import LEFT, RIGHT, Engine, Result, SegmentationFailure, midline, postprocess
 
 DEFAULTS: dict[str, Any] = {
     "localization_spacing_mm": 3.0,  # the coarse grid of the affine step and of the DN region
@@ -220,14 +220,10 @@ class AtlasSegmenter(Engine):
         raw = (fused > 0).astype(np.uint8)
         timings["segmentation"] = time.perf_counter() - tick
 
-        tick = time.perf_counter()
-        labeled, sides = assign_sides(raw, cropped.affine, midline_x)
-        if not labeled.any():
-            raise SegmentationFailure(f"{path}: no atlas label survived registration to the localized region")
-        result = paste_back(img, canonical, slices, cropped, raw, labeled, sides, region, grid_affine, box, margin,
-                            touches_edge, midline_x, midline_source, timings)
+        result = postprocess(img, canonical, slices, cropped, raw, region, grid_affine, box, margin, touches_edge,
+                             midline_x, midline_source, timings,
+                             f"{path}: no atlas label survived registration to the localized region")
         result.geometry["atlases_used"] = [a.name for a in atlases]
-        timings["postprocess"] = time.perf_counter() - tick
         return result
 
     def _fuse(self, target, warped_chi: list, warped_labels: list) -> np.ndarray:

@@ -231,14 +231,9 @@ class DentateSegmenter(Engine):
         raw = (from_nnunet(self.predictors["segmentation"].predict_single_npy_array(data, props)) > 0).astype(np.uint8)
         timings["segmentation"] = time.perf_counter() - tick
 
-        tick = time.perf_counter()
-        labeled, sides = assign_sides(raw, cropped.affine, midline_x)
-        if not labeled.any():
-            raise SegmentationFailure(f"{path}: no dentate nucleus found in the localized region")
-        result = paste_back(img, canonical, slices, cropped, raw, labeled, sides, region, grid_affine, box, margin,
-                            touches_edge, midline_x, midline_source, timings)
-        timings["postprocess"] = time.perf_counter() - tick
-        return result
+        return postprocess(img, canonical, slices, cropped, raw, region, grid_affine, box, margin, touches_edge,
+                           midline_x, midline_source, timings,
+                           f"{path}: no dentate nucleus found in the localized region")
 
     def describe(self) -> dict[str, Any]:
         return {"models": {"localization": self.models.localization.describe(),
@@ -261,10 +256,16 @@ class Result:
     timings: dict[str, float]
 
 
-def paste_back(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, cropped: nib.Nifti1Image, raw: np.ndarray,
-               labeled: np.ndarray, sides: dict, region: np.ndarray, grid_affine: np.ndarray, box, margin: float,
-               touches_edge: bool, midline_x: float, midline_source: str, timings: dict[str, float]) -> Result:
-    """Labels found on the canonical crop, back on the input's own grid, with the geometry record."""
+def postprocess(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, cropped: nib.Nifti1Image, raw: np.ndarray,
+                region: np.ndarray, grid_affine: np.ndarray, box, margin: float, touches_edge: bool, midline_x: float,
+                midline_source: str, timings: dict[str, float], nothing_found: str) -> Result:
+    """What every method does with its binary DN mask on the canonical crop: sides by the midline and
+    the largest component per side (:func:`assign_sides`), then the labels back on the input's own
+    grid with the geometry record. Raises SegmentationFailure(``nothing_found``) when no DN is left."""
+    tick = time.perf_counter()
+    labeled, sides = assign_sides(raw, cropped.affine, midline_x)
+    if not labeled.any():
+        raise SegmentationFailure(nothing_found)
     canonical_labels = np.zeros(canonical.shape[:3], np.uint8)
     canonical_labels[slices] = labeled
     to_input = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(img.affine))
@@ -282,6 +283,7 @@ def paste_back(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, cropped
         "crop_spacing_mm": [round(float(z), 4) for z in cropped.header.get_zooms()[:3]],
         "box_touches_image_edge": touches_edge, "midline_x_mm": round(midline_x, 3), "midline_source": midline_source,
     }
+    timings["postprocess"] = time.perf_counter() - tick
     return Result(img, labels, mask_on_input.astype(np.uint8), cropped, raw, labeled, sides, geometry, timings)
 
 
