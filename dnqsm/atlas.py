@@ -35,7 +35,7 @@ from dnqsm.io import InputError, load_image
 from dnqsm.localize import coarse_grid, crop, region_box, region_components, region_slices
 from dnqsm.nnunet import sha256
 from dnqsm.preprocess import preprocess
-from dnqsm.segment import LEFT, RIGHT, Engine, Result, SegmentationFailure, midline, postprocess
+from dnqsm.segment import LEFT, RIGHT, Engine, Result, SegmentationFailure, image_stem, midline, postprocess
 
 DEFAULTS: dict[str, Any] = {
     "localization_spacing_mm": 3.0,  # the coarse grid of the affine step and of the DN region
@@ -58,10 +58,11 @@ class Atlas:
     support: Any  # ants image, smoothed head mask at the localization spacing
     labels: Any  # ants image, 0/1/2
     fingerprint: str  # of the preprocessed voxels: finds the session's own image among the atlases
+    checksums: dict[str, str]  # sha256 of the image and label files, taken once at load
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "image": str(self.image_path), "labels": str(self.labels_path),
-                "image_sha256": sha256(self.image_path), "labels_sha256": sha256(self.labels_path)}
+                "image_sha256": self.checksums["image"], "labels_sha256": self.checksums["labels"]}
 
 
 def atlas_pairs(bids_dir: str | Path | None = None, labels_dir: str | Path | None = None,
@@ -138,9 +139,10 @@ def load_atlases(pairs: list[tuple[Path, Path]], unit_policy: str = "auto",
             raise InputError(f"{labels_path}: atlas labels must hold left ({LEFT}) and right ({RIGHT}) dentate "
                              f"nuclei and nothing else; found labels {sorted(found)}")
         chi = np.clip(img.get_fdata(dtype=np.float32), lo, hi)
-        atlases.append(Atlas(Path(image_path).name.split("_Chimap")[0], Path(image_path), Path(labels_path),
+        atlases.append(Atlas(image_stem(image_path).removesuffix("_Chimap"), Path(image_path), Path(labels_path),
                              _ants(chi, img.affine), _support_image(img, settings["localization_spacing_mm"]),
-                             _ants(values, img.affine), _fingerprint(img)))
+                             _ants(values, img.affine), _fingerprint(img),
+                             {"image": sha256(image_path), "labels": sha256(labels_path)}))
     return atlases
 
 
@@ -161,7 +163,7 @@ class AtlasSegmenter(Engine):
         return {"models": {"atlases": [a.describe() for a in self.atlases]},
                 "geometry_parameters": {k: self.settings[k] for k in ("localization_spacing_mm", "margin_mm")},
                 "options": {**self.settings, "fusion": "joint label fusion" if len(self.atlases) > 1 else "single atlas",
-                            "atlases_left_out": list(self._left_out), "threads": self.threads}}
+                            "atlases_left_out": list(self._left_out), "device": "cpu", "threads": self.threads}}
 
     def segment(self, path: str | Path) -> Result:
         import ants

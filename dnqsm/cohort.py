@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from dnqsm import __version__
-from dnqsm.io import read_tsv
+from dnqsm.io import column_doc, read_tsv
 from dnqsm.measure import measure_columns
 
 DAYS_PER_YEAR = 365.25
@@ -110,7 +110,7 @@ def cohort_sidecar(table: pd.DataFrame, bids_dir: str | Path) -> dict[str, Any]:
         "acq_time": {"Description": "acquisition time of the visit (sessions.tsv)"},
     }
     for key, (unit, text) in {**measure_columns(), **QC_COLUMNS}.items():
-        described[key] = {"Description": text, **({"Units": unit} if unit else {})}
+        described[key] = column_doc(text, unit)
     for source in (Path(bids_dir) / "participants.json", Path(bids_dir) / "sessions.json"):
         if source.exists():
             for key, value in json.loads(source.read_text()).items():

@@ -96,6 +96,11 @@ def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     return Path(path)
 
 
+def column_doc(text: str, unit: str = "") -> dict[str, str]:
+    """One column's entry in a BIDS JSON sidecar: its description and, when it has one, its unit."""
+    return {"Description": text, **({"Units": unit} if unit else {})}
+
+
 def write_tsv(path: str | Path, table: pd.DataFrame, sidecar: dict[str, Any] | None = None) -> Path:
     """Write a TSV (``n/a`` for missing values, as BIDS asks) and, optionally, its JSON sidecar."""
     with atomic_path(path) as tmp:

@@ -91,8 +91,14 @@ def segment_batch(preproc_dirs: list[str | Path], out_dir: str | Path, segmenter
 
 
 def batch_metadata(batch_dir: str | Path, preproc_dir: str | Path) -> dict[str, Any]:
+    """A session's engine record in a segmentation batch folder (either method)."""
     stem = image_stem(preproc_files(preproc_dir)[0])
     return json.loads((Path(batch_dir) / stem / f"{stem}_metadata.json").read_text())
+
+
+def batch_labels(batch_dir: str | Path, meta: dict[str, Any]) -> Path:
+    """The engine's label image (1 left, 2 right, input grid) of the session ``meta`` describes."""
+    return Path(batch_dir) / meta["stem"] / f"{meta['stem']}_seg.nii.gz"
 
 
 def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, batch_dir: str | Path,
@@ -119,12 +125,12 @@ def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, 
         else:
             engine_dir = Path(batch_dir) / meta["stem"]
             chi = load_image(preproc_files(preproc_dir)[0])
-            seg = engine_dir / f"{meta['stem']}_seg.nii.gz"
+            seg = batch_labels(batch_dir, meta)
             dseg = load_image(seg, allow_unknown_orientation=True)
             components = {side: meta["dentate"][side]["components"] for side in ("left", "right")}
             record["measures"] = measure(chi, dseg, erosion_voxels, components)
             record.update({
-                "method": meta.get("method", "nnunet"),
+                "method": meta["method"],
                 "localization_components": meta["localization_components"],
                 "box_touches_image_edge": meta["box_touches_image_edge"], "missing_sides": meta["missing_sides"],
                 "box": meta["box"], "erosion_voxels": erosion_voxels,
@@ -133,7 +139,7 @@ def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, 
             shutil.copyfile(engine_dir / f"{meta['stem']}_cerebellar_mask.nii.gz", folder / names["mask"])
             write_json(folder / names["dseg"].replace(".nii.gz", ".json"), {
                 "Sources": [record["source"]], "Description": "dentate nuclei: 1 left, 2 right (dnqsm)",
-                "Method": meta.get("method", "nnunet"),
+                "Method": meta["method"],
                 "Models": meta["models"], "Options": {k: v for k, v in meta["options"].items() if k != "threads"},
                 **{key: meta[key] for key in ("box", "margin_mm", "localization_spacing_mm", "crop_voxels_canonical",
                                               "midline_x_mm", "midline_source", "box_touches_image_edge")},

@@ -172,9 +172,9 @@ def bland_altman(sessions: pd.DataFrame, path: str | Path) -> Path:
 def method_dice(sessions: pd.DataFrame, path: str | Path) -> Path:
     """Dice per session of each method against manual labels, per side; lines join a session's
     results across methods (the paired comparison the table tests)."""
-    from dnqsm.validate import METHOD_NAMES
+    from dnqsm.validate import METHOD_NAMES, method_order
 
-    methods = ["nnunet"] + sorted(set(sessions.method) - {"nnunet"})
+    methods = method_order(sessions)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.6), sharey=True)
     key = ["participant_id", "session_id"]
     for ax, side in zip(axes, ("left", "right")):

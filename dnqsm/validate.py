@@ -4,36 +4,55 @@ Bland-Altman limits; and the paper's method comparison (deep learning against th
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dnqsm.io import load_image
+from dnqsm.io import column_doc, load_image
 from dnqsm.metrics import dice, hd95, volume_agreement
 
 SIDES = {"left": 1, "right": 2}
 
 
-def session_agreement(predicted: str | Path | None, manual: str | Path, chi_ppb: str | Path) -> dict[str, float]:
+@dataclass
+class ManualReference:
+    """A session's manual labels and chi map, loaded once however many methods are scored on them."""
+
+    path: Path
+    labels: np.ndarray  # 0 / 1 left / 2 right
+    chi: np.ndarray  # ppb
+    affine: np.ndarray
+    spacing_mm: list[float]
+    voxel_mm3: float
+
+
+def load_reference(manual: str | Path, chi_ppb: str | Path) -> ManualReference:
+    manual_img, chi_img = (load_image(p, allow_unknown_orientation=True) for p in (manual, chi_ppb))
+    return ManualReference(Path(manual), np.rint(manual_img.get_fdata()).astype(int), chi_img.get_fdata(),
+                           manual_img.affine, [float(z) for z in manual_img.header.get_zooms()[:3]],
+                           float(abs(np.linalg.det(manual_img.affine[:3, :3]))))
+
+
+def agreement(predicted: str | Path | None, reference: ManualReference) -> dict[str, float]:
     """Dice, HD95 (mm), volume (mm^3) and mean chi (ppb) of both label sets, per side. ``predicted``
     None scores a session the method failed on as an empty segmentation (Dice 0, volume 0)."""
-    manual_img, chi_img = (load_image(p, allow_unknown_orientation=True) for p in (manual, chi_ppb))
-    pred_img = load_image(predicted, allow_unknown_orientation=True) if predicted else manual_img
-    if pred_img.shape != manual_img.shape or not np.allclose(pred_img.affine, manual_img.affine, atol=1e-3):
-        raise ValueError(f"{manual}: manual labels are not on the grid of {predicted}")
-    ref = np.rint(manual_img.get_fdata()).astype(int)
-    pred = np.rint(pred_img.get_fdata()).astype(int) if predicted else np.zeros_like(ref)
-    chi = chi_img.get_fdata()
-    spacing = [float(z) for z in pred_img.header.get_zooms()[:3]]
-    voxel = float(abs(np.linalg.det(pred_img.affine[:3, :3])))
+    ref = reference.labels
+    if predicted:
+        pred_img = load_image(predicted, allow_unknown_orientation=True)
+        if pred_img.shape[:3] != ref.shape or not np.allclose(pred_img.affine, reference.affine, atol=1e-3):
+            raise ValueError(f"{reference.path}: manual labels are not on the grid of {predicted}")
+        pred = np.rint(pred_img.get_fdata()).astype(int)
+    else:
+        pred = np.zeros_like(ref)
+    chi, voxel = reference.chi, reference.voxel_mm3
     row: dict[str, float] = {}
     for side, label in SIDES.items():
         p, r = pred == label, ref == label
         row[f"{side}_dice"] = dice(p, r)
-        row[f"{side}_hd95_mm"] = hd95(p, r, spacing)
+        row[f"{side}_hd95_mm"] = hd95(p, r, reference.spacing_mm)
         row[f"{side}_volume_mm3"] = float(p.sum()) * voxel
         row[f"{side}_manual_volume_mm3"] = float(r.sum()) * voxel
         row[f"{side}_chi_mean_ppb"] = float(chi[p].mean()) if p.any() else np.nan
@@ -41,6 +60,11 @@ def session_agreement(predicted: str | Path | None, manual: str | Path, chi_ppb:
         row[f"{side}_volume_difference_mm3"] = row[f"{side}_volume_mm3"] - row[f"{side}_manual_volume_mm3"]
         row[f"{side}_chi_difference_ppb"] = row[f"{side}_chi_mean_ppb"] - row[f"{side}_manual_chi_mean_ppb"]
     return row
+
+
+def session_agreement(predicted: str | Path | None, manual: str | Path, chi_ppb: str | Path) -> dict[str, float]:
+    """:func:`agreement` of one method's labels with manual labels given as files."""
+    return agreement(predicted, load_reference(manual, chi_ppb))
 
 
 def bland_altman(estimate: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -76,13 +100,6 @@ def summarise(sessions: pd.DataFrame, method: str = "dnqsm") -> pd.DataFrame:
 
 # --- the method comparison (the paper's table: deep learning against the atlas baseline) ---------
 
-def engine_record(batch_dir: str | Path, stem: str) -> tuple[dict[str, Any], Path | None]:
-    """A session's engine metadata in a segmentation batch folder, and its labels (None if it failed)."""
-    folder = Path(batch_dir) / stem
-    meta = json.loads((folder / f"{stem}_metadata.json").read_text())
-    return meta, (folder / f"{stem}_seg.nii.gz" if meta["status"] == "ok" else None)
-
-
 def comparison_table(sessions: pd.DataFrame, reference: str = "nnunet") -> pd.DataFrame:
     """Method x side, as the paper reports it: Dice mean ± SD, the paired two-sided Wilcoxon
     signed-rank p-value of each method's Dice against ``reference``'s on the same sessions
@@ -92,8 +109,7 @@ def comparison_table(sessions: pd.DataFrame, reference: str = "nnunet") -> pd.Da
 
     rows = []
     key = ["participant_id", "session_id"]
-    methods = [reference] + sorted(set(sessions.method) - {reference})
-    for method in methods:
+    for method in method_order(sessions, reference):
         part = sessions[sessions.method == method]
         for side in SIDES:
             dice_col = f"{side}_dice"
@@ -113,6 +129,11 @@ def comparison_table(sessions: pd.DataFrame, reference: str = "nnunet") -> pd.Da
                             sorted(str(d) for d in part["device"].dropna().unique()))})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def method_order(sessions: pd.DataFrame, reference: str = "nnunet") -> list[str]:
+    """The methods of a comparison, the reference first (table rows, plot columns)."""
+    return [reference] + sorted(set(sessions.method) - {reference})
 
 
 METHOD_NAMES = {"nnunet": "nnU-Net two-step (dnqsm)", "atlas": "multi-atlas registration + JLF (antspyx)"}
@@ -184,5 +205,5 @@ def sidecar(table: pd.DataFrame) -> dict[str, Any]:
             text = f"{side} dentate nucleus: {text}"
         else:
             unit, text = _COLUMNS.get(column, ("", column.replace("_", " ")))
-        out[column] = {"Description": text, **({"Units": unit} if unit else {})}
+        out[column] = column_doc(text, unit)
     return out

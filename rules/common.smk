@@ -1,4 +1,5 @@
 # Configuration validation, cohort discovery (pybids) and the one place that builds workflow paths.
+import functools
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -68,19 +69,14 @@ def batch_folder(method="{method}", batch="{batch}"):
     return str(WORK_DIR / "segment" / method / f"batch-{batch}")
 
 
-_ATLAS_PAIRS = []
-
-
+@functools.cache
 def atlas_files():
     """(image, labels) of every configured atlas, found once; a clear error when there is none."""
-    if not _ATLAS_PAIRS:
-        spec = config["atlas"]
-        try:
-            _ATLAS_PAIRS.extend(atlas_pairs(spec["bids_dir"], spec["labels_dir"], spec["participant_label"],
-                                            spec["files"]))
-        except (InputError, ValueError) as exc:
-            raise WorkflowError(f"the atlas method needs labelled atlases (config atlas:): {exc}")
-    return _ATLAS_PAIRS
+    spec = config["atlas"]
+    try:
+        return atlas_pairs(spec["bids_dir"], spec["labels_dir"], spec["participant_label"], spec["files"])
+    except (InputError, ValueError) as exc:
+        raise WorkflowError(f"the atlas method needs labelled atlases (config atlas:): {exc}")
 
 
 def engine_files(method):

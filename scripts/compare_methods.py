@@ -9,9 +9,8 @@ import pandas as pd
 from dnqsm import plots
 from dnqsm.cohort import visit_metadata
 from dnqsm.io import atomic_path, script_log, write_tsv
-from dnqsm.pipeline import preproc_files
-from dnqsm.segment import image_stem
-from dnqsm.validate import comparison_markdown, comparison_table, engine_record, session_agreement, sidecar
+from dnqsm.pipeline import batch_labels, batch_metadata, preproc_files
+from dnqsm.validate import agreement, comparison_markdown, comparison_table, load_reference, sidecar
 
 
 
@@ -31,14 +30,16 @@ with script_log(snakemake.log[0]):
     for (subject, session), preprocessed, labels, batches in zip(p.sessions, snakemake.input.preprocessed,
                                                                  snakemake.input.labels, p.batches):
         image = preproc_files(preprocessed)[0]
+        reference = load_reference(labels, image) if image.exists() else None
         for method, batch in batches.items():
             row = {"participant_id": f"sub-{subject}", "session_id": f"ses-{session}" if session else None,
                    "method": method, "status": "failed", "manual_labels": labels, "seconds": None, "device": None}
-            if image.exists():  # a session that failed preprocessing has no engine record
-                meta, seg = engine_record(batch, image_stem(image))
+            if reference is not None:  # a session that failed preprocessing has no engine record
+                meta = batch_metadata(batch, preprocessed)
+                seg = batch_labels(batch, meta) if meta["status"] == "ok" else None
                 row.update(status=meta["status"], seconds=meta["timings_s"]["total"],
-                           device=meta["options"].get("device", "cpu"))
-                row.update(session_agreement(seg, labels, image))
+                           device=meta["options"]["device"])
+                row.update(agreement(seg, reference))
             rows.append(row)
             print(f"{row['participant_id']} {row['session_id'] or ''} {method}: {row['status']}")
     sessions = pd.DataFrame(rows)

@@ -8,10 +8,9 @@ from dnqsm.io import script_log
 def engine(method: str, p, threads: int):
     """The batch's segmenter: nnU-Net (dnqsm.segment) or the atlas baseline (dnqsm.atlas)."""
     if method == "atlas":
-        from dnqsm.atlas import AtlasSegmenter, load_atlases
+        from dnqsm.atlas import DEFAULTS, AtlasSegmenter, load_atlases
 
-        settings = {k: v for k, v in p.atlas.items() if k in ("localization_spacing_mm", "margin_mm", "syn_spacing_mm",
-                                                              "intensity_range_ppb", "jlf_beta", "jlf_radius")}
+        settings = {key: value for key, value in p.atlas.items() if key in DEFAULTS}
         print(f"loading {len(p.atlas_pairs)} atlases")
         # atlases settle their own unit (sidecar, else values): a cohort's forced unit is about its images
         return AtlasSegmenter(load_atlases(p.atlas_pairs, "auto", settings), settings, threads=threads)
