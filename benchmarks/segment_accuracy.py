@@ -22,6 +22,11 @@ from dnqsm.segment import DentateSegmenter, load_model_set
 from dnqsm.synth import write_dataset
 
 
+#: Truth-table columns kept per image, so results can be broken down by what made the image.
+FACTORS = ("site", "baseline_age", "acq_orientation", "acq_oblique_deg", "voxel_x_mm", "voxel_z_mm", "recon_inversion",
+           "recon_reference", "recon_snr", "rotation_x_deg", "dn_left_contrast_ppb", "dn_right_contrast_ppb")
+
+
 def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int, tmp: Path) -> pd.DataFrame:
     root = write_dataset(tmp / preset, preset, subjects=subjects, sessions=1, seed=seed, jobs=2)
     truth = read_tsv(root / "derivatives/manual/truth.tsv")
@@ -32,6 +37,7 @@ def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int,
     rows = []
     for r, rec in zip(truth.itertuples(), records):
         row = {"preset": preset, "image": rec["stem"], "status": rec["status"], "seconds": seconds}
+        row.update({k: getattr(r, k) for k in FACTORS if hasattr(r, k)})
         labels = np.asarray(nib.load(bids_path(root / "derivatives/manual", r.participant_id[4:], r.session_id[4:],
                                                "dseg", desc="dentate")).dataobj)
         pred = (np.asarray(nib.load(tmp / f"{preset}_out" / rec["stem"] / f"{rec['stem']}_seg.nii.gz").dataobj)

@@ -21,8 +21,16 @@ import numpy as np
 #: nnU-Net configuration dnqsm trains (with small custom plans, see ``small_plans``).
 CONFIGURATION = "3d_fullres"
 PLANS = "nnUNetPlans"
-TRAINER = "nnUNetTrainer"
+TRAINER = "nnUNetTrainerDNQSM"  # nnUNetTrainer + QSM intensity augmentation (dnqsm/nnunet_trainers)
 CHANNEL = "QSM"
+TRAINERS_DIR = Path(__file__).parent / "nnunet_trainers"
+
+
+def register_trainers() -> None:
+    """Let nnU-Net find dnqsm's trainer classes, the nnU-Net way: the ``nnUNet_extTrainer`` search path."""
+    paths = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+    if str(TRAINERS_DIR) not in paths:
+        os.environ["nnUNet_extTrainer"] = os.pathsep.join([*paths, str(TRAINERS_DIR)])
 
 
 def use_workdir(workdir: str | Path) -> dict[str, str]:
@@ -34,6 +42,7 @@ def use_workdir(workdir: str | Path) -> dict[str, str]:
         Path(value).mkdir(parents=True, exist_ok=True)
         os.environ[key] = value
     os.environ.setdefault("nnUNet_compile", "f")  # torch.compile gains nothing on CPU and costs minutes
+    register_trainers()
     return paths
 
 

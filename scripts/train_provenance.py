@@ -7,6 +7,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 from dnqsm.io import write_json
+from dnqsm.nnunet import TRAINER
+from dnqsm.nnunet_trainers.nnUNetTrainerDNQSM import QSM_AUGMENTATION
 
 snakemake = globals()["snakemake"]
 train = snakemake.params.train
@@ -20,6 +22,8 @@ write_json(snakemake.output.provenance, {
     "skipped_cases": datasets["skipped"],
     "geometry": {"localization_spacing_mm": train["localization"]["spacing_mm"],
                  "margin_mm": train["segmentation"]["margin_mm"]},
+    "trainer": TRAINER,
+    "augmentation_beyond_nnunet_defaults": QSM_AUGMENTATION,
     "models": records,
     "versions": {pkg: version(pkg) for pkg in ("dnqsm", "nnunetv2", "torch", "numpy", "nibabel")},
     "python": platform.python_version(),

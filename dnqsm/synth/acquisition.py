@@ -1,8 +1,12 @@
-"""One synthetic acquisition: head pose, voxel grid and orientation, artifacts, noise, units, storage.
+"""One synthetic acquisition: head pose, voxel grid and orientation, QSM reconstruction, units, storage.
 
-Rendering maps every output voxel to subject space (undoing pose and head scale) and then through the
-subject's warp to MNI, samples the subject's susceptibility map there, and evaluates the analytic
-dentate nuclei at the same points, so labels and image agree exactly on the output grid.
+Rendering happens twice. First the subject's true susceptibility (dentate nuclei included, with their
+iron gradient) is sampled on an isotropic grid aligned with the scanner, where B0 points along world
+z and so is tilted relative to the head by its pitch; QSM physics (``dnqsm.synth.physics``) turns it
+into a local field, adds what measurement and background removal leave, and inverts it as the site's
+pipeline does. Then every voxel of the site's own grid (any orientation, thick slices averaged over
+their thickness) samples that reconstruction, while the labels come from the analytic dentate shape
+at the same voxel centres: truth never depends on the artifacts.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from dnqsm.synth import physics
 from dnqsm.synth.anatomy import SubjectAnatomy
-from dnqsm.synth.dentate import dentate_sdf
+from dnqsm.synth.dentate import dentate_sdf, iron_pattern
 from dnqsm.units import from_ppb, to_ppb
 
 #: Grid axis directions (columns, RAS world) before any oblique tilt. Third column = slice direction.
@@ -25,14 +30,16 @@ ORIENTATIONS: dict[str, np.ndarray] = {
     "LPS": np.diag([-1.0, -1.0, 1.0]),
     "PIR": np.array([[0, 0, 1.0], [-1.0, 0, 0], [0, -1.0, 0]]),  # sagittal slices
 }
-#: Petrous bone / mastoid air cells (MNI mm), where residual background field lingers.
-PETROUS_MNI = ((-42.0, -30.0, -38.0), (42.0, -30.0, -38.0))
+#: Petrous bones / mastoid air cells and the sphenoid sinus (MNI mm), where residual background field lingers.
+AIR_BOUNDARIES_MNI = ((-42.0, -30.0, -38.0), (42.0, -30.0, -38.0), (0.0, 12.0, -28.0))
+#: Scanner-aligned grid on which the QSM physics runs (mm); the site's grid samples it.
+PHYSICS_MM = 1.0
 LABEL_LEFT, LABEL_RIGHT = 1, 2
 
 
 @dataclass(frozen=True)
 class SiteProtocol:
-    """Acquisition and reconstruction habits of one site; ranges are sampled per image."""
+    """Acquisition and reconstruction habits of one site; ranges are sampled per image (or per site)."""
 
     name: str
     inplane_mm: tuple[float, float]
@@ -44,11 +51,23 @@ class SiteProtocol:
     scale: tuple[float, float]  # range of the site's fixed intensity scaling (reconstruction / calibration)
     dtype: str  # float32, or int16 with scl_slope
     mask_fill: str  # "zero" or "nan"
-    noise_ppm: tuple[float, float]
-    streak_ppm: tuple[float, float]
-    background_ppm: tuple[float, float]
+    noise_ppm: tuple[float, float]  # white noise on the final map (on top of the field noise)
     crop_top_mm: tuple[float, float]
     crop_bottom_mm: tuple[float, float]
+    pitch_deg: tuple[float, float] = (0.0, 25.0)  # head pitch relative to B0
+    # reconstruction pipeline (physics.Recon); the site draws one, or one per image with recon_per_image
+    inversions: tuple[str, ...] = physics.INVERSIONS
+    references: tuple[str, ...] = physics.REFERENCES
+    tkd_threshold: tuple[float, float] = (0.1, 0.25)
+    l2_lambda: tuple[float, float] = (0.01, 0.06)
+    iterative_lambda: tuple[float, float] = (0.002, 0.015)
+    iterations: tuple[int, int] = (10, 25)
+    erosion_mm: tuple[float, float] = (1.0, 4.0)
+    residual_ppm: tuple[float, float] = (-0.01, 0.012)
+    signal_prob: float = 0.5  # share of images made through the multi-echo signal model
+    snr: tuple[float, float] = (60.0, 200.0)
+    field_noise_ppm: tuple[float, float] = (0.001, 0.004)
+    recon_per_image: bool = False
     min_voxel_mm3: float = 0.4
 
 
@@ -60,18 +79,16 @@ class Acquisition:
     orientation: str
     oblique_deg: float
     voxel_mm: tuple[float, float, float]
-    rotation_deg: tuple[float, float, float]  # head pose: pitch (x), roll (y), yaw (z)
+    rotation_deg: tuple[float, float, float]  # head pose: pitch (x), roll (y), yaw (z); B0 is world z
     translation_mm: tuple[float, float, float]
     unit: str
     scale: float
     dtype: str
     mask_fill: str
     noise_ppm: float
-    streak_ppm: float
-    background_ppm: tuple[float, float]
-    background_sigma_mm: float
     crop_top_mm: float
     crop_bottom_mm: float
+    recon: physics.Recon
 
 
 @dataclass
@@ -85,28 +102,57 @@ class Rendered:
     pose: np.ndarray  # 4x4 subject space -> world
 
 
-def sample_acquisition(rng: np.random.Generator, site: SiteProtocol, site_scale: float) -> Acquisition:
-    """Draw one image's acquisition from a site protocol; the site's intensity scaling is fixed per cohort."""
+def sample_recon(rng: np.random.Generator, site: SiteProtocol) -> physics.Recon:
+    """Draw a reconstruction pipeline (inversion and its parameters, referencing, noise) for a site."""
+    inversion = str(rng.choice(site.inversions))
+    signal = rng.random() < site.signal_prob
+    return physics.Recon(
+        inversion=inversion,
+        threshold=float(rng.uniform(*site.tkd_threshold)),
+        regularization=float(rng.uniform(*(site.l2_lambda if inversion == "l2" else site.iterative_lambda))),
+        iterations=int(rng.integers(site.iterations[0], site.iterations[1] + 1)),
+        reference=str(rng.choice(site.references)),
+        erosion_mm=float(rng.uniform(*site.erosion_mm)),
+        residual_ppm=tuple(float(rng.uniform(*site.residual_ppm)) for _ in AIR_BOUNDARIES_MNI),
+        residual_sigma_mm=float(rng.uniform(8, 16)),
+        snr=float(rng.uniform(*site.snr)) if signal else 0.0,
+        field_noise_ppm=float(rng.uniform(*site.field_noise_ppm)),
+        echoes=int(rng.integers(3, 7)),
+        first_te_ms=float(rng.uniform(4, 8)),
+        delta_te_ms=float(rng.uniform(4, 8)),
+    )
+
+
+def sample_acquisition(rng: np.random.Generator, site: SiteProtocol, site_scale: float,
+                       site_recon: physics.Recon | None = None) -> Acquisition:
+    """Draw one image's acquisition from a site protocol; the site's intensity scaling (and, unless the
+    site varies it per image, its reconstruction pipeline) is fixed per cohort."""
     inplane = float(rng.uniform(*site.inplane_mm))
     slice_mm = max(float(rng.uniform(*site.slice_mm)), site.min_voxel_mm3 / inplane**2)
     oblique = float(rng.uniform(*site.oblique_deg) * rng.choice([-1, 1])) if rng.random() < site.oblique_prob else 0.0
+    orientation = str(rng.choice(site.orientations))
+    rotation = (float(rng.uniform(*site.pitch_deg)), float(rng.uniform(-8, 8)), float(rng.uniform(-8, 8)))
+    translation = (float(rng.uniform(-20, 20)), float(rng.uniform(-25, 25)), float(rng.uniform(-20, 20)))
+    image_recon = sample_recon(rng, site)
+    if site_recon is not None and not site.recon_per_image:  # the site's pipeline; this scan's noise and mask
+        image_recon = physics.Recon(**{**site_recon.__dict__, "erosion_mm": image_recon.erosion_mm,
+                                       "residual_ppm": image_recon.residual_ppm,
+                                       "residual_sigma_mm": image_recon.residual_sigma_mm})
     return Acquisition(
         site=site.name,
-        orientation=str(rng.choice(site.orientations)),
+        orientation=orientation,
         oblique_deg=oblique,
         voxel_mm=(inplane, inplane * float(rng.uniform(0.95, 1.05)), slice_mm),
-        rotation_deg=(float(rng.uniform(-15, 15)), float(rng.uniform(-8, 8)), float(rng.uniform(-8, 8))),
-        translation_mm=(float(rng.uniform(-20, 20)), float(rng.uniform(-25, 25)), float(rng.uniform(-20, 20))),
+        rotation_deg=rotation,
+        translation_mm=translation,
         unit=site.unit,
         scale=site_scale,
         dtype=site.dtype,
         mask_fill="zero" if site.dtype != "float32" else site.mask_fill,
         noise_ppm=float(rng.uniform(*site.noise_ppm)),
-        streak_ppm=float(rng.uniform(*site.streak_ppm)),
-        background_ppm=(float(rng.uniform(*site.background_ppm)), float(rng.uniform(*site.background_ppm))),
-        background_sigma_mm=float(rng.uniform(8, 15)),
         crop_top_mm=float(rng.uniform(*site.crop_top_mm)),
         crop_bottom_mm=float(rng.uniform(*site.crop_bottom_mm)),
+        recon=image_recon,
     )
 
 
@@ -162,56 +208,134 @@ def grid_affine(anatomy: SubjectAnatomy, acq: Acquisition, pose: np.ndarray) -> 
     return affine, shape
 
 
+def physics_grid(anatomy: SubjectAnatomy, pose: np.ndarray, voxel_mm: float = PHYSICS_MM
+                 ) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """World-aligned (RAS) isotropic grid around the posed head: where the QSM physics runs."""
+    tpl = anatomy.template
+    idx = np.argwhere(tpl.brain > 0.5)
+    lo, hi = idx.min(0), idx.max(0)
+    corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])], float)
+    world = (corners @ tpl.affine[:3, :3].T + tpl.affine[:3, 3]) @ pose[:3, :3].T + pose[:3, 3]
+    gmin, gmax = world.min(0) - 8.0, world.max(0) + 8.0
+    shape = tuple(int(n) for n in np.ceil((gmax - gmin) / voxel_mm).astype(int) + 1)
+    affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
+    affine[:3, 3] = gmin
+    return affine, shape
+
+
+def _mni_points(anatomy: SubjectAnatomy, pose: np.ndarray, affine: np.ndarray, shape, offset=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """MNI coordinates (3, N) of every voxel centre of a grid (shifted by ``offset`` voxels)."""
+    return anatomy.to_mni(_grid_points(np.linalg.inv(pose) @ affine, shape, offset))
+
+
+def _template_voxels(anatomy: SubjectAnatomy, mni: np.ndarray) -> np.ndarray:
+    inv = np.linalg.inv(anatomy.template.affine)
+    return inv[:3, :3] @ mni + inv[:3, 3:4]
+
+
+def _sample(volume: np.ndarray, tpl_vox: np.ndarray) -> np.ndarray:
+    return ndimage.map_coordinates(volume, tpl_vox, order=1, mode="constant", cval=0.0)
+
+
+def true_chi(anatomy: SubjectAnatomy, mni: np.ndarray, voxel_mm: float, dn_size_factor: dict[str, float],
+             dn_chi_ppm: dict[str, float], dn_iron_gradient: float) -> dict[str, np.ndarray]:
+    """True susceptibility (ppm) with partial-volume dentate nuclei, and tissue maps, at MNI points."""
+    tpl = anatomy.template
+    tpl_vox = _template_voxels(anatomy, mni)
+    chi = _sample(anatomy.chi_ppm, tpl_vox)
+    brain = _sample(tpl.brain, tpl_vox)
+    csf = _sample(tpl.csf, tpl_vox)
+    wm = _sample(tpl.wm, tpl_vox)
+    background = anatomy.tissue_chi_ppm["cerebellar_wm"]
+    for side in ("left", "right"):
+        shape_ = anatomy.dentate[side]
+        size = dn_size_factor[side]
+        near = np.flatnonzero(np.sum((mni - shape_.center[:, None]) ** 2, axis=0) < (shape_.reach_mm * size) ** 2)
+        sdf = dentate_sdf(mni[:, near].T, shape_, size)
+        occupancy = np.clip(0.5 - sdf / voxel_mm, 0, 1)
+        # iron is not uniform: dorsal/caudal parts brighter than the hilum side, same mean
+        pattern = iron_pattern(mni[:, near].T, shape_)
+        inside = occupancy > 0.5
+        if inside.any():
+            pattern = pattern - pattern[inside].mean()
+        local = (dn_chi_ppm[side] - background) * (1 + dn_iron_gradient * pattern)
+        chi[near] += occupancy * (background + local - chi[near])
+    return {"chi": chi, "brain": brain, "csf": csf, "wm": wm}
+
+
+def reconstruct(anatomy: SubjectAnatomy, acq: Acquisition, pose: np.ndarray, rng: np.random.Generator,
+                dn_size_factor: dict[str, float], dn_chi_ppm: dict[str, float], dn_iron_gradient: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The site's QSM of this head on the physics grid: (chi ppm, eroded brain mask, grid affine)."""
+    affine, shape = physics_grid(anatomy, pose)
+    tissue = true_chi(anatomy, _mni_points(anatomy, pose, affine, shape), PHYSICS_MM, dn_size_factor,
+                      dn_chi_ppm, dn_iron_gradient)
+    tissue = {k: v.reshape(shape) for k, v in tissue.items()}
+    brain = tissue["brain"] >= 0.5
+    chi = np.where(brain, tissue["chi"], 0).astype(np.float32)
+    grid = physics.Grid(shape, PHYSICS_MM, b0_dir=np.array([0.0, 0.0, 1.0]))
+    field = physics.forward_field(chi, grid)
+    recon = acq.recon
+    sources = [pose[:3, :3] @ np.asarray(p) + pose[:3, 3] for p in AIR_BOUNDARIES_MNI]
+    field += physics.residual_background(shape, affine, sources, recon.residual_ppm, recon.residual_sigma_mm)
+    # magnitude and R2* for the signal model: CSF brightest, white matter darker; iron shortens T2*
+    magnitude = np.where(brain, 0.8 + 0.2 * tissue["csf"] - 0.15 * tissue["wm"], 0).astype(np.float32)
+    r2star = (15.0 + 8.0 * tissue["wm"] - 10.0 * tissue["csf"] + 150.0 * np.clip(chi, 0, None)).astype(np.float32)
+    del tissue["chi"], tissue["wm"]
+    field = physics.acquire_field(field, magnitude, r2star, recon, rng)
+    del magnitude, r2star
+    mask = physics.erode_mask(brain, recon.erosion_mm, PHYSICS_MM)
+    chi_rec = physics.invert(field, mask, grid, recon)
+    chi_rec = physics.reference(chi_rec, mask, tissue["csf"] > 0.9, recon.reference)
+    return chi_rec, mask, affine
+
+
 def render(
     anatomy: SubjectAnatomy,
     acq: Acquisition,
     rng: np.random.Generator,
     dn_size_factor: dict[str, float],
     dn_chi_ppm: dict[str, float],
+    dn_iron_gradient: float = 0.0,
 ) -> Rendered:
-    """Render one image and its labels on the acquisition grid."""
+    """Render one image (through the site's QSM reconstruction) and its exact labels on the site's grid."""
     tpl = anatomy.template
     pose = head_pose(anatomy, acq)
+    chi_rec, mask, physics_affine = reconstruct(anatomy, acq, pose, rng, dn_size_factor, dn_chi_ppm, dn_iron_gradient)
     affine, shape = grid_affine(anatomy, acq, pose)
-    to_subject = np.linalg.inv(pose) @ affine
-    ijk = [np.arange(n, dtype=np.float32) for n in shape]
-    subject = np.stack(
-        [
-            (to_subject[r, 0] * ijk[0][:, None, None] + to_subject[r, 1] * ijk[1][None, :, None]
-             + to_subject[r, 2] * ijk[2][None, None, :] + to_subject[r, 3]).astype(np.float32).ravel()
-            for r in range(3)
-        ]
-    )
-    mni = anatomy.to_mni(subject)
-    del subject
-    tpl_vox = np.linalg.inv(tpl.affine)[:3, :3] @ mni + np.linalg.inv(tpl.affine)[:3, 3:4]
-    chi = ndimage.map_coordinates(anatomy.chi_ppm, tpl_vox, order=1, mode="constant", cval=0.0)
-    artifacts = _artifact_field(anatomy, acq, pose)
-    chi += ndimage.map_coordinates(artifacts, tpl_vox / 2.0, order=1, mode="nearest")
-    brain = ndimage.map_coordinates(tpl.brain, tpl_vox, order=1, mode="constant", cval=0.0) >= 0.5
-    cerebellum = ndimage.map_coordinates(tpl.cerebellum, tpl_vox, order=1, mode="constant", cval=0.0) >= 0.5
+    # the site's voxels sample the reconstruction, averaged over the slice thickness
+    to_physics = np.linalg.inv(physics_affine) @ affine
+    n_sub = max(1, int(round(acq.voxel_mm[2] / PHYSICS_MM)))
+    image = np.zeros(int(np.prod(shape)), np.float32)
+    measured = np.zeros(int(np.prod(shape)), np.float32)
+    for i in range(n_sub):
+        offset = (i + 0.5) / n_sub - 0.5
+        coords = _grid_points(to_physics, shape, (0.0, 0.0, offset))
+        image += ndimage.map_coordinates(chi_rec, coords, order=1, mode="constant", cval=0.0)
+        measured += ndimage.map_coordinates(mask.astype(np.float32), coords, order=1, mode="constant", cval=0.0)
+        del coords
+    image /= n_sub
+    measured = measured / n_sub >= 0.5
+    del chi_rec, mask
+    # labels: the analytic nuclei at the voxel centres
+    mni = _mni_points(anatomy, pose, affine, shape)
+    tpl_vox = _template_voxels(anatomy, mni)
+    brain = _sample(tpl.brain, tpl_vox) >= 0.5
+    cerebellum = _sample(tpl.cerebellum, tpl_vox) >= 0.5
     del tpl_vox
-    dseg = np.zeros(chi.shape, np.uint8)
-    voxel_size = float(np.cbrt(abs(np.linalg.det(affine[:3, :3]))))
-    background = anatomy.tissue_chi_ppm["cerebellar_wm"]
+    dseg = np.zeros(image.shape, np.uint8)
     for label, side in ((LABEL_LEFT, "left"), (LABEL_RIGHT, "right")):
         shape_ = anatomy.dentate[side]
         size = dn_size_factor[side]
-        reach = shape_.reach_mm * size
-        near = np.flatnonzero(np.sum((mni - shape_.center[:, None]) ** 2, axis=0) < reach**2)
+        near = np.flatnonzero(np.sum((mni - shape_.center[:, None]) ** 2, axis=0) < (shape_.reach_mm * size) ** 2)
         sdf = dentate_sdf(mni[:, near].T, shape_, size)
-        occupancy = np.clip(0.5 - sdf / voxel_size, 0, 1)
-        chi[near] += occupancy * (dn_chi_ppm[side] - background)
-        inside = near[(sdf <= 0) & brain[near]]
-        dseg[inside] = label
+        dseg[near[(sdf <= 0) & brain[near]]] = label
     del mni
-    chi += rng.standard_normal(chi.shape, dtype=np.float32) * np.float32(acq.noise_ppm)
-    stored = chi * np.float32(acq.scale * from_ppb(to_ppb(1.0, "ppm"), acq.unit))
-    fill = np.nan if acq.mask_fill == "nan" else 0.0
-    stored[~brain] = fill
-    stored = stored.reshape(shape)
+    image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(acq.noise_ppm)
+    stored = image * np.float32(acq.scale * from_ppb(to_ppb(1.0, "ppm"), acq.unit))
+    stored[~measured] = np.nan if acq.mask_fill == "nan" else 0.0
     return Rendered(
-        image=_store(stored, affine, acq.dtype),
+        image=_store(stored.reshape(shape), affine, acq.dtype),
         dentate_dseg=dseg.reshape(shape),
         cerebellum_mask=((cerebellum & brain) | (dseg > 0)).astype(np.uint8).reshape(shape),
         affine=affine,
@@ -219,28 +343,14 @@ def render(
     )
 
 
-def _artifact_field(anatomy: SubjectAnatomy, acq: Acquisition, pose: np.ndarray) -> np.ndarray:
-    """Streaking around strong sources along the magic-angle cone plus a residual background field
-    near the petrous bones, on a 2 mm MNI grid (ppm)."""
-    tpl = anatomy.template
-    coarse = anatomy.chi_ppm[::2, ::2, ::2]
-    strong = np.where(coarse > 0.12, coarse, 0.0)
-    b0 = np.linalg.inv(pose[:3, :3]) @ np.array([0.0, 0.0, 1.0])  # scanner field direction in MNI
-    b0 /= np.linalg.norm(b0)
-    k = np.meshgrid(*[np.fft.fftfreq(n) for n in strong.shape], indexing="ij", sparse=True)
-    k2 = k[0] ** 2 + k[1] ** 2 + k[2] ** 2
-    k2[0, 0, 0] = 1.0
-    dipole = 1 / 3 - (k[0] * b0[0] + k[1] * b0[1] + k[2] * b0[2]) ** 2 / k2
-    cone = np.exp(-((dipole / 0.06) ** 2))
-    cone[0, 0, 0] = 0.0
-    streak = np.fft.irfftn(np.fft.rfftn(strong) * cone[..., : strong.shape[2] // 2 + 1], s=strong.shape, axes=(0, 1, 2))
-    peak = np.percentile(np.abs(streak), 99.95)
-    field = streak * (acq.streak_ppm / peak if peak > 0 else 0.0)
-    xs, ys, zs = (ax[::2] for ax in tpl.axes_mm())
-    for amplitude, center in zip(acq.background_ppm, PETROUS_MNI):
-        d2 = (xs[:, None, None] - center[0]) ** 2 + (ys[None, :, None] - center[1]) ** 2 + (zs[None, None, :] - center[2]) ** 2
-        field += amplitude * np.exp(-d2 / (2 * acq.background_sigma_mm**2))
-    return field.astype(np.float32)
+def _grid_points(transform: np.ndarray, shape, offset) -> np.ndarray:
+    """(3, N) coordinates, under ``transform``, of every voxel centre of a grid shifted by ``offset`` voxels."""
+    ijk = [np.arange(n, dtype=np.float32) + np.float32(o) for n, o in zip(shape, offset)]
+    return np.stack([
+        (transform[r, 0] * ijk[0][:, None, None] + transform[r, 1] * ijk[1][None, :, None]
+         + transform[r, 2] * ijk[2][None, None, :] + transform[r, 3]).astype(np.float32).ravel()
+        for r in range(3)
+    ])
 
 
 def _store(values: np.ndarray, affine: np.ndarray, dtype: str) -> nib.Nifti1Image:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
 
-from dnqsm.synth.acquisition import SiteProtocol
+from dnqsm.synth.acquisition import SiteProtocol, sample_recon
+from dnqsm.synth.physics import Recon
 
 GROUPS = ("control", "ataxia", "ms")
 
@@ -30,6 +31,14 @@ DEFAULT_EFFECTS: dict[str, GroupEffect] = {
 }
 #: Dentate iron rises with age: baseline mean chi gains this much per year of age above 40.
 CHI_PPB_PER_YEAR_OF_AGE = 0.5
+#: Dentate iron accumulates steeply through childhood and levels off in adulthood (Hallgren & Sourander
+#: 1958; QSM lifespan studies such as Li et al. 2014): the DN's contrast against cerebellar white matter
+#: is scaled by 1 - exp(-age / tau). With tau = 12 years a 10-year-old shows 57 % of the adult contrast,
+#: a 20-year-old 81 %, a 40-year-old 96 %. The time constant is dnqsm's assumption, chosen to match the
+#: shape of those curves, not a fitted value.
+MATURATION_TAU_YEARS = 12.0
+#: Ages that real DN cohorts span (the reference paper: 11-64); used by the training-like presets.
+WIDE_AGES = {"control": (8, 80), "ataxia": (8, 55), "ms": (18, 65)}
 
 
 @dataclass(frozen=True)
@@ -45,49 +54,74 @@ class Preset:
     effects: dict[str, GroupEffect] = field(default_factory=lambda: dict(DEFAULT_EFFECTS))
     missed_visit_prob: float = 0.12
     visit_jitter_years: float = 0.08
+    iron_gradient: tuple[float, float] = (0.2, 0.6)  # DN iron heterogeneity (dentate.iron_pattern weight)
 
 
 def _site(name: str, **kw) -> SiteProtocol:
     base = dict(
         inplane_mm=(0.5, 1.0), slice_mm=(0.5, 2.0), orientations=("RAS", "LAS", "LPS"), oblique_prob=0.35,
         oblique_deg=(5, 20), unit="ppm", scale=(0.9, 1.1), dtype="float32", mask_fill="zero",
-        noise_ppm=(0.004, 0.012), streak_ppm=(0.005, 0.03), background_ppm=(-0.04, 0.06),
-        crop_top_mm=(0, 35), crop_bottom_mm=(0, 10),
+        noise_ppm=(0.001, 0.004), crop_top_mm=(0, 35), crop_bottom_mm=(0, 10),
     )
     base.update(kw)
     return SiteProtocol(name=name, **base)
 
 
+def _effects(ages: dict[str, tuple[float, float]]) -> dict[str, GroupEffect]:
+    return {g: GroupEffect(**{**asdict(e), "age_range": ages[g]}) for g, e in DEFAULT_EFFECTS.items()}
+
+
+# Training sites: every reconstruction kind, redrawn per image, from 0.5 mm to 3 mm slices.
 _TRAIN_SITES = (
-    _site("A"),
-    _site("B", unit="ppb", mask_fill="nan", orientations=("LPS", "LAS")),
-    _site("C", unit="ppb", dtype="int16", scale=(0.85, 1.15)),
-    _site("D", orientations=("RAS", "LPS"), oblique_prob=0.7, mask_fill="nan", noise_ppm=(0.008, 0.016)),
+    _site("A", inplane_mm=(0.5, 0.75), slice_mm=(0.5, 1.2), min_voxel_mm3=0.2, recon_per_image=True),
+    _site("B", inplane_mm=(0.6, 1.0), slice_mm=(1.0, 2.0), unit="ppb", mask_fill="nan",
+          orientations=("LPS", "LAS"), recon_per_image=True),
+    _site("C", inplane_mm=(0.6, 0.8), slice_mm=(2.0, 3.0), unit="ppb", dtype="int16", scale=(0.85, 1.15),
+          recon_per_image=True),
+    _site("D", inplane_mm=(0.8, 1.2), slice_mm=(0.8, 1.5), orientations=("RAS", "LPS", "PIR"), oblique_prob=0.6,
+          mask_fill="nan", noise_ppm=(0.002, 0.008), recon_per_image=True),
+)
+#: The stress preset: every factor varied per image, on its own random streams.
+_STRESS_SITES = (
+    _site("S1", inplane_mm=(0.5, 0.5), slice_mm=(0.5, 0.5), min_voxel_mm3=0.1, crop_top_mm=(45, 60),
+          recon_per_image=True),
+    _site("S2", inplane_mm=(0.6, 0.75), slice_mm=(2.5, 3.0), unit="ppb", dtype="int16", oblique_prob=0.5,
+          recon_per_image=True),
+    _site("S3", inplane_mm=(0.8, 1.0), slice_mm=(1.5, 2.5), orientations=("LPS", "PIR"), mask_fill="nan",
+          scale=(0.7, 1.3), recon_per_image=True),
+    _site("S4", inplane_mm=(0.9, 1.1), slice_mm=(0.9, 1.2), orientations=("RAS", "LAS", "LPS", "PIR"),
+          oblique_prob=0.5, oblique_deg=(10, 28), unit="ppb", noise_ppm=(0.002, 0.01), recon_per_image=True),
 )
 
 PRESETS: dict[str, Preset] = {
     "demo": Preset(
         "demo", 1, subjects=6, sessions=3, groups=("control", "ataxia"),
         sites=(
-            _site("A", inplane_mm=(0.9, 1.0), slice_mm=(1.0, 1.2), orientations=("RAS", "LAS"), oblique_prob=0.0),
+            _site("A", inplane_mm=(0.9, 1.0), slice_mm=(1.0, 1.2), orientations=("RAS", "LAS"), oblique_prob=0.0,
+                  inversions=("tkd_rescaled",), references=("mean",)),
             _site("B", inplane_mm=(0.85, 1.0), slice_mm=(1.0, 1.5), orientations=("LPS",), oblique_prob=0.5,
-                  unit="ppb", dtype="int16"),
+                  unit="ppb", dtype="int16", inversions=("l2",), references=("mean",)),
         ),
     ),
-    "train": Preset("train", 2, subjects=40, sessions=1, groups=GROUPS, sites=_TRAIN_SITES),
-    "test": Preset("test", 3, subjects=20, sessions=1, groups=GROUPS, sites=_TRAIN_SITES),
+    "train": Preset("train", 2, subjects=48, sessions=1, groups=GROUPS, sites=_TRAIN_SITES,
+                    effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.7)),
+    "test": Preset("test", 3, subjects=20, sessions=1, groups=GROUPS, sites=_TRAIN_SITES,
+                   effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.7)),
     "external": Preset(
         "external", 4, subjects=20, sessions=1, groups=GROUPS,
         sites=(
             _site("X", inplane_mm=(0.4, 0.55), slice_mm=(2.0, 2.5), orientations=("LPS",), oblique_prob=0.8,
-                  oblique_deg=(15, 28), unit="ppb", scale=(0.75, 0.9), noise_ppm=(0.012, 0.02),
-                  streak_ppm=(0.02, 0.05)),
+                  oblique_deg=(15, 28), unit="ppb", scale=(0.75, 0.9), noise_ppm=(0.004, 0.01),
+                  inversions=("tkd",), snr=(40.0, 80.0)),
             _site("Y", inplane_mm=(1.1, 1.3), slice_mm=(1.1, 1.3), orientations=("PIR",), oblique_prob=0.0,
-                  unit="ppm", scale=(1.1, 1.3), mask_fill="nan", background_ppm=(-0.08, 0.1)),
+                  unit="ppm", scale=(1.1, 1.3), mask_fill="nan", residual_ppm=(-0.04, 0.05), inversions=("l2",)),
             _site("Z", inplane_mm=(0.6, 0.8), slice_mm=(1.5, 2.0), orientations=("RAS", "LAS", "LPS"),
-                  unit="ppb", dtype="int16", scale=(0.8, 1.25), noise_ppm=(0.015, 0.025), crop_bottom_mm=(5, 15)),
+                  unit="ppb", dtype="int16", scale=(0.8, 1.25), noise_ppm=(0.004, 0.01), crop_bottom_mm=(5, 15),
+                  inversions=("iterative",)),
         ),
     ),
+    "stress": Preset("stress", 5, subjects=24, sessions=1, groups=GROUPS, sites=_STRESS_SITES,
+                     effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.8)),
 }
 
 
@@ -100,6 +134,7 @@ class Participant:
     age: float  # at baseline
     site: SiteProtocol
     site_scale: float
+    site_recon: Recon  # the site's reconstruction pipeline in this cohort
     baseline: datetime
 
 
@@ -123,6 +158,7 @@ def participants(preset: Preset, subjects: int, seed: int) -> list[Participant]:
     """Balanced groups and sites; each subject's details come from its own stream."""
     site_rng = np.random.default_rng(seed_sequence(seed, preset, SITE_KEY))
     scales = {site.name: float(site_rng.uniform(*site.scale)) for site in preset.sites}
+    recons = {site.name: sample_recon(site_rng, site) for site in preset.sites}
     people = []
     for i in range(subjects):
         rng = np.random.default_rng(seed_sequence(seed, preset, i, 0))
@@ -130,7 +166,8 @@ def participants(preset: Preset, subjects: int, seed: int) -> list[Participant]:
         site = preset.sites[(i // len(preset.groups) + i) % len(preset.sites)]
         baseline = datetime(2019, 1, 7, 8, 0) + timedelta(days=int(rng.integers(0, 3 * 365)), minutes=int(rng.integers(0, 9 * 60)))
         age = round(float(rng.uniform(*preset.effects[group].age_range)), 1)
-        people.append(Participant(f"{i + 1:03d}", i, group, str(rng.choice(["F", "M"])), age, site, scales[site.name], baseline))
+        people.append(Participant(f"{i + 1:03d}", i, group, str(rng.choice(["F", "M"])), age, site, scales[site.name],
+                                  recons[site.name], baseline))
     return people
 
 
@@ -151,9 +188,22 @@ def visits(preset: Preset, person: Participant, sessions: int, seed: int) -> lis
     return out
 
 
-def dentate_state(preset: Preset, person: Participant, years: float, base_chi_ppb: float) -> tuple[float, float]:
-    """Planted dentate (volume factor, mean chi in ppb) of a participant at ``years`` after baseline."""
+def maturation(age: float) -> float:
+    """Share of the adult DN contrast reached at ``age`` (years); see MATURATION_TAU_YEARS."""
+    return float(1 - np.exp(-max(age, 0.0) / MATURATION_TAU_YEARS))
+
+
+def dentate_state(preset: Preset, person: Participant, years: float, base_chi_ppb: float,
+                  white_matter_ppb: float) -> tuple[float, float]:
+    """Planted dentate (volume factor, mean chi in ppb) of a participant at ``years`` after baseline.
+
+    The adult DN chi (``base_chi_ppb``) is brought towards the surrounding white matter's by the
+    maturation at the baseline age, so children have lower DN contrast; the yearly changes are the
+    group's planted ones, exactly.
+    """
     effect = preset.effects[person.group]
     volume = (1 + effect.volume_offset_pct / 100) * (1 + effect.volume_pct_per_year / 100 * years)
-    chi = base_chi_ppb + effect.chi_offset_ppb + CHI_PPB_PER_YEAR_OF_AGE * (person.age - 40) + effect.chi_ppb_per_year * years
+    adult = base_chi_ppb + CHI_PPB_PER_YEAR_OF_AGE * max(person.age - 40, 0.0)
+    chi = (white_matter_ppb + (adult - white_matter_ppb) * maturation(person.age)
+           + effect.chi_offset_ppb + effect.chi_ppb_per_year * years)
     return volume, chi

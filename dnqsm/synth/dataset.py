@@ -21,7 +21,8 @@ from dnqsm import __version__
 from dnqsm.io import bids_path, write_json, write_tsv, save_nifti
 from dnqsm.synth.acquisition import LABEL_LEFT, LABEL_RIGHT, render, sample_acquisition
 from dnqsm.synth.anatomy import build_anatomy
-from dnqsm.synth.cohort import CHI_PPB_PER_YEAR_OF_AGE, PRESETS, Preset, dentate_state, participants, seed_sequence, visits
+from dnqsm.synth.cohort import (CHI_PPB_PER_YEAR_OF_AGE, MATURATION_TAU_YEARS, PRESETS, Preset, dentate_state,
+                                maturation, participants, seed_sequence, visits)
 from dnqsm.units import to_ppb
 
 BIDS_VERSION = "1.10.0"
@@ -124,17 +125,20 @@ def _subject(task: tuple) -> list[dict]:
     anatomy = build_anatomy(rng)
     base_chi = {"left": float(rng.uniform(70, 95))}
     base_chi["right"] = base_chi["left"] + float(rng.normal(0, 4))
+    iron_gradient = float(rng.uniform(*preset.iron_gradient))
+    white_matter_ppb = to_ppb(anatomy.tissue_chi_ppm["cerebellar_wm"], "ppm")
     visit_list = visits(preset, person, sessions, seed)
     rows = []
     session_rows = []
     for visit in visit_list:
         vrng = np.random.default_rng(seed_sequence(seed, preset, person.index, 10 + visit.visit_index))
-        acq = sample_acquisition(vrng, person.site, person.site_scale)
+        acq = sample_acquisition(vrng, person.site, person.site_scale, person.site_recon)
         volume_factor, chi_ppb = {}, {}
         for side, _ in SIDES:
-            volume_factor[side], chi_ppb[side] = dentate_state(preset, person, visit.years, base_chi[side])
+            volume_factor[side], chi_ppb[side] = dentate_state(preset, person, visit.years, base_chi[side],
+                                                               white_matter_ppb)
         size = {side: anatomy.dn_size_factor * volume_factor[side] ** (1 / 3) for side, _ in SIDES}
-        out = render(anatomy, acq, vrng, size, {s: chi_ppb[s] / 1000.0 for s, _ in SIDES})
+        out = render(anatomy, acq, vrng, size, {s: chi_ppb[s] / 1000.0 for s, _ in SIDES}, iron_gradient)
         sub, ses = person.label, visit.session
         image_path = save_nifti(bids_path(root, sub, ses, "Chimap"), out.image)
         values = nib.load(image_path).get_fdata()  # what any reader sees (scl_slope applied)
@@ -157,9 +161,14 @@ def _subject(task: tuple) -> list[dict]:
         for key in ("voxel_mm", "rotation_deg", "translation_mm"):
             for axis, value in zip("xyz", acq_fields.pop(key)):
                 row[f"{key.rsplit('_', 1)[0]}_{axis}_{key.rsplit('_', 1)[1]}"] = value
-        bg = acq_fields.pop("background_ppm")
+        recon = acq_fields.pop("recon")
+        residual = recon.pop("residual_ppm")
         row.update({f"acq_{k}": v for k, v in acq_fields.items() if k != "site"})
-        row["acq_background_left_ppm"], row["acq_background_right_ppm"] = bg
+        row.update({f"recon_{k}": v for k, v in recon.items()})
+        for where, value in zip(("petrous_left", "petrous_right", "sinus"), residual):
+            row[f"recon_residual_{where}_ppm"] = value
+        row["dn_iron_gradient"] = iron_gradient
+        row["dn_maturation"] = maturation(person.age)
         row.update({f"shape_{axis}": n for axis, n in zip("ijk", out.dentate_dseg.shape)})
         row.update({f"head_scale_{axis}": float(v) for axis, v in zip("xyz", anatomy.head_scale)})
         for side, label in SIDES:
@@ -167,6 +176,7 @@ def _subject(task: tuple) -> list[dict]:
             mask = out.dentate_dseg == label
             row[f"dn_{side}_volume_mm3"] = float(mask.sum() * voxel_mm3)
             row[f"dn_{side}_mean_chi_ppb"] = float(to_ppb(values[mask].mean(), acq.unit)) if mask.any() else float("nan")
+            row[f"dn_{side}_contrast_ppb"] = dentate_contrast(values, mask, out.dentate_dseg > 0, acq.unit, acq.scale)
             row[f"dn_{side}_planted_chi_ppb"] = chi_ppb[side]
             row[f"dn_{side}_planted_volume_factor"] = volume_factor[side]
             row[f"dn_{side}_size_factor"] = size[side]
@@ -177,6 +187,21 @@ def _subject(task: tuple) -> list[dict]:
         session_rows.append({"session_id": f"ses-{ses}", "acq_time": visit.acq_time.isoformat(), "age": row["age"]})
     write_tsv(root / f"sub-{person.label}" / f"sub-{person.label}_sessions.tsv", pd.DataFrame(session_rows))
     return rows
+
+
+def dentate_contrast(values: np.ndarray, label: np.ndarray, both: np.ndarray, unit: str, scale: float) -> float:
+    """How the DN stands out in the stored image: mean inside the label minus the mean of a 1-3 voxel
+    shell around both nuclei, in ppb of true susceptibility (the site's scaling divided out)."""
+    if not label.any():
+        return float("nan")
+    from scipy import ndimage
+
+    near = ndimage.binary_dilation(label, iterations=3) & ~ndimage.binary_dilation(both, iterations=1)
+    finite = np.isfinite(values)
+    inside, shell = values[label & finite], values[near & finite]
+    if not inside.size or not shell.size:
+        return float("nan")
+    return float(to_ppb(inside.mean() - shell.mean(), unit) / scale)
 
 
 def _truth_sidecar(preset: Preset, seed: int) -> dict:
@@ -200,6 +225,16 @@ def _truth_sidecar(preset: Preset, seed: int) -> dict:
         "dn_right_planted_chi_ppb": {"Description": "Planted tissue susceptibility of the right DN", "Units": "ppb"},
         "dn_left_planted_volume_factor": "Planted volume relative to the subject's control-like baseline (group offset x yearly change)",
         "dn_right_planted_volume_factor": "Planted volume relative to the subject's control-like baseline",
+        "dn_left_contrast_ppb": {"Description": "Mean image value under label 1 minus a 1-3 voxel shell around the nuclei, site scaling divided out", "Units": "ppb"},
+        "dn_right_contrast_ppb": {"Description": "As dn_left_contrast_ppb, for label 2", "Units": "ppb"},
+        "dn_maturation": "Share of the adult DN contrast at the baseline age: 1 - exp(-age / dn_maturation_tau_years)",
+        "dn_iron_gradient": "Weight of the DN iron gradient (brighter away from the hilum), 0 = uniform",
+        "recon_inversion": "Dipole inversion: tkd, tkd_rescaled, l2 (closed form, gradient penalty) or iterative (weighted L2, conjugate gradient)",
+        "recon_reference": "Referencing of the map: mean (whole brain), csf or none",
+        "recon_threshold": "TKD threshold on |D| (used by tkd and tkd_rescaled)",
+        "recon_regularization": "Gradient-penalty weight (l2, iterative)",
+        "recon_erosion_mm": {"Description": "Brain-mask erosion by background-field removal", "Units": "mm"},
+        "recon_snr": "Peak SNR of the simulated multi-echo magnitude (qsm-forward); 0 = Gaussian field noise of recon_field_noise_ppm",
     }
     return {
         **desc,
@@ -207,6 +242,8 @@ def _truth_sidecar(preset: Preset, seed: int) -> dict:
             "preset": preset.name, "seed": seed,
             "effects": {g: asdict(e) for g, e in preset.effects.items() if g in preset.groups},
             "chi_ppb_per_year_of_age_above_40": CHI_PPB_PER_YEAR_OF_AGE,
+            "dn_maturation_tau_years": MATURATION_TAU_YEARS,
+            "iron_gradient": list(preset.iron_gradient),
             "missed_visit_prob": preset.missed_visit_prob, "visit_jitter_years": preset.visit_jitter_years,
             "sites": {s.name: asdict(s) for s in preset.sites},
         },

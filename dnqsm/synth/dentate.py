@@ -79,6 +79,16 @@ def dentate_sdf(points_mni: np.ndarray, shape: DentateShape, size_factor: float 
     return (np.maximum(ribbon, inside_hilum) * size_factor).astype(np.float32)
 
 
+def iron_pattern(points_mni: np.ndarray, shape: DentateShape) -> np.ndarray:
+    """Where iron sits inside the nucleus, in [-1, 1] per (N, 3) MNI point: +1 on the dorsal side
+    opposite the hilum (the brightest part on QSM), -1 towards the hilum. Callers centre it on the
+    nucleus so the mean chi stays as planted."""
+    bright = -(shape.axes @ shape.hilum) + np.array([0.0, 0.0, 0.4])
+    bright /= np.linalg.norm(bright)
+    offset = points_mni - shape.center
+    return ((offset @ bright) / (np.linalg.norm(offset, axis=1) + 1e-6)).astype(np.float32)
+
+
 def _waves(rng: np.random.Generator, count: int, lo: float, hi: float) -> np.ndarray:
     vec = rng.normal(size=(count, 3))
     vec *= (rng.uniform(lo, hi, count) / np.linalg.norm(vec, axis=1))[:, None]
