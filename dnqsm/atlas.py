@@ -224,7 +224,8 @@ class AtlasSegmenter(Engine):
 
         result = postprocess(img, canonical, slices, cropped, raw, region, grid_affine, box, margin, touches_edge,
                              midline_x, midline_source, timings,
-                             f"{path}: no atlas label survived registration to the localized region")
+                             f"{path}: no atlas label survived registration to the localized region",
+                             None, self.checks)
         result.geometry["atlases_used"] = [a.name for a in atlases]
         return result
 

@@ -24,9 +24,30 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checks(pairs: list[str]) -> dict[str, float]:
+    """``NAME=VALUE`` pairs of --check into threshold overrides (dnqsm.confidence.DEFAULTS names)."""
+    from dnqsm.confidence import thresholds
+
+    overrides = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--check {pair!r}: expected NAME=VALUE, e.g. min_volume_mm3=300")
+        try:
+            overrides[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--check {pair!r}: {value!r} is not a number") from None
+    return thresholds(overrides)
+
+
 def _segment(args: argparse.Namespace) -> int:
     from dnqsm.segment import DentateSegmenter, load_model_set
 
+    try:
+        checks = _checks(args.check or [])
+    except ValueError as exc:
+        print(f"dnqsm segment: error: {exc}", file=sys.stderr)
+        return 2
     try:
         models = load_model_set(args.models, args.localization_model, args.segmentation_model)
         if args.localization_spacing_mm:
@@ -36,21 +57,28 @@ def _segment(args: argparse.Namespace) -> int:
         folds = tuple(args.folds) if args.folds else None
         segmenter = DentateSegmenter(models, device=args.device, folds=folds, mirroring=args.mirroring,
                                      threads=args.threads)
+        segmenter.checks = checks
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"dnqsm segment: error: {exc}", file=sys.stderr)
         return 2
     records = segmenter.run(args.input, args.output)
-    failed = [r for r in records if r["status"] != "ok"]
+    failed = [r for r in records if r["status"] == "failed"]
+    review = [r for r in records if r["status"] == "review"]
     for r in records:
-        if r["status"] == "ok":
-            d = r["dentate"]
-            note = f" (missing: {', '.join(r['missing_sides'])})" if r["missing_sides"] else ""
-            print(f"ok      {r['stem']}: left {d['left']['volume_mm3']:.0f} mm3, right {d['right']['volume_mm3']:.0f} mm3, "
-                  f"{r['timings_s']['total']:.1f} s{note}")
-        else:
+        if r["status"] == "failed":
             print(f"FAILED  {r['stem']}: {r['error']}", file=sys.stderr)
-    print(f"dnqsm segment: {len(records) - len(failed)} of {len(records)} images segmented into {args.output}")
-    return 1 if failed else 0
+            continue
+        d = r["dentate"]
+        line = (f"{r['status']:<7} {r['stem']}: left {d['left']['volume_mm3']:.0f} mm3, "
+                f"right {d['right']['volume_mm3']:.0f} mm3, {r['timings_s']['total']:.1f} s")
+        if r["review_reasons"]:
+            line += " -- needs review: " + "; ".join(r["review_reasons"])
+        print(line)
+    print(f"dnqsm segment: {len(records) - len(failed)} of {len(records)} images segmented into {args.output} "
+          f"({len(records) - len(failed) - len(review)} ok, {len(review)} need review, {len(failed)} failed)")
+    if failed:
+        return 1
+    return 3 if (review and args.strict) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Two-step nnU-Net dentate segmentation. Writes DentateSeg's layout per image: "
                                      "OUTDIR/<stem>/<stem>_seg.nii.gz (left 1, right 2 on the input grid), _cropped, "
                                      "_cropped_seg, _cropped_seg_labeled, _cerebellar_mask (the localized region) "
-                                     "and _metadata.json. Exit code 1 if any image failed.")
+                                     "and _metadata.json (status ok, review with review_reasons, or failed). "
+                                     "Exit code 1 if any image failed; 3 with --strict if any needs review.")
     seg.add_argument("-i", "--input", nargs="+", required=True, metavar="IMG", help="QSM NIfTI images")
     seg.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     seg.add_argument("--models", default=None, metavar="DIR",
@@ -90,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--localization-spacing-mm", type=float, default=None, help=argparse.SUPPRESS)
     seg.add_argument("--margin-mm", type=float, default=None,
                      help="margin around the localized region (default: the models' provenance, else 5)")
+    seg.add_argument("--strict", action="store_true",
+                     help="exit with code 3 when any image needs review (default: review exits 0)")
+    seg.add_argument("--check", action="append", default=None, metavar="NAME=VALUE",
+                     help="override a plausibility threshold, e.g. --check min_volume_mm3=300 (names: README)")
     seg.set_defaults(func=_segment)
     return parser
 

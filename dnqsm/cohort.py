@@ -16,7 +16,14 @@ from dnqsm.measure import measure_columns
 
 DAYS_PER_YEAR = 365.25
 ID_COLUMNS = ["participant_id", "session_id"]
-STATUS_COLUMNS = ["status", "failed_stage", "error"]
+STATUS_COLUMNS = ["status", "review_reasons", "failed_stage", "error"]
+#: Per-side confidence numbers of the engine (dnqsm.confidence.side_numbers) kept in the cohort table.
+CONFIDENCE_COLUMNS = {
+    "mean_probability": ("", "network's mean foreground probability inside the label (nnU-Net only)"),
+    "uncertain_share": ("", "voxels with probability 0.2-0.8 next to the label, per label voxel"),
+    "contrast_cnr": ("", "contrast-to-noise: (mean chi in label - mean of a 1-3 voxel shell) / SD of the shell"),
+    "largest_share": ("", "share of the side's predicted voxels in the kept (largest) component"),
+}
 QC_COLUMNS = {
     "input_unit": ("", "unit of the input image (ppm or ppb) and how it was decided: see input_unit_source"),
     "input_unit_source": ("", "sidecar, config or detected from values"),
@@ -66,6 +73,11 @@ def session_row(record: dict[str, Any]) -> dict[str, Any]:
     row.update({key: record.get(key) for key in QC_COLUMNS})
     if isinstance(row["missing_sides"], list):
         row["missing_sides"] = ",".join(row["missing_sides"])
+    row["review_reasons"] = "; ".join(record.get("review_reasons") or [])
+    for side in ("left", "right"):
+        numbers = (record.get("confidence") or {}).get(side, {})
+        for key in CONFIDENCE_COLUMNS:
+            row[f"{side}_{key}"] = numbers.get(key)
     return row
 
 
@@ -90,7 +102,8 @@ def cohort_table(records: list[dict[str, Any]], bids_dir: str | Path) -> pd.Data
         table["age"] = table["baseline_age"] + table["years_since_baseline"]
     meta_cols = [c for c in list(visits.columns) + list(participants.columns) if c not in ID_COLUMNS]
     meta_cols = [c for c in dict.fromkeys(meta_cols) if c in table and c != "visit_baseline_age"]
-    ordered = ID_COLUMNS + meta_cols + STATUS_COLUMNS + list(measure_columns()) + list(QC_COLUMNS)
+    confidence = [f"{side}_{key}" for side in ("left", "right") for key in CONFIDENCE_COLUMNS]
+    ordered = ID_COLUMNS + meta_cols + STATUS_COLUMNS + list(measure_columns()) + list(QC_COLUMNS) + confidence
     table = table[[c for c in ordered if c in table]]
     return table.sort_values(ID_COLUMNS, na_position="first").reset_index(drop=True)
 
@@ -100,7 +113,9 @@ def cohort_sidecar(table: pd.DataFrame, bids_dir: str | Path) -> dict[str, Any]:
     described: dict[str, dict[str, str]] = {
         "participant_id": {"Description": "BIDS participant label"},
         "session_id": {"Description": "BIDS session label"},
-        "status": {"Description": "ok, or failed (the session is listed in failures.tsv)"},
+        "status": {"Description": "ok; review: labels and measures are there but a plausibility check doubts "
+                                  "them (review_reasons; listed in review.tsv); failed (listed in failures.tsv)"},
+        "review_reasons": {"Description": "why the segmentation needs review, one sentence per check, '; '-separated"},
         "failed_stage": {"Description": "preprocess or segment: where a failed session stopped"},
         "error": {"Description": "why the session failed"},
         "years_since_baseline": {"Description": "years since the participant's first visit (from acq_time, else age)",
@@ -111,6 +126,9 @@ def cohort_sidecar(table: pd.DataFrame, bids_dir: str | Path) -> dict[str, Any]:
     }
     for key, (unit, text) in {**measure_columns(), **QC_COLUMNS}.items():
         described[key] = column_doc(text, unit)
+    for side in ("left", "right"):
+        for key, (unit, text) in CONFIDENCE_COLUMNS.items():
+            described[f"{side}_{key}"] = column_doc(f"{side} DN: {text}", unit)
     for source in (Path(bids_dir) / "participants.json", Path(bids_dir) / "sessions.json"):
         if source.exists():
             for key, value in json.loads(source.read_text()).items():
@@ -123,8 +141,15 @@ def cohort_sidecar(table: pd.DataFrame, bids_dir: str | Path) -> dict[str, Any]:
 def failures_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Every session that failed, the stage and the reason."""
     rows = [{key: r.get(key) for key in ID_COLUMNS + ["failed_stage", "error", "source"]}
-            for r in records if r.get("status") != "ok"]
+            for r in records if r.get("status") not in ("ok", "review")]
     return pd.DataFrame(rows, columns=ID_COLUMNS + ["failed_stage", "error", "source"])
+
+
+def review_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Every session whose segmentation needs review, and why (one sentence per check)."""
+    rows = [{**{key: r.get(key) for key in ID_COLUMNS}, "review_reasons": "; ".join(r.get("review_reasons") or []),
+             "source": r.get("source")} for r in records if r.get("status") == "review"]
+    return pd.DataFrame(rows, columns=ID_COLUMNS + ["review_reasons", "source"])
 
 
 def git_commit(repo: str | Path) -> str:

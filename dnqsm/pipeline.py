@@ -1,6 +1,7 @@
 """The workflow's per-session and per-batch steps, files in and files out (scripts/ call these).
 
-A session that fails is data, not a crash: every step writes a record with ``status`` ``ok`` or
+A session that fails is data, not a crash: every step writes a record with ``status`` ``ok``,
+``review`` (labels and measures are there, but the engine's checks doubt them: ``review_reasons``) or
 ``failed`` (and why), later steps pass failures through, and the cohort table lists them. So one bad
 image never stops a batch, and the cohort table always builds. Every output folder is written beside
 its final place and moved there only when complete.
@@ -13,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from dnqsm.confidence import reassess, thresholds
 from dnqsm.io import InputError, bids_name, load_image, save_nifti, staged_folder, write_json
 from dnqsm.measure import measure
 from dnqsm.preprocess import preprocess
@@ -102,21 +104,23 @@ def batch_labels(batch_dir: str | Path, meta: dict[str, Any]) -> Path:
 
 
 def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, batch_dir: str | Path,
-                    anat_dir: str | Path, erosion_voxels: int) -> dict[str, Any]:
+                    anat_dir: str | Path, erosion_voxels: int, checks: dict[str, float] | None = None) -> dict[str, Any]:
     """The session's derivative folder: DN labels, localization mask, their sidecar and the measures
-    record (always written; ``status`` says whether the rest is there)."""
+    record (always written; ``status`` says whether the rest is there, and ``review`` whether the
+    engine's numbers pass the plausibility ``checks``: config ``confidence``, default thresholds)."""
     pre = json.loads(preproc_files(preproc_dir)[1].read_text())
     meta = batch_metadata(batch_dir, preproc_dir)
     record: dict[str, Any] = {
         "participant_id": f"sub-{subject}", "session_id": f"ses-{session}" if session else None,
-        "source": pre.get("Sources", [None])[0], "status": "ok", "failed_stage": None, "error": None,
+        "source": pre.get("Sources", [None])[0], "status": "ok", "review_reasons": [], "failed_stage": None,
+        "error": None,
         **{key: pre.get(key) for key in ("input_unit", "input_unit_source", "orientation", "p99_abs_chi_ppb")},
     }
     names = {role: path.name for role, path in derivative_files(anat_dir).items()}
     with staged_folder(anat_dir) as folder:
         if pre["status"] != "ok":
             record.update(status="failed", failed_stage="preprocess", error=pre["error"])
-        elif meta["status"] != "ok":
+        elif meta["status"] == "failed":
             image = preproc_files(preproc_dir)[0]
             error = meta["error"]
             for name in (str(image.absolute()), str(image)):  # name the user's file, not our work copy
@@ -129,6 +133,8 @@ def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, 
             dseg = load_image(seg, allow_unknown_orientation=True)
             components = {side: meta["dentate"][side]["components"] for side in ("left", "right")}
             record["measures"] = measure(chi, dseg, erosion_voxels, components)
+            verdict = reassess(meta, thresholds(checks))
+            record.update(status=verdict.status, review_reasons=verdict.reasons, confidence=verdict.sides)
             record.update({
                 "method": meta["method"],
                 "localization_components": meta["localization_components"],
@@ -155,7 +161,8 @@ def qc_snapshot(subject: str, session: str | None, preproc_dir: str | Path, anat
     record = read_measures(anat_dir)
     image = preproc_files(preproc_dir)[0]
     chi = load_image(image) if image.exists() else None
-    if record["status"] != "ok":
+    if record["status"] == "failed":
         return render_failure(out_png, title, f"{record['failed_stage']}: {record['error']}", chi)
     dseg = load_image(derivative_files(anat_dir)["dseg"], allow_unknown_orientation=True)
-    return render_snapshot(out_png, chi, dseg, title, record.get("box"), summary_lines(record["measures"]))
+    return render_snapshot(out_png, chi, dseg, title, record.get("box"), summary_lines(record["measures"]),
+                           review_reasons=record.get("review_reasons") or [])

@@ -66,8 +66,10 @@ def _draw_view(ax, chi: np.ndarray, labels: np.ndarray | None, affine: np.ndarra
 
 
 def render_snapshot(out_png: str | Path, chi: nib.Nifti1Image, dseg: nib.Nifti1Image, title: str,
-                    box: dict | None = None, lines: list[str] | None = None) -> Path:
-    """Write the QC PNG of one segmented session (atomically)."""
+                    box: dict | None = None, lines: list[str] | None = None,
+                    review_reasons: list[str] | None = None) -> Path:
+    """Write the QC PNG of one segmented session (atomically); a session under review says so, and
+    why, in its title."""
     data = chi.get_fdata(dtype=np.float32)
     labels = np.asarray(dseg.dataobj).astype(np.uint8)
     affine = chi.affine
@@ -94,11 +96,16 @@ def render_snapshot(out_png: str | Path, chi: nib.Nifti1Image, dseg: nib.Nifti1I
                 ax.text(0.5, 0.5, f"no {side} DN found", color="#ff9f0a", ha="center", va="center",
                         transform=ax.transAxes, fontsize=11)
     header = title + ("\n" + "   ".join(lines) if lines else "")
-    fig.suptitle(header, color="w", fontsize=10)
+    if review_reasons:
+        reasons = "\n".join(textwrap.wrap("NEEDS REVIEW: " + "; ".join(review_reasons), 120)[:3])
+        fig.suptitle(header, color="w", fontsize=10, y=0.995)
+        fig.text(0.5, 0.955, reasons, color="#ff9f0a", fontsize=8.5, ha="center", va="top")
+    else:
+        fig.suptitle(header, color="w", fontsize=10)
     fig.text(0.5, 0.005, f"red: left DN (1)   blue: right DN (2)   dashed: localization box   "
              f"window {CHI_WINDOW_PPB[0]:g} to {CHI_WINDOW_PPB[1]:g} ppb   neurological view (L on left)",
              color="#bbbbbb", ha="center", va="bottom", fontsize=7.5)
-    fig.tight_layout(rect=(0, 0.02, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.02, 1, 0.92 if review_reasons else 0.95))
     return save_figure(fig, out_png)
 
 

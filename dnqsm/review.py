@@ -44,9 +44,11 @@ def robust_z(values: pd.Series) -> pd.Series:
 def session_flags(table: pd.DataFrame) -> pd.Series:
     """A list of flag texts per row of the cohort table."""
     flags: dict[int, list[str]] = {i: [] for i in table.index}
-    ok = table["status"] == "ok"
+    ok = table["status"].isin(["ok", "review"])  # review: labels and measures exist, a check doubts them
     for i in table.index[~ok]:
         flags[i].append("failed")
+    for i in table.index[table["status"] == "review"]:
+        flags[i].append("needs review")
     groups = table["group"].fillna("(no group)") if "group" in table else pd.Series("all", index=table.index)
     for _, rows in table[ok].groupby(groups[ok]):
         if len(rows) < MIN_SESSIONS_FOR_OUTLIERS:
@@ -111,6 +113,7 @@ def page_records(table: pd.DataFrame, snapshots: dict[str, str], ratings: pd.Dat
             "group": str(row.get("group", "")) if pd.notna(row.get("group")) else "",
             "site": str(row.get("site", "")) if pd.notna(row.get("site")) else "",
             "status": row["status"], "error": row.get("error") if isinstance(row.get("error"), str) else "",
+            "review_reasons": [r for r in str(row.get("review_reasons") or "").split("; ") if r and r != "nan"],
             "measures": {name: _number(row.get(name)) for name in (
                 "left_volume_mm3", "right_volume_mm3", "left_chi_mean_ppb", "right_chi_mean_ppb", "asymmetry_volume")},
             "flags": flags[i], "snapshot": snapshots.get(key, ""), "given": given.get(key),
@@ -171,11 +174,11 @@ PAGE = r"""<!DOCTYPE html>
 <body>
 <header>
   <h1 id="title"></h1><span id="progress"></span>
-  <label>flags <select id="filter-flag"><option value="">all</option><option value="flagged">flagged</option><option value="clean">no flags</option></select></label>
+  <label>flags <select id="filter-flag"><option value="">all</option><option value="review">needs review</option><option value="flagged">flagged</option><option value="clean">no flags</option></select></label>
   <label>group <select id="filter-group"><option value="">all</option></select></label>
   <label>site <select id="filter-site"><option value="">all</option></select></label>
   <label>rating <select id="filter-rating"><option value="">all</option><option value="unrated">unrated</option><option value="pass">pass</option><option value="fail">fail</option><option value="uncertain">uncertain</option></select></label>
-  <label>sort <select id="sort"><option value="key">subject, session</option><option value="flags">most flags first</option><option value="left_volume_mm3">left volume</option><option value="right_volume_mm3">right volume</option><option value="left_chi_mean_ppb">left χ</option><option value="asymmetry_volume">asymmetry</option></select></label>
+  <label>sort <select id="sort"><option value="status">needs review first</option><option value="key">subject, session</option><option value="flags">most flags first</option><option value="left_volume_mm3">left volume</option><option value="right_volume_mm3">right volume</option><option value="left_chi_mean_ppb">left χ</option><option value="asymmetry_volume">asymmetry</option></select></label>
   <button id="export">export qc_ratings.tsv (e)</button>
   <div id="help">keys: j / ↓ next · k / ↑ previous · p pass · f fail · u uncertain · x clear · c comment (Enter to save, Esc to leave) · e export</div>
 </header>
@@ -205,10 +208,12 @@ function render() {
   const flag = document.getElementById("filter-flag").value, group = document.getElementById("filter-group").value;
   const site = document.getElementById("filter-site").value, rating = document.getElementById("filter-rating").value;
   const sort = document.getElementById("sort").value;
-  visible = SESSIONS.filter(s => (!flag || (flag === "flagged" ? s.flags.length > 0 : s.flags.length === 0))
+  visible = SESSIONS.filter(s => (!flag || (flag === "review" ? s.status === "review" : flag === "flagged" ? s.flags.length > 0 : s.flags.length === 0))
     && (!group || s.group === group) && (!site || s.site === site)
     && (!rating || (rating === "unrated" ? !(ratings[s.key] && ratings[s.key].rating) : ratings[s.key] && ratings[s.key].rating === rating)));
-  if (sort === "flags") visible.sort((a, b) => b.flags.length - a.flags.length || a.key.localeCompare(b.key));
+  const rank = {review: 0, ok: 1, failed: 2};  // failed sessions have no labels to rate: last
+  if (sort === "status") visible.sort((a, b) => (rank[a.status] ?? 2) - (rank[b.status] ?? 2) || a.key.localeCompare(b.key));
+  else if (sort === "flags") visible.sort((a, b) => b.flags.length - a.flags.length || a.key.localeCompare(b.key));
   else if (sort === "key") visible.sort((a, b) => a.key.localeCompare(b.key));
   else visible.sort((a, b) => (a.measures[sort] ?? Infinity) - (b.measures[sort] ?? Infinity));
   const list = document.getElementById("list");
@@ -232,6 +237,7 @@ function card(s, i) {
   c.appendChild(el("div", "meta", "right: " + fmt(m.right_volume_mm3, 0) + " mm³, " + fmt(m.right_chi_mean_ppb, 1) + " ppb"));
   c.appendChild(el("div", "meta", "volume asymmetry 2(L−R)/(L+R): " + fmt(m.asymmetry_volume, 2)));
   if (s.error) c.appendChild(el("div", "error", s.error));
+  for (const reason of s.review_reasons || []) c.appendChild(el("div", "error", "needs review: " + reason));
   const flags = el("div"); for (const f of s.flags) flags.appendChild(el("span", "flag", f)); c.appendChild(flags);
   const comment = el("input", "comment"); comment.type = "text"; comment.placeholder = "comment (c)";
   comment.value = r && r.comment ? r.comment : ""; comment.dataset.role = "comment";

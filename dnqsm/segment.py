@@ -22,6 +22,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from scipy import ndimage
 
 from dnqsm import __version__
+from dnqsm.confidence import DEFAULTS as CHECK_DEFAULTS, Confidence, assess, side_numbers
 from dnqsm.io import InputError, load_image, save_nifti, staged_folder, write_json
 from dnqsm.localize import crop, localization_input, region_box, region_components, region_slices, resample_to_grid
 from dnqsm.nnunet import from_nnunet, model_folder, sha256, to_nnunet
@@ -104,6 +105,8 @@ class Engine:
     Subclasses implement ``segment`` (one image to a :class:`Result`) and ``describe``."""
 
     method = "engine"
+    #: thresholds of the plausibility checks (dnqsm.confidence.thresholds); callers may replace them
+    checks: dict[str, float] = CHECK_DEFAULTS
 
     def segment(self, path: str | Path) -> "Result":
         raise NotImplementedError
@@ -148,12 +151,15 @@ class Engine:
     def _write_result(self, path, out_dir, stem, result: "Result", start: float) -> dict:
         tick = time.perf_counter()
         img = result.image
-        meta = {"status": "ok", "error": None, **self._base_metadata(path, stem),
+        verdict = result.confidence
+        meta = {"status": verdict.status, "review_reasons": verdict.reasons, "error": None,
+                **self._base_metadata(path, stem),
                 "image": {"shape": list(img.shape[:3]), "affine": np.round(img.affine, 5).tolist(),
                           "orientation": "".join(nib.aff2axcodes(img.affine)),
                           "spacing_mm": [round(float(z), 4) for z in img.header.get_zooms()[:3]]},
                 **result.geometry, "dentate": result.sides,
-                "missing_sides": [s for s in ("left", "right") if result.sides[s]["voxels"] == 0]}
+                "missing_sides": [s for s in ("left", "right") if result.sides[s]["voxels"] == 0],
+                "confidence": {"sides": verdict.sides, "thresholds": verdict.checks}}
         with staged_folder(Path(out_dir) / stem) as folder:
             save_nifti(folder / f"{stem}_seg.nii.gz", _like(img, result.labels))
             save_nifti(folder / f"{stem}_cerebellar_mask.nii.gz", _like(img, result.region_on_input))
@@ -173,11 +179,15 @@ class DentateSegmenter(Engine):
     method = "nnunet"
 
     def __init__(self, models: ModelSet, device: str = "cpu", folds: tuple | None = None, mirroring: bool = False,
-                 threads: int | None = None, tile_step_size: float = 0.5):
+                 threads: int | None = None, tile_step_size: float = 0.5, probabilities: bool = True):
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+        from dnqsm.nnunet import register_trainers
+
+        register_trainers()  # models trained by dnqsm name its trainer class
         self.models = models
+        self.probabilities = probabilities  # keep the segmentation network's probabilities for the checks
         self.device = resolve_device(device)
         self.mirroring = mirroring
         self.folds = folds
@@ -228,12 +238,15 @@ class DentateSegmenter(Engine):
         cropped = crop(canonical, slices)
         values = cropped.get_fdata(dtype=np.float32)
         data, props = to_nnunet(np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), cropped.header.get_zooms()[:3])
-        raw = (from_nnunet(self.predictors["segmentation"].predict_single_npy_array(data, props)) > 0).astype(np.uint8)
+        predicted = self.predictors["segmentation"].predict_single_npy_array(data, props, None, None, self.probabilities)
+        seg, probabilities = predicted if self.probabilities else (predicted, None)
+        raw = (from_nnunet(seg) > 0).astype(np.uint8)
+        foreground = from_nnunet(probabilities[1]).astype(np.float32) if self.probabilities else None
         timings["segmentation"] = time.perf_counter() - tick
 
         return postprocess(img, canonical, slices, cropped, raw, region, grid_affine, box, margin, touches_edge,
                            midline_x, midline_source, timings,
-                           f"{path}: no dentate nucleus found in the localized region")
+                           f"{path}: no dentate nucleus found in the localized region", foreground, self.checks)
 
     def describe(self) -> dict[str, Any]:
         return {"models": {"localization": self.models.localization.describe(),
@@ -254,14 +267,18 @@ class Result:
     sides: dict[str, dict]
     geometry: dict[str, Any]
     timings: dict[str, float]
+    confidence: Confidence
 
 
 def postprocess(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, cropped: nib.Nifti1Image, raw: np.ndarray,
                 region: np.ndarray, grid_affine: np.ndarray, box, margin: float, touches_edge: bool, midline_x: float,
-                midline_source: str, timings: dict[str, float], nothing_found: str) -> Result:
+                midline_source: str, timings: dict[str, float], nothing_found: str,
+                probability: np.ndarray | None = None, checks: dict[str, float] | None = None) -> Result:
     """What every method does with its binary DN mask on the canonical crop: sides by the midline and
     the largest component per side (:func:`assign_sides`), then the labels back on the input's own
-    grid with the geometry record. Raises SegmentationFailure(``nothing_found``) when no DN is left."""
+    grid with the geometry record and the confidence verdict (``probability``: the method's foreground
+    probability on the crop, if it has one). Raises SegmentationFailure(``nothing_found``) when no DN
+    is left."""
     tick = time.perf_counter()
     labeled, sides = assign_sides(raw, cropped.affine, midline_x)
     if not labeled.any():
@@ -284,7 +301,15 @@ def postprocess(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, croppe
         "box_touches_image_edge": touches_edge, "midline_x_mm": round(midline_x, 3), "midline_source": midline_source,
     }
     timings["postprocess"] = time.perf_counter() - tick
-    return Result(img, labels, mask_on_input.astype(np.uint8), cropped, raw, labeled, sides, geometry, timings)
+    tick = time.perf_counter()
+    values = cropped.get_fdata(dtype=np.float32)
+    numbers = {name: side_numbers(values, labeled, label, probability, sides[name]["predicted_voxels"],
+                                  cropped.affine, midline_x) for name, label in (("left", LEFT), ("right", RIGHT))}
+    verdict = assess(numbers, {n: sides[n]["volume_mm3"] for n in ("left", "right")}, box.as_dict(),
+                     [float(z) for z in img.header.get_zooms()[:3]], checks or CHECK_DEFAULTS)
+    timings["confidence"] = time.perf_counter() - tick
+    return Result(img, labels, mask_on_input.astype(np.uint8), cropped, raw, labeled, sides, geometry, timings,
+                  verdict)
 
 
 def assign_sides(binary: np.ndarray, affine: np.ndarray, midline_x: float) -> tuple[np.ndarray, dict]:
@@ -299,12 +324,13 @@ def assign_sides(binary: np.ndarray, affine: np.ndarray, midline_x: float) -> tu
         labels[tuple(idx.T)] = side
     structure = np.ones((3, 3, 3), bool)
     for name, label in (("left", LEFT), ("right", RIGHT)):
+        predicted = int((labels == label).sum())
         comps, n = ndimage.label(labels == label, structure=structure)
         if n > 1:
             sizes = ndimage.sum(labels == label, comps, index=np.arange(1, n + 1))
             keep = 1 + int(np.argmax(sizes))
             labels[(comps > 0) & (comps != keep)] = 0
-        info[name] = {"components": int(n), "voxels": int((labels == label).sum())}
+        info[name] = {"components": int(n), "voxels": int((labels == label).sum()), "predicted_voxels": predicted}
     return labels, info
 
 

@@ -38,6 +38,7 @@ class Settings:
     slowing: list[float] = field(default_factory=lambda: [0.3, 0.5])
     alpha: float = 0.05
     power: float = 0.8
+    exclude_review: bool = False  # leave out sessions whose segmentation needs review (QC ratings override)
 
 
 @dataclass
@@ -54,24 +55,46 @@ class Fit:
     dropped: pd.DataFrame
 
 
-def analysis_table(table: pd.DataFrame, ratings: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """Sessions usable for statistics: status ok, not rated ``fail`` in QC, with a time since baseline.
+def analysis_table(table: pd.DataFrame, ratings: pd.DataFrame | None = None,
+                   exclude_review: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """Sessions usable for statistics: not failed, not rated ``fail`` in QC, with a time since baseline.
 
-    ``years`` comes from the table's ``years_since_baseline`` (acq_time, else age at visit)."""
+    Sessions whose segmentation needs review (status ``review``) stay in by default and are listed;
+    ``exclude_review`` leaves them out. A QC rating overrides either way: ``pass`` keeps a session
+    under review, ``fail`` removes any session. ``years`` comes from the table's
+    ``years_since_baseline`` (acq_time, else age at visit)."""
     notes = []
     data = table.copy()
-    failed = data["status"] != "ok"
-    if failed.any():
-        notes.append(f"{int(failed.sum())} session(s) left out: segmentation failed")
-    data = data[~failed]
+    key = data[["participant_id", "session_id"]].astype(str).agg("_".join, axis=1)
+    rated = {}
     if ratings is not None and len(ratings):
-        bad = ratings.loc[ratings["rating"] == "fail", ["participant_id", "session_id"]]
-        key = data[["participant_id", "session_id"]].astype(str).agg("_".join, axis=1)
-        excluded = key.isin(bad.astype(str).agg("_".join, axis=1))
-        if excluded.any():
-            names = ", ".join(key[excluded])
-            notes.append(f"{int(excluded.sum())} session(s) left out: rated fail in QC ({names})")
-        data = data[~excluded]
+        rated = dict(zip(ratings[["participant_id", "session_id"]].astype(str).agg("_".join, axis=1), ratings["rating"]))
+    rating = key.map(rated)
+    failed = ~data["status"].isin(["ok", "review"])
+    if failed.any():
+        stages = data.loc[failed, "failed_stage"].fillna("unknown stage") if "failed_stage" in data else \
+            pd.Series("unknown stage", index=data.index[failed])
+        for stage, count in stages.value_counts().sort_index().items():
+            notes.append(f"{int(count)} session(s) left out: failed in {stage}")
+    review = (data["status"] == "review") & ~failed
+    if review.any():
+        names = ", ".join(key[review])
+        if exclude_review:
+            kept = review & (rating == "pass")
+            dropped = review & ~kept
+            if dropped.any():
+                notes.append(f"{int(dropped.sum())} session(s) left out: segmentation needs review "
+                             f"(stats.exclude_review; {', '.join(key[dropped])})")
+            if kept.any():
+                notes.append(f"{int(kept.sum())} session(s) under review kept: rated pass in QC ({', '.join(key[kept])})")
+            failed = failed | dropped
+        else:
+            notes.append(f"{int(review.sum())} session(s) included whose segmentation needs review ({names}); "
+                         "set stats.exclude_review to leave them out")
+    excluded = (rating == "fail") & ~failed
+    if excluded.any():
+        notes.append(f"{int(excluded.sum())} session(s) left out: rated fail in QC ({', '.join(key[excluded])})")
+    data = data[~(failed | excluded)]
     if "years_since_baseline" not in data:
         raise ValueError("the cohort table has no years_since_baseline (no acq_time or age in sessions.tsv)")
     data = data.assign(**{TIME: data["years_since_baseline"]})
@@ -266,6 +289,20 @@ def subject_slopes(data: pd.DataFrame, measures: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["participant_id", "group", "measure", "n_visits", "span_years", "slope_per_year"])
 
 
+def _participants_per_arm(effect_size: float, alpha: float, power: float) -> float:
+    """statsmodels' two-sample t-test sample size; 2 when even two per arm reach the power (the solver
+    does not converge below that), NaN when it finds no answer."""
+    from statsmodels.stats.power import TTestIndPower
+
+    analysis = TTestIndPower()
+    if analysis.power(effect_size=effect_size, nobs1=2, alpha=alpha, alternative="two-sided") >= power:
+        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        n = analysis.solve_power(effect_size=effect_size, alpha=alpha, power=power, alternative="two-sided")
+    return math.ceil(n) if np.isfinite(n) else math.nan
+
+
 def sample_size(changes: pd.DataFrame, slopes: pd.DataFrame, groups: list[str], settings: Settings) -> pd.DataFrame:
     """Participants per arm to detect a slowing of each patient group's excess annual change (over the
     reference group's) by the configured fractions: two-sample t-test on per-subject slopes
@@ -282,12 +319,32 @@ def sample_size(changes: pd.DataFrame, slopes: pd.DataFrame, groups: list[str], 
                 delta = abs(fraction * excess)
                 n = math.nan
                 if np.isfinite(sd) and sd > 0 and delta > 0:
-                    n = math.ceil(TTestIndPower().solve_power(effect_size=delta / sd, alpha=settings.alpha,
-                                                              power=settings.power, alternative="two-sided"))
+                    n = _participants_per_arm(delta / sd, settings.alpha, settings.power)
                 rows.append({"measure": measure, "group": group, "reference": groups[0],
                              "excess_change_per_year": excess, "slowing": fraction, "detectable_difference": delta,
                              "slope_sd": sd, "alpha": settings.alpha, "power": settings.power, "n_per_arm": n})
     return pd.DataFrame(rows)
+
+
+#: The columns of every statistics table, so that a table with no rows (too few groups, nothing
+#: modelled) is still a TSV with its header that any reader can open.
+TABLE_COLUMNS: dict[str, list[str]] = {
+    "fixed_effects": ["measure", "model", "term", "estimate", "se", "ci_low", "ci_high", "p_value", "n_obs",
+                      "n_subjects"],
+    "annual_change": ["measure", "group", "model", "change_per_year", "ci_low", "ci_high", "p_value", "baseline_mean",
+                      "change_pct_per_year", "ci_low_pct", "ci_high_pct"],
+    "baseline_differences": ["measure", "group", "reference", "n", "mean", "sd", "n_reference", "mean_reference",
+                             "sd_reference", "difference", "hedges_g", "p_value"],
+    "subject_slopes": ["participant_id", "group", "measure", "n_visits", "span_years", "slope_per_year"],
+    "sample_size": ["measure", "group", "reference", "excess_change_per_year", "slowing", "detectable_difference",
+                    "slope_sd", "alpha", "power", "n_per_arm"],
+    "dropped_rows": ["participant_id", "session_id", "measure", "missing"],
+    "models": ["measure", "model", "formula", "converged", "n_obs", "n_subjects", "messages"],
+}
+
+
+def _with_header(name: str, table: pd.DataFrame) -> pd.DataFrame:
+    return table if len(table.columns) else pd.DataFrame(columns=TABLE_COLUMNS[name])
 
 
 @dataclass
@@ -300,7 +357,7 @@ class Analysis:
 
 def analyse(table: pd.DataFrame, settings: Settings, ratings: pd.DataFrame | None = None) -> Analysis:
     """Everything the statistics rule writes, from the cohort table and the QC ratings."""
-    data, notes = analysis_table(table, ratings)
+    data, notes = analysis_table(table, ratings, settings.exclude_review)
     groups, group_notes = usable_groups(data, settings)
     notes += group_notes
     measures = [m for m in MEASURES if m in data and data[m].notna().any()]
@@ -317,7 +374,8 @@ def analyse(table: pd.DataFrame, settings: Settings, ratings: pd.DataFrame | Non
         empty = {name: pd.DataFrame() for name in ("fixed_effects", "annual_change", "baseline_differences",
                                                    "subject_slopes", "sample_size")}
         dropped = pd.concat([f.dropped for f in attempted], ignore_index=True) if attempted else pd.DataFrame()
-        return Analysis([], groups, notes, {**empty, "dropped_rows": dropped, "models": models})
+        tables = {**empty, "dropped_rows": dropped, "models": models}
+        return Analysis([], groups, notes, {name: _with_header(name, t) for name, t in tables.items()})
     modelled = data[data["group"].isin(groups)] if len(groups) >= 2 else data
     changes = pd.concat([annual_change(f, groups, settings.alpha) for f in fits], ignore_index=True)
     slopes = subject_slopes(modelled, measures)
@@ -330,7 +388,7 @@ def analyse(table: pd.DataFrame, settings: Settings, ratings: pd.DataFrame | Non
         "dropped_rows": pd.concat([f.dropped for f in attempted], ignore_index=True),
         "models": models,
     }
-    return Analysis(fits, groups, notes, tables)
+    return Analysis(fits, groups, notes, {name: _with_header(name, t) for name, t in tables.items()})
 
 
 #: Column descriptions for the JSON sidecars of the statistics tables.

@@ -113,7 +113,7 @@ def comparison_table(sessions: pd.DataFrame, reference: str = "nnunet") -> pd.Da
         part = sessions[sessions.method == method]
         for side in SIDES:
             dice_col = f"{side}_dice"
-            row = {"method": method, "side": side, "n": len(part), "n_failed": int((part.status != "ok").sum()),
+            row = {"method": method, "side": side, "n": len(part), "n_failed": int((part.status == "failed").sum()),
                    "dice_mean": part[dice_col].mean(), "dice_sd": part[dice_col].std(),
                    "dice_p_vs_reference": np.nan, "hd95_median_mm": part[f"{side}_hd95_mm"].median()}
             if method != reference:
@@ -172,7 +172,7 @@ _SIDE_COLUMNS = {
 }
 _COLUMNS = {
     "participant_id": ("", "participant"), "session_id": ("", "session"),
-    "status": ("", "ok, or failed (the segmentation failed; scored as an empty label)"),
+    "status": ("", "ok, review (segmented, a plausibility check doubts it) or failed (scored as an empty label)"),
     "manual_labels": ("", "the manual label file"), "group": ("", "diagnostic group (participants.tsv)"),
     "site": ("", "acquisition site (participants.tsv)"),
     "method": ("", "segmentation method: nnunet (two-step deep learning) or atlas (registration baseline)"),

@@ -2,7 +2,8 @@
 
 
 rule cohort_table:
-    """Cohort table (TSV + JSON sidecar) with measures and visit metadata; failures.tsv."""
+    """Cohort table (TSV + JSON sidecar) with measures, status and visit metadata; failures.tsv and
+    review.tsv (sessions whose segmentation a plausibility check doubts)."""
     input:
         anat=for_all_sessions(lambda subject, session: session_folder("anat", subject, session)),
         metadata=[str(p) for p in [BIDS_DIR / "participants.tsv", *BIDS_DIR.glob("sub-*/sub-*_sessions.tsv")]
@@ -12,6 +13,7 @@ rule cohort_table:
                      category="Cohort"),
         sidecar=cohort_path("desc-dentate_measures.json"),
         failures=report(cohort_path("failures.tsv"), caption="../report/failures.rst", category="Cohort"),
+        review=report(cohort_path("review.tsv"), caption="../report/review.rst", category="Cohort"),
     params:
         bids_dir=str(BIDS_DIR),
     log:

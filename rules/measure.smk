@@ -10,6 +10,7 @@ rule measure:
         folder=directory(session_folder("anat")),
     params:
         erosion_voxels=config["measure"]["erosion_voxels"],
+        checks=config["confidence"],
     resources:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime_min"],

@@ -1,6 +1,6 @@
 """Snakemake entry point: the cohort table, its sidecar and failures.tsv (dnqsm.cohort)."""
 
-from dnqsm.cohort import cohort_sidecar, cohort_table, failures_table
+from dnqsm.cohort import cohort_sidecar, cohort_table, failures_table, review_table
 from dnqsm.io import script_log, write_tsv
 from dnqsm.pipeline import read_measures
 
@@ -11,4 +11,6 @@ with script_log(snakemake.log[0]):
     write_tsv(snakemake.output.table, table, cohort_sidecar(table, snakemake.params.bids_dir))
     failures = failures_table(records)
     write_tsv(snakemake.output.failures, failures)
-    print(f"{len(table)} sessions, {len(failures)} failed")
+    review = review_table(records)
+    write_tsv(snakemake.output.review, review)
+    print(f"{len(table)} sessions, {len(review)} need review, {len(failures)} failed")

@@ -36,7 +36,7 @@ with script_log(snakemake.log[0]):
                    "method": method, "status": "failed", "manual_labels": labels, "seconds": None, "device": None}
             if reference is not None:  # a session that failed preprocessing has no engine record
                 meta = batch_metadata(batch, preprocessed)
-                seg = batch_labels(batch, meta) if meta["status"] == "ok" else None
+                seg = batch_labels(batch, meta) if meta["status"] != "failed" else None
                 row.update(status=meta["status"], seconds=meta["timings_s"]["total"],
                            device=meta["options"]["device"])
                 row.update(agreement(seg, reference))

@@ -7,5 +7,5 @@ snakemake = globals()["snakemake"]
 wc = snakemake.wildcards
 with script_log(snakemake.log[0]):
     record = session_outputs(wc.subject, wc.get("session"), snakemake.input.preprocessed, snakemake.input.batch,
-                             snakemake.output.folder, snakemake.params.erosion_voxels)
+                             snakemake.output.folder, snakemake.params.erosion_voxels, snakemake.params.checks)
     print(f"sub-{wc.subject} {wc.get('session') or ''}: {record['status']}")

@@ -17,7 +17,7 @@ with script_log(snakemake.log[0]):
         record = read_measures(anat)
         row = {"participant_id": record["participant_id"], "session_id": record["session_id"],
                "status": record["status"], "manual_labels": labels}
-        if record["status"] == "ok":
+        if record["status"] != "failed":
             row.update(session_agreement(derivative_files(anat)["dseg"], labels, preproc_files(preprocessed)[0]))
         rows.append(row)
     sessions = pd.DataFrame(rows)
@@ -28,4 +28,4 @@ with script_log(snakemake.log[0]):
     write_tsv(snakemake.output.sessions, sessions, sidecar(sessions))
     write_tsv(snakemake.output.summary, summary, sidecar(summary))
     plots.bland_altman(sessions, snakemake.output.bland_altman)
-    print(f"{len(sessions)} labelled sessions, {int((sessions.status == 'ok').sum())} segmented")
+    print(f"{len(sessions)} labelled sessions, {int((sessions.status != 'failed').sum())} segmented")

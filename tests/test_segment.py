@@ -121,7 +121,8 @@ def test_bad_images_fail_alone_with_clear_messages(fresh, tmp_path):
     assert run.returncode == 1, run.stderr
     meta = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/*_metadata.json")}
     good_stem = image.name.removesuffix(".nii.gz")
-    assert meta[good_stem]["status"] == "ok"
+    assert meta[good_stem]["status"] == "ok", meta[good_stem]["review_reasons"]
+    assert meta[good_stem]["review_reasons"] == []
     expected = {"corrupt": "cannot read as NIfTI", "four_d": "expected a 3D image", "all_nan": "no finite values",
                 "slab": "dentate"}
     for stem, message in expected.items():
@@ -130,3 +131,30 @@ def test_bad_images_fail_alone_with_clear_messages(fresh, tmp_path):
         assert sorted(p.name for p in (out / stem).iterdir()) == [f"{stem}_metadata.json"]
     assert "1 of 5 images segmented" in run.stdout
     assert not list(out.glob(".*")), "no staging folders left behind"
+
+
+def test_review_status_reasons_exit_codes_and_threshold_overrides(fresh, tmp_path):
+    image, _ = next(_pairs(fresh))
+    stem = image.name.removesuffix(".nii.gz")
+
+    def segment(*extra):
+        out = tmp_path / f"out{len(extra)}"
+        run = subprocess.run([sys.executable, "-m", "dnqsm.cli", "segment", "-i", str(image), "-o", str(out),
+                              "--device", "cpu", "--threads", "2", *extra], capture_output=True, text=True)
+        return run, json.loads((out / stem / f"{stem}_metadata.json").read_text())
+
+    # a good image under an absurd volume limit needs review: exit 0, reasons everywhere it is reported
+    run, meta = segment("--check", "min_volume_mm3=100000")
+    assert run.returncode == 0, run.stderr
+    assert meta["status"] == "review"
+    assert any(r.startswith("left DN volume") and "below the plausible 100000 mm³" in r for r in meta["review_reasons"])
+    assert meta["confidence"]["thresholds"]["min_volume_mm3"] == 100000
+    assert 0.5 < meta["confidence"]["sides"]["left"]["mean_probability"] <= 1.0
+    assert meta["confidence"]["sides"]["right"]["contrast_cnr"] > 1.0
+    assert f"review  {stem}:" in run.stdout and "needs review: left DN volume" in run.stdout
+    assert "0 ok, 1 need review, 0 failed" in run.stdout
+    run, meta = segment("--check", "min_volume_mm3=100000", "--strict")
+    assert run.returncode == 3 and meta["status"] == "review"
+    run = subprocess.run([sys.executable, "-m", "dnqsm.cli", "segment", "-i", str(image), "-o", str(tmp_path / "x"),
+                          "--check", "min_volume=3"], capture_output=True, text=True)
+    assert run.returncode == 2 and "unknown confidence check 'min_volume'" in run.stderr

@@ -12,6 +12,7 @@ import statsmodels.formula.api as smf
 from dnqsm.io import read_tsv
 from dnqsm.stats import Settings, analyse, sample_size
 from dnqsm.synth.cohort import DEFAULT_EFFECTS
+from truth_helpers import calibrated_chi
 
 TRUTH = "derivatives/manual"
 
@@ -23,7 +24,7 @@ def truth_as_cohort_table(root) -> pd.DataFrame:
     table["status"] = "ok"
     for side in ("left", "right"):
         table[f"{side}_volume_mm3"] = truth[f"dn_{side}_volume_mm3"]
-        table[f"{side}_chi_mean_ppb"] = truth[f"dn_{side}_mean_chi_ppb"] / truth["acq_scale"]
+        table[f"{side}_chi_mean_ppb"] = calibrated_chi(truth, side)
         table[f"{side}_chi_mass_ppb_mm3"] = table[f"{side}_chi_mean_ppb"] * table[f"{side}_volume_mm3"]
     table["total_volume_mm3"] = table.left_volume_mm3 + table.right_volume_mm3
     table["total_chi_mass_ppb_mm3"] = table.left_chi_mass_ppb_mm3 + table.right_chi_mass_ppb_mm3
@@ -31,9 +32,12 @@ def truth_as_cohort_table(root) -> pd.DataFrame:
 
 
 def planted_volume_interaction(truth: pd.DataFrame, side: str) -> float:
-    """Planted group x time effect on volume in mm^3/year: each subject's planted baseline volume times
-    its group's planted % change per year, averaged per group, ataxia minus control."""
-    base = (truth[f"dn_{side}_volume_mm3"] / truth[f"dn_{side}_planted_volume_factor"]).groupby(truth.participant_id).mean()
+    """Planted group x time effect on volume in mm^3/year: each subject's planted baseline volume (group
+    offset included) times its group's planted % change per year, averaged per group, ataxia minus
+    control."""
+    offset = 1 + truth["group"].map({g: e.volume_offset_pct / 100 for g, e in DEFAULT_EFFECTS.items()})
+    base = (truth[f"dn_{side}_volume_mm3"] / truth[f"dn_{side}_planted_volume_factor"] * offset
+            ).groupby(truth.participant_id).mean()
     group = truth.groupby("participant_id")["group"].first()
     rate = group.map({g: DEFAULT_EFFECTS[g].volume_pct_per_year / 100 for g in ("control", "ataxia")})
     per_subject = base * rate
@@ -52,11 +56,11 @@ def test_group_by_time_effects_cover_the_planted_values(planted):
     term = "years:C(group)[T.ataxia]"
     tissue = DEFAULT_EFFECTS["ataxia"].chi_ppb_per_year - DEFAULT_EFFECTS["control"].chi_ppb_per_year
     for side in ("left", "right"):
-        # Mean chi over a label includes partial-volume voxels at its edge, so it moves by the planted
-        # tissue change times the label's partial-volume factor; that factor is read off the same truth
-        # (measured against planted chi over all sessions).
+        # The measured chi moves by the planted tissue change times what partial volume and the
+        # site's calibration leave of it; that factor is read off the same truth (measured against
+        # planted chi over all sessions).
         factor = np.polyfit(truth[f"dn_{side}_planted_chi_ppb"], table[f"{side}_chi_mean_ppb"], 1)[0]
-        assert 0.7 < factor < 1.0
+        assert 0.7 < factor < 1.3
         chi = tissue * factor
         row = fixed.loc[(f"{side}_chi_mean_ppb", term)]
         assert row.ci_low <= chi <= row.ci_high, (side, row.estimate, row.ci_low, row.ci_high)
@@ -127,3 +131,38 @@ def test_sample_size_known_answer():
     # slope SD = 4 ; slowing 0.5 of an excess of -4 => 2 ; effect size 2 / 4 = 0.5
     table = sample_size(changes, slopes, ["control", "ataxia"], Settings(slowing=[0.5]))
     assert table.n_per_arm.tolist() == [64] and math.isclose(table.slope_sd.iloc[0], 4.0)
+
+
+def test_review_sessions_are_included_and_listed_unless_excluded_and_ratings_override(planted):
+    table, _, _ = planted
+    table = table.copy()
+    table["failed_stage"] = None
+    first, second, third = table.index[:3]
+    table.loc[[first, second], "status"] = "review"
+    table.loc[third, ["status", "failed_stage"]] = ["failed", "preprocess"]
+    key = lambda i: f"{table.participant_id[i]}_{table.session_id[i]}"
+    settings = Settings(covariates=["baseline_age", "sex"])
+    included = analyse(table, settings)
+    assert len(included.fits[0].data) == len(table) - 1
+    assert any("2 session(s) included whose segmentation needs review" in n and key(first) in n for n in included.notes)
+    assert "1 session(s) left out: failed in preprocess" in included.notes
+    ratings = pd.DataFrame({"participant_id": [table.participant_id[second], table.participant_id[third + 1]],
+                            "session_id": [table.session_id[second], table.session_id[third + 1]],
+                            "rating": ["pass", "fail"], "comment": ["", ""]})
+    excluded = analyse(table, Settings(covariates=["baseline_age", "sex"], exclude_review=True), ratings)
+    assert len(excluded.fits[0].data) == len(table) - 3  # failed, review (not rated pass), rated fail
+    assert any("1 session(s) left out: segmentation needs review" in n and key(first) in n for n in excluded.notes)
+    assert any("1 session(s) under review kept: rated pass in QC" in n for n in excluded.notes)
+    assert any("rated fail in QC" in n for n in excluded.notes)
+
+
+def test_tables_without_rows_keep_their_header(planted, tmp_path):
+    from dnqsm.io import write_tsv
+
+    table, _, _ = planted
+    one_group = table[table.group == "control"]
+    analysis = analyse(one_group, Settings(covariates=["baseline_age", "sex"]))
+    for name in ("baseline_differences", "sample_size"):
+        path = write_tsv(tmp_path / f"{name}.tsv", analysis.tables[name])
+        read = read_tsv(path)
+        assert len(read) == 0 and "measure" in read.columns, name

@@ -1,0 +1,165 @@
+"""Does dnqsm say when it is wrong? Sensitivity and false-review rate of the status, per degradation.
+
+Usage: python benchmarks/flags.py [--subjects 12] [--models models/demo] [--out table.tsv | --table table.tsv]
+Generates a fresh `stress` cohort and degraded copies of every image (DN made invisible, heavy noise,
+heavy blur, wrong unit, field of view cut through the cerebellum), segments all with `dnqsm segment`'s
+engine and scores each result against the truth (labels cut with the image where the field of view
+is cut). Prints one Markdown table: per degradation, how many results are poor (worse side Dice < 0.7)
+and the share of them marked review or failed (sensitivity), how many are good (worse side Dice >= 0.85)
+and the share of them marked review (false-review rate); then the cost of probabilities and checks
+against the segmentation time (a second pass without probabilities on the clean images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from dnqsm.io import bids_path, read_tsv, save_nifti
+from dnqsm.metrics import dice
+from dnqsm.segment import DentateSegmenter, load_model_set
+from dnqsm.synth import write_dataset
+
+TARGETS = "sensitivity >= 0.95 and false-review rate <= 0.10; probabilities + checks <= 15 % of segmentation time"
+
+
+def degrade(kind: str, values: np.ndarray, labels: np.ndarray, zooms, rng) -> tuple[np.ndarray, np.ndarray]:
+    """A degraded copy of one image (in its stored unit) and the truth that goes with it."""
+    finite = np.isfinite(values)
+    inside = finite & (values != 0)
+    out = values.copy()
+    if kind == "invisible":  # the nuclei painted over with the tissue around them
+        near = ndimage.binary_dilation(labels > 0, iterations=2)
+        shell = ndimage.binary_dilation(near, iterations=3) & ~near & inside
+        out[near & inside] = rng.normal(np.median(values[shell]), values[shell].std(), int((near & inside).sum()))
+    elif kind == "heavy_noise":
+        contrast = abs(values[(labels > 0) & finite].mean() - np.median(values[inside]))
+        out[inside] += rng.normal(0, 3 * contrast, int(inside.sum()))
+    elif kind == "heavy_blur":
+        filled = np.where(finite, values, 0)
+        out = ndimage.gaussian_filter(filled, [4.0 / z for z in zooms])
+        out[~finite] = np.nan
+    elif kind == "wrong_unit":
+        out = values * 1000.0
+    return out.astype(np.float32), labels
+
+
+def cut_fov(img: nib.Nifti1Image, labels: np.ndarray) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """Remove everything below the middle of the nuclei (in world z): a slab that misses half of them."""
+    data = img.get_fdata(dtype=np.float32)
+    ijk = np.indices(data.shape).reshape(3, -1).T
+    z = nib.affines.apply_affine(img.affine, ijk)[:, 2].reshape(data.shape)
+    level = z[labels > 0].mean()
+    below = z < level
+    data[below] = 0
+    return nib.Nifti1Image(data, img.affine, img.header), np.where(below, 0, labels).astype(np.uint8)
+
+
+KINDS = ("clean", "invisible", "heavy_noise", "heavy_blur", "wrong_unit", "cut_fov")
+
+
+def build(root: Path, tmp: Path) -> list[dict]:
+    truth = read_tsv(root / "derivatives/manual/truth.tsv")
+    rng = np.random.default_rng(0)
+    cases = []
+    for r in truth.itertuples():
+        sub, ses = r.participant_id[4:], r.session_id[4:]
+        image = bids_path(root, sub, ses, "Chimap")
+        img = nib.load(image)
+        labels = np.asarray(nib.load(bids_path(root / "derivatives/manual", sub, ses, "dseg", desc="dentate")).dataobj)
+        values = img.get_fdata(dtype=np.float32)
+        for kind in KINDS:
+            if kind == "clean":
+                cases.append({"kind": kind, "image": image, "labels": labels})
+                continue
+            if kind == "cut_fov":
+                out_img, out_labels = cut_fov(img, labels)
+            else:
+                out, out_labels = degrade(kind, values, labels, img.header.get_zooms()[:3], rng)
+                out_img = nib.Nifti1Image(out, img.affine, img.header)
+                out_img.header.set_data_dtype(np.float32)
+                out_img.header.set_slope_inter(1.0, 0.0)
+            path = tmp / "degraded" / f"{image.name.removesuffix('.nii.gz')}_{kind}.nii.gz"
+            save_nifti(path, out_img)
+            cases.append({"kind": kind, "image": path, "labels": out_labels})
+    return cases
+
+
+def score(segmenter: DentateSegmenter, cases: list[dict], out: Path) -> pd.DataFrame:
+    records = segmenter.run([c["image"] for c in cases], out)
+    rows = []
+    for case, rec in zip(cases, records):
+        row = {"kind": case["kind"], "image": rec["stem"], "status": rec["status"],
+               "reasons": "; ".join(rec.get("review_reasons") or []) or rec.get("error") or "",
+               "seconds": rec["timings_s"]["total"]}
+        pred = (np.asarray(nib.load(out / rec["stem"] / f"{rec['stem']}_seg.nii.gz").dataobj)
+                if rec["status"] != "failed" else np.zeros_like(case["labels"]))
+        for side, label in (("left", 1), ("right", 2)):
+            row[f"dice_{side}"] = dice(pred == label, case["labels"] == label) if (case["labels"] == label).any() else np.nan
+        row["dice_worse"] = np.nanmin([row["dice_left"], row["dice_right"]])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary(table: pd.DataFrame) -> list[str]:
+    out = ["| degradation | results | poor (Dice < 0.7) | sensitivity | good (Dice >= 0.85) | false-review rate |",
+           "| --- | --- | --- | --- | --- | --- |"]
+
+    def line(name: str, t: pd.DataFrame) -> str:
+        poor, good = t[t.dice_worse < 0.7], t[t.dice_worse >= 0.85]
+        sens = f"{(poor.status != 'ok').mean():.2f}" if len(poor) else "n/a"
+        false = f"{(good.status == 'review').mean():.2f}" if len(good) else "n/a"
+        return f"| {name} | {len(t)} | {len(poor)} | {sens} | {len(good)} | {false} |"
+
+    for kind in KINDS:
+        out.append(line(kind.replace("_", " "), table[table.kind == kind]))
+    out.append(line("**all**", table))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--subjects", type=int, default=12)
+    parser.add_argument("--models", default=None)
+    parser.add_argument("--out", default=None, help="also write the per-result table here (TSV)")
+    parser.add_argument("--table", default=None, help="summarise a per-result table written by --out instead")
+    args = parser.parse_args()
+    cost = None
+    if args.table:
+        table = pd.read_csv(args.table, sep="\t")
+    else:
+        models = load_model_set(args.models)
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            root = write_dataset(tmp / "stress", "stress", subjects=args.subjects, sessions=1, seed=3001, jobs=2)
+            cases = build(root, tmp)
+            segmenter = DentateSegmenter(models, device="cpu", threads=2)
+            table = score(segmenter, cases, tmp / "out")
+            clean = [c for c in cases if c["kind"] == "clean"]
+            plain = DentateSegmenter(models, device="cpu", threads=2, probabilities=False)
+            records = plain.run([c["image"] for c in clean], tmp / "plain")
+            timed = segmenter.run([c["image"] for c in clean], tmp / "timed")
+            seg = lambda rs: float(np.median([r["timings_s"]["localization"] + r["timings_s"]["segmentation"] for r in rs]))
+            checks = float(np.median([r["timings_s"]["confidence"] for r in timed]))
+            cost = (seg(timed), seg(records), checks)
+    if args.out:
+        table.to_csv(args.out, sep="\t", index=False)
+    print(f"targets: {TARGETS}\n")
+    print("\n".join(summary(table)))
+    if cost:
+        with_probs, without, checks = cost
+        extra = with_probs - without + checks
+        print("\n| clean images, median s per image | localization + segmentation | checks | cost of confidence |")
+        print("| --- | --- | --- | --- |")
+        print(f"| with probabilities | {with_probs:.2f} | {checks:.3f} | {extra:.2f} s ({100 * extra / without:.0f} % of {without:.2f} s) |")
+        print(f"| without probabilities | {without:.2f} | | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Is a segmentation to be trusted? Per-side confidence from the network's probabilities and absolute
+plausibility checks that need no cohort, combined into a status: ``ok``, ``review`` (with short
+human reasons) or ``failed`` (set where a step fails; not here).
+
+Pure functions on the canonical crop (labels, image values, foreground probability), called where
+the labels are made (``dnqsm.segment``); everything downstream reads the status, none recomputes it.
+Every threshold has its default in :data:`DEFAULTS` (sources in README) and can be overridden in
+config (``confidence:``) and on the CLI (``dnqsm segment --check NAME=VALUE``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+STATUSES = ("ok", "review", "failed")
+
+#: Thresholds of the plausibility checks (README, "Know when it is wrong", says where each comes from).
+DEFAULTS: dict[str, float] = {
+    "min_volume_mm3": 250.0,  # far below any traced DN (manual QSM tracings ~1 cm3 per side; atrophy -20..30 %)
+    "max_volume_mm3": 4000.0,  # twice the atlas DN (1.8-2.1 cm3 per side)
+    "max_lr_volume_ratio": 2.0,  # left/right (or right/left) volume; DN asymmetry is normally < 20 %
+    "min_contrast_cnr": 1.0,  # (mean in label - mean of a 1-3 voxel shell) / SD of the shell
+    "min_largest_share": 0.75,  # share of a side's predicted voxels in the kept (largest) component
+    "min_midline_offset_mm": 5.0,  # DN centroids lie ~14-15 mm from the midline (MNI)
+    "max_midline_offset_mm": 32.0,
+    "min_box_mm": 15.0,  # extent of the localization box along any axis
+    "max_box_mm": 130.0,
+    "max_slice_mm": 3.5,  # thickest voxel the models were trained and benchmarked on: 3 mm
+    "min_mean_probability": 0.7,  # network's mean foreground probability inside the label
+    "max_uncertain_share": 0.6,  # voxels with probability 0.2-0.8 near the label, per label voxel
+}
+
+
+def thresholds(overrides: dict[str, Any] | None = None) -> dict[str, float]:
+    """DEFAULTS with ``overrides`` applied; an unknown name raises ValueError naming the known ones."""
+    merged = dict(DEFAULTS)
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if name not in DEFAULTS:
+            raise ValueError(f"unknown confidence check {name!r}; known: {', '.join(sorted(DEFAULTS))}")
+        merged[name] = float(value)
+    return merged
+
+
+@dataclass
+class Confidence:
+    """The verdict on one image: status, reasons, and the per-side numbers behind them."""
+
+    status: str
+    reasons: list[str] = field(default_factory=list)
+    sides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checks: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "review_reasons": list(self.reasons), "sides": self.sides,
+                "thresholds": self.checks}
+
+
+def side_numbers(values: np.ndarray, labels: np.ndarray, label: int, probability: np.ndarray | None,
+                 predicted_voxels: int, affine: np.ndarray, midline_x: float) -> dict[str, Any]:
+    """What the checks need about one side, on the canonical crop."""
+    mask = labels == label
+    voxels = int(mask.sum())
+    out: dict[str, Any] = {"voxels": voxels, "predicted_voxels": int(predicted_voxels),
+                           "largest_share": round(voxels / predicted_voxels, 4) if predicted_voxels else None}
+    if not voxels:
+        return out
+    centroid = nib.affines.apply_affine(affine, np.argwhere(mask).mean(0))
+    out["centroid_mm"] = [round(float(c), 2) for c in centroid]
+    out["midline_offset_mm"] = round(float(abs(centroid[0] - midline_x)), 2)
+    finite = np.isfinite(values) & (values != 0)
+    both = labels > 0
+    shell = ndimage.binary_dilation(mask, iterations=3) & ~ndimage.binary_dilation(both, iterations=1) & finite
+    inside = values[mask & finite]
+    around = values[shell]
+    if inside.size and around.size > 10:
+        contrast = float(inside.mean() - around.mean())
+        spread = float(around.std())
+        out["contrast"] = round(contrast, 4)
+        out["contrast_cnr"] = round(contrast / spread, 3) if spread > 0 else None
+    if probability is not None:
+        out["mean_probability"] = round(float(probability[mask].mean()), 4)
+        near = ndimage.binary_dilation(mask, iterations=1)
+        uncertain = near & (probability > 0.2) & (probability < 0.8)
+        out["uncertain_share"] = round(float(uncertain.sum()) / voxels, 4)
+    return out
+
+
+def assess(sides: dict[str, dict[str, Any]], volumes_mm3: dict[str, float], box: dict[str, list[float]],
+           spacing_mm: list[float], checks: dict[str, float]) -> Confidence:
+    """Apply every check; ``review`` with one sentence per problem, else ``ok``. ``box`` is the
+    localization box (``min_mm``/``max_mm``, world), ``sides`` what :func:`side_numbers` gave."""
+    c = checks
+    reasons: list[str] = []
+    lo, hi = np.asarray(box["min_mm"], float), np.asarray(box["max_mm"], float)
+    for side in ("left", "right"):
+        s = sides[side]
+        volume = volumes_mm3[side]
+        if not s["voxels"]:
+            reasons.append(f"no {side} DN was found")
+            continue
+        if volume < c["min_volume_mm3"]:
+            reasons.append(f"{side} DN volume {volume:.0f} mm³ is below the plausible {c['min_volume_mm3']:.0f} mm³")
+        elif volume > c["max_volume_mm3"]:
+            reasons.append(f"{side} DN volume {volume:.0f} mm³ is above the plausible {c['max_volume_mm3']:.0f} mm³")
+        cnr = s.get("contrast_cnr")
+        if cnr is None or cnr < c["min_contrast_cnr"]:
+            shown = "unknown" if cnr is None else f"{cnr:.2f}"
+            reasons.append(f"{side} DN hardly stands out from its surroundings "
+                           f"(contrast-to-noise {shown}, expected ≥ {c['min_contrast_cnr']:g})")
+        share = s.get("largest_share")
+        if share is not None and share < c["min_largest_share"]:
+            reasons.append(f"{side} DN prediction was in pieces: the kept piece holds {100 * share:.0f} % "
+                           f"(expected ≥ {100 * c['min_largest_share']:.0f} %)")
+        offset = s.get("midline_offset_mm")
+        if offset is not None and not c["min_midline_offset_mm"] <= offset <= c["max_midline_offset_mm"]:
+            reasons.append(f"{side} DN centroid is {offset:.0f} mm from the midline "
+                           f"(expected {c['min_midline_offset_mm']:g}–{c['max_midline_offset_mm']:g} mm)")
+        centre = s.get("centroid_mm")
+        if centre is not None and not np.all((np.asarray(centre) >= lo - 1) & (np.asarray(centre) <= hi + 1)):
+            reasons.append(f"{side} DN centroid lies outside the localization box")
+        p = s.get("mean_probability")
+        if p is not None and p < c["min_mean_probability"]:
+            reasons.append(f"network unsure of the {side} DN: mean probability {p:.2f} "
+                           f"(expected ≥ {c['min_mean_probability']:g})")
+        u = s.get("uncertain_share")
+        if u is not None and u > c["max_uncertain_share"]:
+            reasons.append(f"network unsure of the {side} DN boundary: {100 * u:.0f} % uncertain voxels "
+                           f"(expected ≤ {100 * c['max_uncertain_share']:.0f} %)")
+    left, right = volumes_mm3["left"], volumes_mm3["right"]
+    if left > 0 and right > 0:
+        ratio = left / right
+        if max(ratio, 1 / ratio) > c["max_lr_volume_ratio"]:
+            reasons.append(f"left/right volume ratio {ratio:.2f} is implausible "
+                           f"(expected {1 / c['max_lr_volume_ratio']:.2f}–{c['max_lr_volume_ratio']:g})")
+    for axis, extent in zip("xyz", hi - lo):
+        if not c["min_box_mm"] <= extent <= c["max_box_mm"]:
+            reasons.append(f"localization box is {extent:.0f} mm along {axis} "
+                           f"(expected {c['min_box_mm']:g}–{c['max_box_mm']:g} mm)")
+    thickest = max(spacing_mm)
+    if thickest > c["max_slice_mm"]:
+        reasons.append(f"{thickest:.1f} mm voxels are coarser than the method is validated for "
+                       f"(≤ {c['max_slice_mm']:g} mm)")
+    return Confidence("review" if reasons else "ok", reasons, sides, dict(c))
+
+
+def reassess(meta: dict[str, Any], checks: dict[str, float]) -> Confidence:
+    """The verdict on an engine's metadata record (``dnqsm segment``'s ``_metadata.json``) under other
+    thresholds: the numbers are the engine's, only the checks are applied again (cheap, no image)."""
+    return assess(meta["confidence"]["sides"], {s: meta["dentate"][s]["volume_mm3"] for s in ("left", "right")},
+                  meta["box"], meta["image"]["spacing_mm"], checks)

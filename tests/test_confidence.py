@@ -1,0 +1,120 @@
+"""Hand-made known cases for every plausibility check (dnqsm.confidence)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dnqsm.confidence import DEFAULTS, assess, reassess, side_numbers, thresholds
+
+SHAPE = (60, 40, 30)
+AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
+AFFINE[:3, 3] = (-30, -20, -15)  # world x = i - 30: the midline (x = 0) is at i = 30
+BOX = {"min_mm": [-25.0, -12.0, -10.0], "max_mm": [25.0, 12.0, 10.0]}
+
+
+def _blob(labels: np.ndarray, centre_i: int, value: int, half: int = 5) -> None:
+    labels[centre_i - half:centre_i + half, 15:25, 10:20] = value
+
+
+def _case(seed: int = 0, contrast: float = 100.0, noise: float = 10.0):
+    """Two 1000 mm3 nuclei 15 mm either side of the midline, bright against noisy tissue."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(SHAPE, np.uint8)
+    _blob(labels, 15, 1)  # x = -15: left
+    _blob(labels, 45, 2)  # x = +15: right
+    values = rng.normal(-30, noise, SHAPE).astype(np.float32) + contrast * (labels > 0)
+    probability = np.where(labels > 0, 0.95, 0.02).astype(np.float32)
+    return labels, values, probability
+
+
+def _verdict(labels, values, probability, predicted=None, spacing=(1.0, 1.0, 1.0), box=BOX, checks=None):
+    sides = {name: side_numbers(values, labels, label, probability,
+                                (predicted or {}).get(name, int((labels == label).sum())), AFFINE, 0.0)
+             for name, label in (("left", 1), ("right", 2))}
+    volumes = {name: float((labels == label).sum()) for name, label in (("left", 1), ("right", 2))}
+    return assess(sides, volumes, box, list(spacing), checks or thresholds())
+
+
+def test_a_good_case_is_ok():
+    verdict = _verdict(*_case())
+    assert verdict.status == "ok", verdict.reasons
+    assert verdict.sides["left"]["contrast_cnr"] > 5
+    assert verdict.sides["left"]["mean_probability"] == pytest.approx(0.95)
+
+
+def test_empty_side_is_reviewed():
+    labels, values, probability = _case()
+    labels[labels == 2] = 0
+    verdict = _verdict(labels, values, probability)
+    assert verdict.status == "review"
+    assert "no right DN was found" in verdict.reasons
+
+
+def test_tiny_label_is_reviewed():
+    labels, values, probability = _case()
+    labels[labels == 1] = 0
+    labels[13:16, 18:21, 13:15] = 1  # 18 mm3
+    verdict = _verdict(labels, values, probability)
+    assert any(r.startswith("left DN volume 18 mm³ is below") for r in verdict.reasons), verdict.reasons
+    assert any("ratio" in r for r in verdict.reasons)
+
+
+def test_prediction_in_pieces_is_reviewed():
+    labels, values, probability = _case()
+    # the network predicted 3000 left voxels in two pieces; post-processing kept the 1000-voxel one
+    verdict = _verdict(labels, values, probability, predicted={"left": 3000})
+    assert any("left DN prediction was in pieces: the kept piece holds 33 %" in r for r in verdict.reasons)
+
+
+def test_label_in_the_wrong_place_is_reviewed():
+    labels, values, probability = _case()
+    labels[labels == 1] = 0
+    _blob(labels, 28, 1, half=4)  # centroid 2.5 mm from the midline
+    verdict = _verdict(labels, values, probability)
+    assert any("left DN centroid is 2 mm from the midline" in r for r in verdict.reasons), verdict.reasons
+    far_box = {"min_mm": [5.0, -12.0, -10.0], "max_mm": [25.0, 12.0, 10.0]}
+    labels, values, probability = _case()
+    verdict = _verdict(labels, values, probability, box=far_box)
+    assert "left DN centroid lies outside the localization box" in verdict.reasons
+
+
+def test_right_size_but_no_contrast_is_reviewed():
+    labels, values, probability = _case(contrast=0.0)
+    verdict = _verdict(labels, values, probability)
+    assert verdict.status == "review"
+    assert any(r.startswith("left DN hardly stands out") for r in verdict.reasons)
+    assert any(r.startswith("right DN hardly stands out") for r in verdict.reasons)
+
+
+def test_unsure_network_is_reviewed():
+    labels, values, _ = _case()
+    probability = np.where(labels > 0, 0.5, 0.3).astype(np.float32)
+    verdict = _verdict(labels, values, probability)
+    assert any("network unsure of the left DN: mean probability 0.50" in r for r in verdict.reasons)
+    assert any("network unsure of the right DN boundary" in r for r in verdict.reasons)
+
+
+def test_box_and_slices_out_of_range_are_reviewed():
+    labels, values, probability = _case()
+    huge = {"min_mm": [-90.0, -12.0, -10.0], "max_mm": [90.0, 12.0, 10.0]}
+    verdict = _verdict(labels, values, probability, spacing=(0.7, 0.7, 5.0), box=huge)
+    assert any("localization box is 180 mm along x" in r for r in verdict.reasons)
+    assert any("5.0 mm voxels are coarser" in r for r in verdict.reasons)
+
+
+def test_thresholds_are_overridable_and_checked():
+    labels, values, probability = _case()
+    assert _verdict(labels, values, probability, checks=thresholds({"min_volume_mm3": 1500})).status == "review"
+    assert thresholds({"min_volume_mm3": None})["min_volume_mm3"] == DEFAULTS["min_volume_mm3"]
+    with pytest.raises(ValueError, match="unknown confidence check 'min_volume'"):
+        thresholds({"min_volume": 3})
+
+
+def test_reassess_reads_an_engine_record():
+    labels, values, probability = _case()
+    verdict = _verdict(labels, values, probability)
+    meta = {"confidence": {"sides": verdict.sides}, "box": BOX, "image": {"spacing_mm": [1.0, 1.0, 1.0]},
+            "dentate": {"left": {"volume_mm3": 1000.0}, "right": {"volume_mm3": 1000.0}}}
+    assert reassess(meta, thresholds()).status == "ok"
+    assert reassess(meta, thresholds({"max_volume_mm3": 900})).status == "review"
