@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import re
+
 import json
 import os
 import shutil
@@ -102,9 +105,16 @@ def column_doc(text: str, unit: str = "") -> dict[str, str]:
 
 
 def write_tsv(path: str | Path, table: pd.DataFrame, sidecar: dict[str, Any] | None = None) -> Path:
-    """Write a TSV (``n/a`` for missing values, as BIDS asks) and, optionally, its JSON sidecar."""
+    """Write a TSV and, optionally, its JSON sidecar. Plain tab-separated text as BIDS asks: ``n/a`` for
+    missing values, no CSV quoting (tabs and line breaks inside a text cell become spaces), and a
+    header even when there are no rows."""
+    text = table.select_dtypes(include=["object", "string"]).columns
+    clean = table.copy()
+    for column in text:
+        clean[column] = clean[column].map(lambda v: re.sub(r"[\t\r\n]+", " ", v) if isinstance(v, str) else v)
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n")
+        clean.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n",
+                     quoting=csv.QUOTE_NONE, quotechar="\x00", doublequote=False)
     if sidecar is not None:
         write_json(Path(str(path)[: -len(".tsv")] + ".json"), sidecar)
     return Path(path)
@@ -112,7 +122,8 @@ def write_tsv(path: str | Path, table: pd.DataFrame, sidecar: dict[str, Any] | N
 
 def read_tsv(path: str | Path) -> pd.DataFrame:
     """Read a BIDS TSV, treating ``n/a`` as missing."""
-    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False, dtype={"participant_id": str, "session_id": str})
+    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False, quoting=csv.QUOTE_NONE,
+                       dtype={"participant_id": str, "session_id": str})
 
 
 def _json_default(value: Any) -> Any:
@@ -147,9 +158,12 @@ def load_image(path: str | Path, allow_unknown_orientation: bool = False) -> nib
         if len(shape) != 3:
             raise InputError(f"{path}: expected a 3D image, got {len(shape)}D with shape {tuple(shape)}")
         data = np.asanyarray(img.dataobj)
+        data = _exact_zeros(img, data)
     except InputError:
         raise
     except FileNotFoundError:
+        if path.is_symlink():
+            raise InputError(f"{path}: a symbolic link to a missing file ({os.readlink(path)})") from None
         raise InputError(f"{path}: file not found") from None
     except Exception as exc:  # corrupt gzip, truncated file, not an image at all
         raise InputError(f"{path}: cannot read as NIfTI ({type(exc).__name__}: {exc})") from None
@@ -166,6 +180,19 @@ def load_image(path: str | Path, allow_unknown_orientation: bool = False) -> nib
     header = nib.Nifti1Header.from_header(img.header)
     header.set_data_dtype(np.float32)
     return nib.Nifti1Image(np.asarray(data, dtype=np.float32), img.affine, header)
+
+
+def _exact_zeros(img: nib.Nifti1Image, data: np.ndarray) -> np.ndarray:
+    """Integer images with a scaling intercept store "zero" (outside the brain) as the raw value whose
+    scaled value is nearest 0; float rounding makes it 0.001 or so, which would count as tissue. Those
+    voxels become exactly 0 (a raw value that maps to within half a step of 0 *is* 0)."""
+    proxy = img.dataobj
+    slope, inter = getattr(proxy, "slope", None), getattr(proxy, "inter", None)  # nibabel keeps scl_* here
+    if not np.issubdtype(img.get_data_dtype(), np.integer) or not inter or not slope:
+        return data
+    zero_raw = np.round(-inter / slope)
+    raw = np.asanyarray(proxy.get_unscaled())
+    return np.where(raw == zero_raw, 0, data).astype(data.dtype, copy=False)
 
 
 class staged_folder:

@@ -1,5 +1,6 @@
 # Configuration validation, cohort discovery (pybids) and the one place that builds workflow paths.
 import functools
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -7,12 +8,17 @@ from snakemake.utils import validate
 
 from dnqsm.atlas import atlas_pairs
 from dnqsm.bids import dentate_labels, select_sessions
+from dnqsm.config import ConfigError, check as check_config
 from dnqsm.io import InputError
 from dnqsm.io import bids_path
 from dnqsm.pipeline import prefix
 from dnqsm.segment import model_files
 
-validate(config, schema="../config/config.schema.yaml")
+try:  # command-line values typed by the schema, and one clear line for a problem (dnqsm.config)
+    check_config(config, Path(workflow.basedir) / "config" / "config.schema.yaml")
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+validate(config, schema="../config/config.schema.yaml")  # sets the schema's defaults
 
 BIDS_DIR = Path(config["bids_dir"])
 OUTPUT_DIR = Path(config["output_dir"])
@@ -159,7 +165,7 @@ def labelled_batches(method):
 
 def cohort_outputs():
     return [str(OUTPUT_DIR / "dataset_description.json"), cohort_path("desc-dentate_measures.tsv"),
-            cohort_path("failures.tsv"), str(OUTPUT_DIR / "qc.html")] + snapshots() + \
+            cohort_path("failures.tsv"), cohort_path("review.tsv"), str(OUTPUT_DIR / "qc.html")] + snapshots() + \
         [stats_path(f"{name}.tsv") for name in STATS_TABLES] + [stats_path(f"{name}.png") for name in STATS_FIGURES] + \
         ([validation_path("desc-agreement_summary.tsv")] if LABELLED else [])
 
@@ -184,10 +190,17 @@ def nnunet_raw(model):
     return train_path("nnunet", "raw", f"Dataset{spec['dataset_id']:03d}_DNQSM{model.capitalize()}")
 
 
+def readable_or_nothing(path):
+    """``[path]`` when it can be read, else ``[]`` (e.g. a symlink to a missing file): the preprocess
+    job then runs and records the failure for that session alone."""
+    return [str(path)] if os.path.exists(path) else []
+
+
 def report_failures():
-    """After a run: say how many sessions failed and where they are listed."""
-    failures = Path(cohort_path("failures.tsv"))
-    if failures.exists():
-        n = len(failures.read_text().splitlines()) - 1
-        if n:
-            print(f"dnqsm: {n} session(s) failed; see {failures} (and {cohort_path('desc-dentate_measures.tsv')})")
+    """After a run: say how many sessions failed or need review, and where they are listed."""
+    for name, what in (("failures.tsv", "failed"), ("review.tsv", "need review (labels made, a plausibility check doubts them)")):
+        listing = Path(cohort_path(name))
+        if listing.exists():
+            n = len(listing.read_text().splitlines()) - 1
+            if n:
+                print(f"dnqsm: {n} session(s) {what}; see {listing} (and {cohort_path('desc-dentate_measures.tsv')})")

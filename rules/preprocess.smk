@@ -4,10 +4,13 @@
 rule preprocess:
     """Validate one session's QSM image and convert it to ppb; a bad image is recorded, not fatal."""
     input:
-        image=lambda wc: str(RAW_IMAGE[(wc.subject, wildcard_session(wc))]),
+        # an unreadable path (a symlink to a missing file) is this session's failure, recorded by the
+        # script, not a MissingInputException that stops the cohort: it is then no Snakemake input
+        image=lambda wc: readable_or_nothing(RAW_IMAGE[(wc.subject, wildcard_session(wc))]),
     output:
         folder=directory(preproc_folder()),
     params:
+        image=lambda wc: str(RAW_IMAGE[(wc.subject, wildcard_session(wc))]),
         unit_policy=config["units"]["input"],
     resources:
         mem_mb=config["resources"]["mem_mb"],

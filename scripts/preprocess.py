@@ -5,5 +5,5 @@ from dnqsm.pipeline import preprocess_session
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 with script_log(snakemake.log[0]):
-    record = preprocess_session(snakemake.input.image, snakemake.output.folder, snakemake.params.unit_policy)
-    print(f"{snakemake.input.image}: {record['status']}" + (f" ({record['error']})" if record["error"] else ""))
+    record = preprocess_session(snakemake.params.image, snakemake.output.folder, snakemake.params.unit_policy)
+    print(f"{snakemake.params.image}: {record['status']}" + (f" ({record['error']})" if record["error"] else ""))

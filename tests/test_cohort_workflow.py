@@ -22,7 +22,7 @@ from dnqsm.viz import world_centroid
 from test_workflow import REPO, jobs_by_rule, snakemake
 
 TRUTH = "derivatives/manual"
-CORRUPT, SLAB = ("900", "01"), ("901", "01")
+CORRUPT, SLAB, DANGLING = ("900", "01"), ("901", "01"), ("902", "01")
 MARKUP = '<img src=x onerror="window.__xss=1">'
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -38,7 +38,8 @@ def cohort_config(tmp: Path, **changes) -> dict:
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    """Run the workflow once: 2 participants x 2 visits plus a corrupt image and a slab without cerebellum."""
+    """Run the workflow once: 2 participants x 2 visits plus a corrupt image, a slab without cerebellum and
+    a symlink to a missing file."""
     tmp = tmp_path_factory.mktemp("cohort")
     bids = write_dataset(tmp / "bids", "demo", subjects=2, sessions=2, seed=11, jobs=2)
     corrupt = bids_path(bids, *CORRUPT, "Chimap")
@@ -51,6 +52,9 @@ def cohort(tmp_path_factory):
     slab = bids_path(bids, *SLAB, "Chimap")
     slab.parent.mkdir(parents=True)
     nib.save(good.slicer[:, :, k:], slab)  # only what lies 45 mm or more above the dentate nuclei
+    dangling = bids_path(bids, *DANGLING, "Chimap")
+    dangling.parent.mkdir(parents=True)
+    dangling.symlink_to(tmp / "moved-away.nii.gz")  # a symlink whose target is gone
     with open(bids / "participants.tsv", "a") as participants:  # metadata is free text: the QC page must escape it
         participants.write(f"sub-901\t{MARKUP}\tF\t50\tA\n")
     config = cohort_config(tmp)
@@ -63,16 +67,20 @@ def test_workflow_finishes_and_lists_the_bad_sessions(cohort):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     table = read_tsv(tmp / "out" / "cohort" / "desc-dentate_measures.tsv")
     failures = read_tsv(tmp / "out" / "cohort" / "failures.tsv")
-    assert set(failures.participant_id) == {"sub-900", "sub-901"}
+    assert set(failures.participant_id) == {"sub-900", "sub-901", "sub-902"}
     reasons = dict(zip(failures.participant_id, zip(failures.failed_stage, failures.error)))
     assert reasons["sub-900"][0] == "preprocess" and "cannot read as NIfTI" in reasons["sub-900"][1]
     assert "sub-900_ses-01_Chimap.nii.gz" in reasons["sub-900"][1], "the message names the file"
     assert reasons["sub-901"][0] == "segment" and "dentate" in reasons["sub-901"][1]
     assert reasons["sub-901"][1].startswith(str(bids_path(bids, *SLAB, "Chimap"))), "names the input, not a work file"
-    assert set(table.loc[table.status == "failed", "participant_id"]) == {"sub-900", "sub-901"}
+    assert reasons["sub-902"][0] == "preprocess" and "a symbolic link to a missing file" in reasons["sub-902"][1]
+    assert set(table.loc[table.status == "failed", "participant_id"]) == {"sub-900", "sub-901", "sub-902"}
     truth = read_tsv(bids / TRUTH / "truth.tsv")
-    assert len(table) == len(truth) + 2
-    assert "2 session(s) failed" in run.stdout + run.stderr
+    assert len(table) == len(truth) + 3
+    assert "3 session(s) failed" in run.stdout + run.stderr
+    review = read_tsv(tmp / "out" / "cohort" / "review.tsv")
+    assert list(review.columns) == ["participant_id", "session_id", "review_reasons", "source"]
+    assert set(review.participant_id) == set(table.loc[table.status == "review", "participant_id"])
     sidecar = json.loads((tmp / "out" / "cohort" / "desc-dentate_measures.json").read_text())
     assert set(sidecar) == set(table.columns)
     assert sidecar["left_volume_mm3"]["Units"] == "mm^3" and sidecar["left_chi_mean_ppb"]["Units"] == "ppb"
@@ -101,7 +109,7 @@ def test_table_agrees_with_truth_and_sides_are_not_swapped(cohort):
 def test_snapshots_exist_and_show_contours(cohort):
     tmp, bids, _, _ = cohort
     pngs = sorted((tmp / "out").glob("sub-*/ses-*/figures/*_desc-dentate_qc.png"))
-    assert len(pngs) == len(read_tsv(bids / TRUTH / "truth.tsv")) + 2
+    assert len(pngs) == len(read_tsv(bids / TRUTH / "truth.tsv")) + 3
     for png in pngs:
         pixels = mpimg.imread(png)[..., :3]
         assert pixels.std() > 0.05, f"{png} looks blank"
@@ -137,7 +145,7 @@ def test_rerun_is_a_no_op_and_changes_rerun_only_what_depends_on_them(cohort):
     assert eroded.returncode == 0, eroded.stderr
     rules = jobs_by_rule(eroded.stdout)
     assert "preprocess" not in rules and "segment" not in rules, rules
-    assert rules["measure"] == rules["qc_snapshot"] == 6 and rules["cohort_table"] == 1, rules
+    assert rules["measure"] == rules["qc_snapshot"] == 7 and rules["cohort_table"] == 1, rules
     assert rules["stats"] == rules["qc_page"] == 1, rules
 
     models = tmp / "other_models"
@@ -145,7 +153,7 @@ def test_rerun_is_a_no_op_and_changes_rerun_only_what_depends_on_them(cohort):
     remodelled = snakemake(tmp, cohort_config(tmp, models={"dir": str(models)}), "-n")
     assert remodelled.returncode == 0, remodelled.stderr
     rules = jobs_by_rule(remodelled.stdout)
-    assert "preprocess" not in rules and rules["segment"] == 2 and rules["dataset_description"] == 1, rules
+    assert "preprocess" not in rules and rules["segment"] == 3 and rules["dataset_description"] == 1, rules
 
 
 def test_report_collects_the_snapshots(cohort):
@@ -155,7 +163,7 @@ def test_report_collects_the_snapshots(cohort):
     import zipfile
 
     names = zipfile.ZipFile(tmp / "report.zip").namelist()
-    assert sum(n.endswith("_desc-dentate_qc.png") for n in names) == 6, names[:20]
+    assert sum(n.endswith("_desc-dentate_qc.png") for n in names) == 7, names[:20]
 
 
 def test_bad_config_key_in_the_cohort_section_is_named(tmp_path):
@@ -244,12 +252,13 @@ def test_comparison_with_the_atlas_baseline_and_switching_method(cohort, demo_co
 
 
 def chromium_or_fail():
-    """Debian's chromium; a missing browser fails the test (set DNQSM_SKIP_BROWSER=1 to skip knowingly)."""
+    """Debian's chromium. Without it the test skips, naming the install command; in CI (CI=true) or with
+    DNQSM_REQUIRE_BROWSER=1 a missing browser fails it instead."""
     if CHROMIUM is None:
-        if os.environ.get("DNQSM_SKIP_BROWSER") == "1":
-            pytest.skip("DNQSM_SKIP_BROWSER=1: QC page browser test skipped on request")
-        pytest.fail("the QC page test needs Debian's chromium (apt-get install chromium); "
-                    "set DNQSM_SKIP_BROWSER=1 to skip it knowingly")
+        message = "no Chromium: run `sudo apt-get install chromium` to enable the QC page browser test"
+        if os.environ.get("CI", "").lower() == "true" or os.environ.get("DNQSM_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
     return CHROMIUM
 
 
@@ -267,20 +276,20 @@ def test_qc_page_in_chromium_rates_with_keyboard_and_ratings_drive_the_statistic
         page.on("pageerror", lambda e: problems.append(str(e)))
         page.on("requestfailed", lambda r: problems.append(f"failed request {r.url}"))
         page.goto((tmp / "out" / "qc.html").as_uri())
-        assert page.locator("section.card").count() == 6
+        assert page.locator("section.card").count() == 7
         assert page.evaluate("window.__xss") is None and page.get_by_text(MARKUP).count() >= 1
         page.wait_for_function("document.querySelector('#card-0 img').complete")
         assert page.evaluate("document.querySelector('#card-0 img').naturalWidth") > 0, "snapshot loads from disk"
-        assert page.locator("#progress").inner_text() == "0 / 6 rated"
+        assert page.locator("#progress").inner_text() == "0 / 7 rated"
         page.keyboard.press("f")          # sub-001_ses-01: fail, moves on
         page.keyboard.press("f")          # the next session: fail
         page.keyboard.press("k")          # back to it and comment
         page.keyboard.press("c")
         page.keyboard.type("left DN leaks into the <vermis>")
         page.keyboard.press("Enter")
-        assert page.locator("#progress").inner_text() == "2 / 6 rated"
+        assert page.locator("#progress").inner_text() == "2 / 7 rated"
         page.reload()
-        assert page.locator("#progress").inner_text() == "2 / 6 rated", "ratings survive a reload"
+        assert page.locator("#progress").inner_text() == "2 / 7 rated", "ratings survive a reload"
         page.select_option("#filter-rating", "fail")
         keys = [page.locator("section.card").nth(i).get_attribute("data-key") for i in range(2)]
         assert page.locator("section.card").count() == 2

@@ -75,3 +75,20 @@ def test_bad_image_gives_a_failure_record_and_no_image(tmp_path):
     image, record_file = preproc_files(out)
     assert not image.exists() and json.loads(record_file.read_text()) == record
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub-01_ses-01", "zeros.nii.gz"], "no staging left"
+
+
+def test_int16_with_an_intercept_keeps_the_background_at_exactly_zero(tmp_path):
+    """nibabel stores int16 with scl_slope and scl_inter; raw 'zero' then reads as ~0.001 ppb, which
+    would count as brain. The loader makes those voxels exactly 0 again."""
+    path = qsm(tmp_path, units="ppm")
+    float_img = nib.load(path)
+    stored = nib.Nifti1Image(float_img.get_fdata(dtype=np.float32), float_img.affine)
+    stored.set_data_dtype(np.int16)
+    nib.save(stored, tmp_path / "int16.nii.gz")
+    (tmp_path / "int16.json").write_text(json.dumps({"Units": "ppm"}))
+    reread = nib.load(tmp_path / "int16.nii.gz")
+    assert reread.dataobj.inter and np.count_nonzero(np.asanyarray(reread.dataobj)) > 18**3, "the case under test"
+    img, _ = preprocess(tmp_path / "int16.nii.gz", "auto")
+    data = img.get_fdata()
+    assert np.count_nonzero(data) == 18**3
+    assert np.allclose(data, float_img.get_fdata() * 1000, atol=0.5)

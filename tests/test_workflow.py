@@ -44,7 +44,19 @@ def test_workflow_generates_the_cohort_and_a_rerun_does_nothing(tmp_path):
 def test_unknown_config_key_fails_validation_naming_it(tmp_path):
     run = snakemake(tmp_path, synth_config(tmp_path / "bids", subjetcs=3), "-n")
     assert run.returncode != 0
-    assert "subjetcs" in run.stdout + run.stderr
+    output = run.stdout + run.stderr
+    assert "config synth: Additional properties are not allowed ('subjetcs' was unexpected)" in output
+    assert len(output.strip().splitlines()) < 15, "one clear line, not the whole schema and config"
+
+
+def test_nested_config_overrides_on_the_command_line_are_typed_by_the_schema(tmp_path):
+    config = synth_config(tmp_path / "bids")
+    run = snakemake(tmp_path, config, "-n", "synth_cohort", "--config", "synth={out: " + str(tmp_path / "b") +
+                    ", preset: demo, subjects: 2, sessions: 1, seed: 3}", "inference={batch_size: 2, device: cpu, "
+                    "folds: null, mirroring: false, threads: 1, mem_mb: 4000, runtime_min: 30}")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    bad = snakemake(tmp_path, config, "-n", "--config", "inference={batch_size: two}")
+    assert bad.returncode != 0 and "config inference.batch_size: 'two' is not of type 'integer'" in bad.stdout + bad.stderr
 
 
 def test_wrong_config_type_fails_validation_naming_it(tmp_path):

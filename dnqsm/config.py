@@ -1,0 +1,56 @@
+"""The workflow configuration: command-line values typed by the schema, then validated with one clear line.
+
+Snakemake's ``--config inference="{batch_size: 2}"`` hands nested values over as text ('2'), which a
+JSON schema then refuses; and a failed validation prints the whole schema and config. Here a text
+value is read as YAML wherever the schema does not allow text at that place (so '2' becomes 2 for an
+integer key, while a participant label '001' stays text), and a problem is reported as one line
+naming the key (jsonschema's best match).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the user in one line."""
+
+
+def _allows_text(schema: dict) -> bool:
+    kinds = schema.get("type")
+    if kinds is None:
+        options = schema.get("anyOf") or schema.get("oneOf") or []
+        return not options or any(_allows_text(o) for o in options)
+    return "string" in ([kinds] if isinstance(kinds, str) else kinds)
+
+
+def typed(value: Any, schema: dict) -> Any:
+    """``value`` with text leaves read as YAML where ``schema`` expects no text."""
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return {k: typed(v, props.get(k, {})) for k, v in value.items()}
+    if isinstance(value, list):
+        items = schema.get("items", {})
+        return [typed(v, items) for v in value]
+    if isinstance(value, str) and schema and not _allows_text(schema):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return typed(parsed, schema) if isinstance(parsed, (dict, list)) else parsed
+    return value
+
+
+def check(config: dict, schema_path: str | Path) -> dict:
+    """Type command-line values in place and validate; raise ConfigError naming the key on a problem."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    config.update(typed(config, schema))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise ConfigError(f"config {where}: {error.message} (see config/README.md)")
+    return config
