@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from dnqsm.atlas import atlas_pairs
+from dnqsm.batches import plan_batches
 from dnqsm.bids import dentate_labels, select_sessions
 from dnqsm.config import ConfigError, check as check_config
 from dnqsm.io import InputError
@@ -38,7 +39,8 @@ SESSIONS = (select_sessions(BIDS_DIR, config["participant_label"], config["exclu
 HAS_SESSIONS = any(s.session for s in SESSIONS)
 RAW_IMAGE = {(s.subject, s.session): s.image for s in SESSIONS}
 BATCH_SIZE = config["inference"]["batch_size"]
-BATCHES = {f"{i // BATCH_SIZE + 1:03d}": SESSIONS[i : i + BATCH_SIZE] for i in range(0, len(SESSIONS), BATCH_SIZE)}
+# stable: a session keeps its batch across runs (dnqsm.batches; work_dir/batches.tsv), new ones get new batches
+BATCHES = plan_batches(SESSIONS, WORK_DIR / "batches.tsv", BATCH_SIZE) if SESSIONS else {}
 BATCH_OF = {(s.subject, s.session): batch for batch, members in BATCHES.items() for s in members}
 MODEL_FILES = [str(p) for p in model_files(config["models"]["dir"])]
 METHOD = config["method"]

@@ -320,3 +320,24 @@ def test_qc_page_in_chromium_rates_with_keyboard_and_ratings_drive_the_statistic
     notes = json.loads((tmp / "out" / "stats" / "models.json").read_text())["notes"]["Levels"]
     assert any("rated fail in QC" in n and keys[0] in n for n in notes)
     assert '"rating": "fail"' in (tmp / "out" / "qc.html").read_text(), "the page shows the ratings file"
+
+
+def test_adding_a_visit_reruns_only_that_session_and_the_cohort_level(cohort):
+    """After the module's runs: a new visit lands in a new batch; no other session is touched."""
+    tmp, bids, config, _ = cohort
+    config = {**config, "qc": {"ratings": str(tmp / "qc_ratings.tsv")}} if (tmp / "qc_ratings.tsv").exists() else config
+    assert snakemake(tmp, config).returncode == 0
+    before = (tmp / "work" / "batches.tsv").read_text()
+    added = bids_path(bids, "001", "09", "Chimap")
+    added.parent.mkdir(parents=True)
+    shutil.copyfile(bids_path(bids, "001", "01", "Chimap"), added)
+    try:
+        plan = snakemake(tmp, config, "-n")
+        assert plan.returncode == 0, plan.stderr[-2000:]
+        rules = jobs_by_rule(plan.stdout)
+        assert rules.get("segment") == 1 and rules["preprocess"] == rules["measure"] == rules["qc_snapshot"] == 1, rules
+        assert sum(rules.values()) <= 12, rules
+        after = (tmp / "work" / "batches.tsv").read_text()
+        assert after.startswith(before.splitlines()[0]) and set(before.splitlines()) < set(after.splitlines())
+    finally:
+        shutil.rmtree(added.parent.parent)

@@ -1,0 +1,58 @@
+"""Segmentation batches that do not move when sessions are added.
+
+A batch's members are written to a manifest (``work_dir/batches.tsv``) the first time they are
+planned; later runs keep every listed session in its batch and put sessions not seen before into new
+batches after the last one. So a study that adds visits every month re-segments only the new ones:
+existing batch folders, and every output made from them, stay byte-identical. A session that leaves
+the cohort (excluded, image removed) changes its batch's membership, and that batch reruns; changing
+``inference.batch_size`` plans the whole cohort afresh.
+
+Cluster jobs parse the workflow again and read the same manifest, so they see the batches the main
+process planned; only the main process, with a changed plan, rewrites it (atomically).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dnqsm.bids import Session
+from dnqsm.io import write_tsv
+
+COLUMNS = ["session_key", "batch", "batch_size"]
+
+
+def session_key(session: Session) -> str:
+    return f"sub-{session.subject}" + (f"_ses-{session.session}" if session.session else "")
+
+
+def plan_batches(sessions: list[Session], manifest: str | Path, batch_size: int, write: bool = True
+                 ) -> dict[str, list[Session]]:
+    """``{batch id: sessions}``: listed sessions keep their batch, new ones fill new batches of
+    ``batch_size`` in subject/session order. Writes the manifest when the plan changed and ``write``."""
+    manifest = Path(manifest)
+    by_key = {session_key(s): s for s in sessions}
+    assigned: dict[str, str] = {}
+    if manifest.exists():
+        old = _read(manifest)
+        if len(old) and (old["batch_size"].astype(int) == batch_size).all():
+            assigned = {k: b for k, b in zip(old["session_key"], old["batch"]) if k in by_key}
+    new = [k for k in by_key if k not in assigned]
+    start = max((int(b) for b in assigned.values()), default=0)
+    for i, key in enumerate(new):
+        assigned[key] = f"{start + i // batch_size + 1:03d}"
+    batches: dict[str, list[Session]] = {}
+    for key in by_key:  # keeps the subject/session order inside each batch
+        batches.setdefault(assigned[key], []).append(by_key[key])
+    table = pd.DataFrame({"session_key": list(assigned), "batch": list(assigned.values()),
+                          "batch_size": str(batch_size)}, columns=COLUMNS).sort_values(["batch", "session_key"])
+    if write and (not manifest.exists() or not _read(manifest).reset_index(drop=True).equals(table.reset_index(drop=True))):
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        write_tsv(manifest, table)
+    return dict(sorted(batches.items()))
+
+
+def _read(manifest: Path) -> pd.DataFrame:
+    """The manifest as text (batch ids keep their leading zeros)."""
+    return pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)[COLUMNS]

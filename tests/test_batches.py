@@ -1,0 +1,41 @@
+"""Stable segmentation batches (dnqsm.batches): adding sessions never moves an existing one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dnqsm.batches import plan_batches
+from dnqsm.bids import Session
+
+
+def _sessions(*keys: str) -> list[Session]:
+    return [Session(k.split("/")[0], k.split("/")[1], Path(f"{k}.nii.gz")) for k in keys]
+
+
+def _members(batches) -> dict[str, list[str]]:
+    return {b: [f"{s.subject}/{s.session}" for s in members] for b, members in batches.items()}
+
+
+def test_new_sessions_go_to_new_batches_and_old_ones_stay(tmp_path):
+    manifest = tmp_path / "batches.tsv"
+    first = _members(plan_batches(_sessions("001/01", "001/02", "002/01", "003/01", "004/01"), manifest, 2))
+    assert first == {"001": ["001/01", "001/02"], "002": ["002/01", "003/01"], "003": ["004/01"]}
+    written = manifest.stat().st_mtime_ns
+    assert _members(plan_batches(_sessions("001/01", "001/02", "002/01", "003/01", "004/01"), manifest, 2)) == first
+    assert manifest.stat().st_mtime_ns == written, "an unchanged plan is not rewritten"
+    # a visit early in the sort order: every earlier batch keeps its members
+    grown = _members(plan_batches(_sessions("000/01", "001/01", "001/02", "001/03", "002/01", "003/01", "004/01"),
+                                  manifest, 2))
+    assert {b: m for b, m in grown.items() if b in first} == first
+    assert grown["004"] == ["000/01", "001/03"]
+    # a session that leaves changes only its own batch
+    shrunk = _members(plan_batches(_sessions("000/01", "001/01", "001/02", "001/03", "003/01", "004/01"), manifest, 2))
+    assert shrunk["002"] == ["003/01"] and shrunk["001"] == first["001"]
+
+
+def test_a_new_batch_size_plans_afresh(tmp_path):
+    manifest = tmp_path / "batches.tsv"
+    sessions = _sessions("001/01", "002/01", "003/01")
+    plan_batches(sessions, manifest, 1)
+    assert _members(plan_batches(sessions, manifest, 3)) == {"001": ["001/01", "002/01", "003/01"]}
+    assert "\t3\n" in manifest.read_text()
