@@ -73,7 +73,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=f".tmp{suffix}", dir=path.parent)
+    prefix = f".{path.name.split('.')[0]}."
+    remove_stale(path.parent, f"{prefix}*.tmp{suffix}")  # left by a killed writer of this same file
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -83,6 +85,32 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def remove_stale(folder: Path, pattern: str) -> None:
+    """Remove what a killed earlier writer of the same output left (hidden staging files or folders).
+    Only the job that owns an output writes it (Snakemake locks the working directory), so anything
+    matching its own staging pattern is stale."""
+    for leftover in folder.glob(pattern):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def check_writable(folder: str | Path, what: str) -> None:
+    """Raise InputError in one line when ``folder`` (or the nearest existing folder above it) cannot be
+    written: found at the start of a run, not after hours of work."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"{what} {folder}: {existing} is a file, not a folder")
+    try:  # really try: permission bits, read-only mounts and quotas all show here
+        fd, probe = tempfile.mkstemp(prefix=".dnqsm-write-check.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{what} {folder}: cannot write in {existing} ({exc.strerror or exc})") from None
 
 
 def save_nifti(path: str | Path, img: nib.Nifti1Image) -> Path:
@@ -203,6 +231,7 @@ class staged_folder:
 
     def __enter__(self) -> Path:
         self.final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(self.final.parent, f".{self.final.name}.*")  # staging of a killed earlier run
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.", dir=self.final.parent))
         return self.tmp
 

@@ -10,8 +10,7 @@ from dnqsm.atlas import atlas_pairs
 from dnqsm.batches import plan_batches
 from dnqsm.bids import dentate_labels, select_sessions
 from dnqsm.config import ConfigError, check as check_config
-from dnqsm.io import InputError
-from dnqsm.io import bids_path
+from dnqsm.io import InputError, bids_path, check_writable
 from dnqsm.pipeline import prefix
 from dnqsm.segment import model_files
 
@@ -24,6 +23,11 @@ validate(config, schema="../config/config.schema.yaml")  # sets the schema's def
 BIDS_DIR = Path(config["bids_dir"])
 OUTPUT_DIR = Path(config["output_dir"])
 WORK_DIR = Path(config["work_dir"])
+try:  # before any work: an unwritable output is said at the start, in one line
+    check_writable(OUTPUT_DIR, "output_dir")
+    check_writable(WORK_DIR, "work_dir")
+except InputError as exc:
+    raise WorkflowError(str(exc)) from None
 
 
 def synth_dataset_description():

@@ -92,3 +92,19 @@ def test_int16_with_an_intercept_keeps_the_background_at_exactly_zero(tmp_path):
     data = img.get_fdata()
     assert np.count_nonzero(data) == 18**3
     assert np.allclose(data, float_img.get_fdata() * 1000, atol=0.5)
+
+
+def test_a_rerun_removes_what_a_killed_writer_left(tmp_path):
+    from dnqsm.io import staged_folder, write_json
+
+    final = tmp_path / "anat"
+    stale_dir = tmp_path / ".anat.k1ll3d"
+    stale_dir.mkdir()
+    (stale_dir / "half.json").write_text("{")
+    stale_file = tmp_path / "anat.json"
+    leftover = tmp_path / ".anat.abc123.tmp.json"
+    leftover.write_text("{")
+    with staged_folder(final) as folder:
+        (folder / "done.txt").write_text("ok")
+    write_json(stale_file, {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anat", "anat.json"]

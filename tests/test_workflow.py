@@ -94,3 +94,12 @@ def test_missing_manual_labels_folder_is_named(tmp_path):
     config["validation"]["labels_dir"] = str(tmp_path / "no_labels")
     run = snakemake(tmp_path, config, "-n", "synth_cohort")
     assert run.returncode != 0 and f"validation.labels_dir {tmp_path / 'no_labels'} does not exist" in run.stdout + run.stderr
+
+
+def test_unwritable_output_is_said_at_the_start_in_one_line(tmp_path):
+    config = synth_config(tmp_path / "bids")
+    (tmp_path / "a_file").write_text("not a folder")
+    config["output_dir"] = str(tmp_path / "a_file" / "out")
+    run = snakemake(tmp_path, config, "-n")
+    assert run.returncode != 0
+    assert f"output_dir {tmp_path / 'a_file' / 'out'}: {tmp_path / 'a_file'} is a file, not a folder" in run.stdout + run.stderr
