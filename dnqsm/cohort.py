@@ -36,17 +36,37 @@ DSEG_LABELS = [(1, "left dentate nucleus", "DN_L", "#ff4d4d"), (2, "right dentat
 
 
 def years_between(times: pd.Series) -> pd.Series:
-    """Years from the earliest of ``times`` (ISO dates) to each."""
-    parsed = pd.to_datetime(times, errors="coerce")
+    """Years from the earliest of ``times`` (ISO dates) to each; NaN where a time is not a date."""
+    parsed = pd.to_datetime(times, errors="coerce", format="ISO8601")
     return (parsed - parsed.min()).dt.total_seconds() / (DAYS_PER_YEAR * 86400)
 
 
-def visit_metadata(bids_dir: str | Path, subjects: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+PROBLEM_COLUMNS = ["file", "row", "column", "value", "problem"]
+
+
+def visit_metadata(bids_dir: str | Path, subjects: Iterable[str], problems: list[dict] | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(participants, visits): ``participants.tsv`` (its ``age`` renamed ``baseline_age``) and every
-    subject's ``sessions.tsv`` with years since baseline (from acq_time, else from age at visit)."""
+    subject's ``sessions.tsv`` with years since baseline (from acq_time, else from age at visit).
+
+    Every problem met and the fallback applied for it is appended to ``problems`` (rows of
+    :data:`PROBLEM_COLUMNS`; ``row`` is the 1-based data row of the file), never silently."""
+    problems = [] if problems is None else problems
     bids_dir = Path(bids_dir)
+    subjects = list(subjects)
     participants_file = bids_dir / "participants.tsv"
-    participants = read_tsv(participants_file) if participants_file.exists() else pd.DataFrame({"participant_id": []})
+    if participants_file.exists():
+        participants = read_tsv(participants_file)
+        listed = set(participants.get("participant_id", pd.Series(dtype=str)))
+        for sub in subjects:
+            if f"sub-{sub}" not in listed:
+                problems.append(_problem(participants_file, "", "participant_id", f"sub-{sub}",
+                                         "participant not listed: group, sex and baseline age unknown"))
+    else:
+        participants = pd.DataFrame({"participant_id": []})
+        if subjects:
+            problems.append(_problem(participants_file, "", "", "", "file missing: group, sex and baseline age are "
+                                     "unknown for every participant (no group comparisons in the statistics)"))
     participants = participants.rename(columns={"age": "baseline_age"}).drop_duplicates("participant_id")
     rows = []
     for sub in subjects:
@@ -54,16 +74,29 @@ def visit_metadata(bids_dir: str | Path, subjects: Iterable[str]) -> tuple[pd.Da
         if sessions_file.exists():
             table = read_tsv(sessions_file)
             table.insert(0, "participant_id", f"sub-{sub}")
+            table["_file"], table["_row"] = str(sessions_file), range(1, len(table) + 1)
             rows.append(table)
-    visits = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=ID_COLUMNS)
+    visits = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=ID_COLUMNS + ["_file", "_row"])
     per_subject = visits.groupby("participant_id")
     if "acq_time" in visits:
+        parsed = pd.to_datetime(visits["acq_time"], errors="coerce", format="ISO8601")
+        bad = visits["acq_time"].notna() & parsed.isna()
+        for i in visits.index[bad]:
+            fallback = ("years since baseline taken from the age at the visit instead"
+                        if "age" in visits and pd.notna(visits.at[i, "age"]) else "years since baseline left unknown")
+            problems.append(_problem(visits.at[i, "_file"], visits.at[i, "_row"], "acq_time", visits.at[i, "acq_time"],
+                                     f"not an ISO 8601 date and time; {fallback}"))
         visits["years_since_baseline"] = per_subject["acq_time"].transform(years_between)
     if "age" in visits:
         from_age = visits["age"] - per_subject["age"].transform("min")
         visits["years_since_baseline"] = visits.get("years_since_baseline", from_age).fillna(from_age)
         visits["visit_baseline_age"] = per_subject["age"].transform("min")
-    return participants, visits
+    return participants, visits.drop(columns=["_file", "_row"])
+
+
+def _problem(file, row, column, value, problem) -> dict:
+    return {"file": str(file), "row": row, "column": column, "value": "" if pd.isna(value) else str(value),
+            "problem": problem}
 
 
 def session_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -81,13 +114,23 @@ def session_row(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def cohort_table(records: list[dict[str, Any]], bids_dir: str | Path) -> pd.DataFrame:
+def cohort_table(records: list[dict[str, Any]], bids_dir: str | Path,
+                 problems: list[dict] | None = None) -> pd.DataFrame:
     """One row per subject-session: identifiers, status, measures, participant and visit metadata, QC
     fields. Participant metadata joins on the participant alone, so a subject without a sessions.tsv
-    keeps its group and site."""
+    keeps its group and site. Metadata problems (and their fallbacks) go to ``problems``."""
+    problems = [] if problems is None else problems
     rows = pd.DataFrame([session_row(r) for r in records])
     subjects = sorted({pid.removeprefix("sub-") for pid in rows["participant_id"]})
-    participants, visits = visit_metadata(bids_dir, subjects)
+    participants, visits = visit_metadata(bids_dir, subjects, problems)
+    if rows["session_id"].notna().any():
+        known = set(zip(visits.get("participant_id", []), visits.get("session_id", [])))
+        for pid, sid in zip(rows["participant_id"], rows["session_id"]):
+            if isinstance(sid, str) and (pid, sid) not in known:
+                sessions_file = Path(bids_dir) / pid / f"{pid}_sessions.tsv"
+                what = "session not listed" if sessions_file.exists() else "file missing"
+                problems.append(_problem(sessions_file, "", "session_id", sid,
+                                         f"{what}: acq_time and age of {pid} {sid} unknown (not placed in time)"))
     table = rows.merge(participants, on="participant_id", how="left")
     if rows["session_id"].notna().all() and len(visits):
         table = table.merge(visits.drop(columns=[c for c in participants.columns if c in visits and c != "participant_id"]),

@@ -14,6 +14,8 @@ rule cohort_table:
         sidecar=cohort_path("desc-dentate_measures.json"),
         failures=report(cohort_path("failures.tsv"), caption="../report/failures.rst", category="Cohort"),
         review=report(cohort_path("review.tsv"), caption="../report/review.rst", category="Cohort"),
+        problems=report(cohort_path("metadata_problems.tsv"), caption="../report/metadata_problems.rst",
+                        category="Cohort"),
     params:
         bids_dir=str(BIDS_DIR),
     log:

@@ -171,7 +171,8 @@ def labelled_batches(method):
 
 def cohort_outputs():
     return [str(OUTPUT_DIR / "dataset_description.json"), cohort_path("desc-dentate_measures.tsv"),
-            cohort_path("failures.tsv"), cohort_path("review.tsv"), str(OUTPUT_DIR / "qc.html")] + snapshots() + \
+            cohort_path("failures.tsv"), cohort_path("review.tsv"), cohort_path("metadata_problems.tsv"),
+            str(OUTPUT_DIR / "qc.html")] + snapshots() + \
         [stats_path(f"{name}.tsv") for name in STATS_TABLES] + [stats_path(f"{name}.png") for name in STATS_FIGURES] + \
         ([validation_path("desc-agreement_summary.tsv")] if LABELLED else [])
 
@@ -204,9 +205,11 @@ def readable_or_nothing(path):
 
 def report_failures():
     """After a run: say how many sessions failed or need review, and where they are listed."""
-    for name, what in (("failures.tsv", "failed"), ("review.tsv", "need review (labels made, a plausibility check doubts them)")):
+    for name, what in (("failures.tsv", "session(s) failed"),
+                       ("review.tsv", "session(s) need review (labels made, a plausibility check doubts them)"),
+                       ("metadata_problems.tsv", "visit metadata problem(s), each with the fallback applied")):
         listing = Path(cohort_path(name))
         if listing.exists():
             n = len(listing.read_text().splitlines()) - 1
             if n:
-                print(f"dnqsm: {n} session(s) {what}; see {listing} (and {cohort_path('desc-dentate_measures.tsv')})")
+                print(f"dnqsm: {n} {what}; see {listing} (and {cohort_path('desc-dentate_measures.tsv')})")
