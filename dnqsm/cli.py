@@ -58,6 +58,7 @@ def _segment(args: argparse.Namespace) -> int:
         segmenter = DentateSegmenter(models, device=args.device, folds=folds, mirroring=args.mirroring,
                                      threads=args.threads)
         segmenter.checks = checks
+        segmenter.allow_unknown_orientation = args.allow_unknown_orientation
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"dnqsm segment: error: {exc}", file=sys.stderr)
         return 2
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--localization-spacing-mm", type=float, default=None, help=argparse.SUPPRESS)
     seg.add_argument("--margin-mm", type=float, default=None,
                      help="margin around the localized region (default: the models' provenance, else 5)")
+    seg.add_argument("--allow-unknown-orientation", action="store_true",
+                     help="segment images whose sform and qform codes are both 0, taking their default affine "
+                          "as scanner space (left and right are then only as right as that guess)")
     seg.add_argument("--strict", action="store_true",
                      help="exit with code 3 when any image needs review (default: review exits 0)")
     seg.add_argument("--check", action="append", default=None, metavar="NAME=VALUE",

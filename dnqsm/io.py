@@ -202,7 +202,8 @@ def load_image(path: str | Path, allow_unknown_orientation: bool = False) -> nib
         raise InputError(f"{path}: all values are zero")
     if not allow_unknown_orientation and int(img.header["sform_code"]) == 0 and int(img.header["qform_code"]) == 0:
         raise InputError(f"{path}: sform and qform codes are both 0, so left and right cannot be known; "
-                         "fix the header or override explicitly")
+                         "fix the header, or override explicitly (workflow: orientation.allow_unknown: true; "
+                         "dnqsm segment: --allow-unknown-orientation)")
     # Keep the validated values in memory (float32, scl_slope applied) so later steps never read or
     # decompress the file again; the header keeps its qform/sform codes.
     header = nib.Nifti1Header.from_header(img.header)

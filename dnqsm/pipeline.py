@@ -55,13 +55,14 @@ def _failure(stage: str, error: str, **extra: Any) -> dict[str, Any]:
     return {"status": "failed", "failed_stage": stage, "error": error, **extra}
 
 
-def preprocess_session(raw: str | Path, out_dir: str | Path, unit_policy: str) -> dict[str, Any]:
+def preprocess_session(raw: str | Path, out_dir: str | Path, unit_policy: str,
+                       allow_unknown_orientation: bool = False) -> dict[str, Any]:
     """Validate and convert one session's image into ``out_dir`` (named after the session)."""
     out_dir = Path(out_dir)
     with staged_folder(out_dir) as folder:
         image_name, record_name = (p.name for p in preproc_files(out_dir))
         try:
-            img, record = preprocess(raw, unit_policy)
+            img, record = preprocess(raw, unit_policy, allow_unknown_orientation)
         except InputError as exc:
             record = _failure("preprocess", str(exc), Sources=[str(Path(raw).absolute())])
         except Exception as exc:  # a bug or an odd file must stay this session's problem

@@ -84,9 +84,14 @@ def settle_unit(path: str | Path, p99: float, policy: str) -> tuple[str, str]:
     return unit, source
 
 
-def preprocess(path: str | Path, unit_policy: str = "auto") -> tuple[nib.Nifti1Image, dict[str, Any]]:
-    """Validate and convert one QSM image; returns the ppb image and the record of what was done."""
-    img = load_image(path)
+def preprocess(path: str | Path, unit_policy: str = "auto", allow_unknown_orientation: bool = False
+               ) -> tuple[nib.Nifti1Image, dict[str, Any]]:
+    """Validate and convert one QSM image; returns the ppb image and the record of what was done.
+
+    An image whose sform and qform codes are both 0 is refused unless ``allow_unknown_orientation``:
+    then its default (fallback) affine is taken as scanner space and the record says so."""
+    img = load_image(path, allow_unknown_orientation=allow_unknown_orientation)
+    unknown_orientation = int(img.header["sform_code"]) == 0 and int(img.header["qform_code"]) == 0
     data = img.get_fdata(dtype=np.float32)
     nonfinite = ~np.isfinite(data)
     p99 = robust_p99(data)
@@ -106,6 +111,7 @@ def preprocess(path: str | Path, unit_policy: str = "auto") -> tuple[nib.Nifti1I
         "Sources": [str(Path(path).absolute())],
         "input_unit": unit, "input_unit_source": source, "Units": OUTPUT_UNIT, "scale_to_ppb": factor,
         "orientation": "".join(nib.aff2axcodes(img.affine)),
+        "orientation_assumed": unknown_orientation,  # sform/qform codes 0, used as scanner space on request
         "obliquity_deg": round(float(np.degrees(np.arccos(np.clip(axes.max(0), -1, 1))).max()), 3),
         "shape": list(img.shape[:3]), "voxel_size_mm": zooms,
         "nonfinite_voxels_set_to_zero": int(nonfinite.sum()),

@@ -107,6 +107,8 @@ class Engine:
     method = "engine"
     #: thresholds of the plausibility checks (dnqsm.confidence.thresholds); callers may replace them
     checks: dict[str, float] = CHECK_DEFAULTS
+    #: accept images whose sform and qform codes are both 0 (their default affine taken as scanner space)
+    allow_unknown_orientation: bool = False
 
     def segment(self, path: str | Path) -> "Result":
         raise NotImplementedError
@@ -215,7 +217,7 @@ class DentateSegmenter(Engine):
         """Segment one image; raises InputError or SegmentationFailure with a clear message."""
         timings: dict[str, float] = {}
         tick = time.perf_counter()
-        img = load_image(path)
+        img = load_image(path, allow_unknown_orientation=self.allow_unknown_orientation)
         timings["load"] = time.perf_counter() - tick
 
         tick = time.perf_counter()

@@ -12,6 +12,7 @@ rule preprocess:
     params:
         image=lambda wc: str(RAW_IMAGE[(wc.subject, wildcard_session(wc))]),
         unit_policy=config["units"]["input"],
+        allow_unknown_orientation=config["orientation"]["allow_unknown"],
     resources:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime_min"],

@@ -108,3 +108,18 @@ def test_a_rerun_removes_what_a_killed_writer_left(tmp_path):
         (folder / "done.txt").write_text("ok")
     write_json(stale_file, {"a": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["anat", "anat.json"]
+
+
+def test_an_image_without_orientation_fails_unless_overridden(tmp_path):
+    path = qsm(tmp_path, units="ppm")
+    img = nib.load(path)
+    bare = nib.Nifti1Image(img.get_fdata(dtype=np.float32), img.affine)
+    bare.set_sform(None, code=0)
+    bare.set_qform(None, code=0)
+    nib.save(bare, tmp_path / "bare.nii.gz")
+    (tmp_path / "bare.json").write_text(json.dumps({"Units": "ppm"}))
+    with pytest.raises(InputError, match="orientation.allow_unknown: true; dnqsm segment: --allow-unknown-orientation"):
+        preprocess(tmp_path / "bare.nii.gz", "auto")
+    out, record = preprocess(tmp_path / "bare.nii.gz", "auto", allow_unknown_orientation=True)
+    assert record["orientation_assumed"] is True
+    assert int(out.header["sform_code"]) == 1, "later steps read it as scanner space"
