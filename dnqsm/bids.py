@@ -17,13 +17,27 @@ class Session:
 
 
 def chimap_sessions(bids_dir: str | Path) -> list[Session]:
-    """Every ``_Chimap`` image of a BIDS dataset, sorted by subject and session."""
-    from bids import BIDSLayout
+    """Every ``_Chimap`` image of a BIDS dataset, sorted by subject and session.
 
-    layout = BIDSLayout(str(bids_dir), validate=False, derivatives=False)
-    files = layout.get(suffix="Chimap", extension=[".nii", ".nii.gz"])
-    sessions = [Session(f.entities["subject"], f.entities.get("session"), Path(f.path)) for f in files]
-    return sorted(sessions, key=lambda s: (s.subject, s.session or ""))
+    A plain walk of ``sub-*/[ses-*/]anat/`` with pybids' own filename parser (``parse_file_entities``)
+    instead of a ``BIDSLayout``: the layout's database indexed every sidecar and cost seconds per
+    thousand sessions; the walk costs milliseconds, and the entities are read the way pybids reads them."""
+    from bids.layout import parse_file_entities
+    from bids.layout.models import Config
+
+    entities_spec = list(Config.load("bids").entities.values())  # loaded once, not once per file
+    root = Path(bids_dir)
+    sessions = []
+    for pattern in ("sub-*/anat/*_Chimap.nii*", "sub-*/ses-*/anat/*_Chimap.nii*"):
+        for path in root.glob(pattern):
+            if not path.name.endswith((".nii", ".nii.gz")):
+                continue
+            entities = parse_file_entities(str(path), entities=entities_spec)
+            if "subject" not in entities:
+                continue
+            sessions.append(Session(str(entities["subject"]), str(entities["session"]) if "session" in entities else None,
+                                    path))
+    return sorted(sessions, key=lambda s: (s.subject, s.session or "", s.image.name))
 
 
 def dentate_labels(labels_dir: str | Path, session: Session) -> Path:
