@@ -1,4 +1,4 @@
-"""Render docs/synth_montage.png: one subject from each preset, views through the dentate nuclei.
+"""Render docs/synth_montage.png: subjects of each preset (two of train and stress), views through the dentate nuclei.
 
 Usage: python docs/make_synth_montage.py [--out docs/synth_montage.png]
 """
@@ -24,7 +24,7 @@ from dnqsm.units import to_ppb
 from dnqsm.viz import reslice, world_centroid
 
 GRAY = matplotlib.colormaps["gray"].with_extremes(bad="black")
-PRESETS = (("demo", 1), ("train", 2), ("test", 3), ("external", 4))
+PRESETS = (("demo", 1), ("train", 2), ("train", 5), ("external", 4), ("stress", 3), ("stress", 8))
 BASAL_GANGLIA_MNI = np.array([0.0, -2.0, 2.0])
 VIEWS = (("axial", 95.0, 0.8), ("axial", 22.0, 0.25), ("coronal", 22.0, 0.25), ("sagittal", 22.0, 0.25))
 
@@ -37,7 +37,7 @@ def main() -> None:
                              gridspec_kw={"width_ratios": [1, 1, 1, 1, 1]})
     with tempfile.TemporaryDirectory() as tmp:
         for row, (preset, seed) in enumerate(PRESETS):
-            root = write_dataset(Path(tmp) / preset, preset, subjects=1, sessions=1, seed=seed)
+            root = write_dataset(Path(tmp) / f"{preset}-{seed}", preset, subjects=1, sessions=1, seed=seed)
             truth = read_tsv(root / "derivatives/manual/truth.tsv").iloc[0]
             image = nib.load(bids_path(root, "001", "01", "Chimap"))
             unit = json.loads(bids_path(root, "001", "01", "Chimap", ".json").read_text())["Units"]
@@ -67,6 +67,7 @@ def main() -> None:
             vox = "x".join(f"{truth[f'voxel_{a}_mm']:.2f}" for a in "xyz")
             axes[row, 0].set_ylabel(f"{preset}\n{vox} mm, {truth.acq_orientation}"
                                     + (f" obl {truth.acq_oblique_deg:+.0f}°" if truth.acq_oblique_deg else "")
+                                    + f"\n{truth.recon_inversion}, ref {truth.recon_reference}, age {truth.baseline_age:.0f}"
                                     + f"\n{unit}, {truth.acq_dtype}", fontsize=8)
     fig.suptitle("dnqsm synth: synthetic QSM (ppb, window -60..160), world-aligned views, subject's left on the left", fontsize=10)
     fig.tight_layout()

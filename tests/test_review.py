@@ -67,3 +67,17 @@ def test_ratings_file_is_validated_naming_the_file(tmp_path):
     no_rating.write_text("participant_id\tsession_id\nsub-01\tses-01\n")
     with pytest.raises(ValueError, match=r"columns.tsv: missing column\(s\) \['rating'\]"):
         read_ratings(no_rating)
+
+
+def test_sessions_under_review_are_flagged_and_carry_their_reasons():
+    table = cohort()
+    table["review_reasons"] = ""
+    table.loc[2, ["status", "review_reasons"]] = ["review", "no right DN was found; left DN volume 12 mm³ is below the plausible 250 mm³"]
+    table.loc[1, "left_volume_mm3"] = 1600  # still an outlier among the sessions that have measures
+    flags = session_flags(table)
+    assert flags[2] == ["needs review"]
+    assert any(f.startswith("outlier left volume") for f in flags[1])
+    records = page_records(table, {}, None)
+    assert records[2]["status"] == "review"
+    assert records[2]["review_reasons"] == ["no right DN was found", "left DN volume 12 mm³ is below the plausible 250 mm³"]
+    assert records[0]["review_reasons"] == []
