@@ -208,8 +208,9 @@ class DentateSegmenter(Engine):
             if not use or not set(use) <= set(available):
                 raise FileNotFoundError(f"{model.source}: folds {list(use)} requested, trained folds: {sorted(available)}")
             use = tuple(f if f == "all" else int(f) for f in sorted(use))
-            predictor.initialize_from_trained_model_folder(str(model.folder), use_folds=use,
-                                                           checkpoint_name="checkpoint_final.pth")
+            with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its trainer-class search
+                predictor.initialize_from_trained_model_folder(str(model.folder), use_folds=use,
+                                                               checkpoint_name="checkpoint_final.pth")
             self.predictors[model.role] = predictor
 
     # -- one image -------------------------------------------------------------------------------
