@@ -23,6 +23,7 @@ CONFIDENCE_COLUMNS = {
     "uncertain_share": ("", "voxels with probability 0.2-0.8 next to the label, per label voxel"),
     "contrast_cnr": ("", "contrast-to-noise: (mean chi in label - mean of a 1-3 voxel shell) / SD of the shell"),
     "largest_share": ("", "share of the side's predicted voxels in the kept (largest) component"),
+    "mirror_agreement": ("", "Dice of the label with a pass without test-time mirroring (mirroring on only)"),
 }
 QC_COLUMNS = {
     "input_unit": ("", "unit of the input image (ppm or ppb) and how it was decided: see input_unit_source"),

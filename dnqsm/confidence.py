@@ -33,6 +33,7 @@ DEFAULTS: dict[str, float] = {
     "max_slice_mm": 3.5,  # thickest voxel the models were trained and benchmarked on: 3 mm
     "min_mean_probability": 0.7,  # network's mean foreground probability inside the label
     "max_uncertain_share": 0.6,  # voxels with probability 0.2-0.8 near the label, per label voxel
+    "min_mirror_agreement": 0.9,  # Dice of the label with a pass without mirroring (only when mirroring is on)
 }
 
 
@@ -63,8 +64,10 @@ class Confidence:
 
 
 def side_numbers(values: np.ndarray, labels: np.ndarray, label: int, probability: np.ndarray | None,
-                 predicted_voxels: int, affine: np.ndarray, midline_x: float) -> dict[str, Any]:
-    """What the checks need about one side, on the canonical crop."""
+                 predicted_voxels: int, affine: np.ndarray, midline_x: float,
+                 single_pass: np.ndarray | None = None) -> dict[str, Any]:
+    """What the checks need about one side, on the canonical crop. ``single_pass``: the network's
+    binary output without test-time mirroring, when the label came from mirrored passes."""
     mask = labels == label
     voxels = int(mask.sum())
     out: dict[str, Any] = {"voxels": voxels, "predicted_voxels": int(predicted_voxels),
@@ -84,6 +87,10 @@ def side_numbers(values: np.ndarray, labels: np.ndarray, label: int, probability
         spread = float(around.std())
         out["contrast"] = round(contrast, 4)
         out["contrast_cnr"] = round(contrast / spread, 3) if spread > 0 else None
+    if single_pass is not None:  # agreement within the side's reach: the label dilated by 2 voxels
+        near = ndimage.binary_dilation(mask, iterations=2) & ~(labels > 0) | mask
+        other = (single_pass > 0) & near
+        out["mirror_agreement"] = round(2 * float((other & mask).sum()) / (voxels + float(other.sum())), 4)
     if probability is not None:
         out["mean_probability"] = round(float(probability[mask].mean()), 4)
         near = ndimage.binary_dilation(mask, iterations=1)
@@ -129,6 +136,10 @@ def assess(sides: dict[str, dict[str, Any]], volumes_mm3: dict[str, float], box:
         if p is not None and p < c["min_mean_probability"]:
             reasons.append(f"network unsure of the {side} DN: mean probability {p:.2f} "
                            f"(expected ≥ {c['min_mean_probability']:g})")
+        m = s.get("mirror_agreement")
+        if m is not None and m < c["min_mirror_agreement"]:
+            reasons.append(f"mirrored and plain passes disagree on the {side} DN (Dice {m:.2f}, "
+                           f"expected ≥ {c['min_mirror_agreement']:g})")
         u = s.get("uncertain_share")
         if u is not None and u > c["max_uncertain_share"]:
             reasons.append(f"network unsure of the {side} DN boundary: {100 * u:.0f} % uncertain voxels "

@@ -245,11 +245,20 @@ class DentateSegmenter(Engine):
         seg, probabilities = predicted if self.probabilities else (predicted, None)
         raw = (from_nnunet(seg) > 0).astype(np.uint8)
         foreground = from_nnunet(probabilities[1]).astype(np.float32) if self.probabilities else None
+        single_pass = None
+        if self.mirroring:  # one more pass without mirroring: do the passes agree? (a confidence check)
+            predictor = self.predictors["segmentation"]
+            predictor.use_mirroring = False
+            try:
+                single_pass = (from_nnunet(predictor.predict_single_npy_array(data, props)) > 0).astype(np.uint8)
+            finally:
+                predictor.use_mirroring = True
         timings["segmentation"] = time.perf_counter() - tick
 
         return postprocess(img, canonical, slices, cropped, raw, region, grid_affine, box, margin, touches_edge,
                            midline_x, midline_source, timings,
-                           f"{path}: no dentate nucleus found in the localized region", foreground, self.checks)
+                           f"{path}: no dentate nucleus found in the localized region", foreground, self.checks,
+                           single_pass)
 
     def describe(self) -> dict[str, Any]:
         return {"models": {"localization": self.models.localization.describe(),
@@ -276,7 +285,8 @@ class Result:
 def postprocess(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, cropped: nib.Nifti1Image, raw: np.ndarray,
                 region: np.ndarray, grid_affine: np.ndarray, box, margin: float, touches_edge: bool, midline_x: float,
                 midline_source: str, timings: dict[str, float], nothing_found: str,
-                probability: np.ndarray | None = None, checks: dict[str, float] | None = None) -> Result:
+                probability: np.ndarray | None = None, checks: dict[str, float] | None = None,
+                single_pass: np.ndarray | None = None) -> Result:
     """What every method does with its binary DN mask on the canonical crop: sides by the midline and
     the largest component per side (:func:`assign_sides`), then the labels back on the input's own
     grid with the geometry record and the confidence verdict (``probability``: the method's foreground
@@ -307,7 +317,7 @@ def postprocess(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, croppe
     tick = time.perf_counter()
     values = cropped.get_fdata(dtype=np.float32)
     numbers = {name: side_numbers(values, labeled, label, probability, sides[name]["predicted_voxels"],
-                                  cropped.affine, midline_x) for name, label in (("left", LEFT), ("right", RIGHT))}
+                                  cropped.affine, midline_x, single_pass) for name, label in (("left", LEFT), ("right", RIGHT))}
     verdict = assess(numbers, {n: sides[n]["volume_mm3"] for n in ("left", "right")}, box.as_dict(),
                      [float(z) for z in img.header.get_zooms()[:3]], checks or CHECK_DEFAULTS)
     timings["confidence"] = time.perf_counter() - tick

@@ -118,3 +118,16 @@ def test_reassess_reads_an_engine_record():
             "dentate": {"left": {"volume_mm3": 1000.0}, "right": {"volume_mm3": 1000.0}}}
     assert reassess(meta, thresholds()).status == "ok"
     assert reassess(meta, thresholds({"max_volume_mm3": 900})).status == "review"
+
+
+def test_mirrored_and_plain_passes_that_disagree_are_reviewed():
+    labels, values, probability = _case()
+    agreeing = (labels > 0).astype(np.uint8)
+    sides = lambda single: {name: side_numbers(values, labels, label, probability, int((labels == label).sum()),
+                                               AFFINE, 0.0, single) for name, label in (("left", 1), ("right", 2))}
+    volumes = {"left": 1000.0, "right": 1000.0}
+    assert sides(agreeing)["left"]["mirror_agreement"] == 1.0
+    assert assess(sides(agreeing), volumes, BOX, [1.0] * 3, thresholds()).status == "ok"
+    shifted = np.roll(agreeing, 4, axis=0)  # the plain pass puts the nuclei 4 mm elsewhere
+    verdict = assess(sides(shifted), volumes, BOX, [1.0] * 3, thresholds())
+    assert any(r.startswith("mirrored and plain passes disagree on the left DN (Dice 0.67") for r in verdict.reasons), verdict.reasons

@@ -158,3 +158,12 @@ def test_review_status_reasons_exit_codes_and_threshold_overrides(fresh, tmp_pat
     run = subprocess.run([sys.executable, "-m", "dnqsm.cli", "segment", "-i", str(image), "-o", str(tmp_path / "x"),
                           "--check", "min_volume=3"], capture_output=True, text=True)
     assert run.returncode == 2 and "unknown confidence check 'min_volume'" in run.stderr
+
+
+def test_with_mirroring_the_passes_are_compared(fresh, tmp_path):
+    image, _ = next(_pairs(fresh))
+    mirrored = DentateSegmenter(load_model_set(BUNDLED_MODELS), device="cpu", threads=2, mirroring=True)
+    record = mirrored.run([image], tmp_path)[0]
+    for side in ("left", "right"):
+        assert record["confidence"]["sides"][side]["mirror_agreement"] > 0.9, record["confidence"]["sides"][side]
+    assert record["status"] == "ok", record["review_reasons"]
