@@ -7,8 +7,10 @@ existing batch folders, and every output made from them, stay byte-identical. A 
 the cohort (excluded, image removed) changes its batch's membership, and that batch reruns; changing
 ``inference.batch_size`` plans the whole cohort afresh.
 
-Cluster jobs parse the workflow again and read the same manifest, so they see the batches the main
-process planned; only the main process, with a changed plan, rewrites it (atomically).
+The manifest also lists each session's subject, session and image, so it is the session list of the
+run: cluster jobs parse the workflow again and read it (:func:`read_plan`) instead of discovering the
+cohort anew, and see exactly the sessions and batches the main process planned; only the main
+process, with a changed plan, rewrites it (atomically).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pandas as pd
 from dnqsm.bids import Session
 from dnqsm.io import write_tsv
 
-COLUMNS = ["session_key", "batch", "batch_size"]
+COLUMNS = ["session_key", "batch", "batch_size", "subject", "session", "image"]
 
 
 def session_key(session: Session) -> str:
@@ -45,14 +47,34 @@ def plan_batches(sessions: list[Session], manifest: str | Path, batch_size: int,
     batches: dict[str, list[Session]] = {}
     for key in by_key:  # keeps the subject/session order inside each batch
         batches.setdefault(assigned[key], []).append(by_key[key])
-    table = pd.DataFrame({"session_key": list(assigned), "batch": list(assigned.values()),
-                          "batch_size": str(batch_size)}, columns=COLUMNS).sort_values(["batch", "session_key"])
+    table = pd.DataFrame({"session_key": list(assigned), "batch": list(assigned.values()), "batch_size": str(batch_size),
+                          "subject": [by_key[k].subject for k in assigned],
+                          "session": [by_key[k].session or "" for k in assigned],
+                          "image": [str(by_key[k].image) for k in assigned]},
+                         columns=COLUMNS).sort_values(["batch", "session_key"])
     if write and (not manifest.exists() or not _read(manifest).reset_index(drop=True).equals(table.reset_index(drop=True))):
         manifest.parent.mkdir(parents=True, exist_ok=True)
         write_tsv(manifest, table)
     return dict(sorted(batches.items()))
 
 
+def read_plan(manifest: str | Path) -> dict[str, list[Session]]:
+    """The batches (and so the sessions) the main process planned, without looking at the dataset:
+    what a cluster job uses instead of discovering the cohort again. Empty for a missing manifest or
+    one written before it listed the sessions."""
+    manifest = Path(manifest)
+    table = _read(manifest) if manifest.exists() else pd.DataFrame(columns=COLUMNS)
+    if (table["subject"] == "").any():
+        return {}
+    batches: dict[str, list[Session]] = {}
+    for row in table.itertuples(index=False):
+        batches.setdefault(row.batch, []).append(Session(row.subject, row.session or None, Path(row.image)))
+    order = lambda s: (s.subject, s.session or "", s.image.name)  # noqa: E731 -- the discovery's order
+    return {batch: sorted(members, key=order) for batch, members in sorted(batches.items())}
+
+
 def _read(manifest: Path) -> pd.DataFrame:
-    """The manifest as text (batch ids keep their leading zeros)."""
-    return pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)[COLUMNS]
+    """The manifest as text (batch ids keep their leading zeros); one from before the session columns
+    reads with them empty, so the main process rewrites it."""
+    table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
+    return table.reindex(columns=COLUMNS, fill_value="")

@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from dnqsm.atlas import atlas_pairs
-from dnqsm.batches import plan_batches
+from dnqsm.batches import plan_batches, read_plan
 from dnqsm.bids import dentate_labels, select_sessions
 from dnqsm.config import ConfigError, check as check_config
 from dnqsm.io import InputError, bids_path, check_writable
@@ -38,13 +38,24 @@ def synth_dataset_description():
 # --- the cohort: sessions, batches and derivative paths ---
 # Discovered only when the BIDS directory exists, so that `snakemake synth_cohort` (which makes the
 # demo cohort) and `snakemake train_models` work before there is a cohort to segment.
-SESSIONS = (select_sessions(BIDS_DIR, config["participant_label"], config["exclude_participant_label"],
-                            config["exclude_sessions"]) if BIDS_DIR.exists() else [])
+# The main process discovers the sessions and plans stable batches: a session keeps its batch across
+# runs (dnqsm.batches; work_dir/batches.tsv), new ones get new batches. That manifest lists every
+# session, so the jobs of the run (cluster jobs parse this file again) read it and never rediscover.
+PLAN = WORK_DIR / "batches.tsv"
+BATCH_SIZE = config["inference"]["batch_size"]
+BATCHES = {} if workflow.is_main_process else read_plan(PLAN)
+if BATCHES:
+    SESSIONS = sorted((s for members in BATCHES.values() for s in members),
+                      key=lambda s: (s.subject, s.session or "", s.image.name))
+else:
+    try:
+        SESSIONS = (select_sessions(BIDS_DIR, config["participant_label"], config["exclude_participant_label"],
+                                    config["exclude_sessions"], config["bids_filters"]) if BIDS_DIR.exists() else [])
+    except ValueError as exc:  # a typo in a label or filter, an ambiguous session: one clear line
+        raise WorkflowError(str(exc)) from None
+    BATCHES = plan_batches(SESSIONS, PLAN, BATCH_SIZE, write=workflow.is_main_process) if SESSIONS else {}
 HAS_SESSIONS = any(s.session for s in SESSIONS)
 RAW_IMAGE = {(s.subject, s.session): s.image for s in SESSIONS}
-BATCH_SIZE = config["inference"]["batch_size"]
-# stable: a session keeps its batch across runs (dnqsm.batches; work_dir/batches.tsv), new ones get new batches
-BATCHES = plan_batches(SESSIONS, WORK_DIR / "batches.tsv", BATCH_SIZE) if SESSIONS else {}
 BATCH_OF = {(s.subject, s.session): batch for batch, members in BATCHES.items() for s in members}
 MODEL_FILES = [str(p) for p in model_files(config["models"]["dir"])]
 METHOD = config["method"]

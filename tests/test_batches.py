@@ -38,4 +38,16 @@ def test_a_new_batch_size_plans_afresh(tmp_path):
     sessions = _sessions("001/01", "002/01", "003/01")
     plan_batches(sessions, manifest, 1)
     assert _members(plan_batches(sessions, manifest, 3)) == {"001": ["001/01", "002/01", "003/01"]}
-    assert "\t3\n" in manifest.read_text()
+    assert "\t001\t3\t" in manifest.read_text()
+
+
+def test_the_plan_lists_the_sessions_for_jobs_that_must_not_rediscover(tmp_path):
+    from dnqsm.batches import read_plan
+
+    manifest = tmp_path / "batches.tsv"
+    assert read_plan(manifest) == {}, "no plan yet: discover"
+    sessions = _sessions("1/10", "1/2", "10/1", "2/1")  # in the discovery's order
+    planned = plan_batches(sessions, manifest, 3)
+    assert read_plan(manifest) == planned, "same sessions, images, batches and order as the main process planned"
+    manifest.write_text("session_key\tbatch\tbatch_size\nsub-1_ses-10\t001\t3\n")  # written by an older version
+    assert read_plan(manifest) == {}
