@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dnqsm.io import bids_path
+
+# entities a filename may carry besides sub- and ses- (BIDS keys, as in file names)
+FILTER_ENTITIES = ("acq", "ce", "rec", "run", "echo", "flip", "inv", "mt", "part", "chunk", "desc", "space")
 
 
 @dataclass(frozen=True)
@@ -14,6 +20,21 @@ class Session:
     subject: str
     session: str | None
     image: Path
+    entities: tuple[tuple[str, str], ...] = ()  # other BIDS entities of the image, e.g. (("rec", "tkd"),)
+
+
+@functools.cache
+def _entity_specs() -> tuple[list, dict[str, str]]:
+    """pybids' entity definitions (raw BIDS and derivatives, e.g. QSMxT's desc-) and {key: entity name}."""
+    from bids.layout.models import Config
+
+    specs = list(Config.load("bids").entities.values()) + list(Config.load("derivatives").entities.values())
+    names = {}
+    for spec in specs:
+        found = re.search(r"(\w+)-\(", spec.pattern)
+        if found and found.group(1) in FILTER_ENTITIES:
+            names[found.group(1)] = spec.name
+    return specs, names
 
 
 def chimap_sessions(bids_dir: str | Path) -> list[Session]:
@@ -23,21 +44,41 @@ def chimap_sessions(bids_dir: str | Path) -> list[Session]:
     instead of a ``BIDSLayout``: the layout's database indexed every sidecar and cost seconds per
     thousand sessions; the walk costs milliseconds, and the entities are read the way pybids reads them."""
     from bids.layout import parse_file_entities
-    from bids.layout.models import Config
 
-    entities_spec = list(Config.load("bids").entities.values())  # loaded once, not once per file
+    specs, names = _entity_specs()  # loaded once, not once per file
     root = Path(bids_dir)
     sessions = []
     for pattern in ("sub-*/anat/*_Chimap.nii*", "sub-*/ses-*/anat/*_Chimap.nii*"):
         for path in root.glob(pattern):
             if not path.name.endswith((".nii", ".nii.gz")):
                 continue
-            entities = parse_file_entities(str(path), entities=entities_spec)
+            entities = parse_file_entities(str(path), entities=specs)
             if "subject" not in entities:
                 continue
+            others = tuple((key, str(entities[name])) for key, name in names.items() if name in entities)
             sessions.append(Session(str(entities["subject"]), str(entities["session"]) if "session" in entities else None,
-                                    path))
+                                    path, tuple(sorted(others, key=lambda kv: FILTER_ENTITIES.index(kv[0])))))
     return sorted(sessions, key=lambda s: (s.subject, s.session or "", s.image.name))
+
+
+def matches(session: Session, bids_filters: dict[str, Any]) -> bool:
+    """Whether an image passes config ``bids_filters``: {entity: value, [values], true (present) or
+    null/false (absent)}; runs compare as numbers (run-1 equals run-01)."""
+    entities = dict(session.entities)
+    for key, wanted in bids_filters.items():
+        value = entities.get(key)
+        if wanted is None or wanted is False:
+            ok = value is None
+        elif wanted is True:
+            ok = value is not None
+        else:
+            allowed = wanted if isinstance(wanted, list) else [wanted]
+            same = (lambda a, b: int(a) == int(b)) if key in ("run", "echo", "flip", "inv", "chunk") else \
+                (lambda a, b: str(a) == str(b))
+            ok = value is not None and any(same(value, w) for w in allowed)
+        if not ok:
+            return False
+    return True
 
 
 def dentate_labels(labels_dir: str | Path, session: Session) -> Path:
@@ -51,12 +92,20 @@ def _label(value: str, entity: str) -> str:
 
 def select_sessions(bids_dir: str | Path, participant_label: list[str] | None = None,
                     exclude_participant_label: list[str] | None = None,
-                    exclude_sessions: list[str] | None = None) -> list[Session]:
-    """The ``_Chimap`` images to process: only ``participant_label`` (all when empty), minus the
-    excluded participants and ``sub-<label>[_ses-<label>]`` sessions. Raises ValueError for a label
-    that matches nothing (a typo would otherwise silently shrink the cohort) and for a dataset that
-    mixes images with and without a session level."""
-    found = chimap_sessions(bids_dir)
+                    exclude_sessions: list[str] | None = None,
+                    bids_filters: dict[str, Any] | None = None) -> list[Session]:
+    """The ``_Chimap`` images to process: those passing ``bids_filters`` (see :func:`matches`), only
+    ``participant_label`` (all when empty), minus the excluded participants and
+    ``sub-<label>[_ses-<label>]`` sessions. Raises ValueError for a label that matches nothing (a typo
+    would otherwise silently shrink the cohort), for filters that leave nothing, for a dataset that
+    mixes images with and without a session level, and for a session with several images left (the
+    message says which entities tell them apart)."""
+    every = chimap_sessions(bids_dir)
+    found = [s for s in every if matches(s, bids_filters or {})]
+    if every and not found:
+        seen = sorted({"_".join(f"{k}-{v}" for k, v in s.entities) or "(no other entities)" for s in every})
+        raise ValueError(f"bids_filters {bids_filters} match none of the {len(every)} _Chimap images in {bids_dir}; "
+                         f"their entities: {', '.join(seen[:10])}")
     subjects = {s.subject for s in found}
     wanted = {_label(p, "sub") for p in participant_label or []}
     dropped = {_label(p, "sub") for p in exclude_participant_label or []}
@@ -73,6 +122,11 @@ def select_sessions(bids_dir: str | Path, participant_label: list[str] | None = 
     counts = Counter((s.subject, s.session) for s in selected)
     duplicates = [key for key, n in counts.items() if n > 1]
     if duplicates:
-        raise ValueError(f"{bids_dir}: several _Chimap images for {sorted(duplicates)}; use acq-/run- entities "
-                         "in separate datasets or exclude the extras")
+        subject, session = sorted(duplicates, key=lambda k: (k[0], k[1] or ""))[0]
+        names = [s.image.name for s in selected if (s.subject, s.session) == (subject, session)]
+        differ = sorted({k for s in selected if (s.subject, s.session) == (subject, session) for k, _ in s.entities})
+        raise ValueError(f"{bids_dir}: {len(duplicates)} session(s) have several _Chimap images, e.g. "
+                         f"sub-{subject}" + (f"_ses-{session}" if session else "") + f": {', '.join(names)}; "
+                         f"pick one per session with bids_filters in the config (entities here: "
+                         f"{', '.join(differ) or 'none'}; e.g. bids_filters: {{{(differ or ['rec'])[0]}: <label>}})")
     return selected

@@ -28,20 +28,34 @@ def _allows_text(schema: dict) -> bool:
     return "string" in ([kinds] if isinstance(kinds, str) else kinds)
 
 
+def _kinds(schema: dict) -> set[str]:
+    """JSON types a schema allows (through anyOf/oneOf); empty when it does not say."""
+    kinds = schema.get("type")
+    if kinds is not None:
+        return {kinds} if isinstance(kinds, str) else set(kinds)
+    return set().union(*(_kinds(o) for o in schema.get("anyOf") or schema.get("oneOf") or []))
+
+
 def typed(value: Any, schema: dict) -> Any:
-    """``value`` with text leaves read as YAML where ``schema`` expects no text."""
+    """``value`` with text leaves read as YAML where ``schema`` expects no text, or where it also allows
+    null, booleans or numbers and the text is one (``{rec: null}`` on the command line)."""
     if isinstance(value, dict):
         props = schema.get("properties", {})
-        return {k: typed(v, props.get(k, {})) for k, v in value.items()}
+        extra = schema.get("additionalProperties")
+        return {k: typed(v, props.get(k, extra if isinstance(extra, dict) else {})) for k, v in value.items()}
     if isinstance(value, list):
         items = schema.get("items", {})
         return [typed(v, items) for v in value]
-    if isinstance(value, str) and schema and not _allows_text(schema):
+    if isinstance(value, str) and schema:
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             return value
-        return typed(parsed, schema) if isinstance(parsed, (dict, list)) else parsed
+        if not _allows_text(schema):
+            return typed(parsed, schema) if isinstance(parsed, (dict, list)) else parsed
+        kind = {type(None): "null", bool: "boolean", int: "integer", float: "number"}.get(type(parsed))
+        if kind and kind in _kinds(schema):
+            return parsed
     return value
 
 

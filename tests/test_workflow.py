@@ -89,6 +89,25 @@ def test_participant_filters_select_sessions_and_a_typo_is_named(tmp_path):
     assert run.returncode != 0 and "participant '042'" in run.stdout + run.stderr
 
 
+def test_bids_filters_pick_one_reconstruction_per_session(tmp_path):
+    import shutil
+
+    config = synth_config(tmp_path / "bids", subjects=2, sessions=1)
+    assert snakemake(tmp_path, config, "synth_cohort").returncode == 0
+    config["bids_dir"] = str(tmp_path / "bids")
+    anat = tmp_path / "bids" / "sub-001" / "ses-01" / "anat"
+    shutil.copyfile(anat / "sub-001_ses-01_Chimap.nii.gz", anat / "sub-001_ses-01_rec-l2_Chimap.nii.gz")
+    ambiguous = snakemake(tmp_path, config, "-n")
+    assert ambiguous.returncode != 0
+    said = ambiguous.stdout + ambiguous.stderr
+    assert "sub-001_ses-01: sub-001_ses-01_Chimap.nii.gz, sub-001_ses-01_rec-l2_Chimap.nii.gz" in said
+    assert "Traceback" not in said, "one clear line"
+    picked = snakemake(tmp_path, config, "-n", "--config", "bids_filters={rec: null}")
+    assert picked.returncode == 0 and jobs_by_rule(picked.stdout)["preprocess"] == 2
+    only_l2 = snakemake(tmp_path, config, "-n", "--config", "bids_filters={rec: l2}")
+    assert only_l2.returncode == 0 and jobs_by_rule(only_l2.stdout)["preprocess"] == 1
+
+
 def test_missing_manual_labels_folder_is_named(tmp_path):
     config = synth_config(tmp_path / "bids")
     config["validation"]["labels_dir"] = str(tmp_path / "no_labels")
