@@ -135,11 +135,38 @@ def plan_and_preprocess(dataset_id: int, features: list[int], patch_size: list[i
     return plans_file
 
 
+def initial_weights(source: str | Path, fold: int | str) -> dict:
+    """Network weights to fine-tune from: a checkpoint (.pth) or an exported model zip (its fold, else the first)."""
+    import io
+    import zipfile
+
+    import torch
+
+    source = Path(source)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: train.<model>.init_from names no file")
+    if source.suffix == ".zip":
+        with zipfile.ZipFile(source) as archive:
+            names = sorted(n for n in archive.namelist() if n.endswith("checkpoint_final.pth"))
+            wanted = [n for n in names if f"/fold_{fold}/" in n] or names
+            if not wanted:
+                raise ValueError(f"{source}: no checkpoint_final.pth inside; not an nnU-Net model zip")
+            state = torch.load(io.BytesIO(archive.read(wanted[0])), map_location="cpu", weights_only=False)
+    else:
+        state = torch.load(source, map_location="cpu", weights_only=False)
+    if "network_weights" not in state:
+        raise ValueError(f"{source}: not an nnU-Net checkpoint (no network_weights)")
+    return state["network_weights"]
+
+
 def train(dataset_id: int, fold: int | str, epochs: int, iterations: int, val_iterations: int,
-          device: str = "cpu") -> Path:
+          device: str = "cpu", init_from: str | Path | None = None, initial_lr: float | None = None) -> Path:
     """Train one fold with nnU-Net's own ``nnUNetTrainer`` on a short schedule; return the fold folder.
 
-    The optimizer state is stripped from the final checkpoint (inference does not need it).
+    ``init_from`` fine-tunes: every weight (output layer included, the labels being the same) starts
+    from that model instead of nnU-Net's random initialisation; the plans must match. ``initial_lr``
+    replaces nnU-Net's 0.01 at the start of its polynomial schedule. The optimizer state is stripped
+    from the final checkpoint (inference does not need it).
     """
     import torch
     from nnunetv2.run.run_training import get_trainer_from_args
@@ -149,6 +176,15 @@ def train(dataset_id: int, fold: int | str, epochs: int, iterations: int, val_it
     trainer.num_iterations_per_epoch = iterations
     trainer.num_val_iterations_per_epoch = val_iterations
     trainer.save_every = max(1, epochs // 4)
+    if initial_lr is not None:
+        trainer.initial_lr = float(initial_lr)
+    if init_from is not None:
+        weights = initial_weights(init_from, fold)
+        trainer.initialize()
+        try:
+            getattr(trainer.network, "_orig_mod", trainer.network).load_state_dict(weights)
+        except RuntimeError as error:
+            raise ValueError(f"{init_from}: its network does not match this model's plans ({error})") from None
     trainer.run_training()
     trainer.perform_actual_validation(False)  # for fold "all" nnU-Net validates on the training cases
     fold_dir = Path(trainer.output_folder)

@@ -21,11 +21,13 @@ def main() -> None:
         spec = train[model]
         start = time.perf_counter()
         fold_dir = train_fold(spec["dataset_id"], fold if fold == "all" else int(fold), spec["epochs"],
-                              spec["iterations"], spec["val_iterations"], device=train["device"])
+                              spec["iterations"], spec["val_iterations"], device=train["device"],
+                              init_from=spec.get("init_from"), initial_lr=spec.get("initial_lr"))
         seconds = time.perf_counter() - start
         out = Path(snakemake.output.checkpoint)
         write_json(out.parent / "training.json", {"fold": fold, "seconds": round(seconds, 1), "nnunet_fold_dir": str(fold_dir),
-                                                  "validation_dice": validation_dice(fold_dir), "device": train["device"]})
+                                                  "validation_dice": validation_dice(fold_dir), "device": train["device"],
+                                                  "init_from": spec.get("init_from"), "initial_lr": spec.get("initial_lr")})
         shutil.copyfile(fold_dir / "checkpoint_final.pth", out)
 
 
