@@ -190,6 +190,10 @@ def train(dataset_id: int, fold: int | str, epochs: int, iterations: int, val_it
     fold_dir = Path(trainer.output_folder)
     checkpoint = fold_dir / "checkpoint_final.pth"
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    broken = [k for k, v in state["network_weights"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise RuntimeError(f"training of dataset {dataset_id} fold {fold} diverged: {len(broken)} weight tensors are "
+                           f"NaN or infinite (e.g. {broken[0]}); see the training log in {trainer.output_folder}")
     for key in ("optimizer_state", "grad_scaler_state"):
         state.pop(key, None)
     torch.save(state, checkpoint)

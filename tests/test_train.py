@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_train_models_produces_loadable_exported_models(tmp_path):
     bids = write_dataset(tmp_path / "bids", "train", subjects=3, sessions=1, seed=21, jobs=2)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    tiny = {"features": [4, 8], "patch_size": [32, 32, 32], "batch_size": 2, "epochs": 1, "iterations": 2,
+    tiny = {"features": [4, 8, 8], "patch_size": [32, 32, 32], "batch_size": 2, "epochs": 1, "iterations": 2,
             "val_iterations": 1, "folds": ["all"]}
     config["train"].update({
         "bids_dir": str(bids), "labels_dir": str(bids / "derivatives" / "manual"),
@@ -49,10 +49,31 @@ def test_train_models_produces_loadable_exported_models(tmp_path):
 
     segmenter = DentateSegmenter(load_model_set(models), device="cpu", threads=1)
     plans = json.loads((model_folder(models / "segmentation.zip", tmp_path / "cache") / "plans.json").read_text())
-    assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] == [4, 8]
+    assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] == [4, 8, 8]
     assert set(segmenter.predictors) == {"localization", "segmentation"}
     # a rerun with nothing changed does nothing
     again = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
                             str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", "-n",
                             "train_models"], capture_output=True, text=True, cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # fine-tuning starts from the exported model's weights (a learning rate of ~0 keeps them)
+    import torch
+
+    from dnqsm.nnunet import initial_weights
+
+    start = initial_weights(models / "segmentation.zip", "all")
+    config["train"]["segmentation"].update(init_from=str(models / "segmentation.zip"), initial_lr=1e-12)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    checkpoint = str(tmp_path / "work" / "results" / "segmentation" / "fold_all" / "checkpoint_final.pth")
+    tuned = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                            "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", checkpoint,
+                            "--rerun-triggers", "mtime", "--forcerun", checkpoint],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert tuned.returncode == 0, tuned.stdout[-3000:] + tuned.stderr[-3000:]
+    after = torch.load(tmp_path / "work" / "results" / "segmentation" / "fold_all" / "checkpoint_final.pth",
+                       map_location="cpu", weights_only=False)["network_weights"]
+    assert set(after) == set(start)
+    assert all(torch.allclose(after[k].float(), start[k].float(), atol=1e-5) for k in start), "weights loaded, not random"
+    training = json.loads((tmp_path / "work" / "results" / "segmentation" / "fold_all" / "training.json").read_text())
+    assert training["init_from"] == str(models / "segmentation.zip")
