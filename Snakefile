@@ -27,7 +27,7 @@ rule all:
     """The whole cohort: derivative dataset, cohort table, failures and a QC snapshot per session."""
     input:
         require_cohort,
-        cohort_outputs(),
+        cohort_outputs,
 
 
 onsuccess:

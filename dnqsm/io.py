@@ -52,6 +52,11 @@ def bids_path(
     return folder / datatype / bids_name(suffix, ext, sub=sub, ses=ses, **entities)
 
 
+def prefix(subject: str, session: str | None) -> str:
+    """``sub-<label>[_ses-<label>]``: the stem every file of a session starts with."""
+    return bids_name("", "", sub=subject, ses=session).rstrip("_")
+
+
 @contextmanager
 def script_log(path: str | Path) -> Iterator[None]:
     """Send a Snakemake script's stdout and stderr to its log file, tracebacks included, so a failed

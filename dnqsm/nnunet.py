@@ -24,6 +24,8 @@ PLANS = "nnUNetPlans"
 TRAINER = "nnUNetTrainerDNQSM"  # nnUNetTrainer + QSM intensity augmentation (dnqsm/nnunet_trainers)
 CHANNEL = "QSM"
 TRAINERS_DIR = Path(__file__).parent / "nnunet_trainers"
+#: Where the bundled demo models live in a source checkout.
+BUNDLED_MODELS = Path(__file__).resolve().parents[1] / "models" / "demo"
 
 
 def register_trainers() -> None:
@@ -266,3 +268,12 @@ def _find_trained_folder(root: Path) -> Path:
     if not hits:
         raise FileNotFoundError(f"{root}: no nnU-Net trained model (plans.json with fold_* folders) inside")
     return hits[0]
+
+
+def model_files(models_dir: str | Path | None = None) -> list[Path]:
+    """The files a model folder's predictions depend on (zips or folders, and provenance.json): what a
+    workflow rule lists as input so that new models rerun the segmentations."""
+    base = Path(models_dir) if models_dir else BUNDLED_MODELS
+    files = [next((p for p in (base / f"{role}.zip", base / role) if p.exists()), base / f"{role}.zip")
+             for role in ("localization", "segmentation")]
+    return files + ([base / "provenance.json"] if (base / "provenance.json").exists() else [])

@@ -15,18 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from dnqsm.confidence import reassess, thresholds
-from dnqsm.io import InputError, bids_name, load_image, save_nifti, staged_folder, write_json
+from dnqsm.io import InputError, bids_name, load_image, prefix, save_nifti, staged_folder, write_json  # noqa: F401
 from dnqsm.measure import measure
 from dnqsm.preprocess import preprocess
 from dnqsm.qc import render_failure, render_snapshot, summary_lines
 from dnqsm.segment import image_stem
 
 PREPROC = "desc-preproc_Chimap"
-
-
-def prefix(subject: str, session: str | None) -> str:
-    """``sub-<label>[_ses-<label>]``: the stem every file of a session starts with."""
-    return bids_name("", "", sub=subject, ses=session).rstrip("_")
 
 
 def preproc_files(folder: str | Path) -> tuple[Path, Path]:

@@ -25,11 +25,9 @@ from dnqsm import __version__
 from dnqsm.confidence import DEFAULTS as CHECK_DEFAULTS, Confidence, assess, side_numbers
 from dnqsm.io import InputError, load_image, save_nifti, staged_folder, write_json
 from dnqsm.localize import crop, localization_input, region_box, region_components, region_slices, resample_to_grid
-from dnqsm.nnunet import from_nnunet, model_folder, sha256, to_nnunet
+from dnqsm.nnunet import BUNDLED_MODELS, from_nnunet, model_files, model_folder, sha256, to_nnunet  # noqa: F401
 
 LEFT, RIGHT = 1, 2
-#: Where the bundled demo models live in a source checkout.
-BUNDLED_MODELS = Path(__file__).resolve().parents[1] / "models" / "demo"
 #: Predicted localization components smaller than this (coarse voxels) are noise, not a DN region.
 MIN_REGION_VOXELS = 20
 DEFAULT_GEOMETRY = {"localization_spacing_mm": 3.0, "margin_mm": 5.0}
@@ -58,15 +56,6 @@ class ModelSet:
     localization: Model
     segmentation: Model
     geometry: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_GEOMETRY))
-
-
-def model_files(models_dir: str | Path | None = None) -> list[Path]:
-    """The files a model folder's predictions depend on (zips or folders, and provenance.json): what a
-    workflow rule lists as input so that new models rerun the segmentations."""
-    base = Path(models_dir) if models_dir else BUNDLED_MODELS
-    files = [next((p for p in (base / f"{role}.zip", base / role) if p.exists()), base / f"{role}.zip")
-             for role in ("localization", "segmentation")]
-    return files + ([base / "provenance.json"] if (base / "provenance.json").exists() else [])
 
 
 def load_model_set(models_dir: str | Path | None = None, localization: str | Path | None = None,

@@ -5,9 +5,9 @@ rule cohort_table:
     """Cohort table (TSV + JSON sidecar) with measures, status and visit metadata; failures.tsv and
     review.tsv (sessions whose segmentation a plausibility check doubts)."""
     input:
-        anat=for_all_sessions(lambda subject, session: session_folder("anat", subject, session)),
-        metadata=[str(p) for p in [BIDS_DIR / "participants.tsv", *BIDS_DIR.glob("sub-*/sub-*_sessions.tsv")]
-                  if p.exists()],
+        anat=lambda wc: for_all_sessions(lambda subject, session: session_folder("anat", subject, session)),
+        metadata=lambda wc: [str(p) for p in [BIDS_DIR / "participants.tsv", *BIDS_DIR.glob("sub-*/sub-*_sessions.tsv")]
+                             if p.exists()],
     output:
         table=report(cohort_path("desc-dentate_measures.tsv"), caption="../report/cohort_table.rst",
                      category="Cohort"),
@@ -75,7 +75,7 @@ rule qc_page:
     kept in the browser and exported as qc_ratings.tsv (dnqsm.review)."""
     input:
         table=cohort_path("desc-dentate_measures.tsv"),
-        snapshots=snapshots(),
+        snapshots=snapshots,
         ratings=RATINGS,
     output:
         page=str(OUTPUT_DIR / "qc.html"),

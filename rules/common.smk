@@ -6,13 +6,11 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from dnqsm.atlas import atlas_pairs
 from dnqsm.batches import plan_batches, read_plan
 from dnqsm.bids import dentate_labels, select_sessions
 from dnqsm.config import ConfigError, check as check_config
-from dnqsm.io import InputError, bids_path, check_writable
-from dnqsm.pipeline import prefix
-from dnqsm.segment import model_files
+from dnqsm.io import InputError, bids_path, check_writable, prefix
+from dnqsm.nnunet import model_files
 
 try:  # command-line values typed by the schema, and one clear line for a problem (dnqsm.config)
     check_config(config, Path(workflow.basedir) / "config" / "config.schema.yaml")
@@ -95,6 +93,8 @@ def batch_folder(method="{method}", batch="{batch}"):
 @functools.cache
 def atlas_files():
     """(image, labels) of every configured atlas, found once; a clear error when there is none."""
+    from dnqsm.atlas import atlas_pairs  # imported only when the atlas method is used: jobs parse faster
+
     spec = config["atlas"]
     try:
         return atlas_pairs(spec["bids_dir"], spec["labels_dir"], spec["participant_label"], spec["files"])
@@ -124,7 +124,8 @@ def log_path(step, subject="{subject}", session="{session}"):
 
 
 def for_all_sessions(make):
-    """``make(subject, session)`` for every selected session."""
+    """``make(subject, session)`` for every selected session; rules call it inside input functions, so
+    that a cluster job, whose DAG is its own job, never builds the cohort-wide lists."""
     return [make(subject=s.subject, session=s.session or "") for s in SESSIONS]
 
 
@@ -153,7 +154,8 @@ def stats_path(name):
     return str(OUTPUT_DIR / "stats" / name)
 
 
-def snapshots():
+def snapshots(wildcards=None):
+    """Every session's QC snapshot (also an input function)."""
     return for_all_sessions(lambda subject, session: derivative("qc", ".png", "figures", subject, session, desc="dentate"))
 
 
@@ -167,7 +169,12 @@ def manual_labels(session):
 
 if LABELS_DIR and not Path(LABELS_DIR).is_dir():
     raise WorkflowError(f"validation.labels_dir {LABELS_DIR} does not exist")
-LABELLED = [s for s in SESSIONS if LABELS_DIR and manual_labels(s).exists()]
+
+
+@functools.cache
+def labelled():
+    """Sessions with manual labels; looked up only when a rule needs them (not in every job's parse)."""
+    return [s for s in SESSIONS if LABELS_DIR and manual_labels(s).exists()]
 
 
 def validation_path(name):
@@ -177,15 +184,16 @@ def validation_path(name):
 
 def labelled_batches(method):
     """Segmentation batches (of ``method``) that hold a session with manual labels."""
-    return sorted({batch_folder(method, BATCH_OF[(s.subject, s.session)]) for s in LABELLED})
+    return sorted({batch_folder(method, BATCH_OF[(s.subject, s.session)]) for s in labelled()})
 
 
-def cohort_outputs():
+def cohort_outputs(wildcards=None):
+    """Everything `rule all` asks for (an input function: built only in the main process)."""
     return [str(OUTPUT_DIR / "dataset_description.json"), cohort_path("desc-dentate_measures.tsv"),
             cohort_path("failures.tsv"), cohort_path("review.tsv"), cohort_path("metadata_problems.tsv"),
             str(OUTPUT_DIR / "qc.html")] + snapshots() + \
         [stats_path(f"{name}.tsv") for name in STATS_TABLES] + [stats_path(f"{name}.png") for name in STATS_FIGURES] + \
-        ([validation_path("desc-agreement_summary.tsv")] if LABELLED else [])
+        ([validation_path("desc-agreement_summary.tsv")] if labelled() else [])
 
 
 # --- training paths (rules/train.smk) ---

@@ -6,9 +6,9 @@ rule validation:
     site and group (dnqsm.validate)."""
     input:
         table=cohort_path("desc-dentate_measures.tsv"),
-        anat=[session_folder("anat", s.subject, s.session or "") for s in LABELLED],
-        preprocessed=[preproc_folder(s.subject, s.session or "") for s in LABELLED],
-        labels=[str(manual_labels(s)) for s in LABELLED],
+        anat=lambda wc: [session_folder("anat", s.subject, s.session or "") for s in labelled()],
+        preprocessed=lambda wc: [preproc_folder(s.subject, s.session or "") for s in labelled()],
+        labels=lambda wc: [str(manual_labels(s)) for s in labelled()],
     output:
         sessions=validation_path("desc-agreement_sessions.tsv"),
         summary=report(validation_path("desc-agreement_summary.tsv"), caption="../report/validation.rst",
@@ -29,9 +29,9 @@ rule comparison:
     """The paper's comparison on the labelled sessions: the nnU-Net method against the atlas baseline
     (both run whatever config 'method' says), Dice, paired p, volume ICC and r, time per session."""
     input:
-        preprocessed=[preproc_folder(s.subject, s.session or "") for s in LABELLED],
-        labels=[str(manual_labels(s)) for s in LABELLED],
-        batches=[batch for method in METHODS for batch in labelled_batches(method)],
+        preprocessed=lambda wc: [preproc_folder(s.subject, s.session or "") for s in labelled()],
+        labels=lambda wc: [str(manual_labels(s)) for s in labelled()],
+        batches=lambda wc: [batch for method in METHODS for batch in labelled_batches(method)],
     output:
         sessions=validation_path("desc-comparison_sessions.tsv"),
         table=report(validation_path("desc-comparison_table.tsv"), caption="../report/comparison.rst",
@@ -40,9 +40,9 @@ rule comparison:
         figure=report(validation_path("comparison_dice.png"), caption="../report/comparison.rst",
                       category="Validation"),
     params:
-        sessions=[(s.subject, s.session) for s in LABELLED],
-        batches=[{method: batch_folder(method, BATCH_OF[(s.subject, s.session)]) for method in METHODS}
-                 for s in LABELLED],
+        sessions=lambda wc: [(s.subject, s.session) for s in labelled()],
+        batches=lambda wc: [{method: batch_folder(method, BATCH_OF[(s.subject, s.session)]) for method in METHODS}
+                            for s in labelled()],
         bids_dir=str(BIDS_DIR),
     log:
         str(WORK_DIR / "logs" / "comparison.log"),
