@@ -24,6 +24,7 @@ CONFIDENCE_COLUMNS = {
     "contrast_cnr": ("", "contrast-to-noise: (mean chi in label - mean of a 1-3 voxel shell) / SD of the shell"),
     "largest_share": ("", "share of the side's predicted voxels in the kept (largest) component"),
     "mirror_agreement": ("", "Dice of the label with a pass without test-time mirroring (mirroring on only)"),
+    "smoothness_fwhm_mm": ("mm", "image smoothness (FWHM) within 10 mm of the label, along its sharpest axis"),
 }
 QC_COLUMNS = {
     "input_unit": ("", "unit of the input image (ppm or ppb) and how it was decided: see input_unit_source"),

@@ -34,7 +34,34 @@ DEFAULTS: dict[str, float] = {
     "min_mean_probability": 0.7,  # network's mean foreground probability inside the label
     "max_uncertain_share": 0.6,  # voxels with probability 0.2-0.8 near the label, per label voxel
     "min_mirror_agreement": 0.9,  # Dice of the label with a pass without mirroring (only when mirroring is on)
+    "max_smoothness_mm": 8.0,  # image smoothness (FWHM) around the DN along its sharpest axis; sharp QSM: 2-5 mm
 }
+
+#: Margin (mm) around a side's label in which the image's smoothness is estimated.
+SMOOTHNESS_MARGIN_MM = 10.0
+
+
+def smoothness_fwhm_mm(values: np.ndarray, zooms: tuple[float, ...] | list[float]) -> float | None:
+    """How blurred an image region is: the FWHM (mm) of a Gaussian that gives its ratio of neighbour-
+    difference variance to variance (Forman et al., Magn Reson Med 1995; the estimator of FSL's
+    smoothest and AFNI's 3dFWHMx), per axis over non-zero finite voxels; the sharpest axis is
+    returned, so thick slices do not count as blur. None when the region is too small or flat."""
+    finite = np.isfinite(values) & (values != 0)
+    data = np.where(finite, values, 0).astype(np.float64)
+    if finite.sum() < 100 or data[finite].var() <= 0:
+        return None
+    variance = data[finite].var()
+    widths = []
+    for axis, step in enumerate(zooms[:3]):
+        if data.shape[axis] < 2:
+            continue
+        a, b = np.moveaxis(data, axis, 0), np.moveaxis(finite, axis, 0)
+        pair = b[1:] & b[:-1]
+        if pair.sum() < 50:
+            continue
+        ratio = min(max(float((a[1:] - a[:-1])[pair].var()) / (2 * variance), 1e-6), 1 - 1e-6)
+        widths.append(float(step) * float(np.sqrt(-2 * np.log(2) / np.log(1 - ratio))))
+    return round(min(widths), 2) if widths else None
 
 
 def thresholds(overrides: dict[str, Any] | None = None) -> dict[str, float]:
@@ -87,6 +114,11 @@ def side_numbers(values: np.ndarray, labels: np.ndarray, label: int, probability
         spread = float(around.std())
         out["contrast"] = round(contrast, 4)
         out["contrast_cnr"] = round(contrast / spread, 3) if spread > 0 else None
+    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))
+    where = np.argwhere(mask)
+    margin = np.ceil(SMOOTHNESS_MARGIN_MM / zooms).astype(int)
+    region = tuple(slice(max(int(lo - m), 0), int(hi + m + 1)) for lo, hi, m in zip(where.min(0), where.max(0), margin))
+    out["smoothness_fwhm_mm"] = smoothness_fwhm_mm(values[region], zooms)
     if single_pass is not None:  # agreement within the side's reach: the label dilated by 2 voxels
         near = ndimage.binary_dilation(mask, iterations=2) & ~(labels > 0) | mask
         other = (single_pass > 0) & near
@@ -140,6 +172,10 @@ def assess(sides: dict[str, dict[str, Any]], volumes_mm3: dict[str, float], box:
         if m is not None and m < c["min_mirror_agreement"]:
             reasons.append(f"mirrored and plain passes disagree on the {side} DN (Dice {m:.2f}, "
                            f"expected ≥ {c['min_mirror_agreement']:g})")
+        blur = s.get("smoothness_fwhm_mm")
+        if blur is not None and blur > c["max_smoothness_mm"]:
+            reasons.append(f"the image around the {side} DN is blurred: smoothness {blur:.1f} mm FWHM "
+                           f"(expected ≤ {c['max_smoothness_mm']:g} mm)")
         u = s.get("uncertain_share")
         if u is not None and u > c["max_uncertain_share"]:
             reasons.append(f"network unsure of the {side} DN boundary: {100 * u:.0f} % uncertain voxels "

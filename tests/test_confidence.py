@@ -131,3 +131,28 @@ def test_mirrored_and_plain_passes_that_disagree_are_reviewed():
     shifted = np.roll(agreeing, 4, axis=0)  # the plain pass puts the nuclei 4 mm elsewhere
     verdict = assess(sides(shifted), volumes, BOX, [1.0] * 3, thresholds())
     assert any(r.startswith("mirrored and plain passes disagree on the left DN (Dice 0.67") for r in verdict.reasons), verdict.reasons
+
+
+def test_smoothness_estimator_recovers_a_known_blur():
+    from scipy import ndimage
+
+    from dnqsm.confidence import smoothness_fwhm_mm
+
+    noise = np.random.default_rng(3).normal(0, 1, (64, 64, 64))
+    for sigma_voxels, voxel_mm in ((2.0, 1.0), (3.0, 0.5)):
+        smooth = ndimage.gaussian_filter(noise, sigma_voxels) + 5.0  # offset: no voxel is exactly zero
+        expected = 2.3548 * sigma_voxels * voxel_mm
+        assert smoothness_fwhm_mm(smooth, (voxel_mm,) * 3) == pytest.approx(expected, rel=0.15)
+    thick = ndimage.gaussian_filter(noise, (1.0, 1.0, 4.0)) + 5.0  # blurred along z only: the sharpest axis counts
+    assert smoothness_fwhm_mm(thick, (1.0, 1.0, 1.0)) == pytest.approx(2.3548, rel=0.15)
+
+
+def test_a_blurred_image_is_reviewed_even_when_the_label_looks_fine():
+    from scipy import ndimage
+
+    labels, values, probability = _case()
+    assert _verdict(labels, values, probability).sides["left"]["smoothness_fwhm_mm"] < 4
+    blurred = ndimage.gaussian_filter(values, 4.0).astype(np.float32)  # 4 mm: FWHM 9.4 mm
+    verdict = _verdict(labels, blurred, probability)
+    assert verdict.status == "review"
+    assert any(r.startswith("the image around the left DN is blurred: smoothness") for r in verdict.reasons), verdict.reasons
