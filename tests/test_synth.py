@@ -48,6 +48,23 @@ def test_train_and_test_presets_draw_disjoint_streams(tmp_path):
     assert t1["voxel_x_mm"].iloc[0] != t2["voxel_x_mm"].iloc[0]
 
 
+def test_retest_scans_share_the_nucleus_but_not_the_acquisition(tmp_path):
+    root = write_dataset(tmp_path / "retest", "retest", subjects=2, sessions=1, seed=5, jobs=2)
+    truth = read_tsv(root / TRUTH / "truth.tsv").set_index("session_id")
+    assert sorted(truth.index) == ["ses-01", "ses-01", "ses-01r", "ses-01r"]
+    for pid, rows in truth.reset_index().groupby("participant_id"):
+        scan, rescan = rows[~rows.rescan].iloc[0], rows[rows.rescan].iloc[0]
+        for column in ("dn_left_planted_chi_ppb", "dn_right_planted_volume_factor", "dn_left_size_factor",
+                       "years_since_baseline", "visit"):
+            assert scan[column] == rescan[column], (pid, column)  # the same nucleus, the same day
+        assert scan["rotation_x_deg"] != rescan["rotation_x_deg"] and scan["voxel_x_mm"] != rescan["voxel_x_mm"]
+        images = [np.asarray(nib.load(bids_path(root, pid[4:], ses[4:], "Chimap")).dataobj) for ses in
+                  (scan["session_id"], rescan["session_id"])]
+        assert images[0].shape != images[1].shape or not np.array_equal(images[0], images[1])
+    acq = {r.session_id: pd.Timestamp(r.acq_time) for r in read_tsv(root / "sub-001" / "sub-001_sessions.tsv").itertuples()}
+    assert pd.Timedelta(0) < acq["ses-01r"] - acq["ses-01"] < pd.Timedelta(hours=5)
+
+
 def test_dataset_loads_with_pybids(demo_cohort):
     from bids import BIDSLayout
 

@@ -55,6 +55,7 @@ class Preset:
     missed_visit_prob: float = 0.12
     visit_jitter_years: float = 0.08
     iron_gradient: tuple[float, float] = (0.2, 0.6)  # DN iron heterogeneity (dentate.iron_pattern weight)
+    rescan_other_site_prob: float | None = None  # set: every visit is scanned twice the same day (test-retest)
 
 
 def _site(name: str, **kw) -> SiteProtocol:
@@ -122,6 +123,12 @@ PRESETS: dict[str, Preset] = {
     ),
     "stress": Preset("stress", 5, subjects=24, sessions=1, groups=GROUPS, sites=_STRESS_SITES,
                      effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.8)),
+    # Test-retest: every yearly visit is scanned twice on the same day (session "02" and its rescan
+    # "02r"): same anatomy and chi, a new head pose, grid, noise and reconstruction draw; a quarter of
+    # the rescans on another site's protocol. No visit is missed, so every pair is complete.
+    "retest": Preset("retest", 6, subjects=12, sessions=2, groups=("control", "ataxia"), sites=_TRAIN_SITES,
+                     effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.7), missed_visit_prob=0.0,
+                     rescan_other_site_prob=0.25),
 }
 
 
@@ -144,6 +151,8 @@ class Visit:
     visit_index: int
     years: float  # since baseline
     acq_time: datetime
+    rescan: bool = False  # the second scan of a visit, the same day (retest preset)
+    site: SiteProtocol | None = None  # another site's protocol for this scan; None: the participant's
 
 
 SITE_KEY = 2**31 - 1  # spawn key of the cohort-level site stream (never a subject index)
@@ -171,8 +180,15 @@ def participants(preset: Preset, subjects: int, seed: int) -> list[Participant]:
     return people
 
 
+def site_scale(seed: int, preset: Preset, site: SiteProtocol) -> float:
+    """The cohort-level intensity scaling of ``site`` (the value :func:`participants` gives its people)."""
+    site_rng = np.random.default_rng(seed_sequence(seed, preset, SITE_KEY))
+    return {s.name: float(site_rng.uniform(*s.scale)) for s in preset.sites}[site.name]
+
+
 def visits(preset: Preset, person: Participant, sessions: int, seed: int) -> list[Visit]:
-    """Yearly visits with jitter; follow-ups are missed now and then, the baseline never."""
+    """Yearly visits with jitter; follow-ups are missed now and then, the baseline never. In the
+    retest preset each visit is followed the same day by its rescan (session ``<visit>r``)."""
     rng = np.random.default_rng(seed_sequence(seed, preset, person.index, 1))
     out = []
     for v in range(sessions):
@@ -185,6 +201,12 @@ def visits(preset: Preset, person: Participant, sessions: int, seed: int) -> lis
             when += timedelta(days=round(years * 365.25), minutes=int(rng.integers(-120, 120)))
         actual = (when - person.baseline).total_seconds() / (365.25 * 86400)
         out.append(Visit(f"{v + 1:02d}", v, round(actual, 4), when))
+        if preset.rescan_other_site_prob is not None:  # its own stream: the other presets stay byte-identical
+            rrng = np.random.default_rng(seed_sequence(seed, preset, person.index, 3, v))
+            later = when + timedelta(minutes=int(rrng.integers(30, 240)))
+            others = [s for s in preset.sites if s.name != person.site.name]
+            site = others[int(rrng.integers(len(others)))] if rrng.random() < preset.rescan_other_site_prob else None
+            out.append(Visit(f"{v + 1:02d}r", v, round(actual, 4), later, rescan=True, site=site))
     return out
 
 

@@ -19,10 +19,10 @@ import pandas as pd
 
 from dnqsm import __version__
 from dnqsm.io import bids_path, write_json, write_tsv, save_nifti
-from dnqsm.synth.acquisition import LABEL_LEFT, LABEL_RIGHT, render, sample_acquisition
+from dnqsm.synth.acquisition import LABEL_LEFT, LABEL_RIGHT, render, sample_acquisition, sample_recon
 from dnqsm.synth.anatomy import build_anatomy
 from dnqsm.synth.cohort import (CHI_PPB_PER_YEAR_OF_AGE, MATURATION_TAU_YEARS, PRESETS, Preset, dentate_state,
-                                maturation, participants, seed_sequence, visits)
+                                maturation, participants, seed_sequence, site_scale, visits)
 from dnqsm.units import to_ppb
 
 BIDS_VERSION = "1.10.0"
@@ -131,8 +131,12 @@ def _subject(task: tuple) -> list[dict]:
     rows = []
     session_rows = []
     for visit in visit_list:
-        vrng = np.random.default_rng(seed_sequence(seed, preset, person.index, 10 + visit.visit_index))
-        acq = sample_acquisition(vrng, person.site, person.site_scale, person.site_recon)
+        # a rescan draws its own pose, grid, noise and reconstruction; the DN state is the visit's
+        key = (1000 if visit.rescan else 10) + visit.visit_index
+        vrng = np.random.default_rng(seed_sequence(seed, preset, person.index, key))
+        site = visit.site or person.site
+        acq = sample_acquisition(vrng, site, site_scale(seed, preset, site) if visit.site else person.site_scale,
+                                 sample_recon(vrng, site) if visit.rescan else person.site_recon)
         volume_factor, chi_ppb = {}, {}
         for side, _ in SIDES:
             volume_factor[side], chi_ppb[side] = dentate_state(preset, person, visit.years, base_chi[side],
@@ -156,6 +160,7 @@ def _subject(task: tuple) -> list[dict]:
             "participant_id": f"sub-{sub}", "session_id": f"ses-{ses}", "group": person.group, "sex": person.sex,
             "baseline_age": person.age, "age": round(person.age + visit.years, 2), "site": acq.site,
             "years_since_baseline": visit.years, "acq_time": visit.acq_time.isoformat(),
+            "visit": f"{visit.visit_index + 1:02d}", "rescan": visit.rescan,
         }
         acq_fields = asdict(acq)
         for key in ("voxel_mm", "rotation_deg", "translation_mm"):
@@ -211,6 +216,8 @@ def _truth_sidecar(preset: Preset, seed: int) -> dict:
         "baseline_age": {"Description": "Age at baseline", "Units": "year"},
         "age": {"Description": "Age at the visit", "Units": "year"},
         "years_since_baseline": {"Description": "Time since the baseline visit", "Units": "year"},
+        "visit": "Visit number; a visit and its same-day rescan share it (retest preset)",
+        "rescan": "True for the second scan of a visit, the same day: same anatomy and chi, new pose, grid, noise and reconstruction draw",
         "acq_unit": "Unit the image is stored in (after acq_scale)",
         "acq_scale": "Site intensity scaling applied to the true susceptibility (fixed per site in a cohort)",
         "acq_dtype": "Storage type (int16 images carry scl_slope)",
