@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -124,9 +124,10 @@ PRESETS: dict[str, Preset] = {
     "stress": Preset("stress", 5, subjects=24, sessions=1, groups=GROUPS, sites=_STRESS_SITES,
                      effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.8)),
     # Test-retest: every yearly visit is scanned twice on the same day (session "02" and its rescan
-    # "02r"): same anatomy and chi, a new head pose, grid, noise and reconstruction draw; a quarter of
-    # the rescans on another site's protocol. No visit is missed, so every pair is complete.
-    "retest": Preset("retest", 6, subjects=12, sessions=2, groups=("control", "ataxia"), sites=_TRAIN_SITES,
+    # "02r"): same anatomy and chi, a new head pose, grid and noise, the site's own reconstruction
+    # pipeline; a quarter of the rescans on another site's protocol (and pipeline). No visit is missed.
+    "retest": Preset("retest", 6, subjects=12, sessions=2, groups=("control", "ataxia"),
+                     sites=tuple(replace(site, recon_per_image=False) for site in _TRAIN_SITES),
                      effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.7), missed_visit_prob=0.0,
                      rescan_other_site_prob=0.25),
 }
@@ -165,9 +166,7 @@ def seed_sequence(seed: int, preset: Preset, *key: int) -> np.random.SeedSequenc
 
 def participants(preset: Preset, subjects: int, seed: int) -> list[Participant]:
     """Balanced groups and sites; each subject's details come from its own stream."""
-    site_rng = np.random.default_rng(seed_sequence(seed, preset, SITE_KEY))
-    scales = {site.name: float(site_rng.uniform(*site.scale)) for site in preset.sites}
-    recons = {site.name: sample_recon(site_rng, site) for site in preset.sites}
+    scales, recons = site_draws(seed, preset)
     people = []
     for i in range(subjects):
         rng = np.random.default_rng(seed_sequence(seed, preset, i, 0))
@@ -180,10 +179,12 @@ def participants(preset: Preset, subjects: int, seed: int) -> list[Participant]:
     return people
 
 
-def site_scale(seed: int, preset: Preset, site: SiteProtocol) -> float:
-    """The cohort-level intensity scaling of ``site`` (the value :func:`participants` gives its people)."""
+def site_draws(seed: int, preset: Preset) -> tuple[dict[str, float], dict[str, Recon]]:
+    """Each site's cohort-level intensity scaling and reconstruction pipeline, from the site stream."""
     site_rng = np.random.default_rng(seed_sequence(seed, preset, SITE_KEY))
-    return {s.name: float(site_rng.uniform(*s.scale)) for s in preset.sites}[site.name]
+    scales = {site.name: float(site_rng.uniform(*site.scale)) for site in preset.sites}
+    recons = {site.name: sample_recon(site_rng, site) for site in preset.sites}
+    return scales, recons
 
 
 def visits(preset: Preset, person: Participant, sessions: int, seed: int) -> list[Visit]:

@@ -19,10 +19,10 @@ import pandas as pd
 
 from dnqsm import __version__
 from dnqsm.io import bids_path, write_json, write_tsv, save_nifti
-from dnqsm.synth.acquisition import LABEL_LEFT, LABEL_RIGHT, render, sample_acquisition, sample_recon
+from dnqsm.synth.acquisition import LABEL_LEFT, LABEL_RIGHT, render, sample_acquisition
 from dnqsm.synth.anatomy import build_anatomy
 from dnqsm.synth.cohort import (CHI_PPB_PER_YEAR_OF_AGE, MATURATION_TAU_YEARS, PRESETS, Preset, dentate_state,
-                                maturation, participants, seed_sequence, site_scale, visits)
+                                maturation, participants, seed_sequence, site_draws, visits)
 from dnqsm.units import to_ppb
 
 BIDS_VERSION = "1.10.0"
@@ -131,12 +131,15 @@ def _subject(task: tuple) -> list[dict]:
     rows = []
     session_rows = []
     for visit in visit_list:
-        # a rescan draws its own pose, grid, noise and reconstruction; the DN state is the visit's
+        # a rescan draws its own pose, grid and noise (its own stream); on another site's protocol it
+        # also gets that site's scaling and pipeline; the DN state is the visit's
         key = (1000 if visit.rescan else 10) + visit.visit_index
         vrng = np.random.default_rng(seed_sequence(seed, preset, person.index, key))
-        site = visit.site or person.site
-        acq = sample_acquisition(vrng, site, site_scale(seed, preset, site) if visit.site else person.site_scale,
-                                 sample_recon(vrng, site) if visit.rescan else person.site_recon)
+        if visit.site is None:
+            acq = sample_acquisition(vrng, person.site, person.site_scale, person.site_recon)
+        else:
+            scales, recons = site_draws(seed, preset)
+            acq = sample_acquisition(vrng, visit.site, scales[visit.site.name], recons[visit.site.name])
         volume_factor, chi_ppb = {}, {}
         for side, _ in SIDES:
             volume_factor[side], chi_ppb[side] = dentate_state(preset, person, visit.years, base_chi[side],
@@ -217,7 +220,7 @@ def _truth_sidecar(preset: Preset, seed: int) -> dict:
         "age": {"Description": "Age at the visit", "Units": "year"},
         "years_since_baseline": {"Description": "Time since the baseline visit", "Units": "year"},
         "visit": "Visit number; a visit and its same-day rescan share it (retest preset)",
-        "rescan": "True for the second scan of a visit, the same day: same anatomy and chi, new pose, grid, noise and reconstruction draw",
+        "rescan": "True for the second scan of a visit, the same day: same anatomy and chi, new pose, grid and noise (another site's protocol now and then)",
         "acq_unit": "Unit the image is stored in (after acq_scale)",
         "acq_scale": "Site intensity scaling applied to the true susceptibility (fixed per site in a cohort)",
         "acq_dtype": "Storage type (int16 images carry scl_slope)",
