@@ -67,12 +67,20 @@ def scans(args: argparse.Namespace) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary(table: pd.DataFrame) -> list[str]:
-    out = ["| method | measure | side | pairs | within-subject CV % | ICC(A,1) | smallest detectable change (% of mean) |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+def pair_sets(table: pd.DataFrame):
+    """((method, subset), same-day pairs): every pair with labels, and the pairs where both scans are ok
+    (what a study keeps when it sets sessions under review aside)."""
     for method, t in table.groupby("method", sort=False):
         pairs = t[~t.rescan].merge(t[t.rescan], on=["participant_id", "visit"], suffixes=("_a", "_b"))
         pairs = pairs[(pairs.status_a != "failed") & (pairs.status_b != "failed")]
+        yield (method, "all"), pairs
+        yield (method, "both ok"), pairs[(pairs.status_a == "ok") & (pairs.status_b == "ok")]
+
+
+def summary(table: pd.DataFrame) -> list[str]:
+    out = ["| method | pairs | measure | side | n | within-subject CV % | ICC(A,1) | smallest detectable change (% of mean) |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (method, subset), pairs in pair_sets(table):
         for key, name in MEASURES.items():
             for side in ("left", "right"):
                 a, b = pairs[f"{side}_{key}_a"].astype(float), pairs[f"{side}_{key}_b"].astype(float)
@@ -80,7 +88,7 @@ def summary(table: pd.DataFrame) -> list[str]:
                 mean = float(np.mean(np.r_[a, b]))
                 icc = volume_agreement(a.to_numpy(), b.to_numpy())["icc_a1"]  # ICC(A,1) via pingouin
                 sdc = 1.96 * np.sqrt(2) * sem
-                out.append(f"| {method} | {name} | {side} | {len(pairs)} | {100 * sem / mean:.1f} | "
+                out.append(f"| {method} | {subset} | {name} | {side} | {len(pairs)} | {100 * sem / mean:.1f} | "
                            f"{icc:.3f} | {sdc:.3g} ({100 * sdc / mean:.1f} %) |")
     return out
 
