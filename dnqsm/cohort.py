@@ -25,6 +25,7 @@ CONFIDENCE_COLUMNS = {
     "largest_share": ("", "share of the side's predicted voxels in the kept (largest) component"),
     "mirror_agreement": ("", "Dice of the label with a pass without test-time mirroring (mirroring on only)"),
     "smoothness_fwhm_mm": ("mm", "image smoothness (FWHM) within 10 mm of the label, along its sharpest axis"),
+    "data_edge_mm": ("mm", "distance from the label to where the image has no data (zero or not finite)"),
 }
 QC_COLUMNS = {
     "input_unit": ("", "unit of the input image (ppm or ppb) and how it was decided: see input_unit_source"),

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, float] = {
     "max_uncertain_share": 0.6,  # voxels with probability 0.2-0.8 near the label, per label voxel
     "min_mirror_agreement": 0.9,  # Dice of the label with a pass without mirroring (only when mirroring is on)
     "max_smoothness_mm": 8.0,  # image smoothness (FWHM) around the DN along its sharpest axis; sharp QSM: 2-5 mm
+    "min_data_edge_mm": 2.0,  # distance from the label to where the image has no data (cut field of view)
 }
 
 #: Margin (mm) around a side's label in which the image's smoothness is estimated.
@@ -119,6 +120,15 @@ def side_numbers(values: np.ndarray, labels: np.ndarray, label: int, probability
     margin = np.ceil(SMOOTHNESS_MARGIN_MM / zooms).astype(int)
     region = tuple(slice(max(int(lo - m), 0), int(hi + m + 1)) for lo, hi, m in zip(where.min(0), where.max(0), margin))
     out["smoothness_fwhm_mm"] = smoothness_fwhm_mm(values[region], zooms)
+    # where the image holds no data (outside the field of view or the brain mask: zero or not finite);
+    # specks of zeros inside the brain (under 20 mm³) do not count. The DN lies deep in the cerebellum,
+    # so a label at that edge means the field of view (or a mask) cut the nucleus.
+    pieces, count = ndimage.label(~finite)
+    sizes = np.bincount(pieces.ravel()) * float(np.prod(zooms))
+    nodata = (sizes >= 20.0)[pieces] & (pieces > 0)
+    if nodata.any():
+        distance = ndimage.distance_transform_edt(~nodata, sampling=zooms)
+        out["data_edge_mm"] = round(float(distance[mask].min()), 2)
     if single_pass is not None:  # agreement within the side's reach: the label dilated by 2 voxels
         near = ndimage.binary_dilation(mask, iterations=2) & ~(labels > 0) | mask
         other = (single_pass > 0) & near
@@ -172,6 +182,10 @@ def assess(sides: dict[str, dict[str, Any]], volumes_mm3: dict[str, float], box:
         if m is not None and m < c["min_mirror_agreement"]:
             reasons.append(f"mirrored and plain passes disagree on the {side} DN (Dice {m:.2f}, "
                            f"expected ≥ {c['min_mirror_agreement']:g})")
+        edge = s.get("data_edge_mm")
+        if edge is not None and edge < c["min_data_edge_mm"]:
+            reasons.append(f"the {side} DN reaches the edge of the image data ({edge:.1f} mm away): the field of "
+                           f"view or the brain mask may cut the nucleus")
         blur = s.get("smoothness_fwhm_mm")
         if blur is not None and blur > c["max_smoothness_mm"]:
             reasons.append(f"the image around the {side} DN is blurred: smoothness {blur:.1f} mm FWHM "

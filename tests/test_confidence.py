@@ -156,3 +156,18 @@ def test_a_blurred_image_is_reviewed_even_when_the_label_looks_fine():
     verdict = _verdict(labels, blurred, probability)
     assert verdict.status == "review"
     assert any(r.startswith("the image around the left DN is blurred: smoothness") for r in verdict.reasons), verdict.reasons
+
+
+def test_a_nucleus_cut_by_the_field_of_view_is_reviewed_but_isolated_zeros_are_not():
+    labels, values, probability = _case()
+    speckled = values.copy()
+    speckled[16, 18, 14] = speckled[44, 20, 12] = 0.0  # single zero voxels inside the nuclei (int16 rounding)
+    speckled[:, :, :3] = 0.0  # the field of view ends 7 mm below the nuclei
+    verdict = _verdict(labels, speckled, probability)
+    assert verdict.status == "ok", verdict.reasons
+    assert verdict.sides["left"]["data_edge_mm"] >= 7
+    cut = values.copy()
+    cut[:, :, :15] = 0.0  # a slab that ends through the middle of both nuclei (they span z 10-20)
+    labels_cut = np.where(np.arange(SHAPE[2]) >= 15, labels, 0).astype(np.uint8)
+    verdict = _verdict(labels_cut, cut, probability)
+    assert any(r.startswith("the left DN reaches the edge of the image data") for r in verdict.reasons), verdict.reasons
