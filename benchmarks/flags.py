@@ -51,16 +51,19 @@ def degrade(kind: str, values: np.ndarray, labels: np.ndarray, zooms, rng) -> tu
 
 
 def cut_fov(img: nib.Nifti1Image, labels: np.ndarray) -> tuple[nib.Nifti1Image, np.ndarray]:
-    """Remove everything below the middle of the nuclei (in world z): a slab that misses half of them."""
+    """Remove everything below the middle of the nuclei (in world z): a slab that misses half of them.
+    Scored against the whole nucleus (``--cut-truth``: against the visible half only): a label of the
+    visible half measures half a DN, which is not a result to trust."""
     data = img.get_fdata(dtype=np.float32)
     ijk = np.indices(data.shape).reshape(3, -1).T
     z = nib.affines.apply_affine(img.affine, ijk)[:, 2].reshape(data.shape)
     level = z[labels > 0].mean()
     below = z < level
     data[below] = 0
-    return nib.Nifti1Image(data, img.affine, img.header), np.where(below, 0, labels).astype(np.uint8)
+    return nib.Nifti1Image(data, img.affine, img.header), (np.where(below, 0, labels) if CUT_TRUTH else labels).astype(np.uint8)
 
 
+CUT_TRUTH = False  # --cut-truth: score a cut field of view against the visible part of the nucleus only
 KINDS = ("clean", "invisible", "heavy_noise", "heavy_blur", "wrong_unit", "cut_fov")
 
 
@@ -129,7 +132,10 @@ def main() -> None:
     parser.add_argument("--models", default=None)
     parser.add_argument("--out", default=None, help="also write the per-result table here (TSV)")
     parser.add_argument("--table", default=None, help="summarise a per-result table written by --out instead")
+    parser.add_argument("--cut-truth", action="store_true", help="score a cut field of view against the visible half")
     args = parser.parse_args()
+    global CUT_TRUTH
+    CUT_TRUTH = args.cut_truth
     cost = None
     if args.table:
         table = pd.read_csv(args.table, sep="\t")

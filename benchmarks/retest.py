@@ -84,11 +84,16 @@ def summary(table: pd.DataFrame) -> list[str]:
         for key, name in MEASURES.items():
             for side in ("left", "right"):
                 a, b = pairs[f"{side}_{key}_a"].astype(float), pairs[f"{side}_{key}_b"].astype(float)
+                kept = a.notna() & b.notna()  # a side found in one scan only has no mean chi in the other
+                a, b = a[kept], b[kept]
                 sem = float(np.sqrt(np.mean((a - b) ** 2) / 2))
                 mean = float(np.mean(np.r_[a, b]))
+                if len(a) < 3:
+                    out.append(f"| {method} | {subset} | {name} | {side} | {len(a)} | n/a | n/a | n/a |")
+                    continue
                 icc = volume_agreement(a.to_numpy(), b.to_numpy())["icc_a1"]  # ICC(A,1) via pingouin
                 sdc = 1.96 * np.sqrt(2) * sem
-                out.append(f"| {method} | {subset} | {name} | {side} | {len(pairs)} | {100 * sem / mean:.1f} | "
+                out.append(f"| {method} | {subset} | {name} | {side} | {len(a)} | {100 * sem / mean:.1f} | "
                            f"{icc:.3f} | {sdc:.3g} ({100 * sdc / mean:.1f} %) |")
     return out
 
