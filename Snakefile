@@ -18,7 +18,6 @@ include: "rules/train.smk"
 include: "rules/preprocess.smk"
 include: "rules/segment.smk"
 include: "rules/measure.smk"
-include: "rules/qc.smk"
 include: "rules/cohort.smk"
 include: "rules/validate.smk"
 

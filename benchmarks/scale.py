@@ -9,8 +9,8 @@ links to one small image, so only planning is measured. Per cohort, each step in
 - the parse a cluster job pays before its work: `snakemake --mode remote -l` (the mode SLURM jobs
   run in: the session list comes from the main process's manifest, work_dir/batches.tsv), next to
   the same parse in the main process's mode (which discovers the cohort);
-- SLURM submissions with profiles/slurm: the light per-session rules are submitted in group jobs of
-  `group-components` sessions each, every other job alone.
+- SLURM submissions with profiles/slurm: the light batch rules (preprocess, measure) are submitted in
+  group jobs of `group-components` batches each, every other job alone.
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def measured(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
     return float(seconds), float(peak), text
 
 
-def slurm_submissions(jobs: dict[str, int], sessions: int) -> int:
-    """Jobs profiles/slurm submits: grouped rules in groups of group-components sessions, others alone."""
+def slurm_submissions(jobs: dict[str, int]) -> int:
+    """Jobs profiles/slurm submits: a grouped rule's jobs in groups of group-components, others alone."""
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     per_group = dict(item.split("=") for item in profile.get("group-components", []))
     rule_group = {}
@@ -88,7 +88,8 @@ def slurm_submissions(jobs: dict[str, int], sessions: int) -> int:
                 rule_group[rule] = found.group(1)
     alone = sum(n for rule, n in jobs.items() if rule not in rule_group and rule != "all")
     groups = {rule_group[r] for r in jobs if r in rule_group}
-    return alone + sum(math.ceil(sessions / int(per_group.get(g, 1))) for g in groups)
+    per_rule = {g: max(n for r, n in jobs.items() if rule_group.get(r) == g) for g in groups}
+    return alone + sum(math.ceil(per_rule[g] / int(per_group.get(g, 1))) for g in groups)
 
 
 def main() -> None:
@@ -115,7 +116,7 @@ def main() -> None:
         main_parse_s, _, _ = measured(base + ["-l"], root)
         rows.append({"sessions": n, "jobs": sum(jobs.values()), "dry_s": dry_s, "dry_gib": dry_gib,
                      "job_parse_s": job_parse_s, "job_gib": job_gib, "main_parse_s": main_parse_s,
-                     "slurm": slurm_submissions(jobs, n), "made_s": made})
+                     "slurm": slurm_submissions(jobs), "made_s": made})
         print(f"{n} sessions: {rows[-1]}", file=sys.stderr, flush=True)
         if not args.keep:
             shutil.rmtree(root)

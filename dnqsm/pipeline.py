@@ -1,5 +1,10 @@
 """The workflow's per-session and per-batch steps, files in and files out (scripts/ call these).
 
+The workflow's jobs are batches (``work_dir/batches.tsv``): one job preprocesses a batch's sessions,
+one segments them, one writes their derivatives (labels, measures, QC snapshot) into a batch folder
+and publishes each session's files into the output dataset. So a cohort plans into about three jobs
+per batch, not per session.
+
 A session that fails is data, not a crash: every step writes a record with ``status`` ``ok``,
 ``review`` (labels and measures are there, but the engine's checks doubt them: ``review_reasons``) or
 ``failed`` (and why), later steps pass failures through, and the cohort table lists them. So one bad
@@ -10,6 +15,7 @@ its final place and moved there only when complete.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -68,6 +74,14 @@ def preprocess_session(raw: str | Path, out_dir: str | Path, unit_policy: str,
             save_nifti(folder / image_name, img)
         write_json(folder / record_name, record)
     return record
+
+
+def preprocess_batch(sessions: list[tuple[str | Path, str]], out_dir: str | Path, unit_policy: str,
+                     allow_unknown_orientation: bool = False) -> list[dict[str, Any]]:
+    """:func:`preprocess_session` for every ``(raw image, folder name)`` of a batch, each into its own
+    folder of ``out_dir``; the batch folder appears only when every session has its record."""
+    with staged_folder(out_dir) as folder:
+        return [preprocess_session(raw, folder / name, unit_policy, allow_unknown_orientation) for raw, name in sessions]
 
 
 def segment_batch(preproc_dirs: list[str | Path], out_dir: str | Path, segmenter) -> list[dict[str, Any]]:
@@ -148,6 +162,39 @@ def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, 
             })
         write_json(folder / names["measures"], record)
     return record
+
+
+def measure_batch(sessions: list[dict[str, Any]], preproc_dir: str | Path, batch_dir: str | Path,
+                  out_dir: str | Path, erosion_voxels: int, checks: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Derivatives of every session of a batch into ``out_dir`` (laid out like the output dataset:
+    ``sub-*/[ses-*/]anat`` and ``figures``), then each session's files published into the output
+    dataset (:func:`publish`). ``sessions``: dicts with ``subject``, ``session``, ``name`` (its
+    preprocessing folder) and ``anat``/``png``: paths relative to a dataset root."""
+    records = []
+    out_dir = Path(out_dir)
+    with staged_folder(out_dir) as folder:
+        for s in sessions:
+            preprocessed = Path(preproc_dir) / s["name"]
+            record = session_outputs(s["subject"], s["session"], preprocessed, batch_dir, folder / s["anat"],
+                                     erosion_voxels, checks)
+            (folder / s["png"]).parent.mkdir(parents=True, exist_ok=True)
+            qc_snapshot(s["subject"], s["session"], preprocessed, folder / s["anat"], folder / s["png"])
+            records.append(record)
+    return records
+
+
+def publish(batch_dir: str | Path, dataset: str | Path, folders: list[str]) -> None:
+    """Put a batch's session folders (``folders``: paths relative to both roots, e.g.
+    ``sub-01/ses-01/anat``) into the output dataset as hard links to the batch's files (copies across
+    file systems); each folder is swapped in whole, so a reader never sees half of one."""
+    for relative in folders:
+        source = Path(batch_dir) / relative
+        with staged_folder(Path(dataset) / relative) as folder:
+            for item in sorted(source.iterdir()):
+                try:
+                    os.link(item, folder / item.name)
+                except OSError:
+                    shutil.copy2(item, folder / item.name)
 
 
 def qc_snapshot(subject: str, session: str | None, preproc_dir: str | Path, anat_dir: str | Path,

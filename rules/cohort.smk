@@ -5,7 +5,7 @@ rule cohort_table:
     """Cohort table (TSV + JSON sidecar) with measures, status and visit metadata; failures.tsv and
     review.tsv (sessions whose segmentation a plausibility check doubts)."""
     input:
-        anat=lambda wc: for_all_sessions(lambda subject, session: session_folder("anat", subject, session)),
+        derivatives=lambda wc: all_batches(measure_folder),
         metadata=lambda wc: [str(p) for p in [BIDS_DIR / "participants.tsv", *BIDS_DIR.glob("sub-*/sub-*_sessions.tsv")]
                              if p.exists()],
     output:
@@ -17,6 +17,7 @@ rule cohort_table:
         problems=report(cohort_path("metadata_problems.tsv"), caption="../report/metadata_problems.rst",
                         category="Cohort"),
     params:
+        anat=lambda wc: [measure_session(s) for s in SESSIONS],
         bids_dir=str(BIDS_DIR),
     log:
         str(WORK_DIR / "logs" / "cohort_table.log"),
@@ -75,10 +76,12 @@ rule qc_page:
     kept in the browser and exported as qc_ratings.tsv (dnqsm.review)."""
     input:
         table=cohort_path("desc-dentate_measures.tsv"),
-        snapshots=snapshots,
+        derivatives=lambda wc: all_batches(measure_folder),
         ratings=RATINGS,
     output:
         page=str(OUTPUT_DIR / "qc.html"),
+    params:
+        snapshots=snapshots,
     log:
         str(WORK_DIR / "logs" / "qc_page.log"),
     conda:

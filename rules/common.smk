@@ -60,34 +60,69 @@ METHOD = config["method"]
 METHODS = ("nnunet", "atlas")
 
 wildcard_constraints:
-    subject="[a-zA-Z0-9]+",
-    session="[a-zA-Z0-9]+",
     batch=r"\d+",
+    method="|".join(METHODS),
 
 
 def _ses(session):
-    """The session placeholder or label; sessionless datasets have none."""
+    """The session label; sessionless datasets have none."""
     return session if HAS_SESSIONS else None
 
 
-def derivative(suffix, ext=".nii.gz", datatype="anat", subject="{subject}", session="{session}", **entities):
-    """A per-session file of the output derivative dataset (a pattern with wildcards by default)."""
-    return str(bids_path(OUTPUT_DIR, subject, _ses(session), suffix, ext, datatype, **entities))
+def derivative(suffix, ext=".nii.gz", datatype="anat", subject="{subject}", session="{session}", root=OUTPUT_DIR, **entities):
+    """A per-session file of the output derivative dataset (or of another ``root`` laid out like it)."""
+    return str(bids_path(root, subject, _ses(session), suffix, ext, datatype, **entities))
 
 
-def session_folder(datatype, subject="{subject}", session="{session}"):
-    """A per-session folder of the output dataset, e.g. sub-01/ses-01/anat."""
-    return str(Path(derivative("x", "", datatype, subject, session)).parent)
+def session_folder(datatype, subject="{subject}", session="{session}", root=OUTPUT_DIR):
+    """A per-session folder of the output dataset (or ``root``), e.g. sub-01/ses-01/anat."""
+    return str(Path(derivative("x", "", datatype, subject, session, root)).parent)
 
 
-def preproc_folder(subject="{subject}", session="{session}"):
-    """Work folder of one session's preprocessed image and record."""
-    return str(WORK_DIR / "preprocess" / prefix(subject, _ses(session)))
+# --- batches: the unit of work of every per-session step (jobs scale with batches, not sessions) ---
+def preproc_folder(batch="{batch}"):
+    """Work folder of one batch's preprocessed images and records: a folder per session inside."""
+    return str(WORK_DIR / "preprocess" / f"batch-{batch}")
+
+
+def session_name(s):
+    """A session's folder name inside a batch folder: sub-<label>[_ses-<label>]."""
+    return prefix(s.subject, _ses(s.session))
+
+
+def preproc_session(s):
+    """One session's preprocessing folder (inside its batch's)."""
+    return str(Path(preproc_folder(BATCH_OF[(s.subject, s.session)])) / session_name(s))
 
 
 def batch_folder(method="{method}", batch="{batch}"):
     """Work folder of one segmentation batch of one method."""
     return str(WORK_DIR / "segment" / method / f"batch-{batch}")
+
+
+def measure_folder(batch="{batch}"):
+    """Work folder of one batch's derivatives (labels, measures, QC snapshots), laid out like the
+    output dataset; each session's folders are published from here into output_dir."""
+    return str(WORK_DIR / "derivatives" / f"batch-{batch}")
+
+
+def measure_session(s, datatype="anat"):
+    """One session's derivative folder (anat or figures) inside its batch's measure folder."""
+    return session_folder(datatype, s.subject, s.session or "", measure_folder(BATCH_OF[(s.subject, s.session)]))
+
+
+def batch_sessions(batch):
+    """What the measure job needs per session of a batch: labels, its preprocessing folder and its
+    derivative paths relative to a dataset root (the batch folder, then the output dataset)."""
+    return [{"subject": s.subject, "session": _ses(s.session), "name": session_name(s),
+             "anat": session_folder("anat", s.subject, s.session or "", ""),
+             "png": derivative("qc", ".png", "figures", s.subject, s.session or "", "", desc="dentate")}
+            for s in BATCHES[batch]]
+
+
+def all_batches(folder):
+    """``folder(batch)`` for every batch (call inside input functions: cluster jobs never build it)."""
+    return [folder(batch) for batch in BATCHES]
 
 
 @functools.cache
@@ -114,13 +149,14 @@ def cohort_path(name):
     return str(OUTPUT_DIR / "cohort" / name)
 
 
-def benchmark_path(step, subject="{subject}", session="{session}"):
-    """Snakemake benchmark record (wall time, peak memory) of one session's job."""
-    return str(WORK_DIR / "benchmarks" / step / f"{prefix(subject, _ses(session))}.tsv")
+def benchmark_path(step, batch="{batch}"):
+    """Snakemake benchmark record (wall time, peak memory) of one batch's job of a step."""
+    return str(WORK_DIR / "benchmarks" / step / f"batch-{batch}.tsv")
 
 
-def log_path(step, subject="{subject}", session="{session}"):
-    return str(WORK_DIR / "logs" / step / f"{prefix(subject, _ses(session))}.log")
+def log_path(step, batch="{batch}"):
+    """Log of one batch's job of a step."""
+    return str(WORK_DIR / "logs" / step / f"batch-{batch}.log")
 
 
 def for_all_sessions(make):
@@ -155,7 +191,7 @@ def stats_path(name):
 
 
 def snapshots(wildcards=None):
-    """Every session's QC snapshot (also an input function)."""
+    """Every session's QC snapshot in the output dataset (published by the measure jobs)."""
     return for_all_sessions(lambda subject, session: derivative("qc", ".png", "figures", subject, session, desc="dentate"))
 
 
@@ -182,16 +218,16 @@ def validation_path(name):
     return str(OUTPUT_DIR / "validation" / name)
 
 
-def labelled_batches(method):
-    """Segmentation batches (of ``method``) that hold a session with manual labels."""
-    return sorted({batch_folder(method, BATCH_OF[(s.subject, s.session)]) for s in labelled()})
+def labelled_batches(folder):
+    """``folder(batch)`` of every batch that holds a session with manual labels."""
+    return sorted({folder(BATCH_OF[(s.subject, s.session)]) for s in labelled()})
 
 
 def cohort_outputs(wildcards=None):
     """Everything `rule all` asks for (an input function: built only in the main process)."""
     return [str(OUTPUT_DIR / "dataset_description.json"), cohort_path("desc-dentate_measures.tsv"),
             cohort_path("failures.tsv"), cohort_path("review.tsv"), cohort_path("metadata_problems.tsv"),
-            str(OUTPUT_DIR / "qc.html")] + snapshots() + \
+            str(OUTPUT_DIR / "qc.html")] + all_batches(measure_folder) + \
         [stats_path(f"{name}.tsv") for name in STATS_TABLES] + [stats_path(f"{name}.png") for name in STATS_FIGURES] + \
         ([validation_path("desc-agreement_summary.tsv")] if labelled() else [])
 

@@ -1,21 +1,30 @@
-# Per session: the derivative folder (labels, localization mask, measures record).
+# Per batch: each session's derivative folders (labels, localization mask, measures record, QC
+# snapshot), written in a batch folder and published into the output dataset.
 
 
 rule measure:
-    """DN labels into the output dataset and per-side measures (dnqsm.measure) as one JSON record."""
+    """DN labels, per-side measures (dnqsm.measure) and the QC snapshot of every session of a batch;
+    each session's anat and figures folders are then published into the output dataset."""
     input:
         preprocessed=preproc_folder(),
-        batch=lambda wc: batch_folder(METHOD, BATCH_OF[(wc.subject, wildcard_session(wc))]),
+        batch=batch_folder(METHOD),
     output:
-        folder=directory(session_folder("anat")),
+        folder=report(
+            directory(measure_folder()),
+            patterns=["{name}_desc-dentate_qc.png"],
+            caption="../report/qc_snapshot.rst",
+            category="QC snapshots",
+        ),
     params:
+        sessions=lambda wc: batch_sessions(wc.batch),
+        output_dir=str(OUTPUT_DIR),
         erosion_voxels=config["measure"]["erosion_voxels"],
         checks=config["confidence"],
     resources:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime_min"],
     group:
-        "session"
+        "measure"
     benchmark:
         benchmark_path("measure")
     log:

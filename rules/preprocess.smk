@@ -1,16 +1,17 @@
-# Per session: validate the image, settle its unit, convert to ppb (dnqsm.preprocess).
+# Per batch: validate each session's image, settle its unit, convert to ppb (dnqsm.preprocess).
 
 
 rule preprocess:
-    """Validate one session's QSM image and convert it to ppb; a bad image is recorded, not fatal."""
+    """Validate every QSM image of a batch and convert it to ppb; a bad image is that session's
+    recorded failure, not the batch's."""
     input:
-        # an unreadable path (a symlink to a missing file) is this session's failure, recorded by the
+        # an unreadable path (a symlink to a missing file) is its session's failure, recorded by the
         # script, not a MissingInputException that stops the cohort: it is then no Snakemake input
-        image=lambda wc: readable_or_nothing(RAW_IMAGE[(wc.subject, wildcard_session(wc))]),
+        images=lambda wc: [path for s in BATCHES[wc.batch] for path in readable_or_nothing(s.image)],
     output:
         folder=directory(preproc_folder()),
     params:
-        image=lambda wc: str(RAW_IMAGE[(wc.subject, wildcard_session(wc))]),
+        sessions=lambda wc: [(str(s.image), session_name(s)) for s in BATCHES[wc.batch]],
         unit_policy=config["units"]["input"],
         allow_unknown_orientation=config["orientation"]["allow_unknown"],
     resources:

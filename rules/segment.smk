@@ -10,12 +10,13 @@ rule segment:
     """nnU-Net: localize, crop and segment every session of a batch with both models loaded once
     (dnqsm.segment); asks for a GPU when inference.device is cuda."""
     input:
-        preprocessed=lambda wc: [preproc_folder(s.subject, s.session) for s in BATCHES[wc.batch]],
+        preprocessed=preproc_folder(),
         models=MODEL_FILES,
     output:
         folder=directory(batch_folder("nnunet")),
     params:
         method="nnunet",
+        sessions=lambda wc: [preproc_session(s) for s in BATCHES[wc.batch]],
         models_dir=config["models"]["dir"],
         device=config["inference"]["device"],
         folds=config["inference"]["folds"],
@@ -39,12 +40,13 @@ rule segment_atlas:
     """The registration baseline: every session of a batch against the atlases, loaded once
     (dnqsm.atlas); CPU only."""
     input:
-        preprocessed=lambda wc: [preproc_folder(s.subject, s.session) for s in BATCHES[wc.batch]],
+        preprocessed=preproc_folder(),
         atlases=lambda wc: engine_files("atlas"),
     output:
         folder=directory(batch_folder("atlas")),
     params:
         method="atlas",
+        sessions=lambda wc: [preproc_session(s) for s in BATCHES[wc.batch]],
         atlas=config["atlas"],
         atlas_pairs=lambda wc: [list(pair) for pair in atlas_files()],
     threads: config["atlas"]["threads"]

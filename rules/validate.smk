@@ -6,8 +6,8 @@ rule validation:
     site and group (dnqsm.validate)."""
     input:
         table=cohort_path("desc-dentate_measures.tsv"),
-        anat=lambda wc: [session_folder("anat", s.subject, s.session or "") for s in labelled()],
-        preprocessed=lambda wc: [preproc_folder(s.subject, s.session or "") for s in labelled()],
+        derivatives=lambda wc: labelled_batches(measure_folder),
+        preprocessed=lambda wc: labelled_batches(preproc_folder),
         labels=lambda wc: [str(manual_labels(s)) for s in labelled()],
     output:
         sessions=validation_path("desc-agreement_sessions.tsv"),
@@ -16,6 +16,8 @@ rule validation:
         bland_altman=report(validation_path("bland_altman.png"), caption="../report/validation.rst",
                             category="Validation"),
     params:
+        anat=lambda wc: [measure_session(s) for s in labelled()],
+        preprocessed=lambda wc: [preproc_session(s) for s in labelled()],
         method=METHOD,
     log:
         str(WORK_DIR / "logs" / "validation.log"),
@@ -29,9 +31,9 @@ rule comparison:
     """The paper's comparison on the labelled sessions: the nnU-Net method against the atlas baseline
     (both run whatever config 'method' says), Dice, paired p, volume ICC and r, time per session."""
     input:
-        preprocessed=lambda wc: [preproc_folder(s.subject, s.session or "") for s in labelled()],
+        preprocessed=lambda wc: labelled_batches(preproc_folder),
         labels=lambda wc: [str(manual_labels(s)) for s in labelled()],
-        batches=lambda wc: [batch for method in METHODS for batch in labelled_batches(method)],
+        batches=lambda wc: [batch for method in METHODS for batch in labelled_batches(lambda b: batch_folder(method, b))],
     output:
         sessions=validation_path("desc-comparison_sessions.tsv"),
         table=report(validation_path("desc-comparison_table.tsv"), caption="../report/comparison.rst",
@@ -41,6 +43,7 @@ rule comparison:
                       category="Validation"),
     params:
         sessions=lambda wc: [(s.subject, s.session) for s in labelled()],
+        preprocessed=lambda wc: [preproc_session(s) for s in labelled()],
         batches=lambda wc: [{method: batch_folder(method, BATCH_OF[(s.subject, s.session)]) for method in METHODS}
                             for s in labelled()],
         bids_dir=str(BIDS_DIR),

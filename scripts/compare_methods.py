@@ -27,7 +27,7 @@ with script_log(snakemake.log[0]):
     if not p.sessions:
         raise ValueError("no selected session has manual labels in config validation.labels_dir")
     rows = []
-    for (subject, session), preprocessed, labels, batches in zip(p.sessions, snakemake.input.preprocessed,
+    for (subject, session), preprocessed, labels, batches in zip(p.sessions, p.preprocessed,
                                                                  snakemake.input.labels, p.batches):
         image = preproc_files(preprocessed)[0]
         reference = load_reference(labels, image) if image.exists() else None

@@ -1,11 +1,17 @@
-"""Snakemake entry point: one session's derivative folder and measures (dnqsm.pipeline.session_outputs)."""
+"""Snakemake entry point: a batch's derivatives and QC snapshots, published into the output dataset
+(dnqsm.pipeline.measure_batch, publish)."""
+
+import os
 
 from dnqsm.io import script_log
-from dnqsm.pipeline import session_outputs
+from dnqsm.pipeline import measure_batch, publish
 
 snakemake = globals()["snakemake"]
-wc = snakemake.wildcards
+p = snakemake.params
 with script_log(snakemake.log[0]):
-    record = session_outputs(wc.subject, wc.get("session"), snakemake.input.preprocessed, snakemake.input.batch,
-                             snakemake.output.folder, snakemake.params.erosion_voxels, snakemake.params.checks)
-    print(f"sub-{wc.subject} {wc.get('session') or ''}: {record['status']}")
+    records = measure_batch(p.sessions, snakemake.input.preprocessed, snakemake.input.batch, snakemake.output.folder,
+                            p.erosion_voxels, p.checks)
+    publish(snakemake.output.folder, p.output_dir,
+            [folder for s in p.sessions for folder in (s["anat"], os.path.dirname(s["png"]))])
+    for s, record in zip(p.sessions, records):
+        print(f"{s['name']}: {record['status']}" + (f" ({record['error']})" if record["error"] else ""))

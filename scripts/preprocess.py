@@ -1,10 +1,11 @@
-"""Snakemake entry point: validate and convert one session's image (dnqsm.pipeline.preprocess_session)."""
+"""Snakemake entry point: validate and convert every image of a batch (dnqsm.pipeline.preprocess_batch)."""
 
 from dnqsm.io import script_log
-from dnqsm.pipeline import preprocess_session
+from dnqsm.pipeline import preprocess_batch
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
+p = snakemake.params
 with script_log(snakemake.log[0]):
-    record = preprocess_session(snakemake.params.image, snakemake.output.folder, snakemake.params.unit_policy,
-                                snakemake.params.allow_unknown_orientation)
-    print(f"{snakemake.params.image}: {record['status']}" + (f" ({record['error']})" if record["error"] else ""))
+    records = preprocess_batch(p.sessions, snakemake.output.folder, p.unit_policy, p.allow_unknown_orientation)
+    for (image, _), record in zip(p.sessions, records):
+        print(f"{image}: {record['status']}" + (f" ({record['error']})" if record["error"] else ""))

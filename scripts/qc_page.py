@@ -11,7 +11,7 @@ page = Path(snakemake.output.page)
 with script_log(snakemake.log[0]):
     table = read_tsv(snakemake.input.table)
     snapshots = {Path(p).name.removesuffix("_desc-dentate_qc.png"): os.path.relpath(p, page.parent)
-                 for p in snakemake.input.snapshots}
+                 for p in snakemake.params.snapshots}
     ratings = read_ratings(snakemake.input.ratings[0]) if snakemake.input.ratings else None
     records = page_records(table, snapshots, ratings)
     write_page(page, records, f"dnqsm QC review: {page.parent}", str(page.parent.resolve()))

@@ -29,7 +29,7 @@ def main() -> None:
 
     with script_log(snakemake.log[0]):
         segmenter = engine(snakemake.params.method, snakemake.params, snakemake.threads)
-        for record in segment_batch(list(snakemake.input.preprocessed), snakemake.output.folder, segmenter):
+        for record in segment_batch(list(snakemake.params.sessions), snakemake.output.folder, segmenter):
             print(f"{record['input']}: {record['status']}" + (f" ({record['error']})" if record["error"] else ""))
 
 

@@ -9,11 +9,11 @@ from dnqsm.validate import session_agreement, sidecar, summarise
 
 snakemake = globals()["snakemake"]
 with script_log(snakemake.log[0]):
-    if not snakemake.input.anat:
+    if not snakemake.params.anat:
         raise ValueError("no selected session has manual labels in config validation.labels_dir")
     table = read_tsv(snakemake.input.table)
     rows = []
-    for anat, preprocessed, labels in zip(snakemake.input.anat, snakemake.input.preprocessed, snakemake.input.labels):
+    for anat, preprocessed, labels in zip(snakemake.params.anat, snakemake.params.preprocessed, snakemake.input.labels):
         record = read_measures(anat)
         row = {"participant_id": record["participant_id"], "session_id": record["session_id"],
                "status": record["status"], "manual_labels": labels}

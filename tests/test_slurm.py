@@ -108,9 +108,9 @@ def test_gpu_rules_asked_slurm_for_a_gpu_and_saw_one(runs):
         assert asks_gpu == (kind == "rule_segment"), (job, kind, shown)
     segment_log = (cluster / "work" / "logs" / "segment" / "nnunet" / "batch-001.log").read_text()
     assert "CUDA_VISIBLE_DEVICES=0" in segment_log
-    # light per-session jobs went to SLURM grouped, not one job per rule and session
+    # light batch jobs went to SLURM grouped (two batches each), not one job per rule and batch
     kinds = [kind for _, kind in submitted]
-    assert kinds.count("group_preprocess_preprocess") == 1 and kinds.count("group_session_measure_qc_snapshot") == 1
+    assert kinds.count("group_preprocess_preprocess") == 1 and kinds.count("group_measure_measure") == 1, kinds
 
 
 def test_after_the_slurm_run_nothing_is_outdated(runs):
