@@ -22,11 +22,20 @@ import pandas as pd
 from dnqsm.bids import Session
 from dnqsm.io import write_tsv
 
-COLUMNS = ["session_key", "batch", "batch_size", "subject", "session", "image"]
+COLUMNS = ["session_key", "batch", "batch_size", "subject", "session", "image", "entities"]
 
 
 def session_key(session: Session) -> str:
-    return f"sub-{session.subject}" + (f"_ses-{session.session}" if session.session else "")
+    """The entry's key (:attr:`dnqsm.bids.Session.key`: subject, session and the image's kept entities)."""
+    return session.key
+
+
+def _entities_text(session: Session) -> str:
+    return "_".join(f"{k}-{v}" for k, v in session.entities)
+
+
+def _entities(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple(tuple(item.split("-", 1)) for item in text.split("_") if item)  # type: ignore[misc]
 
 
 def plan_batches(sessions: list[Session], manifest: str | Path, batch_size: int, write: bool = True
@@ -50,7 +59,8 @@ def plan_batches(sessions: list[Session], manifest: str | Path, batch_size: int,
     table = pd.DataFrame({"session_key": list(assigned), "batch": list(assigned.values()), "batch_size": str(batch_size),
                           "subject": [by_key[k].subject for k in assigned],
                           "session": [by_key[k].session or "" for k in assigned],
-                          "image": [str(by_key[k].image) for k in assigned]},
+                          "image": [str(by_key[k].image) for k in assigned],
+                          "entities": [_entities_text(by_key[k]) for k in assigned]},
                          columns=COLUMNS).sort_values(["batch", "session_key"])
     if write and (not manifest.exists() or not _read(manifest).reset_index(drop=True).equals(table.reset_index(drop=True))):
         manifest.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +78,7 @@ def read_plan(manifest: str | Path) -> dict[str, list[Session]]:
         return {}
     batches: dict[str, list[Session]] = {}
     for row in table.itertuples(index=False):
-        batches.setdefault(row.batch, []).append(Session(row.subject, row.session or None, Path(row.image)))
+        batches.setdefault(row.batch, []).append(Session(row.subject, row.session or None, Path(row.image), _entities(row.entities)))
     order = lambda s: (s.subject, s.session or "", s.image.name)  # noqa: E731 -- the discovery's order
     return {batch: sorted(members, key=order) for batch, members in sorted(batches.items())}
 

@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dnqsm.io import bids_path
+from dnqsm.io import bids_name, bids_path
 
 # entities a filename may carry besides sub- and ses- (BIDS keys, as in file names)
 FILTER_ENTITIES = ("acq", "ce", "rec", "run", "echo", "flip", "inv", "mt", "part", "chunk", "desc", "space")
+#: entities that tell a session's images apart and are kept in the derivative names (desc and space
+#: belong to the derivative: dnqsm's files say desc-dentate, and every label is on the image's grid)
+KEPT_ENTITIES = FILTER_ENTITIES[:10]
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,22 @@ class Session:
     session: str | None
     image: Path
     entities: tuple[tuple[str, str], ...] = ()  # other BIDS entities of the image, e.g. (("rec", "tkd"),)
+
+    @property
+    def kept(self) -> dict[str, str]:
+        """The image's entities that its derivative file names keep (e.g. ``{"rec": "tkd"}``)."""
+        return {key: value for key, value in self.entities if key in KEPT_ENTITIES}
+
+    @property
+    def key(self) -> str:
+        """The entry's name: ``sub-<label>[_ses-<label>][_acq-..._rec-..._run-...]``, the stem of its
+        derivative files; unique in a selection (several images of one session are several entries)."""
+        return bids_name("", "", sub=self.subject, ses=self.session, **self.kept).rstrip("_")
+
+    @property
+    def image_entities(self) -> str:
+        """The kept entities as in a file name (``rec-tkd_run-2``); empty for an image without any."""
+        return "_".join(f"{k}-{v}" for k, v in self.kept.items())
 
 
 @functools.cache
@@ -98,8 +117,9 @@ def select_sessions(bids_dir: str | Path, participant_label: list[str] | None = 
     ``participant_label`` (all when empty), minus the excluded participants and
     ``sub-<label>[_ses-<label>]`` sessions. Raises ValueError for a label that matches nothing (a typo
     would otherwise silently shrink the cohort), for filters that leave nothing, for a dataset that
-    mixes images with and without a session level, and for a session with several images left (the
-    message says which entities tell them apart)."""
+    mixes images with and without a session level, and for images of one session that only desc- or
+    space- tell apart (several images that acq-, rec-, run- etc. tell apart are several entries, each
+    with those entities in its derivative names)."""
     every = chimap_sessions(bids_dir)
     found = [s for s in every if matches(s, bids_filters or {})]
     if every and not found:
@@ -119,14 +139,13 @@ def select_sessions(bids_dir: str | Path, participant_label: list[str] | None = 
     if len({s.session is None for s in selected}) > 1:
         raise ValueError(f"{bids_dir}: some images have a session level (ses-*) and others do not; "
                          "dnqsm needs one layout per dataset")
-    counts = Counter((s.subject, s.session) for s in selected)
-    duplicates = [key for key, n in counts.items() if n > 1]
+    counts = Counter(s.key for s in selected)
+    duplicates = sorted(key for key, n in counts.items() if n > 1)
     if duplicates:
-        subject, session = sorted(duplicates, key=lambda k: (k[0], k[1] or ""))[0]
-        names = [s.image.name for s in selected if (s.subject, s.session) == (subject, session)]
-        differ = sorted({k for s in selected if (s.subject, s.session) == (subject, session) for k, _ in s.entities})
-        raise ValueError(f"{bids_dir}: {len(duplicates)} session(s) have several _Chimap images, e.g. "
-                         f"sub-{subject}" + (f"_ses-{session}" if session else "") + f": {', '.join(names)}; "
-                         f"pick one per session with bids_filters in the config (entities here: "
-                         f"{', '.join(differ) or 'none'}; e.g. bids_filters: {{{(differ or ['rec'])[0]}: <label>}})")
+        names = [s.image.name for s in selected if s.key == duplicates[0]]
+        differ = sorted({k for s in selected if s.key == duplicates[0] for k, _ in s.entities} - set(KEPT_ENTITIES))
+        raise ValueError(f"{bids_dir}: {len(duplicates)} session(s) have several _Chimap images that only "
+                         f"{', '.join(differ) or 'their file type'} tell apart, e.g. {duplicates[0]}: {', '.join(names)}; "
+                         f"pick one per session with bids_filters in the config (e.g. bids_filters: "
+                         f"{{{(differ or ['desc'])[0]}: <label>}})")
     return selected

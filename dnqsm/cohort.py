@@ -16,6 +16,21 @@ from dnqsm.measure import measure_columns
 
 DAYS_PER_YEAR = 365.25
 ID_COLUMNS = ["participant_id", "session_id"]
+#: When a session has several images (e.g. two reconstructions), each is a row, told apart by this
+#: column (its kept BIDS entities, e.g. ``rec-tkd``); the column exists only in such cohorts.
+ENTITIES_COLUMN = "image_entities"
+
+
+def entry_key(row: Any) -> str:
+    """A row's name (a cohort-table row, a rating or a record): ``sub-X[_ses-Y][_<image entities>]``."""
+    get = row.get if hasattr(row, "get") else lambda k, d=None: getattr(row, k, d)
+    parts = [get("participant_id"), get("session_id"), get(ENTITIES_COLUMN)]
+    return "_".join(str(p) for p in parts if isinstance(p, str) and p and p != "n/a")
+
+
+def entry_columns(records: list[dict[str, Any]]) -> list[str]:
+    """The columns that identify a row: participant, session and, where any image has them, entities."""
+    return ID_COLUMNS + ([ENTITIES_COLUMN] if any(r.get(ENTITIES_COLUMN) for r in records) else [])
 STATUS_COLUMNS = ["status", "review_reasons", "failed_stage", "error"]
 #: Per-side confidence numbers of the engine (dnqsm.confidence.side_numbers) kept in the cohort table.
 CONFIDENCE_COLUMNS = {
@@ -104,7 +119,7 @@ def _problem(file, row, column, value, problem) -> dict:
 
 def session_row(record: dict[str, Any]) -> dict[str, Any]:
     """Cohort-table row of one session's measures record."""
-    row = {key: record.get(key) for key in ID_COLUMNS + STATUS_COLUMNS}
+    row = {key: record.get(key) for key in ID_COLUMNS + [ENTITIES_COLUMN] + STATUS_COLUMNS}
     row.update({key: record.get("measures", {}).get(key) for key in measure_columns()})
     row.update({key: record.get(key) for key in QC_COLUMNS})
     if isinstance(row["missing_sides"], list):
@@ -124,6 +139,11 @@ def cohort_table(records: list[dict[str, Any]], bids_dir: str | Path,
     keeps its group and site. Metadata problems (and their fallbacks) go to ``problems``."""
     problems = [] if problems is None else problems
     rows = pd.DataFrame([session_row(r) for r in records])
+    keys = entry_columns(records)
+    if ENTITIES_COLUMN not in keys:
+        rows = rows.drop(columns=ENTITIES_COLUMN)
+    else:
+        rows[ENTITIES_COLUMN] = rows[ENTITIES_COLUMN].fillna("")
     subjects = sorted({pid.removeprefix("sub-") for pid in rows["participant_id"]})
     participants, visits = visit_metadata(bids_dir, subjects, problems)
     if rows["session_id"].notna().any():
@@ -149,9 +169,9 @@ def cohort_table(records: list[dict[str, Any]], bids_dir: str | Path,
     meta_cols = [c for c in list(visits.columns) + list(participants.columns) if c not in ID_COLUMNS]
     meta_cols = [c for c in dict.fromkeys(meta_cols) if c in table and c != "visit_baseline_age"]
     confidence = [f"{side}_{key}" for side in ("left", "right") for key in CONFIDENCE_COLUMNS]
-    ordered = ID_COLUMNS + meta_cols + STATUS_COLUMNS + list(measure_columns()) + list(QC_COLUMNS) + confidence
+    ordered = keys + meta_cols + STATUS_COLUMNS + list(measure_columns()) + list(QC_COLUMNS) + confidence
     table = table[[c for c in ordered if c in table]]
-    return table.sort_values(ID_COLUMNS, na_position="first").reset_index(drop=True)
+    return table.sort_values(keys, na_position="first").reset_index(drop=True)
 
 
 def cohort_sidecar(table: pd.DataFrame, bids_dir: str | Path) -> dict[str, Any]:
@@ -159,6 +179,8 @@ def cohort_sidecar(table: pd.DataFrame, bids_dir: str | Path) -> dict[str, Any]:
     described: dict[str, dict[str, str]] = {
         "participant_id": {"Description": "BIDS participant label"},
         "session_id": {"Description": "BIDS session label"},
+        ENTITIES_COLUMN: {"Description": "the image's other BIDS entities (acq, rec, run, ...), which tell several "
+                                         "images of one session apart; empty for an image without any"},
         "status": {"Description": "ok; review: labels and measures are there but a plausibility check doubts "
                                   "them (review_reasons; listed in review.tsv); failed (listed in failures.tsv)"},
         "review_reasons": {"Description": "why the segmentation needs review, one sentence per check, '; '-separated"},
@@ -186,16 +208,19 @@ def cohort_sidecar(table: pd.DataFrame, bids_dir: str | Path) -> dict[str, Any]:
 
 def failures_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Every session that failed, the stage and the reason."""
-    rows = [{key: r.get(key) for key in ID_COLUMNS + ["failed_stage", "error", "source"]}
+    columns = entry_columns(records) + ["failed_stage", "error", "source"]
+    rows = [{key: r.get(key) or ("" if key == ENTITIES_COLUMN else r.get(key)) for key in columns}
             for r in records if r.get("status") not in ("ok", "review")]
-    return pd.DataFrame(rows, columns=ID_COLUMNS + ["failed_stage", "error", "source"])
+    return pd.DataFrame(rows, columns=columns)
 
 
 def review_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Every session whose segmentation needs review, and why (one sentence per check)."""
-    rows = [{**{key: r.get(key) for key in ID_COLUMNS}, "review_reasons": "; ".join(r.get("review_reasons") or []),
+    keys = entry_columns(records)
+    rows = [{**{key: r.get(key) or ("" if key == ENTITIES_COLUMN else r.get(key)) for key in keys},
+             "review_reasons": "; ".join(r.get("review_reasons") or []),
              "source": r.get("source")} for r in records if r.get("status") == "review"]
-    return pd.DataFrame(rows, columns=ID_COLUMNS + ["review_reasons", "source"])
+    return pd.DataFrame(rows, columns=keys + ["review_reasons", "source"])
 
 
 def git_commit(repo: str | Path) -> str:

@@ -21,7 +21,8 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 #: BIDS entity order used in file names.
-ENTITY_ORDER = ("sub", "ses", "acq", "run", "space", "label", "desc")
+ENTITY_ORDER = ("sub", "ses", "acq", "ce", "rec", "run", "echo", "flip", "inv", "mt", "part", "chunk", "space",
+                "label", "desc")
 
 
 def bids_name(suffix: str, ext: str = ".nii.gz", **entities: str | None) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dnqsm.confidence import reassess, thresholds
-from dnqsm.io import InputError, bids_name, load_image, prefix, save_nifti, staged_folder, write_json  # noqa: F401
+from dnqsm.io import InputError, atomic_path, bids_name, load_image, prefix, save_nifti, staged_folder, write_json  # noqa: F401
 from dnqsm.measure import measure
 from dnqsm.preprocess import preprocess
 from dnqsm.qc import render_failure, render_snapshot, summary_lines
@@ -36,20 +36,24 @@ def preproc_files(folder: str | Path) -> tuple[Path, Path]:
     return folder / f"{folder.name}_{PREPROC}.nii.gz", folder / f"{folder.name}_{PREPROC}.json"
 
 
-def derivative_files(anat_dir: str | Path) -> dict[str, Path]:
-    """A session's derivative files by role, from its folder ``sub-<label>[/ses-<label>]/anat``."""
+def derivative_files(anat_dir: str | Path, entities: dict[str, str] | None = None) -> dict[str, Path]:
+    """An entry's derivative files by role, from its folder ``sub-<label>[/ses-<label>]/anat`` and the
+    image's kept entities (``{"rec": "tkd"}``: several images of one session share the folder)."""
     anat_dir = Path(anat_dir)
     has_session = anat_dir.parent.name.startswith("ses-")
     session = anat_dir.parent.name.removeprefix("ses-") if has_session else None
     subject = (anat_dir.parent.parent if has_session else anat_dir.parent).name.removeprefix("sub-")
-    return {"dseg": anat_dir / bids_name("dseg", sub=subject, ses=session, desc="dentate"),
-            "mask": anat_dir / bids_name("mask", sub=subject, ses=session, desc="localization"),
-            "measures": anat_dir / bids_name("measures", ".json", sub=subject, ses=session, desc="dentate")}
+    name = lambda suffix, ext=".nii.gz", desc="dentate": bids_name(suffix, ext, sub=subject, ses=session,  # noqa: E731
+                                                                   **(entities or {}), desc=desc)
+    figures = anat_dir.parent / "figures"
+    return {"dseg": anat_dir / name("dseg"), "dseg_sidecar": anat_dir / name("dseg", ".json"),
+            "mask": anat_dir / name("mask", desc="localization"), "measures": anat_dir / name("measures", ".json"),
+            "snapshot": figures / name("qc", ".png")}
 
 
-def read_measures(anat_dir: str | Path) -> dict[str, Any]:
-    """A session's measures record (status, measures, QC fields)."""
-    return json.loads(derivative_files(anat_dir)["measures"].read_text())
+def read_measures(path: str | Path) -> dict[str, Any]:
+    """An entry's measures record (status, measures, QC fields), from its JSON file."""
+    return json.loads(Path(path).read_text())
 
 
 def _failure(stage: str, error: str, **extra: Any) -> dict[str, Any]:
@@ -114,98 +118,106 @@ def batch_labels(batch_dir: str | Path, meta: dict[str, Any]) -> Path:
 
 
 def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, batch_dir: str | Path,
-                    anat_dir: str | Path, erosion_voxels: int, checks: dict[str, float] | None = None) -> dict[str, Any]:
-    """The session's derivative folder: DN labels, localization mask, their sidecar and the measures
-    record (always written; ``status`` says whether the rest is there, and ``review`` whether the
-    engine's numbers pass the plausibility ``checks``: config ``confidence``, default thresholds)."""
+                    anat_dir: str | Path, erosion_voxels: int, checks: dict[str, float] | None = None,
+                    entities: dict[str, str] | None = None) -> dict[str, Any]:
+    """An entry's derivative files in ``anat_dir`` (a folder the caller stages): DN labels,
+    localization mask, their sidecar and the measures record (always written; ``status`` says whether
+    the rest is there, and ``review`` whether the engine's numbers pass the plausibility ``checks``:
+    config ``confidence``, default thresholds). ``entities``: the image's kept entities."""
     pre = json.loads(preproc_files(preproc_dir)[1].read_text())
     meta = batch_metadata(batch_dir, preproc_dir)
     record: dict[str, Any] = {
         "participant_id": f"sub-{subject}", "session_id": f"ses-{session}" if session else None,
+        **({"image_entities": "_".join(f"{k}-{v}" for k, v in entities.items())} if entities else {}),
         "source": pre.get("Sources", [None])[0], "status": "ok", "review_reasons": [], "failed_stage": None,
         "error": None,
         **{key: pre.get(key) for key in ("input_unit", "input_unit_source", "orientation", "p99_abs_chi_ppb")},
     }
-    names = {role: path.name for role, path in derivative_files(anat_dir).items()}
-    with staged_folder(anat_dir) as folder:
-        if pre["status"] != "ok":
-            record.update(status="failed", failed_stage="preprocess", error=pre["error"])
-        elif meta["status"] == "failed":
-            image = preproc_files(preproc_dir)[0]
-            error = meta["error"]
-            for name in (str(image.absolute()), str(image)):  # name the user's file, not our work copy
-                error = error.replace(name, str(record["source"]))
-            record.update(status="failed", failed_stage="segment", error=error)
-        else:
-            engine_dir = Path(batch_dir) / meta["stem"]
-            chi = load_image(preproc_files(preproc_dir)[0])
-            seg = batch_labels(batch_dir, meta)
-            dseg = load_image(seg, allow_unknown_orientation=True)
-            components = {side: meta["dentate"][side]["components"] for side in ("left", "right")}
-            record["measures"] = measure(chi, dseg, erosion_voxels, components)
-            verdict = reassess(meta, thresholds(checks))
-            record.update(status=verdict.status, review_reasons=verdict.reasons, confidence=verdict.sides)
-            record.update({
-                "method": meta["method"],
-                "localization_components": meta["localization_components"],
-                "box_touches_image_edge": meta["box_touches_image_edge"], "missing_sides": meta["missing_sides"],
-                "box": meta["box"], "erosion_voxels": erosion_voxels,
-            })
-            shutil.copyfile(seg, folder / names["dseg"])
-            shutil.copyfile(engine_dir / f"{meta['stem']}_cerebellar_mask.nii.gz", folder / names["mask"])
-            write_json(folder / names["dseg"].replace(".nii.gz", ".json"), {
-                "Sources": [record["source"]], "Description": "dentate nuclei: 1 left, 2 right (dnqsm)",
-                "Method": meta["method"],
-                "Models": meta["models"], "Options": {k: v for k, v in meta["options"].items() if k != "threads"},
-                **{key: meta[key] for key in ("box", "margin_mm", "localization_spacing_mm", "crop_voxels_canonical",
-                                              "midline_x_mm", "midline_source", "box_touches_image_edge")},
-            })
-        write_json(folder / names["measures"], record)
+    files = derivative_files(anat_dir, entities)
+    Path(anat_dir).mkdir(parents=True, exist_ok=True)
+    if pre["status"] != "ok":
+        record.update(status="failed", failed_stage="preprocess", error=pre["error"])
+    elif meta["status"] == "failed":
+        image = preproc_files(preproc_dir)[0]
+        error = meta["error"]
+        for name in (str(image.absolute()), str(image)):  # name the user's file, not our work copy
+            error = error.replace(name, str(record["source"]))
+        record.update(status="failed", failed_stage="segment", error=error)
+    else:
+        engine_dir = Path(batch_dir) / meta["stem"]
+        chi = load_image(preproc_files(preproc_dir)[0])
+        seg = batch_labels(batch_dir, meta)
+        dseg = load_image(seg, allow_unknown_orientation=True)
+        components = {side: meta["dentate"][side]["components"] for side in ("left", "right")}
+        record["measures"] = measure(chi, dseg, erosion_voxels, components)
+        verdict = reassess(meta, thresholds(checks))
+        record.update(status=verdict.status, review_reasons=verdict.reasons, confidence=verdict.sides)
+        record.update({
+            "method": meta["method"],
+            "localization_components": meta["localization_components"],
+            "box_touches_image_edge": meta["box_touches_image_edge"], "missing_sides": meta["missing_sides"],
+            "box": meta["box"], "erosion_voxels": erosion_voxels,
+        })
+        shutil.copyfile(seg, files["dseg"])
+        shutil.copyfile(engine_dir / f"{meta['stem']}_cerebellar_mask.nii.gz", files["mask"])
+        write_json(files["dseg_sidecar"], {
+            "Sources": [record["source"]], "Description": "dentate nuclei: 1 left, 2 right (dnqsm)",
+            "Method": meta["method"],
+            "Models": meta["models"], "Options": {k: v for k, v in meta["options"].items() if k != "threads"},
+            **{key: meta[key] for key in ("box", "margin_mm", "localization_spacing_mm", "crop_voxels_canonical",
+                                          "midline_x_mm", "midline_source", "box_touches_image_edge")},
+        })
+    write_json(files["measures"], record)
     return record
 
 
 def measure_batch(sessions: list[dict[str, Any]], preproc_dir: str | Path, batch_dir: str | Path,
                   out_dir: str | Path, erosion_voxels: int, checks: dict[str, float] | None = None) -> list[dict[str, Any]]:
-    """Derivatives of every session of a batch into ``out_dir`` (laid out like the output dataset:
-    ``sub-*/[ses-*/]anat`` and ``figures``), then each session's files published into the output
-    dataset (:func:`publish`). ``sessions``: dicts with ``subject``, ``session``, ``name`` (its
-    preprocessing folder) and ``anat``/``png``: paths relative to a dataset root."""
+    """Derivatives of every entry of a batch into ``out_dir`` (laid out like the output dataset:
+    ``sub-*/[ses-*/]anat`` and ``figures``; the folder appears only when all are written).
+    ``sessions``: dicts with ``subject``, ``session``, ``entities`` (the image's kept entities),
+    ``name`` (its preprocessing folder) and ``anat``: its anat folder relative to a dataset root."""
     records = []
-    out_dir = Path(out_dir)
     with staged_folder(out_dir) as folder:
         for s in sessions:
             preprocessed = Path(preproc_dir) / s["name"]
-            record = session_outputs(s["subject"], s["session"], preprocessed, batch_dir, folder / s["anat"],
-                                     erosion_voxels, checks)
-            (folder / s["png"]).parent.mkdir(parents=True, exist_ok=True)
-            qc_snapshot(s["subject"], s["session"], preprocessed, folder / s["anat"], folder / s["png"])
+            anat = folder / s["anat"]
+            record = session_outputs(s["subject"], s["session"], preprocessed, batch_dir, anat, erosion_voxels, checks,
+                                     s["entities"])
+            qc_snapshot(s["name"], preprocessed, anat, s["entities"])
             records.append(record)
     return records
 
 
-def publish(batch_dir: str | Path, dataset: str | Path, folders: list[str]) -> None:
-    """Put a batch's session folders (``folders``: paths relative to both roots, e.g.
-    ``sub-01/ses-01/anat``) into the output dataset as hard links to the batch's files (copies across
-    file systems); each folder is swapped in whole, so a reader never sees half of one."""
-    for relative in folders:
-        source = Path(batch_dir) / relative
-        with staged_folder(Path(dataset) / relative) as folder:
-            for item in sorted(source.iterdir()):
+def publish(batch_dir: str | Path, dataset: str | Path, sessions: list[dict[str, Any]]) -> None:
+    """Put each entry's derivative files from a measure batch folder into the output dataset, as hard
+    links (copies across file systems), each file swapped in whole; an entry's file the batch no
+    longer has (labels of a session that now failed) is removed. Several images of one session
+    share its folders, so files are replaced one by one, never a whole folder."""
+    for s in sessions:
+        for source in derivative_files(Path(batch_dir) / s["anat"], s["entities"]).values():
+            relative = source.relative_to(batch_dir)
+            target = Path(dataset) / relative
+            if not source.exists():
+                target.unlink(missing_ok=True)
+                continue
+            with atomic_path(target) as tmp:
+                tmp.unlink()
                 try:
-                    os.link(item, folder / item.name)
+                    os.link(source, tmp)
                 except OSError:
-                    shutil.copy2(item, folder / item.name)
+                    shutil.copy2(source, tmp)
 
 
-def qc_snapshot(subject: str, session: str | None, preproc_dir: str | Path, anat_dir: str | Path,
-                out_png: str | Path) -> Path:
-    """The session's QC PNG: the segmentation, or the reason it failed."""
-    title = prefix(subject, session)
-    record = read_measures(anat_dir)
+def qc_snapshot(title: str, preproc_dir: str | Path, anat_dir: str | Path, entities: dict[str, str] | None = None) -> Path:
+    """An entry's QC PNG (``figures/`` beside its ``anat_dir``): the segmentation, or why it failed."""
+    files = derivative_files(anat_dir, entities)
+    files["snapshot"].parent.mkdir(parents=True, exist_ok=True)
+    record = read_measures(files["measures"])
     image = preproc_files(preproc_dir)[0]
     chi = load_image(image) if image.exists() else None
     if record["status"] == "failed":
-        return render_failure(out_png, title, f"{record['failed_stage']}: {record['error']}", chi)
-    dseg = load_image(derivative_files(anat_dir)["dseg"], allow_unknown_orientation=True)
-    return render_snapshot(out_png, chi, dseg, title, record.get("box"), summary_lines(record["measures"]),
+        return render_failure(files["snapshot"], title, f"{record['failed_stage']}: {record['error']}", chi)
+    dseg = load_image(files["dseg"], allow_unknown_orientation=True)
+    return render_snapshot(files["snapshot"], chi, dseg, title, record.get("box"), summary_lines(record["measures"]),
                            review_reasons=record.get("review_reasons") or [])

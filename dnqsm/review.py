@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dnqsm.cohort import ENTITIES_COLUMN, entry_key
 from dnqsm.io import atomic_path, read_tsv
 
 RATINGS = ("pass", "fail", "uncertain")
@@ -85,7 +86,8 @@ def read_ratings(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"{path}: unknown rating(s) {sorted(set(map(str, bad)))}; expected one of {list(RATINGS)}")
     if "comment" not in table:
         table["comment"] = ""
-    return table[RATING_COLUMNS].fillna({"comment": ""})
+    extra = [ENTITIES_COLUMN] if ENTITIES_COLUMN in table else []  # cohorts with several images per session
+    return table[RATING_COLUMNS + extra].fillna({"comment": "", **{c: "" for c in extra}})
 
 
 def _number(value: Any) -> float | None:
@@ -102,14 +104,14 @@ def page_records(table: pd.DataFrame, snapshots: dict[str, str], ratings: pd.Dat
     given = {}
     if ratings is not None:
         for r in ratings.itertuples():
-            given[f"{r.participant_id}_{r.session_id}"] = {"rating": r.rating, "comment": r.comment}
+            given[entry_key(r)] = {"rating": r.rating, "comment": r.comment}
     records = []
     for i, row in table.iterrows():
-        key = f"{row['participant_id']}_{row['session_id']}" if isinstance(row.get("session_id"), str) \
-            else str(row["participant_id"])
+        key = entry_key(row)
         records.append({
             "key": key, "participant_id": row["participant_id"],
             "session_id": row["session_id"] if isinstance(row.get("session_id"), str) else "",
+            "image_entities": row[ENTITIES_COLUMN] if isinstance(row.get(ENTITIES_COLUMN), str) else "",
             "group": str(row.get("group", "")) if pd.notna(row.get("group")) else "",
             "site": str(row.get("site", "")) if pd.notna(row.get("site")) else "",
             "status": row["status"], "error": row.get("error") if isinstance(row.get("error"), str) else "",
@@ -284,10 +286,12 @@ function rate(value, advance) {
 function clean(text) { return String(text || "").replace(/[\t\r\n]+/g, " "); }
 
 function exportTsv() {
-  const lines = ["participant_id\tsession_id\trating\tcomment"];
+  const entities = SESSIONS.some(s => s.image_entities);  // several images per session: say which one
+  const lines = ["participant_id\tsession_id\trating\tcomment" + (entities ? "\timage_entities" : "")];
   for (const s of SESSIONS) {
     const r = ratings[s.key];
-    if (r && r.rating) lines.push([s.participant_id, s.session_id || "n/a", r.rating, clean(r.comment)].join("\t"));
+    if (r && r.rating) lines.push([s.participant_id, s.session_id || "n/a", r.rating, clean(r.comment),
+                                   ...(entities ? [s.image_entities || "n/a"] : [])].join("\t"));
   }
   const blob = new Blob([lines.join("\n") + "\n"], {type: "text/tab-separated-values"});
   const a = el("a"); a.href = URL.createObjectURL(blob); a.download = "qc_ratings.tsv";

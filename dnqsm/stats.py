@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dnqsm.cohort import ENTITIES_COLUMN, ID_COLUMNS, entry_key
+
 #: Measures modelled over time: column -> (label, unit).
 MEASURES: dict[str, tuple[str, str]] = {
     "left_volume_mm3": ("left DN volume", "mm³"),
@@ -39,6 +41,7 @@ class Settings:
     alpha: float = 0.05
     power: float = 0.8
     exclude_review: bool = False  # leave out sessions whose segmentation needs review (QC ratings override)
+    image_entities: str | None = None  # sessions with several images: the one to model (e.g. "rec-tkd")
 
 
 @dataclass
@@ -55,20 +58,38 @@ class Fit:
     dropped: pd.DataFrame
 
 
+def one_image_per_session(table: pd.DataFrame, image_entities: str | None) -> tuple[pd.DataFrame, list[str]]:
+    """Where sessions have several images (column ``image_entities``), keep one per session for the
+    models (a session must not count twice): the image with ``image_entities`` (config
+    ``stats.image_entities``), else the first in sorted order; the note says which were left out."""
+    if ENTITIES_COLUMN not in table or not table.duplicated(ID_COLUMNS, keep=False).any():
+        return table, []
+    entities = table[ENTITIES_COLUMN].fillna("").astype(str)
+    order = table.assign(_wanted=entities != (image_entities or ""), _entities=entities) \
+        .sort_values(ID_COLUMNS + ["_wanted", "_entities"] if image_entities is not None else ID_COLUMNS + ["_entities"])
+    kept = order.drop_duplicates(ID_COLUMNS).index
+    left = table.index.difference(kept)
+    names = ", ".join(entry_key(table.loc[i]) for i in left)
+    how = f"stats.image_entities: {image_entities!r}" if image_entities is not None else \
+        "the first in sorted order per session; set stats.image_entities to choose"
+    note = f"{len(left)} image(s) left out: another image of the same session is modelled ({how}; {names})"
+    return table.loc[sorted(kept)], [note]
+
+
 def analysis_table(table: pd.DataFrame, ratings: pd.DataFrame | None = None,
-                   exclude_review: bool = False) -> tuple[pd.DataFrame, list[str]]:
+                   exclude_review: bool = False, image_entities: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Sessions usable for statistics: not failed, not rated ``fail`` in QC, with a time since baseline.
 
     Sessions whose segmentation needs review (status ``review``) stay in by default and are listed;
     ``exclude_review`` leaves them out. A QC rating overrides either way: ``pass`` keeps a session
     under review, ``fail`` removes any session. ``years`` comes from the table's
-    ``years_since_baseline`` (acq_time, else age at visit)."""
-    notes = []
-    data = table.copy()
-    key = data[["participant_id", "session_id"]].astype(str).agg("_".join, axis=1)
+    ``years_since_baseline`` (acq_time, else age at visit). Sessions with several images keep one
+    (:func:`one_image_per_session`)."""
+    data, notes = one_image_per_session(table.copy(), image_entities)
+    key = pd.Series([entry_key(r) for _, r in data.iterrows()], index=data.index, dtype=object)
     rated = {}
     if ratings is not None and len(ratings):
-        rated = dict(zip(ratings[["participant_id", "session_id"]].astype(str).agg("_".join, axis=1), ratings["rating"]))
+        rated = {entry_key(r): r["rating"] for _, r in ratings.iterrows()}
     rating = key.map(rated)
     failed = ~data["status"].isin(["ok", "review"])
     if failed.any():
@@ -95,8 +116,10 @@ def analysis_table(table: pd.DataFrame, ratings: pd.DataFrame | None = None,
     if excluded.any():
         notes.append(f"{int(excluded.sum())} session(s) left out: rated fail in QC ({', '.join(key[excluded])})")
     data = data[~(failed | excluded)]
-    if "years_since_baseline" not in data:
-        raise ValueError("the cohort table has no years_since_baseline (no acq_time or age in sessions.tsv)")
+    if "years_since_baseline" not in data:  # e.g. a derivative dataset without sessions.tsv: said, not fatal
+        notes.append("no visit times: the cohort table has no years_since_baseline (add acq_time or age to the "
+                     "dataset's sub-*/sub-*_sessions.tsv); nothing longitudinal can be modelled")
+        data["years_since_baseline"] = np.nan
     data = data.assign(**{TIME: data["years_since_baseline"]})
     if "group" not in data:
         data["group"] = np.nan
@@ -357,7 +380,7 @@ class Analysis:
 
 def analyse(table: pd.DataFrame, settings: Settings, ratings: pd.DataFrame | None = None) -> Analysis:
     """Everything the statistics rule writes, from the cohort table and the QC ratings."""
-    data, notes = analysis_table(table, ratings, settings.exclude_review)
+    data, notes = analysis_table(table, ratings, settings.exclude_review, settings.image_entities)
     groups, group_notes = usable_groups(data, settings)
     notes += group_notes
     measures = [m for m in MEASURES if m in data and data[m].notna().any()]

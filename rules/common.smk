@@ -53,8 +53,7 @@ else:
         raise WorkflowError(str(exc)) from None
     BATCHES = plan_batches(SESSIONS, PLAN, BATCH_SIZE, write=workflow.is_main_process) if SESSIONS else {}
 HAS_SESSIONS = any(s.session for s in SESSIONS)
-RAW_IMAGE = {(s.subject, s.session): s.image for s in SESSIONS}
-BATCH_OF = {(s.subject, s.session): batch for batch, members in BATCHES.items() for s in members}
+BATCH_OF = {s.key: batch for batch, members in BATCHES.items() for s in members}
 MODEL_FILES = [str(p) for p in model_files(config["models"]["dir"])]
 METHOD = config["method"]
 METHODS = ("nnunet", "atlas")
@@ -86,13 +85,13 @@ def preproc_folder(batch="{batch}"):
 
 
 def session_name(s):
-    """A session's folder name inside a batch folder: sub-<label>[_ses-<label>]."""
-    return prefix(s.subject, _ses(s.session))
+    """An entry's folder name inside a batch folder: sub-<label>[_ses-<label>][_<entities>]."""
+    return s.key
 
 
 def preproc_session(s):
-    """One session's preprocessing folder (inside its batch's)."""
-    return str(Path(preproc_folder(BATCH_OF[(s.subject, s.session)])) / session_name(s))
+    """One entry's preprocessing folder (inside its batch's)."""
+    return str(Path(preproc_folder(BATCH_OF[s.key])) / session_name(s))
 
 
 def batch_folder(method="{method}", batch="{batch}"):
@@ -106,17 +105,23 @@ def measure_folder(batch="{batch}"):
     return str(WORK_DIR / "derivatives" / f"batch-{batch}")
 
 
-def measure_session(s, datatype="anat"):
-    """One session's derivative folder (anat or figures) inside its batch's measure folder."""
-    return session_folder(datatype, s.subject, s.session or "", measure_folder(BATCH_OF[(s.subject, s.session)]))
+def measures_record(s, root=None):
+    """One entry's measures record (JSON) in its batch's measure folder, or under ``root``."""
+    root = measure_folder(BATCH_OF[s.key]) if root is None else root
+    return derivative("measures", ".json", "anat", s.subject, s.session or "", root, **s.kept, desc="dentate")
+
+
+def dentate_dseg(s, root=None):
+    """One entry's DN label image in its batch's measure folder, or under ``root``."""
+    root = measure_folder(BATCH_OF[s.key]) if root is None else root
+    return derivative("dseg", ".nii.gz", "anat", s.subject, s.session or "", root, **s.kept, desc="dentate")
 
 
 def batch_sessions(batch):
-    """What the measure job needs per session of a batch: labels, its preprocessing folder and its
-    derivative paths relative to a dataset root (the batch folder, then the output dataset)."""
-    return [{"subject": s.subject, "session": _ses(s.session), "name": session_name(s),
-             "anat": session_folder("anat", s.subject, s.session or "", ""),
-             "png": derivative("qc", ".png", "figures", s.subject, s.session or "", "", desc="dentate")}
+    """What the measure job needs per entry of a batch: labels, entities, its preprocessing folder and
+    its derivative folders relative to a dataset root (the batch folder, then the output dataset)."""
+    return [{"subject": s.subject, "session": _ses(s.session), "entities": s.kept, "name": session_name(s),
+             "anat": session_folder("anat", s.subject, s.session or "", "")}
             for s in BATCHES[batch]]
 
 
@@ -159,12 +164,6 @@ def log_path(step, batch="{batch}"):
     return str(WORK_DIR / "logs" / step / f"batch-{batch}.log")
 
 
-def for_all_sessions(make):
-    """``make(subject, session)`` for every selected session; rules call it inside input functions, so
-    that a cluster job, whose DAG is its own job, never builds the cohort-wide lists."""
-    return [make(subject=s.subject, session=s.session or "") for s in SESSIONS]
-
-
 def require_cohort(wildcards=None):
     """Fail with a clear message when there is nothing to segment."""
     if not BIDS_DIR.exists():
@@ -191,8 +190,8 @@ def stats_path(name):
 
 
 def snapshots(wildcards=None):
-    """Every session's QC snapshot in the output dataset (published by the measure jobs)."""
-    return for_all_sessions(lambda subject, session: derivative("qc", ".png", "figures", subject, session, desc="dentate"))
+    """Every entry's QC snapshot in the output dataset (published by the measure jobs)."""
+    return [derivative("qc", ".png", "figures", s.subject, s.session or "", **s.kept, desc="dentate") for s in SESSIONS]
 
 
 LABELS_DIR = config["validation"]["labels_dir"]
@@ -220,7 +219,7 @@ def validation_path(name):
 
 def labelled_batches(folder):
     """``folder(batch)`` of every batch that holds a session with manual labels."""
-    return sorted({folder(BATCH_OF[(s.subject, s.session)]) for s in labelled()})
+    return sorted({folder(BATCH_OF[s.key]) for s in labelled()})
 
 
 def cohort_outputs(wildcards=None):

@@ -16,7 +16,8 @@ rule validation:
         bland_altman=report(validation_path("bland_altman.png"), caption="../report/validation.rst",
                             category="Validation"),
     params:
-        anat=lambda wc: [measure_session(s) for s in labelled()],
+        measures=lambda wc: [measures_record(s) for s in labelled()],
+        dseg=lambda wc: [dentate_dseg(s) for s in labelled()],
         preprocessed=lambda wc: [preproc_session(s) for s in labelled()],
         method=METHOD,
     log:
@@ -44,7 +45,7 @@ rule comparison:
     params:
         sessions=lambda wc: [(s.subject, s.session) for s in labelled()],
         preprocessed=lambda wc: [preproc_session(s) for s in labelled()],
-        batches=lambda wc: [{method: batch_folder(method, BATCH_OF[(s.subject, s.session)]) for method in METHODS}
+        batches=lambda wc: [{method: batch_folder(method, BATCH_OF[s.key]) for method in METHODS}
                             for s in labelled()],
         bids_dir=str(BIDS_DIR),
     log:

@@ -8,7 +8,7 @@ from dnqsm.pipeline import read_measures
 
 snakemake = globals()["snakemake"]
 with script_log(snakemake.log[0]):
-    records = [read_measures(folder) for folder in snakemake.params.anat]
+    records = [read_measures(path) for path in snakemake.params.measures]
     problems = []
     table = cohort_table(records, snakemake.params.bids_dir, problems)
     write_tsv(snakemake.output.problems, pd.DataFrame(problems, columns=PROBLEM_COLUMNS))

@@ -1,8 +1,6 @@
 """Snakemake entry point: a batch's derivatives and QC snapshots, published into the output dataset
 (dnqsm.pipeline.measure_batch, publish)."""
 
-import os
-
 from dnqsm.io import script_log
 from dnqsm.pipeline import measure_batch, publish
 
@@ -11,7 +9,6 @@ p = snakemake.params
 with script_log(snakemake.log[0]):
     records = measure_batch(p.sessions, snakemake.input.preprocessed, snakemake.input.batch, snakemake.output.folder,
                             p.erosion_voxels, p.checks)
-    publish(snakemake.output.folder, p.output_dir,
-            [folder for s in p.sessions for folder in (s["anat"], os.path.dirname(s["png"]))])
+    publish(snakemake.output.folder, p.output_dir, p.sessions)
     for s, record in zip(p.sessions, records):
         print(f"{s['name']}: {record['status']}" + (f" ({record['error']})" if record["error"] else ""))

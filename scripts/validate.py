@@ -4,25 +4,26 @@ import pandas as pd
 
 from dnqsm import plots
 from dnqsm.io import read_tsv, script_log, write_tsv
-from dnqsm.pipeline import derivative_files, preproc_files, read_measures
+from dnqsm.pipeline import preproc_files, read_measures
 from dnqsm.validate import session_agreement, sidecar, summarise
 
 snakemake = globals()["snakemake"]
+p = snakemake.params
 with script_log(snakemake.log[0]):
-    if not snakemake.params.anat:
+    if not snakemake.params.measures:
         raise ValueError("no selected session has manual labels in config validation.labels_dir")
     table = read_tsv(snakemake.input.table)
     rows = []
-    for anat, preprocessed, labels in zip(snakemake.params.anat, snakemake.params.preprocessed, snakemake.input.labels):
-        record = read_measures(anat)
+    for measures, dseg, preprocessed, labels in zip(p.measures, p.dseg, p.preprocessed, snakemake.input.labels):
+        record = read_measures(measures)
         row = {"participant_id": record["participant_id"], "session_id": record["session_id"],
                "status": record["status"], "manual_labels": labels}
         if record["status"] != "failed":
-            row.update(session_agreement(derivative_files(anat)["dseg"], labels, preproc_files(preprocessed)[0]))
+            row.update(session_agreement(dseg, labels, preproc_files(preprocessed)[0]))
         rows.append(row)
     sessions = pd.DataFrame(rows)
     meta = [c for c in ("group", "site") if c in table]
-    sessions = sessions.merge(table[["participant_id", "session_id", *meta]], on=["participant_id", "session_id"],
+    sessions = sessions.merge(table[["participant_id", "session_id", *meta]].drop_duplicates(["participant_id", "session_id"]), on=["participant_id", "session_id"],
                               how="left")
     summary = summarise(sessions, snakemake.params.method)
     write_tsv(snakemake.output.sessions, sessions, sidecar(sessions))

@@ -34,10 +34,19 @@ def test_entities_are_read_and_filters_pick_one_image_per_session(qsmxt_like):
     assert len(select_sessions(qsmxt_like, bids_filters={"rec": "tkd", "acq": True})) == 3
 
 
-def test_several_images_per_session_say_which_entities_differ(qsmxt_like):
-    with pytest.raises(ValueError, match=r"3 session\(s\) have several _Chimap images, e.g. sub-01_ses-1: .*"
-                                         r"pick one per session with bids_filters .*entities here: acq, rec"):
+def test_several_images_of_a_session_are_entries_named_by_their_entities(qsmxt_like):
+    every = select_sessions(qsmxt_like)
+    assert [s.key for s in every][:3] == ["sub-01_ses-1_acq-gre_rec-l2", "sub-01_ses-1_acq-gre_rec-tkd",
+                                          "sub-01_ses-2_acq-gre_rec-l2"]
+    assert len({s.key for s in every}) == 7 and every[0].image_entities == "acq-gre_rec-l2"
+
+
+def test_images_only_desc_tells_apart_are_refused_naming_them(qsmxt_like):
+    _touch(qsmxt_like, "sub-02_ses-1_acq-gre_rec-l2_desc-masked")
+    with pytest.raises(ValueError, match=r"1 session\(s\) have several _Chimap images that only desc tell apart, "
+                                         r"e.g. sub-02_ses-1_acq-gre_rec-l2: .*pick one per session with bids_filters"):
         select_sessions(qsmxt_like)
+    assert len(select_sessions(qsmxt_like, bids_filters={"desc": None})) == 7
 
 
 def test_filters_that_match_nothing_list_what_is_there(qsmxt_like):

@@ -166,3 +166,19 @@ def test_tables_without_rows_keep_their_header(planted, tmp_path):
         path = write_tsv(tmp_path / f"{name}.tsv", analysis.tables[name])
         read = read_tsv(path)
         assert len(read) == 0 and "measure" in read.columns, name
+
+
+def test_sessions_with_several_images_count_once():
+    from dnqsm.stats import one_image_per_session
+
+    table = pd.DataFrame({"participant_id": ["sub-1", "sub-1", "sub-1", "sub-2"],
+                          "session_id": ["ses-1", "ses-1", "ses-2", "ses-1"],
+                          "image_entities": ["rec-tkd", "rec-l2", "rec-tkd", "rec-tkd"],
+                          "left_volume_mm3": [1.0, 2.0, 3.0, 4.0]})
+    first, notes = one_image_per_session(table, None)
+    assert list(first.image_entities) == ["rec-l2", "rec-tkd", "rec-tkd"] and len(notes) == 1
+    assert "sub-1_ses-1_rec-tkd" in notes[0] and "set stats.image_entities" in notes[0]
+    chosen, notes = one_image_per_session(table, "rec-tkd")
+    assert list(chosen.left_volume_mm3) == [1.0, 3.0, 4.0] and "sub-1_ses-1_rec-l2" in notes[0]
+    single = table.drop(index=1)
+    assert one_image_per_session(single, None)[0].equals(single), "one image per session: nothing to choose"

@@ -97,7 +97,7 @@ def test_participant_filters_select_sessions_and_a_typo_is_named(tmp_path):
     assert run.returncode != 0 and "participant '042'" in run.stdout + run.stderr
 
 
-def test_bids_filters_pick_one_reconstruction_per_session(tmp_path):
+def test_bids_filters_pick_images_and_several_reconstructions_are_entries(tmp_path):
     import shutil
 
     config = synth_config(tmp_path / "bids", subjects=2, sessions=1)
@@ -105,15 +105,19 @@ def test_bids_filters_pick_one_reconstruction_per_session(tmp_path):
     config["bids_dir"] = str(tmp_path / "bids")
     anat = tmp_path / "bids" / "sub-001" / "ses-01" / "anat"
     shutil.copyfile(anat / "sub-001_ses-01_Chimap.nii.gz", anat / "sub-001_ses-01_rec-l2_Chimap.nii.gz")
+    both = planned_sessions(tmp_path, config, snakemake(tmp_path, config, "-n"))
+    assert [row.split("\t")[0] for row in both] == ["sub-001_ses-01", "sub-001_ses-01_rec-l2", "sub-002_ses-01"]
+    assert both[1].endswith("\trec-l2"), "the manifest keeps the entities, so cluster jobs see the same entries"
+    shutil.copyfile(anat / "sub-001_ses-01_Chimap.nii.gz", anat / "sub-001_ses-01_desc-x_Chimap.nii.gz")
     ambiguous = snakemake(tmp_path, config, "-n")
     assert ambiguous.returncode != 0
     said = ambiguous.stdout + ambiguous.stderr
-    assert "sub-001_ses-01: sub-001_ses-01_Chimap.nii.gz, sub-001_ses-01_rec-l2_Chimap.nii.gz" in said
+    assert "that only desc tell apart, e.g. sub-001_ses-01: sub-001_ses-01_Chimap.nii.gz, sub-001_ses-01_desc-x_Chimap.nii.gz" in said
     assert "Traceback" not in said, "one clear line"
-    picked = snakemake(tmp_path, config, "-n", "--config", "bids_filters={rec: null}")
+    picked = snakemake(tmp_path, config, "-n", "--config", "bids_filters={rec: null, desc: null}")
     assert len(planned_sessions(tmp_path, config, picked)) == 2
     only_l2 = snakemake(tmp_path, config, "-n", "--config", "bids_filters={rec: l2}")
-    assert [row.split("\t")[-1] for row in planned_sessions(tmp_path, config, only_l2)] == [str(anat / "sub-001_ses-01_rec-l2_Chimap.nii.gz")]
+    assert [row.split("\t")[-2] for row in planned_sessions(tmp_path, config, only_l2)] == [str(anat / "sub-001_ses-01_rec-l2_Chimap.nii.gz")]
 
 
 def test_missing_manual_labels_folder_is_named(tmp_path):
