@@ -35,7 +35,7 @@ DEFAULTS: dict[str, float] = {
     "max_uncertain_share": 0.6,  # voxels with probability 0.2-0.8 near the label, per label voxel
     "min_mirror_agreement": 0.9,  # Dice of the label with a pass without mirroring (only when mirroring is on)
     "max_smoothness_mm": 8.0,  # image smoothness (FWHM) around the DN along its sharpest axis; sharp QSM: 2-5 mm
-    "min_data_edge_mm": 2.0,  # distance from the label to where the image has no data (cut field of view)
+    "min_data_edge_mm": 4.0,  # distance from the label to where the image has no data (cut field of view)
 }
 
 #: Margin (mm) around a side's label in which the image's smoothness is estimated.
