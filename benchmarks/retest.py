@@ -1,11 +1,12 @@
 """Test-retest error of the DN measures: what a trial's sample size depends on.
 
-Usage: python benchmarks/retest.py [--subjects 12] [--sessions 2] [--methods nnunet atlas]
+Usage: python benchmarks/retest.py [--subjects 12] [--sessions 2] [--methods nnunet longitudinal atlas]
                                    [--out scans.tsv | --table scans.tsv]
 Generates a fresh `retest` cohort (seed 4001: every yearly visit scanned twice the same day, same
 nucleus, new pose, grid, noise and reconstruction, a quarter of the rescans on another site's
 protocol), segments every scan with each method (the bundled nnU-Net models; the atlas baseline with
-three labelled `train` subjects as atlases), measures each side (`dnqsm.measure`, on the image
+three labelled `train` subjects as atlases; `longitudinal`: the nnU-Net results of each subject's
+scans combined through the longitudinal mode, `dnqsm.longitudinal`), measures each side (`dnqsm.measure`, on the image
 converted to ppb as the workflow does) and, per measure and side, over the same-day pairs:
 - within-subject coefficient of variation: sqrt(mean of d^2 / 2) / grand mean, d = scan - rescan;
 - ICC(A,1) of scan against rescan (`dnqsm.metrics.volume_agreement`, pingouin);
@@ -34,7 +35,7 @@ MEASURES = {"volume_mm3": "volume (mm³)", "chi_mean_ppb": "mean χ (ppb)", "chi
 
 def engines(methods: list[str], tmp: Path) -> dict:
     out = {}
-    if "nnunet" in methods:
+    if "nnunet" in methods or "longitudinal" in methods:
         from dnqsm.segment import DentateSegmenter, load_model_set
 
         out["nnunet"] = DentateSegmenter(load_model_set(), device="cpu", threads=2)
@@ -54,14 +55,31 @@ def scans(args: argparse.Namespace) -> pd.DataFrame:
         root = write_dataset(tmp / "retest", "retest", subjects=args.subjects, sessions=args.sessions, seed=4001, jobs=2)
         truth = read_tsv(root / "derivatives" / "manual" / "truth.tsv")
         images = [bids_path(root, r.participant_id[4:], r.session_id[4:], "Chimap") for r in truth.itertuples()]
+        results = {}
         for method, engine in engines(args.methods, tmp).items():
-            records = engine.run(images, tmp / method)
+            results[method] = (engine.run(images, tmp / method), tmp / method)
+        if "longitudinal" in args.methods:  # every scan of a subject (visits and rescans alike) in one template
+            from dnqsm.longitudinal import longitudinal_subject
+
+            records, folders = [None] * len(images), {}
+            nnunet_records, nnunet_dir = results["nnunet"]
+            for subject in truth.participant_id.unique():
+                index = [i for i, r in enumerate(truth.itertuples()) if r.participant_id == subject]
+                folders[subject] = tmp / "longitudinal" / subject
+                years = [float(truth.visit.iloc[i]) - 1.0 for i in index]  # yearly visits; rescans share the day
+                metas = longitudinal_subject([(nnunet_dir, nnunet_records[i]["stem"]) for i in index], folders[subject],
+                                             threads=2, years=years)
+                for i, meta in zip(index, metas):
+                    records[i] = {**meta, "folder": folders[subject]}
+            results["longitudinal"] = (records, None)
+        for method in [m for m in ("nnunet", "longitudinal", "atlas") if m in results]:
+            records, folder = results[method]
             for r, image, record in zip(truth.itertuples(), images, records):
                 row = {"method": method, "participant_id": r.participant_id, "visit": r.visit, "rescan": r.rescan,
                        "site": r.site, "status": record["status"]}
                 if record["status"] != "failed":
                     chi, _ = preprocess(image, "auto")
-                    labels = nib.load(tmp / method / record["stem"] / f"{record['stem']}_seg.nii.gz")
+                    labels = nib.load(Path(record.get("folder") or folder) / record["stem"] / f"{record['stem']}_seg.nii.gz")
                     row.update(measure(chi, labels))
                 rows.append(row)
     return pd.DataFrame(rows)
@@ -102,7 +120,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subjects", type=int, default=12)
     parser.add_argument("--sessions", type=int, default=2, help="yearly visits, each scanned twice")
-    parser.add_argument("--methods", nargs="+", default=["nnunet", "atlas"], choices=["nnunet", "atlas"])
+    parser.add_argument("--methods", nargs="+", default=["nnunet", "longitudinal", "atlas"],
+                        choices=["nnunet", "longitudinal", "atlas"])
     parser.add_argument("--out", default=None, help="also write the per-scan table here (TSV)")
     parser.add_argument("--table", default=None, help="summarise a per-scan table written by --out instead")
     args = parser.parse_args()

@@ -49,6 +49,8 @@ QC_COLUMNS = {
     "localization_components": ("count", "connected regions the localization model found (2 expected)"),
     "box_touches_image_edge": ("", "the crop box reached the image edge: the DN may be cut off"),
     "missing_sides": ("", "sides with no dentate found, comma-separated"),
+    "segmentation_mode": ("", "cross-sectional (each visit on its own) or longitudinal (each visit with its "
+                              "subject's template prior; config longitudinal.enabled)"),
 }
 DSEG_LABELS = [(1, "left dentate nucleus", "DN_L", "#ff4d4d"), (2, "right dentate nucleus", "DN_R", "#33b5ff")]
 

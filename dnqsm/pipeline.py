@@ -154,6 +154,7 @@ def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, 
         record.update(status=verdict.status, review_reasons=verdict.reasons, confidence=verdict.sides)
         record.update({
             "method": meta["method"],
+            "segmentation_mode": (meta.get("longitudinal") or {}).get("mode", "cross-sectional"),
             "localization_components": meta["localization_components"],
             "box_touches_image_edge": meta["box_touches_image_edge"], "missing_sides": meta["missing_sides"],
             "box": meta["box"], "erosion_voxels": erosion_voxels,
@@ -182,8 +183,8 @@ def measure_batch(sessions: list[dict[str, Any]], preproc_dir: str | Path, batch
         for s in sessions:
             preprocessed = Path(preproc_dir) / s["name"]
             anat = folder / s["anat"]
-            record = session_outputs(s["subject"], s["session"], preprocessed, batch_dir, anat, erosion_voxels, checks,
-                                     s["entities"])
+            record = session_outputs(s["subject"], s["session"], preprocessed, s.get("labels_dir") or batch_dir, anat,
+                                     erosion_voxels, checks, s["entities"])
             qc_snapshot(s["name"], preprocessed, anat, s["entities"])
             records.append(record)
     return records

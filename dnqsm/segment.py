@@ -157,6 +157,11 @@ class Engine:
             save_nifti(folder / f"{stem}_cropped.nii.gz", result.cropped)
             save_nifti(folder / f"{stem}_cropped_seg.nii.gz", _like(result.cropped, result.cropped_raw))
             save_nifti(folder / f"{stem}_cropped_seg_labeled.nii.gz", _like(result.cropped, result.cropped_labels))
+            if result.cropped_probability is not None:  # 8 bits (steps of 1/255): the longitudinal mode's input
+                prob = nib.Nifti1Image(np.round(np.clip(result.cropped_probability, 0, 1) * 255).astype(np.uint8),
+                                       result.cropped.affine)
+                prob.header.set_slope_inter(1 / 255, 0)
+                save_nifti(folder / f"{stem}_cropped_prob.nii.gz", prob)
             result.timings["write"] = time.perf_counter() - tick
             result.timings["total"] = time.perf_counter() - start
             meta["timings_s"] = {k: round(v, 3) for k, v in result.timings.items()}
@@ -269,6 +274,7 @@ class Result:
     geometry: dict[str, Any]
     timings: dict[str, float]
     confidence: Confidence
+    cropped_probability: np.ndarray | None = None  # the method's foreground probability on the crop
 
 
 def postprocess(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, cropped: nib.Nifti1Image, raw: np.ndarray,
@@ -311,7 +317,7 @@ def postprocess(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, croppe
                      [float(z) for z in img.header.get_zooms()[:3]], checks or CHECK_DEFAULTS)
     timings["confidence"] = time.perf_counter() - tick
     return Result(img, labels, mask_on_input.astype(np.uint8), cropped, raw, labeled, sides, geometry, timings,
-                  verdict)
+                  verdict, probability)
 
 
 def assign_sides(binary: np.ndarray, affine: np.ndarray, midline_x: float) -> tuple[np.ndarray, dict]:

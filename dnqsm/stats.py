@@ -362,7 +362,7 @@ TABLE_COLUMNS: dict[str, list[str]] = {
     "sample_size": ["measure", "group", "reference", "excess_change_per_year", "slowing", "detectable_difference",
                     "slope_sd", "alpha", "power", "n_per_arm"],
     "dropped_rows": ["participant_id", "session_id", "measure", "missing"],
-    "models": ["measure", "model", "formula", "converged", "n_obs", "n_subjects", "messages"],
+    "models": ["measure", "model", "formula", "converged", "n_obs", "n_subjects", "segmentation_mode", "messages"],
 }
 
 
@@ -387,10 +387,15 @@ def analyse(table: pd.DataFrame, settings: Settings, ratings: pd.DataFrame | Non
     attempted = [fit_measure(data, m, settings, groups) for m in measures]
     for fit in attempted:
         notes += [f"{fit.measure}: {m}" for m in fit.messages]
+    mode = ", ".join(sorted(set(data["segmentation_mode"].dropna().astype(str).str.split(" ").str[0])))  \
+        if "segmentation_mode" in data else ""
+    if mode:
+        notes.append(f"measures from the {mode} segmentation (config longitudinal.enabled)")
     models = pd.DataFrame([{"measure": f.measure, "model": f.model, "formula": f.formula, "converged": f.converged,
-                            "n_obs": len(f.data), "n_subjects": f.data[SUBJECT].nunique(),
+                            "n_obs": len(f.data), "n_subjects": f.data[SUBJECT].nunique(), "segmentation_mode": mode,
                             "messages": " | ".join(f.messages)} for f in attempted],
-                          columns=["measure", "model", "formula", "converged", "n_obs", "n_subjects", "messages"])
+                          columns=["measure", "model", "formula", "converged", "n_obs", "n_subjects",
+                                   "segmentation_mode", "messages"])
     fits = [fit for fit in attempted if fit.result is not None]
     if not fits:
         notes.append("no measure could be modelled")
@@ -416,6 +421,8 @@ def analyse(table: pd.DataFrame, settings: Settings, ratings: pd.DataFrame | Non
 
 #: Column descriptions for the JSON sidecars of the statistics tables.
 COLUMN_DOCS: dict[str, str] = {
+    "segmentation_mode": "which labels the measures come from: cross-sectional (each visit on its own) or "
+                         "longitudinal (each visit with its subject's template prior)",
     "measure": "cohort-table column modelled", "model": "model fitted (fallbacks say why)", "term": "fixed-effect term",
     "estimate": "estimate (measure units; per year for terms with 'years')", "se": "standard error",
     "ci_low": "lower bound of the 95% confidence interval (1 - alpha)", "ci_high": "upper bound of the confidence interval",

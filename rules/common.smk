@@ -57,9 +57,17 @@ BATCH_OF = {s.key: batch for batch, members in BATCHES.items() for s in members}
 MODEL_FILES = [str(p) for p in model_files(config["models"]["dir"])]
 METHOD = config["method"]
 METHODS = ("nnunet", "atlas")
+LONGITUDINAL = {"enabled": False, "prior_weight": 0.7, "iterations": 3, "template_spacing_mm": None, "threads": 2,
+                "mem_mb": 4000, "runtime_min": 60, **config.get("longitudinal", {})}
+if LONGITUDINAL["enabled"] and METHOD != "nnunet":
+    raise WorkflowError("longitudinal.enabled needs method: nnunet (the mode combines the network's probabilities)")
+SUBJECT_SESSIONS = {}
+for _s in SESSIONS:
+    SUBJECT_SESSIONS.setdefault(_s.subject, []).append(_s)
 
 wildcard_constraints:
     batch=r"\d+",
+    subject="[a-zA-Z0-9]+",
     method="|".join(METHODS),
 
 
@@ -99,6 +107,21 @@ def batch_folder(method="{method}", batch="{batch}"):
     return str(WORK_DIR / "segment" / method / f"batch-{batch}")
 
 
+def longitudinal_folder(subject="{subject}"):
+    """Work folder of one subject's longitudinal labels (the layout of a segmentation batch)."""
+    return str(WORK_DIR / "longitudinal" / METHOD / f"sub-{subject}")
+
+
+def engine_stem(s):
+    """The name of an entry's result in a segmentation batch folder (its preprocessed image's stem)."""
+    return f"{session_name(s)}_desc-preproc_Chimap"
+
+
+def labels_folder(s):
+    """Where an entry's labels come from: its segmentation batch, or its subject's longitudinal folder."""
+    return longitudinal_folder(s.subject) if LONGITUDINAL["enabled"] else batch_folder(METHOD, BATCH_OF[s.key])
+
+
 def measure_folder(batch="{batch}"):
     """Work folder of one batch's derivatives (labels, measures, QC snapshots), laid out like the
     output dataset; each session's folders are published from here into output_dir."""
@@ -121,6 +144,7 @@ def batch_sessions(batch):
     """What the measure job needs per entry of a batch: labels, entities, its preprocessing folder and
     its derivative folders relative to a dataset root (the batch folder, then the output dataset)."""
     return [{"subject": s.subject, "session": _ses(s.session), "entities": s.kept, "name": session_name(s),
+             "labels_dir": labels_folder(s),
              "anat": session_folder("anat", s.subject, s.session or "", "")}
             for s in BATCHES[batch]]
 

@@ -8,6 +8,8 @@ rule measure:
     input:
         preprocessed=preproc_folder(),
         batch=batch_folder(METHOD),
+        longitudinal=lambda wc: sorted({longitudinal_folder(s.subject) for s in BATCHES[wc.batch]})
+        if LONGITUDINAL["enabled"] else [],
     output:
         folder=report(
             directory(measure_folder()),

@@ -48,8 +48,12 @@ def test_demo_models_segment_fresh_images_against_truth(segmenter, fresh, tmp_pa
         stem = record["stem"]
         folder = tmp_path / stem
         expected = {f"{stem}{s}" for s in ("_seg.nii.gz", "_cropped.nii.gz", "_cropped_seg.nii.gz",
-                                          "_cropped_seg_labeled.nii.gz", "_cerebellar_mask.nii.gz", "_metadata.json")}
+                                          "_cropped_seg_labeled.nii.gz", "_cerebellar_mask.nii.gz", "_metadata.json",
+                                          "_cropped_prob.nii.gz")}
         assert {p.name for p in folder.iterdir()} == expected
+        prob = nib.load(folder / f"{stem}_cropped_prob.nii.gz").get_fdata()  # the longitudinal mode's input
+        labeled = np.asarray(nib.load(folder / f"{stem}_cropped_seg_labeled.nii.gz").dataobj) > 0
+        assert 0 <= prob.min() and prob.max() <= 1 + 1e-6 and prob[labeled].mean() > 0.5 > prob[~labeled].mean()
         seg_img, img = nib.load(folder / f"{stem}_seg.nii.gz"), nib.load(image)
         assert seg_img.shape == img.shape and np.allclose(seg_img.affine, img.affine)
         assert nib.aff2axcodes(seg_img.affine) == nib.aff2axcodes(img.affine)

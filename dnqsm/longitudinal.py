@@ -1,0 +1,250 @@
+"""Longitudinal mode: one subject's visits segmented with a shared prior from an unbiased subject template.
+
+Cross-sectionally every visit is segmented on its own, so segmentation noise adds to the visit-to-visit
+variance. Here, per subject (the idea of FreeSurfer's longitudinal stream, Reuter et al. 2012, applied
+to the DN crop):
+
+1. every usable visit's DN crop (the networks' crop, chi in ppb) is aligned rigidly (antspyx) to a
+   subject template built from all visits alike: the template starts as the mean of all crops on a
+   common grid around their world centre (none is the reference grid), and each round registers every
+   visit to the current mean and averages the aligned visits again;
+2. each visit's network result (foreground probability > 0.5) as a signed distance map (mm, negative
+   inside) is carried into template space with the same transforms; there a straight line in time is
+   fitted per voxel through all visits (least squares on the years since the subject's first visit),
+   and its value at a visit's time is that visit's prior shape, carried back to the visit. Scans of
+   the same day share their mean; a steady change (atrophy, iron accumulation) passes through the
+   line untouched, so the prior removes noise, not change (with unknown visit times the prior is the
+   plain mean, which would also pull real change toward the mean: the record says so). Distance maps,
+   unlike probabilities or masks, keep their zero level under the interpolation of two resamplings;
+3. each visit's labels are where ``(1 - w) d_visit + w d_prior < 0`` (``w``:
+   ``longitudinal.prior_weight``), then the networks' post-processing (sides by the midline, largest
+   component per side) and the same confidence checks (with the visit's own probabilities).
+
+A visit's own result keeps half the weight by default, so real change stays visible (the bias test
+checks planted change against the statistics' confidence intervals), while segmentation noise that
+differs between visits is averaged down. The output folder has the layout of a segmentation batch
+(``<stem>/<stem>_seg.nii.gz`` and ``_metadata.json``), so measures read it unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+from dnqsm.confidence import assess, side_numbers, thresholds
+from dnqsm.io import save_nifti, staged_folder, write_json
+from dnqsm.segment import LEFT, RIGHT, assign_sides
+
+#: Settings of the longitudinal mode (config ``longitudinal``).
+DEFAULTS: dict[str, Any] = {
+    "prior_weight": 0.7,  # weight of the subject prior (its line in time) against the visit's own result
+    "iterations": 3,  # template rounds: register every visit to the mean, average again
+    "template_spacing_mm": None,  # None: the finest in-plane spacing among the visits
+    "clip_ppb": [-150.0, 400.0],  # chi range used for registration (DN and veins bright, bone dark)
+    "distance_clip_mm": 10.0,  # signed distances are clipped here: only the shape near the nucleus counts
+}
+
+
+def signed_distance(mask: np.ndarray, zooms, clip_mm: float) -> np.ndarray:
+    """Signed distance to the mask's surface in mm: negative inside, positive outside, clipped. The
+    surface lies half a voxel beyond the outermost voxels (so a boundary voxel is at -s/2, its outer
+    neighbour at +s/2, s the finest spacing): a shift of the surface by less than a voxel in the
+    prior can then move the combined boundary."""
+    from scipy import ndimage
+
+    if not mask.any():
+        return np.full(mask.shape, clip_mm, np.float32)
+    half = 0.5 * float(min(zooms))
+    outside = ndimage.distance_transform_edt(~mask, sampling=zooms)
+    inside = ndimage.distance_transform_edt(mask, sampling=zooms)
+    signed = np.where(mask, half - inside, outside - half)
+    return np.clip(signed, -clip_mm, clip_mm).astype(np.float32)
+
+
+def _ants(data: np.ndarray, affine: np.ndarray):
+    import ants
+
+    return ants.from_nibabel_nifti(nib.Nifti1Image(np.asarray(data, np.float32), affine))
+
+
+def template_grid(affines: list[np.ndarray], shapes: list[tuple[int, ...]], spacing: float) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """A world-aligned grid (RAS affine, shape) covering every crop, centred on their common world
+    centre: the template's space, which belongs to no single visit."""
+    corners = []
+    for affine, shape in zip(affines, shapes):
+        ijk = np.array([[i, j, k] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+        corners.append(nib.affines.apply_affine(affine, ijk))
+    points = np.concatenate(corners)
+    lo, hi = points.min(0), points.max(0)
+    size = np.ceil((hi - lo) / spacing).astype(int) + 1
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = lo
+    return affine, tuple(int(s) for s in size)
+
+
+def line_in_time(maps: np.ndarray, times: list[float] | None) -> np.ndarray:
+    """Per voxel, the least-squares straight line through ``maps`` (visits first) over ``times``,
+    evaluated at each visit's time; visits at one time (or unknown times) get the plain mean."""
+    mean = maps.mean(axis=0)
+    if times is None:
+        return np.repeat(mean[None], len(maps), axis=0)
+    t = np.asarray(times, float) - np.mean(times)
+    if not np.any(t):
+        return np.repeat(mean[None], len(maps), axis=0)
+    slope = np.tensordot(t, maps - mean, axes=(0, 0)) / float(np.sum(t ** 2))
+    return mean[None] + t[:, None, None, None] * slope[None]
+
+
+def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], times: list[float] | None,
+                  settings: dict[str, Any], threads: int | None = None) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """Each visit's prior shape (signed distance, mm) on its own crop grid (same order as ``crops``):
+    the line in time through every visit's distance map in template space, at that visit's time
+    (:func:`line_in_time`); and a record of the template (grid, rounds, times, each visit's correlation
+    with the template after alignment)."""
+    import ants
+
+    # reruns must give identical files: ANTs' sampled metric needs a fixed seed, and its threads split
+    # sums in an order that changes the last bits, so one thread (the crops are small)
+    from ants.config import set_ants_deterministic
+
+    set_ants_deterministic(True, 1)
+    lo, hi = settings["clip_ppb"]
+    spacing = settings["template_spacing_mm"] or min(float(min(c.header.get_zooms()[:2])) for c in crops)
+    affine, shape = template_grid([c.affine for c in crops], [c.shape[:3] for c in crops], spacing)
+    domain = _ants(np.zeros(shape, np.float32), affine)
+    moving = [_ants(np.clip(np.nan_to_num(c.get_fdata(dtype=np.float32)), lo, hi), c.affine) for c in crops]
+    template = sum(ants.resample_image_to_target(m, domain, interp_type="linear") for m in moving) / len(moving)
+    fits = []
+    for _ in range(int(settings["iterations"])):
+        fits = [ants.registration(template, m, type_of_transform="Rigid", initial_transform="Identity",
+                                  aff_metric="meansquares") for m in moving]
+        template = sum(f["warpedmovout"] for f in fits) / len(fits)
+    clip = float(settings["distance_clip_mm"])
+    prob_images = [_ants(d, c.affine) for d, c in zip(distances, crops)]
+    warped = np.stack([ants.apply_transforms(template, p, f["fwdtransforms"], interpolator="linear",
+                                             defaultvalue=clip).numpy() for p, f in zip(prob_images, fits)])
+    fitted = line_in_time(warped, times)
+    back = []
+    for k, (p, f) in enumerate(zip(prob_images, fits)):
+        # a mean of distance maps has its zero level at the mean shape but a gradient below 1 where
+        # the visits disagree; distances from that shape again make the prior a true distance map, so
+        # that a weight w moves each visit's boundary w of the way to the prior's
+        prior = _ants(signed_distance(fitted[k] < 0, [spacing] * 3, clip), affine)
+        back.append(ants.apply_transforms(p, prior, f["fwdtransforms"], whichtoinvert=[True], interpolator="linear",
+                                          defaultvalue=clip).numpy())
+    agreement = [round(float(np.corrcoef(f["warpedmovout"].numpy().ravel(), template.numpy().ravel())[0, 1]), 4)
+                 for f in fits]
+    record = {"visits": len(crops), "template_spacing_mm": round(spacing, 4), "template_shape": list(shape),
+              "iterations": int(settings["iterations"]), "alignment_correlation": agreement,
+              "years": times if times is not None else "unknown: the prior is the plain mean of the visits"}
+    for f in fits:  # the transforms are temporary files of ANTs
+        for path in f["fwdtransforms"] + f["invtransforms"]:
+            Path(path).unlink(missing_ok=True)
+    return [b.astype(np.float32) for b in back], record
+
+
+def relabel(engine_dir: Path, stem: str, prior: np.ndarray | None, settings: dict[str, Any],
+            out_dir: Path, record: dict[str, Any], checks: dict[str, float] | None = None) -> dict[str, Any]:
+    """One visit's labels from its own probabilities and the subject ``prior`` (on its crop), written
+    as an engine result folder ``out_dir/<stem>`` (labels on the input grid, metadata with the new
+    volumes, confidence numbers and a ``longitudinal`` record). ``prior`` None copies the visit's
+    cross-sectional result (a subject with one usable visit)."""
+    source = engine_dir / stem
+    meta = json.loads((source / f"{stem}_metadata.json").read_text())
+    target = out_dir / stem
+    target.mkdir(parents=True, exist_ok=True)
+    if prior is None:
+        for item in sorted(source.iterdir()):
+            if item.name != f"{stem}_metadata.json":
+                shutil.copyfile(item, target / item.name)
+        meta["longitudinal"] = {**record, "mode": "cross-sectional (one usable visit)"}
+        write_json(target / f"{stem}_metadata.json", meta)
+        return meta
+    cropped = nib.load(source / f"{stem}_cropped.nii.gz")
+    own = nib.load(source / f"{stem}_cropped_prob.nii.gz").get_fdata(dtype=np.float32)
+    weight = float(settings["prior_weight"])
+    zooms = cropped.header.get_zooms()[:3]
+    combined = (1.0 - weight) * signed_distance(own > 0.5, zooms, settings["distance_clip_mm"]) + weight * prior
+    labeled, sides = assign_sides((combined < 0).astype(np.uint8), cropped.affine, float(meta["midline_x_mm"]))
+    shape = meta["image"]["shape"]
+    affine = np.asarray(meta["image"]["affine"], float)
+    ornt = io_orientation(affine)  # input axis i is canonical (RAS) axis ornt[i, 0]
+    canonical_shape = [0, 0, 0]
+    for axis, (to_axis, _) in enumerate(ornt):
+        canonical_shape[int(to_axis)] = int(shape[axis])
+    canonical = np.zeros(canonical_shape, np.uint8)
+    slices = tuple(slice(lo, hi) for lo, hi in meta["crop_voxels_canonical"])
+    canonical[slices] = labeled
+    labels = apply_orientation(canonical, ornt_transform(axcodes2ornt(("R", "A", "S")), ornt))
+    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    for name, label in (("left", LEFT), ("right", RIGHT)):
+        sides[name]["volume_mm3"] = round(float((labels == label).sum()) * voxel_mm3, 3)
+    values = cropped.get_fdata(dtype=np.float32)
+    numbers = {name: side_numbers(values, labeled, label, own, sides[name]["predicted_voxels"], cropped.affine,
+                                  float(meta["midline_x_mm"])) for name, label in (("left", LEFT), ("right", RIGHT))}
+    verdict = assess(numbers, {n: sides[n]["volume_mm3"] for n in ("left", "right")}, meta["box"],
+                     meta["image"]["spacing_mm"], thresholds(checks))
+    header = nib.load(source / f"{stem}_seg.nii.gz").header
+    save_nifti(target / f"{stem}_seg.nii.gz", nib.Nifti1Image(labels.astype(np.uint8), affine, header))
+    for name in (f"{stem}_cerebellar_mask.nii.gz", f"{stem}_cropped.nii.gz"):
+        shutil.copyfile(source / name, target / name)
+    save_nifti(target / f"{stem}_cropped_seg_labeled.nii.gz",
+               nib.Nifti1Image(labeled.astype(np.uint8), cropped.affine))
+    meta.update(dentate=sides, status=verdict.status, review_reasons=verdict.reasons,
+                missing_sides=[s for s in ("left", "right") if sides[s]["voxels"] == 0],
+                confidence={"sides": verdict.sides, "thresholds": verdict.checks},
+                longitudinal={**record, "mode": "longitudinal", "prior_weight": weight})
+    write_json(target / f"{stem}_metadata.json", meta)
+    return meta
+
+
+def visit_years(bids_dir: str | Path, subject: str, sessions: list[str | None]) -> list[float | None]:
+    """Years since the subject's first visit for each session label (the cohort table's
+    ``years_since_baseline``: sessions.tsv acq_time, else age); None where the dataset does not say."""
+    from dnqsm.cohort import visit_metadata
+
+    _, visits = visit_metadata(bids_dir, [subject], [])
+    known = {}
+    if "years_since_baseline" in visits:
+        known = {sid: float(y) for sid, y in zip(visits["session_id"], visits["years_since_baseline"]) if pd.notna(y)}
+    return [known.get(f"ses-{session}") if session else None for session in sessions]
+
+
+def longitudinal_subject(visits: list[tuple[Path, str]], out_dir: str | Path, settings: dict[str, Any] | None = None,
+                         checks: dict[str, float] | None = None, threads: int | None = None,
+                         years: list[float | None] | None = None) -> list[dict[str, Any]]:
+    """All of one subject's visits (``(engine batch folder, stem)`` each, ``years`` since the first
+    visit each, None where unknown) into ``out_dir``: the template and priors from every visit the
+    engine segmented, then each visit relabelled; failed visits keep their record. The folder appears
+    only when every visit is written."""
+    settings = {**DEFAULTS, **(settings or {})}
+    metas = [json.loads((Path(d) / s / f"{s}_metadata.json").read_text()) for d, s in visits]
+    usable = [i for i, m in enumerate(metas) if m["status"] != "failed"
+              and (Path(visits[i][0]) / visits[i][1] / f"{visits[i][1]}_cropped_prob.nii.gz").exists()]
+    priors: dict[int, np.ndarray] = {}
+    record: dict[str, Any] = {"visits": len(usable)}
+    if len(usable) >= 2:
+        crops = [nib.load(Path(visits[i][0]) / visits[i][1] / f"{visits[i][1]}_cropped.nii.gz") for i in usable]
+        distances = [signed_distance(nib.load(Path(visits[i][0]) / visits[i][1] / f"{visits[i][1]}_cropped_prob.nii.gz")
+                                     .get_fdata(dtype=np.float32) > 0.5, crop.header.get_zooms()[:3],
+                                     settings["distance_clip_mm"]) for i, crop in zip(usable, crops)]
+        times = [years[i] for i in usable] if years is not None and all(years[i] is not None for i in usable) else None
+        back, record = subject_prior(crops, distances, times, settings, threads)
+        priors = dict(zip(usable, back))
+    out: list[dict[str, Any]] = []
+    with staged_folder(out_dir) as folder:
+        for i, (engine_dir, stem) in enumerate(visits):
+            if i not in usable:
+                (folder / stem).mkdir()
+                shutil.copytree(Path(engine_dir) / stem, folder / stem, dirs_exist_ok=True)
+                out.append(metas[i])
+                continue
+            out.append(relabel(Path(engine_dir), stem, priors.get(i), settings, folder, record, checks))
+    return out
