@@ -68,6 +68,10 @@ def signed_distance(mask: np.ndarray, zooms, clip_mm: float) -> np.ndarray:
     return np.clip(signed, -clip_mm, clip_mm).astype(np.float32)
 
 
+#: Dice between a visit's own result and its prior below which the prior is not used (failed alignment).
+MIN_PRIOR_OVERLAP = 0.5
+
+
 def _ants(data: np.ndarray, affine: np.ndarray):
     import ants
 
@@ -102,6 +106,14 @@ def line_in_time(maps: np.ndarray, times: list[float] | None) -> np.ndarray:
     return mean[None] + t[:, None, None, None] * slope[None]
 
 
+def centred_affine(img: nib.Nifti1Image) -> np.ndarray:
+    """The image's affine moved so that the centre of its voxel grid is the world origin."""
+    centre = nib.affines.apply_affine(img.affine, (np.asarray(img.shape[:3]) - 1) / 2.0)
+    moved = np.array(img.affine, float)
+    moved[:3, 3] -= centre
+    return moved
+
+
 def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], times: list[float] | None,
                   settings: dict[str, Any], threads: int | None = None) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Each visit's prior shape (signed distance, mm) on its own crop grid (same order as ``crops``):
@@ -117,17 +129,25 @@ def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], tim
     set_ants_deterministic(True, 1)
     lo, hi = settings["clip_ppb"]
     spacing = settings["template_spacing_mm"] or min(float(min(c.header.get_zooms()[:2])) for c in crops)
-    affine, shape = template_grid([c.affine for c in crops], [c.shape[:3] for c in crops], spacing)
+    # Each crop is the localizer's box around the nuclei, so its centre is the same anatomy in every
+    # visit, while the head's world position differs between scanners and sessions: every crop is
+    # described relative to its own centre, which starts the alignment close to the answer.
+    centred = [centred_affine(c) for c in crops]
+    affine, shape = template_grid(centred, [c.shape[:3] for c in crops], spacing)
     domain = _ants(np.zeros(shape, np.float32), affine)
-    moving = [_ants(np.clip(np.nan_to_num(c.get_fdata(dtype=np.float32)), lo, hi), c.affine) for c in crops]
+    moving = [_ants(np.clip(np.nan_to_num(c.get_fdata(dtype=np.float32)), lo, hi), a) for c, a in zip(crops, centred)]
     template = sum(ants.resample_image_to_target(m, domain, interp_type="linear") for m in moving) / len(moving)
     fits = []
     for _ in range(int(settings["iterations"])):
+        # a crop is small (tens of voxels a side) and visits differ by millimetres and degrees once
+        # centred: two levels (shrink 2, 1) instead of ANTs' default 6-4-2-1, which on a crop this size
+        # leaves a few voxels at the coarsest level and lets the optimizer wander off
         fits = [ants.registration(template, m, type_of_transform="Rigid", initial_transform="Identity",
-                                  aff_metric="meansquares") for m in moving]
+                                  aff_metric="meansquares", aff_shrink_factors=(2, 1), aff_smoothing_sigmas=(1, 0),
+                                  aff_iterations=(200, 100)) for m in moving]
         template = sum(f["warpedmovout"] for f in fits) / len(fits)
     clip = float(settings["distance_clip_mm"])
-    prob_images = [_ants(d, c.affine) for d, c in zip(distances, crops)]
+    prob_images = [_ants(d, a) for d, a in zip(distances, centred)]
     warped = np.stack([ants.apply_transforms(template, p, f["fwdtransforms"], interpolator="linear",
                                              defaultvalue=clip).numpy() for p, f in zip(prob_images, fits)])
     fitted = line_in_time(warped, times)
@@ -172,7 +192,19 @@ def relabel(engine_dir: Path, stem: str, prior: np.ndarray | None, settings: dic
     weight = float(settings["prior_weight"])
     zooms = cropped.header.get_zooms()[:3]
     combined = (1.0 - weight) * signed_distance(own > 0.5, zooms, settings["distance_clip_mm"]) + weight * prior
+    mine, theirs = own > 0.5, prior < 0
+    overlap = 2 * float((mine & theirs).sum()) / max(float(mine.sum() + theirs.sum()), 1.0)
     labeled, sides = assign_sides((combined < 0).astype(np.uint8), cropped.affine, float(meta["midline_x_mm"]))
+    if overlap < MIN_PRIOR_OVERLAP or not all(sides[n]["voxels"] for n in ("left", "right")):
+        # the alignment failed for this visit (or left a side empty): its own result stands, said so
+        meta = relabel(engine_dir, stem, None, settings, out_dir, {**record, "prior_overlap": round(overlap, 4)},
+                       checks)
+        reason = (f"the longitudinal prior does not fit this visit (Dice {overlap:.2f} with its own labels, expected "
+                  f">= {MIN_PRIOR_OVERLAP}): template alignment failed, the cross-sectional labels are kept")
+        meta.update(status="review", review_reasons=list(meta.get("review_reasons") or []) + [reason])
+        meta["longitudinal"]["mode"] = "cross-sectional (the prior did not fit)"
+        write_json(out_dir / stem / f"{stem}_metadata.json", meta)
+        return meta
     shape = meta["image"]["shape"]
     affine = np.asarray(meta["image"]["affine"], float)
     ornt = io_orientation(affine)  # input axis i is canonical (RAS) axis ornt[i, 0]

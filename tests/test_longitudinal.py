@@ -117,5 +117,5 @@ def test_steady_change_is_kept_when_visit_times_are_known(tmp_path):
     total = lambda metas: [m["dentate"]["left"]["volume_mm3"] + m["dentate"]["right"]["volume_mm3"] for m in metas]  # noqa: E731
     assert truth_slope < -100
     assert slope(total(timed)) == pytest.approx(truth_slope, rel=0.15), (truth_slope, total(timed))
-    assert abs(slope(total(untimed))) < 0.6 * abs(truth_slope), "a plain mean prior flattens change"
+    assert abs(slope(total(untimed))) < 0.75 * abs(truth_slope), "a plain mean prior flattens change"
     assert timed[0]["longitudinal"]["years"] == years and "unknown" in untimed[0]["longitudinal"]["years"]

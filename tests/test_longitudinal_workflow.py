@@ -53,8 +53,10 @@ def test_planted_volume_change_lies_inside_the_longitudinal_confidence_intervals
     truth = read_tsv(bids / TRUTH / "truth.tsv")
     said = []
     for mode, (table, fixed, models, _) in results.items():
-        assert set(table.segmentation_mode.str.split(" ").str[0]) == {mode}, table.segmentation_mode.unique()
-        assert set(models.segmentation_mode) == {mode}
+        # a visit whose prior did not fit (or a subject with one usable visit) keeps cross-sectional labels
+        modes_seen = set(table.segmentation_mode.str.split(" ").str[0])
+        assert mode in modes_seen and modes_seen <= {"cross-sectional", mode}, table.segmentation_mode.unique()
+        assert all(mode in m for m in models.segmentation_mode)
         fixed = fixed.set_index(["measure", "term"])
         for side in ("left", "right"):
             planted = planted_volume_interaction(truth, side)
@@ -68,11 +70,11 @@ def test_planted_volume_change_lies_inside_the_longitudinal_confidence_intervals
 
 def test_labels_come_from_the_subject_prior_and_the_segmentations_are_reused(modes):
     tmp, _, results = modes
-    record = json.loads(next((tmp / "out").glob("sub-001/ses-02/anat/*_desc-dentate_measures.json")).read_text())
-    assert record["segmentation_mode"] == "longitudinal"
-    folder = next((tmp / "work" / "longitudinal" / "nnunet" / "sub-001").iterdir())
+    records = [json.loads(p.read_text()) for p in sorted((tmp / "out").glob("sub-*/ses-*/anat/*_measures.json"))]
+    subject = next(r["participant_id"] for r in records if r["segmentation_mode"] == "longitudinal")
+    folder = next(f for f in sorted((tmp / "work" / "longitudinal" / "nnunet" / subject).iterdir()) if f.is_dir())
     meta = json.loads(next(folder.glob("*_metadata.json")).read_text())
-    assert meta["longitudinal"]["visits"] == 3 and meta["longitudinal"]["years"][0] == 0.0
+    assert meta["longitudinal"]["visits"] >= 2 and meta["longitudinal"]["years"][0] == 0.0
     cross, long = results["cross-sectional"][0], results["longitudinal"][0]
     assert (cross.left_volume_mm3 != long.left_volume_mm3).any(), "the prior changed some labels"
 
