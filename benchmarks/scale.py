@@ -7,8 +7,9 @@ links to one small image, so only planning is measured. Per cohort, each step in
 - `snakemake -n` as a user starts a run (main process: discovery, stable batch plan, DAG): wall
   time, peak RSS (the process and its children), Snakemake's job count;
 - the parse a cluster job pays before its work: `snakemake --mode remote -l` (the mode SLURM jobs
-  run in: the session list comes from the main process's manifest, work_dir/batches.tsv), next to
-  the same parse in the main process's mode (which discovers the cohort);
+  run in: the session list comes from the main process's manifest, work_dir/batches.tsv; median of
+  three), next to the same parse in the main process's mode (which discovers the cohort), and to what
+  Snakemake alone pays for it (the same command on a one-rule Snakefile: its imports and plugins);
 - SLURM submissions with profiles/slurm: the light batch rules (preprocess, measure) are submitted in
   group jobs of `group-components` batches each, every other job alone.
 """
@@ -76,6 +77,20 @@ def measured(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
     return float(seconds), float(peak), text
 
 
+def median_seconds(cmd: list[str], cwd: Path, runs: int = 3) -> tuple[float, float]:
+    """(median wall s, peak RSS GiB) over ``runs`` fresh processes: single parses vary by 0.2 s here."""
+    results = [measured(cmd, cwd)[:2] for _ in range(runs)]
+    return float(np.median([r[0] for r in results])), max(r[1] for r in results)
+
+
+def snakemake_alone(tmp: Path) -> float:
+    """What Snakemake itself pays to parse in a cluster job: ``--mode remote -l`` of a one-rule Snakefile."""
+    folder = tmp / "one-rule"
+    folder.mkdir()
+    (folder / "Snakefile").write_text('rule all:\n    output: "done"\n    shell: "touch {output}"\n')
+    return median_seconds([sys.executable, "-m", "snakemake", "--cores", "1", "--mode", "remote", "-l"], folder)[0]
+
+
 def slurm_submissions(jobs: dict[str, int]) -> int:
     """Jobs profiles/slurm submits: a grouped rule's jobs in groups of group-components, others alone."""
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
@@ -112,7 +127,7 @@ def main() -> None:
                 "--configfile", str(root / "config.yaml"), "--cores", "2"]
         dry_s, dry_gib, text = measured(base + ["-n"], root)
         jobs = jobs_by_rule(text)
-        job_parse_s, job_gib, _ = measured(base + ["--mode", "remote", "-l"], root)
+        job_parse_s, job_gib = median_seconds(base + ["--mode", "remote", "-l"], root)
         main_parse_s, _, _ = measured(base + ["-l"], root)
         rows.append({"sessions": n, "jobs": sum(jobs.values()), "dry_s": dry_s, "dry_gib": dry_gib,
                      "job_parse_s": job_parse_s, "job_gib": job_gib, "main_parse_s": main_parse_s,
@@ -120,7 +135,10 @@ def main() -> None:
         print(f"{n} sessions: {rows[-1]}", file=sys.stderr, flush=True)
         if not args.keep:
             shutil.rmtree(root)
-    print(f"\nbatch_size {args.batch_size}, {os.cpu_count()} CPUs\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        alone_s = snakemake_alone(Path(tmp))
+    print(f"\nbatch_size {args.batch_size}, {os.cpu_count()} CPUs; Snakemake alone (a one-rule Snakefile, "
+          f"`--mode remote -l`): {alone_s:.1f} s\n")
     print("| sessions | Snakemake jobs | `snakemake -n` s | peak RSS GiB | parse per cluster job s (manifest) "
           "| same parse with discovery s | SLURM submissions (profiles/slurm) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -59,11 +59,30 @@ def typed(value: Any, schema: dict) -> Any:
     return value
 
 
+def _with_defaults(validator_class: type) -> type:
+    """A validator that also fills in the schema's defaults (the jsonschema FAQ recipe, which
+    ``snakemake.utils.validate`` uses too): one pass validates and sets defaults."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):  # type: ignore[no-untyped-def]
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(name, subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
 def check(config: dict, schema_path: str | Path) -> dict:
-    """Type command-line values in place and validate; raise ConfigError naming the key on a problem."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    """Type command-line values in place, fill in the schema's defaults and validate; raise
+    ConfigError naming the key on a problem. Every cluster job runs this again while parsing the
+    workflow, so the schema is read with libyaml where present and validated in one pass."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    schema = yaml.load(Path(schema_path).read_text(), Loader=loader)  # noqa: S506 -- a safe loader
     config.update(typed(config, schema))
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         raise ConfigError(f"config {where}: {error.message} (see config/README.md)")

@@ -11,11 +11,13 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # nibabel is imported where images are read or written: every cluster job imports
+    import nibabel as nib  # this module while parsing the workflow, and most never touch an image there
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -121,6 +123,8 @@ def check_writable(folder: str | Path, what: str) -> None:
 
 def save_nifti(path: str | Path, img: nib.Nifti1Image) -> Path:
     """Write a NIfTI image atomically (gzip output is deterministic: nibabel stores no mtime)."""
+    import nibabel as nib
+
     with atomic_path(path) as tmp:
         nib.save(img, tmp)
     return Path(path)
@@ -180,6 +184,8 @@ def load_image(path: str | Path, allow_unknown_orientation: bool = False) -> nib
     Returns a float32 image held in memory. NaN voxels are allowed (masked QSM); they are left for
     callers to handle. Raises InputError.
     """
+    import nibabel as nib
+
     path = Path(path)
     try:
         img = nib.load(str(path))

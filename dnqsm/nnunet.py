@@ -15,7 +15,6 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 #: nnU-Net configuration dnqsm trains (with small custom plans, see ``small_plans``).
@@ -70,6 +69,8 @@ def from_nnunet(array_zyx: np.ndarray) -> np.ndarray:
 
 def write_case(raw: Path, case: str, image_xyz: np.ndarray, affine: np.ndarray, label_xyz: np.ndarray) -> None:
     """One training case in nnU-Net's raw layout (imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz)."""
+    import nibabel as nib  # here: the workflow imports this module for model_files() at every parse
+
     from dnqsm.io import save_nifti
 
     image = nib.Nifti1Image(np.nan_to_num(image_xyz.astype(np.float32)), affine)

@@ -4,7 +4,6 @@ import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 from dnqsm.batches import plan_batches, read_plan
 from dnqsm.bids import dentate_labels, select_sessions
@@ -12,11 +11,10 @@ from dnqsm.config import ConfigError, check as check_config
 from dnqsm.io import InputError, bids_path, check_writable, prefix
 from dnqsm.nnunet import model_files
 
-try:  # command-line values typed by the schema, and one clear line for a problem (dnqsm.config)
+try:  # command-line values typed by the schema, its defaults set, one clear line for a problem (dnqsm.config)
     check_config(config, Path(workflow.basedir) / "config" / "config.schema.yaml")
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
-validate(config, schema="../config/config.schema.yaml")  # sets the schema's defaults
 
 BIDS_DIR = Path(config["bids_dir"])
 OUTPUT_DIR = Path(config["output_dir"])
