@@ -35,6 +35,7 @@ from dnqsm.io import InputError, load_image
 from dnqsm.localize import coarse_grid, crop, region_box, region_components, region_slices
 from dnqsm.nnunet import sha256
 from dnqsm.preprocess import preprocess
+from dnqsm.registration import ants_image, remove_transforms
 from dnqsm.segment import LEFT, RIGHT, Engine, Result, SegmentationFailure, image_stem, midline, postprocess
 
 DEFAULTS: dict[str, Any] = {
@@ -91,12 +92,6 @@ def atlas_pairs(bids_dir: str | Path | None = None, labels_dir: str | Path | Non
     return pairs
 
 
-def _ants(data: np.ndarray, affine: np.ndarray):
-    import ants
-
-    return ants.from_nibabel_nifti(nib.Nifti1Image(np.asarray(data, np.float32), affine))
-
-
 def head_support(img: nib.Nifti1Image) -> np.ndarray:
     """The head as a filled mask: voxels that differ from the background value (the image's most
     common value: 0 after preprocessing, or a constant offset that some scanners store)."""
@@ -111,7 +106,7 @@ def _support_image(img: nib.Nifti1Image, spacing_mm: float):
     """Smoothed head support on a world-aligned grid: what the affine step registers."""
     import ants
 
-    support = _ants(head_support(img).astype(np.float32), img.affine)
+    support = ants_image(head_support(img).astype(np.float32), img.affine)
     coarse = ants.resample_image(support, (spacing_mm,) * 3, use_voxels=False, interp_type=0)
     return ants.smooth_image(coarse, 1.5, sigma_in_physical_coordinates=False)
 
@@ -140,8 +135,8 @@ def load_atlases(pairs: list[tuple[Path, Path]], unit_policy: str = "auto",
                              f"nuclei and nothing else; found labels {sorted(found)}")
         chi = np.clip(img.get_fdata(dtype=np.float32), lo, hi)
         atlases.append(Atlas(image_stem(image_path).removesuffix("_Chimap"), Path(image_path), Path(labels_path),
-                             _ants(chi, img.affine), _support_image(img, settings["localization_spacing_mm"]),
-                             _ants(values, img.affine), _fingerprint(img),
+                             ants_image(chi, img.affine), _support_image(img, settings["localization_spacing_mm"]),
+                             ants_image(values, img.affine), _fingerprint(img),
                              {"image": sha256(image_path), "labels": sha256(labels_path)}))
     return atlases
 
@@ -166,6 +161,13 @@ class AtlasSegmenter(Engine):
                             "atlases_left_out": list(self._left_out), "device": "cpu", "threads": self.threads}}
 
     def segment(self, path: str | Path) -> Result:
+        fits: list[dict[str, Any]] = []
+        try:
+            return self._segment(path, fits)
+        finally:  # ANTs leaves every transform as a temporary file
+            remove_transforms(fits)
+
+    def _segment(self, path: str | Path, fits: list[dict[str, Any]]) -> Result:
         import ants
 
         timings: dict[str, float] = {}
@@ -185,10 +187,11 @@ class AtlasSegmenter(Engine):
         # localization: affine per atlas, labels onto the coarse grid, the DN region and its crop
         tick = time.perf_counter()
         grid_affine, grid_shape = coarse_grid(img, spacing)
-        grid = _ants(np.zeros(grid_shape, np.float32), grid_affine)
+        grid = ants_image(np.zeros(grid_shape, np.float32), grid_affine)
         affines, coarse_labels = [], np.zeros(grid_shape, bool)
         for atlas in atlases:
             fit = ants.registration(target_support, atlas.support, type_of_transform="Affine", aff_metric="meansquares")
+            fits.append(fit)
             affines.append(fit["fwdtransforms"])
             carried = ants.apply_transforms(grid, atlas.labels, fit["fwdtransforms"], interpolator="genericLabel")
             coarse_labels |= carried.numpy() > 0
@@ -209,12 +212,13 @@ class AtlasSegmenter(Engine):
         slices, touches_edge = region_slices(canonical, region, grid_affine, margin)
         cropped = crop(canonical, slices)
         values = np.clip(np.nan_to_num(cropped.get_fdata(dtype=np.float32)), lo, hi)
-        target = _ants(values, cropped.affine)
+        target = ants_image(values, cropped.affine)
         fixed = ants.resample_image(target, (float(self.settings["syn_spacing_mm"]),) * 3, use_voxels=False,
                                     interp_type=0)
         warped_chi, warped_labels = [], []
         for atlas, affine in zip(atlases, affines):
             fit = ants.registration(fixed, atlas.chi, type_of_transform="SyNOnly", initial_transform=affine[0])
+            fits.append(fit)
             warped_labels.append(ants.apply_transforms(target, atlas.labels, fit["fwdtransforms"],
                                                        interpolator="genericLabel"))
             warped_chi.append(ants.apply_transforms(target, atlas.chi, fit["fwdtransforms"], interpolator="linear"))

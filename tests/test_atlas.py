@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -59,3 +61,18 @@ def test_a_session_is_never_its_own_atlas(demo_cohort, tmp_path):
     [record] = segmenter.run([preproc_files(tmp_path / "pre" / "sub-001_ses-01")[0]], tmp_path / "seg")
     assert record["status"] == "failed" and "the only atlas is this image itself" in record["error"]
     assert record["method"] == "atlas" and record["options"]["atlases_left_out"] == ["sub-001_ses-01"]
+
+
+def test_atlas_registrations_leave_no_transform_files(demo_cohort, tmp_path, monkeypatch):
+    """ANTs writes every transform as a temporary file; a cohort's atlas runs once left hundreds of MB."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where ants.registration puts its transforms
+    pairs = [(bids_path(demo_cohort, "002", "01", "Chimap"),
+              bids_path(demo_cohort / TRUTH, "002", "01", "dseg", desc="dentate"))]
+    preprocess_session(bids_path(demo_cohort, "001", "01", "Chimap"), tmp_path / "pre" / "sub-001_ses-01", "auto")
+    [record] = AtlasSegmenter(load_atlases(pairs), threads=2).run(
+        [preproc_files(tmp_path / "pre" / "sub-001_ses-01")[0]], tmp_path / "seg")
+    assert record["status"] != "failed", record.get("error")
+    assert record["dentate"]["left"]["voxels"] > 0 and record["dentate"]["right"]["voxels"] > 0
+    assert sorted(p.name for p in scratch.iterdir()) == []

@@ -1,0 +1,28 @@
+"""What the antspyx-based steps share: images handed to ANTs, and the transform files ANTs leaves.
+
+``ants.registration`` writes its transforms (affine ``.mat``, warp fields ``.nii.gz``) as temporary
+files and never removes them: a cohort's atlas registrations left hundreds of megabytes in /tmp.
+Every caller removes them with :func:`remove_transforms` once the transforms are applied.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import nibabel as nib
+import numpy as np
+
+
+def ants_image(data: np.ndarray, affine: np.ndarray) -> Any:
+    """An ANTs image of ``data`` (float32) on the grid ``affine`` (RAS, as nibabel's)."""
+    import ants
+
+    return ants.from_nibabel_nifti(nib.Nifti1Image(np.asarray(data, np.float32), affine))
+
+
+def remove_transforms(fits: Iterable[dict[str, Any]]) -> None:
+    """Delete the transform files of ``ants.registration`` results (forward and inverse)."""
+    for fit in fits:
+        for path in list(fit.get("fwdtransforms", [])) + list(fit.get("invtransforms", [])):
+            Path(path).unlink(missing_ok=True)
