@@ -19,7 +19,7 @@ from dnqsm.nnunet import sha256
 from dnqsm.segment import BUNDLED_MODELS
 from dnqsm.synth import write_dataset
 from dnqsm.viz import world_centroid
-from test_workflow import REPO, jobs_by_rule, snakemake
+from test_workflow import REPO, jobs_by_rule, plan_with_new_visit, snakemake
 
 TRUTH = "derivatives/manual"
 CORRUPT, SLAB, DANGLING = ("900", "01"), ("901", "01"), ("902", "01")
@@ -340,16 +340,8 @@ def test_adding_a_visit_reruns_only_that_session_and_the_cohort_level(cohort):
     config = {**config, "qc": {"ratings": str(tmp / "qc_ratings.tsv")}} if (tmp / "qc_ratings.tsv").exists() else config
     assert snakemake(tmp, config).returncode == 0
     before = (tmp / "work" / "batches.tsv").read_text()
-    added = bids_path(bids, "001", "09", "Chimap")
-    added.parent.mkdir(parents=True)
-    shutil.copyfile(bids_path(bids, "001", "01", "Chimap"), added)
-    try:
-        plan = snakemake(tmp, config, "-n")
-        assert plan.returncode == 0, plan.stderr[-2000:]
-        rules = jobs_by_rule(plan.stdout)
-        assert rules.get("segment") == 1 and rules["preprocess"] == rules["measure"] == 1, rules
-        assert sum(rules.values()) <= 12, rules
-        after = (tmp / "work" / "batches.tsv").read_text()
-        assert after.startswith(before.splitlines()[0]) and set(before.splitlines()) < set(after.splitlines())
-    finally:
-        shutil.rmtree(added.parent.parent)
+    rules, _ = plan_with_new_visit(tmp, config, bids, "001")
+    assert rules.get("segment") == 1 and rules["preprocess"] == rules["measure"] == 1, rules
+    assert sum(rules.values()) <= 12, rules
+    after = (tmp / "work" / "batches.tsv").read_text()
+    assert after.startswith(before.splitlines()[0]) and set(before.splitlines()) < set(after.splitlines())

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+from dnqsm.io import bids_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,6 +26,20 @@ def jobs_by_rule(dry_run_output: str) -> dict[str, int]:
     """Snakemake's dry-run job-stats table as {rule: count}."""
     table = dry_run_output.split("Job stats:")[-1]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m.group(1) != "total"}
+
+
+def plan_with_new_visit(workdir: Path, config: dict, bids: Path, subject: str) -> tuple[dict[str, int], str]:
+    """Dry run of a finished cohort when a new visit (a copy of the subject's visit 01, as ses-09)
+    arrives; the visit is removed again afterwards. Returns (jobs by rule, Snakemake's output)."""
+    added = bids_path(bids, subject, "09", "Chimap")
+    added.parent.mkdir(parents=True)
+    shutil.copyfile(bids_path(bids, subject, "01", "Chimap"), added)
+    try:
+        plan = snakemake(workdir, config, "-n")
+        assert plan.returncode == 0, plan.stderr[-2000:]
+        return jobs_by_rule(plan.stdout), plan.stdout
+    finally:
+        shutil.rmtree(added.parent.parent)
 
 
 def planned_sessions(workdir: Path, config: dict, run: subprocess.CompletedProcess) -> list[str]:
