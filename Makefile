@@ -33,7 +33,7 @@ demo: $(STAMP)
 	@echo "Snakemake report:     $(DEMO)/report.html"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=20
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/synth_speed.py

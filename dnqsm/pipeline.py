@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dnqsm.confidence import reassess, thresholds
-from dnqsm.io import InputError, atomic_path, bids_name, load_image, prefix, save_nifti, staged_folder, write_json  # noqa: F401
+from dnqsm.io import InputError, atomic_path, bids_name, load_image, save_nifti, staged_folder, write_json
 from dnqsm.measure import measure
 from dnqsm.preprocess import preprocess
 from dnqsm.qc import render_failure, render_snapshot, summary_lines

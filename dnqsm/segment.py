@@ -25,7 +25,7 @@ from dnqsm import __version__
 from dnqsm.confidence import DEFAULTS as CHECK_DEFAULTS, Confidence, assess, side_numbers
 from dnqsm.io import InputError, load_image, save_nifti, staged_folder, write_json
 from dnqsm.localize import crop, localization_input, region_box, region_components, region_slices, resample_to_grid
-from dnqsm.nnunet import BUNDLED_MODELS, from_nnunet, model_files, model_folder, sha256, to_nnunet  # noqa: F401
+from dnqsm.nnunet import BUNDLED_MODELS, from_nnunet, model_folder, sha256, to_nnunet  # noqa: F401
 
 LEFT, RIGHT = 1, 2
 #: Predicted localization components smaller than this (coarse voxels) are noise, not a DN region.

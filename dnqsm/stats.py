@@ -312,7 +312,7 @@ def subject_slopes(data: pd.DataFrame, measures: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["participant_id", "group", "measure", "n_visits", "span_years", "slope_per_year"])
 
 
-def _participants_per_arm(effect_size: float, alpha: float, power: float) -> float:
+def participants_per_arm(effect_size: float, alpha: float, power: float) -> float:
     """statsmodels' two-sample t-test sample size; 2 when even two per arm reach the power (the solver
     does not converge below that), NaN when it finds no answer."""
     from statsmodels.stats.power import TTestIndPower
@@ -330,8 +330,6 @@ def sample_size(changes: pd.DataFrame, slopes: pd.DataFrame, groups: list[str], 
     """Participants per arm to detect a slowing of each patient group's excess annual change (over the
     reference group's) by the configured fractions: two-sample t-test on per-subject slopes
     (statsmodels TTestIndPower), two-sided, at ``alpha`` and ``power``."""
-    from statsmodels.stats.power import TTestIndPower
-
     rows = []
     for measure, per_measure in changes.groupby("measure", sort=False):
         rate = dict(zip(per_measure["group"], per_measure["change_per_year"]))
@@ -342,7 +340,7 @@ def sample_size(changes: pd.DataFrame, slopes: pd.DataFrame, groups: list[str], 
                 delta = abs(fraction * excess)
                 n = math.nan
                 if np.isfinite(sd) and sd > 0 and delta > 0:
-                    n = _participants_per_arm(delta / sd, settings.alpha, settings.power)
+                    n = participants_per_arm(delta / sd, settings.alpha, settings.power)
                 rows.append({"measure": measure, "group": group, "reference": groups[0],
                              "excess_change_per_year": excess, "slowing": fraction, "detectable_difference": delta,
                              "slope_sd": sd, "alpha": settings.alpha, "power": settings.power, "n_per_arm": n})
