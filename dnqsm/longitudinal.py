@@ -40,6 +40,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 
 from dnqsm.confidence import assess, side_numbers, thresholds
 from dnqsm.io import save_nifti, staged_folder, write_json
+from dnqsm.registration import ants_image, remove_transforms
 from dnqsm.segment import LEFT, RIGHT, assign_sides
 
 #: Settings of the longitudinal mode (config ``longitudinal``).
@@ -70,12 +71,6 @@ def signed_distance(mask: np.ndarray, zooms, clip_mm: float) -> np.ndarray:
 
 #: Dice between a visit's own result and its prior below which the prior is not used (failed alignment).
 MIN_PRIOR_OVERLAP = 0.5
-
-
-def _ants(data: np.ndarray, affine: np.ndarray):
-    import ants
-
-    return ants.from_nibabel_nifti(nib.Nifti1Image(np.asarray(data, np.float32), affine))
 
 
 def template_grid(affines: list[np.ndarray], shapes: list[tuple[int, ...]], spacing: float) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -115,7 +110,7 @@ def centred_affine(img: nib.Nifti1Image) -> np.ndarray:
 
 
 def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], times: list[float] | None,
-                  settings: dict[str, Any], threads: int | None = None) -> tuple[list[np.ndarray], dict[str, Any]]:
+                  settings: dict[str, Any]) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Each visit's prior shape (signed distance, mm) on its own crop grid (same order as ``crops``):
     the line in time through every visit's distance map in template space, at that visit's time
     (:func:`line_in_time`); and a record of the template (grid, rounds, times, each visit's correlation
@@ -134,8 +129,8 @@ def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], tim
     # described relative to its own centre, which starts the alignment close to the answer.
     centred = [centred_affine(c) for c in crops]
     affine, shape = template_grid(centred, [c.shape[:3] for c in crops], spacing)
-    domain = _ants(np.zeros(shape, np.float32), affine)
-    moving = [_ants(np.clip(np.nan_to_num(c.get_fdata(dtype=np.float32)), lo, hi), a) for c, a in zip(crops, centred)]
+    domain = ants_image(np.zeros(shape, np.float32), affine)
+    moving = [ants_image(np.clip(np.nan_to_num(c.get_fdata(dtype=np.float32)), lo, hi), a) for c, a in zip(crops, centred)]
     template = sum(ants.resample_image_to_target(m, domain, interp_type="linear") for m in moving) / len(moving)
     fits = []
     for _ in range(int(settings["iterations"])):
@@ -147,7 +142,7 @@ def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], tim
                                   aff_iterations=(200, 100)) for m in moving]
         template = sum(f["warpedmovout"] for f in fits) / len(fits)
     clip = float(settings["distance_clip_mm"])
-    prob_images = [_ants(d, a) for d, a in zip(distances, centred)]
+    prob_images = [ants_image(d, a) for d, a in zip(distances, centred)]
     warped = np.stack([ants.apply_transforms(template, p, f["fwdtransforms"], interpolator="linear",
                                              defaultvalue=clip).numpy() for p, f in zip(prob_images, fits)])
     fitted = line_in_time(warped, times)
@@ -156,7 +151,7 @@ def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], tim
         # a mean of distance maps has its zero level at the mean shape but a gradient below 1 where
         # the visits disagree; distances from that shape again make the prior a true distance map, so
         # that a weight w moves each visit's boundary w of the way to the prior's
-        prior = _ants(signed_distance(fitted[k] < 0, [spacing] * 3, clip), affine)
+        prior = ants_image(signed_distance(fitted[k] < 0, [spacing] * 3, clip), affine)
         back.append(ants.apply_transforms(p, prior, f["fwdtransforms"], whichtoinvert=[True], interpolator="linear",
                                           defaultvalue=clip).numpy())
     agreement = [round(float(np.corrcoef(f["warpedmovout"].numpy().ravel(), template.numpy().ravel())[0, 1]), 4)
@@ -164,10 +159,18 @@ def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], tim
     record = {"visits": len(crops), "template_spacing_mm": round(spacing, 4), "template_shape": list(shape),
               "iterations": int(settings["iterations"]), "alignment_correlation": agreement,
               "years": times if times is not None else "unknown: the prior is the plain mean of the visits"}
-    for f in fits:  # the transforms are temporary files of ANTs
-        for path in f["fwdtransforms"] + f["invtransforms"]:
-            Path(path).unlink(missing_ok=True)
+    remove_transforms(fits)
     return [b.astype(np.float32) for b in back], record
+
+
+def keep_own(source: Path, target: Path, meta: dict[str, Any], record: dict[str, Any], mode: str) -> dict[str, Any]:
+    """The visit's cross-sectional result copied as it is into ``target`` (metadata not yet written):
+    for a subject with one usable visit, or a visit the prior does not fit."""
+    target.mkdir(parents=True, exist_ok=True)
+    for item in sorted(source.iterdir()):
+        if not item.name.endswith("_metadata.json"):
+            shutil.copyfile(item, target / item.name)
+    return {**meta, "longitudinal": {**record, "mode": mode}}
 
 
 def relabel(engine_dir: Path, stem: str, prior: np.ndarray | None, settings: dict[str, Any],
@@ -179,32 +182,28 @@ def relabel(engine_dir: Path, stem: str, prior: np.ndarray | None, settings: dic
     source = engine_dir / stem
     meta = json.loads((source / f"{stem}_metadata.json").read_text())
     target = out_dir / stem
-    target.mkdir(parents=True, exist_ok=True)
     if prior is None:
-        for item in sorted(source.iterdir()):
-            if item.name != f"{stem}_metadata.json":
-                shutil.copyfile(item, target / item.name)
-        meta["longitudinal"] = {**record, "mode": "cross-sectional (one usable visit)"}
+        meta = keep_own(source, target, meta, record, "cross-sectional (one usable visit)")
         write_json(target / f"{stem}_metadata.json", meta)
         return meta
     cropped = nib.load(source / f"{stem}_cropped.nii.gz")
     own = nib.load(source / f"{stem}_cropped_prob.nii.gz").get_fdata(dtype=np.float32)
+    mine, theirs = own > 0.5, prior < 0
     weight = float(settings["prior_weight"])
     zooms = cropped.header.get_zooms()[:3]
-    combined = (1.0 - weight) * signed_distance(own > 0.5, zooms, settings["distance_clip_mm"]) + weight * prior
-    mine, theirs = own > 0.5, prior < 0
+    combined = (1.0 - weight) * signed_distance(mine, zooms, settings["distance_clip_mm"]) + weight * prior
     overlap = 2 * float((mine & theirs).sum()) / max(float(mine.sum() + theirs.sum()), 1.0)
     labeled, sides = assign_sides((combined < 0).astype(np.uint8), cropped.affine, float(meta["midline_x_mm"]))
     if overlap < MIN_PRIOR_OVERLAP or not all(sides[n]["voxels"] for n in ("left", "right")):
         # the alignment failed for this visit (or left a side empty): its own result stands, said so
-        meta = relabel(engine_dir, stem, None, settings, out_dir, {**record, "prior_overlap": round(overlap, 4)},
-                       checks)
+        meta = keep_own(source, target, meta, {**record, "prior_overlap": round(overlap, 4)},
+                        "cross-sectional (the prior did not fit)")
         reason = (f"the longitudinal prior does not fit this visit (Dice {overlap:.2f} with its own labels, expected "
                   f">= {MIN_PRIOR_OVERLAP}): template alignment failed, the cross-sectional labels are kept")
         meta.update(status="review", review_reasons=list(meta.get("review_reasons") or []) + [reason])
-        meta["longitudinal"]["mode"] = "cross-sectional (the prior did not fit)"
-        write_json(out_dir / stem / f"{stem}_metadata.json", meta)
+        write_json(target / f"{stem}_metadata.json", meta)
         return meta
+    target.mkdir(parents=True, exist_ok=True)
     shape = meta["image"]["shape"]
     affine = np.asarray(meta["image"]["affine"], float)
     ornt = io_orientation(affine)  # input axis i is canonical (RAS) axis ornt[i, 0]
@@ -250,7 +249,7 @@ def visit_years(bids_dir: str | Path, subject: str, sessions: list[str | None]) 
 
 
 def longitudinal_subject(visits: list[tuple[Path, str]], out_dir: str | Path, settings: dict[str, Any] | None = None,
-                         checks: dict[str, float] | None = None, threads: int | None = None,
+                         checks: dict[str, float] | None = None,
                          years: list[float | None] | None = None) -> list[dict[str, Any]]:
     """All of one subject's visits (``(engine batch folder, stem)`` each, ``years`` since the first
     visit each, None where unknown) into ``out_dir``: the template and priors from every visit the
@@ -268,7 +267,7 @@ def longitudinal_subject(visits: list[tuple[Path, str]], out_dir: str | Path, se
                                      .get_fdata(dtype=np.float32) > 0.5, crop.header.get_zooms()[:3],
                                      settings["distance_clip_mm"]) for i, crop in zip(usable, crops)]
         times = [years[i] for i in usable] if years is not None and all(years[i] is not None for i in usable) else None
-        back, record = subject_prior(crops, distances, times, settings, threads)
+        back, record = subject_prior(crops, distances, times, settings)
         priors = dict(zip(usable, back))
     out: list[dict[str, Any]] = []
     with staged_folder(out_dir) as folder:

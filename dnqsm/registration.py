@@ -18,7 +18,9 @@ def ants_image(data: np.ndarray, affine: np.ndarray) -> Any:
     """An ANTs image of ``data`` (float32) on the grid ``affine`` (RAS, as nibabel's)."""
     import ants
 
-    return ants.from_nibabel_nifti(nib.Nifti1Image(np.asarray(data, np.float32), affine))
+    img = nib.Nifti1Image(np.asarray(data, np.float32), affine)
+    img.header.set_xyzt_units("mm", "sec")  # else ITK warns "spatial units are 'unknown'" for every image
+    return ants.from_nibabel_nifti(img)
 
 
 def remove_transforms(fits: Iterable[dict[str, Any]]) -> None:

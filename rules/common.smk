@@ -55,8 +55,7 @@ BATCH_OF = {s.key: batch for batch, members in BATCHES.items() for s in members}
 MODEL_FILES = [str(p) for p in model_files(config["models"]["dir"])]
 METHOD = config["method"]
 METHODS = ("nnunet", "atlas")
-LONGITUDINAL = {"enabled": False, "prior_weight": 0.7, "iterations": 3, "template_spacing_mm": None, "threads": 2,
-                "mem_mb": 4000, "runtime_min": 60, **config.get("longitudinal", {})}
+LONGITUDINAL = config["longitudinal"]  # every key set: the schema's defaults fill what a config leaves out
 if LONGITUDINAL["enabled"] and METHOD != "nnunet":
     raise WorkflowError("longitudinal.enabled needs method: nnunet (the mode combines the network's probabilities)")
 SUBJECT_SESSIONS = {}

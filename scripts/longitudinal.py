@@ -9,7 +9,7 @@ with script_log(snakemake.log[0]):
     years = visit_years(p.bids_dir, snakemake.wildcards.subject, p.sessions)
     print(f"years since the first visit: {years}")
     metas = longitudinal_subject([tuple(v) for v in p.visits], snakemake.output.folder, p.settings, p.checks,
-                                 snakemake.threads, years)
+                                 years=years)
     for (_, stem), meta in zip(p.visits, metas):
         mode = (meta.get("longitudinal") or {}).get("mode", "not segmented")
         print(f"{stem}: {meta['status']} ({mode})")

@@ -68,7 +68,7 @@ def test_visits_share_a_prior_and_their_volumes_agree_better(tmp_path):
     _visit(engine, "v2", (3.0, -2.0, 1.0), seed=2)  # the same nuclei, the head moved
     _visit(engine, "v3", (-1.0, 2.0, -2.0), seed=3)
     cross = [_volumes(engine, s) for s in ("v1", "v2", "v3")]
-    metas = longitudinal_subject([(engine, "v1"), (engine, "v2"), (engine, "v3")], tmp_path / "long", threads=1)
+    metas = longitudinal_subject([(engine, "v1"), (engine, "v2"), (engine, "v3")], tmp_path / "long")
     assert [m["longitudinal"]["mode"] for m in metas] == ["longitudinal"] * 3
     assert len(metas[0]["longitudinal"]["alignment_correlation"]) == 3
     long = [_volumes(tmp_path / "long", s) for s in ("v1", "v2", "v3")]
@@ -94,7 +94,7 @@ def test_a_failed_visit_is_kept_as_it_is_and_one_usable_visit_stays_cross_sectio
     engine = tmp_path / "batch"
     _visit(engine, "v1", (0.0, 0.0, 0.0), seed=1)
     _visit(engine, "v2", (3.0, -2.0, 1.0), seed=2, status="failed")
-    metas = longitudinal_subject([(engine, "v1"), (engine, "v2")], tmp_path / "long", threads=1)
+    metas = longitudinal_subject([(engine, "v1"), (engine, "v2")], tmp_path / "long")
     assert metas[1]["status"] == "failed" and "longitudinal" not in metas[1]
     assert metas[0]["longitudinal"]["mode"].startswith("cross-sectional")
     assert _volumes(tmp_path / "long", "v1") == _volumes(engine, "v1")
@@ -112,8 +112,8 @@ def test_steady_change_is_kept_when_visit_times_are_known(tmp_path):
     visits = [(engine, f"v{k}") for k in range(len(years))]
     slope = lambda volumes: np.polyfit(years, volumes, 1)[0]  # noqa: E731
     truth_slope = slope([t.sum() for t in truths])
-    timed = longitudinal_subject(visits, tmp_path / "timed", threads=1, years=years)
-    untimed = longitudinal_subject(visits, tmp_path / "untimed", threads=1)
+    timed = longitudinal_subject(visits, tmp_path / "timed", years=years)
+    untimed = longitudinal_subject(visits, tmp_path / "untimed")
     total = lambda metas: [m["dentate"]["left"]["volume_mm3"] + m["dentate"]["right"]["volume_mm3"] for m in metas]  # noqa: E731
     assert truth_slope < -100
     assert slope(total(timed)) == pytest.approx(truth_slope, rel=0.15), (truth_slope, total(timed))
