@@ -17,7 +17,7 @@ rule cohort_table:
         problems=report(cohort_path("metadata_problems.tsv"), caption="../report/metadata_problems.rst",
                         category="Cohort"),
     params:
-        measures=lambda wc: [measures_record(s) for s in SESSIONS],
+        measures=lambda wc: [measures_record(s) for s in BATCHES.sessions],
         bids_dir=str(BIDS_DIR),
     log:
         str(WORK_DIR / "logs" / "cohort_table.log"),

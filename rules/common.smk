@@ -5,7 +5,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from dnqsm.batches import plan_batches, read_plan
+from dnqsm.batches import EMPTY as EMPTY_PLAN, plan_batches, read_plan
 from dnqsm.bids import dentate_labels, select_sessions
 from dnqsm.config import ConfigError, check as check_config
 from dnqsm.io import InputError, bids_path, check_writable, prefix
@@ -39,28 +39,23 @@ def synth_dataset_description():
 # session, so the jobs of the run (cluster jobs parse this file again) read it and never rediscover.
 PLAN = WORK_DIR / "batches.tsv"
 BATCH_SIZE = config["inference"]["batch_size"]
-BATCHES = {} if workflow.is_main_process else read_plan(PLAN)
-if BATCHES:
-    SESSIONS = sorted((s for members in BATCHES.values() for s in members),
-                      key=lambda s: (s.subject, s.session or "", s.image.name))
-else:
+# a cluster job's plan turns a batch's manifest rows into sessions only when a rule asks for that batch
+BATCHES = EMPTY_PLAN if workflow.is_main_process else read_plan(PLAN)
+if not BATCHES:
     try:
-        SESSIONS = (select_sessions(BIDS_DIR, config["participant_label"], config["exclude_participant_label"],
-                                    config["exclude_sessions"], config["bids_filters"]) if BIDS_DIR.exists() else [])
+        _found = (select_sessions(BIDS_DIR, config["participant_label"], config["exclude_participant_label"],
+                                  config["exclude_sessions"], config["bids_filters"]) if BIDS_DIR.exists() else [])
     except ValueError as exc:  # a typo in a label or filter, an ambiguous session: one clear line
         raise WorkflowError(str(exc)) from None
-    BATCHES = plan_batches(SESSIONS, PLAN, BATCH_SIZE, write=workflow.is_main_process) if SESSIONS else {}
-HAS_SESSIONS = any(s.session for s in SESSIONS)
-BATCH_OF = {s.key: batch for batch, members in BATCHES.items() for s in members}
+    BATCHES = plan_batches(_found, PLAN, BATCH_SIZE, write=workflow.is_main_process) if _found else EMPTY_PLAN
+HAS_SESSIONS = BATCHES.has_sessions
+BATCH_OF = BATCHES.batch_of  # entry key -> batch
 MODEL_FILES = [str(p) for p in model_files(config["models"]["dir"])]
 METHOD = config["method"]
 METHODS = ("nnunet", "atlas")
 LONGITUDINAL = config["longitudinal"]  # every key set: the schema's defaults fill what a config leaves out
 if LONGITUDINAL["enabled"] and METHOD != "nnunet":
     raise WorkflowError("longitudinal.enabled needs method: nnunet (the mode combines the network's probabilities)")
-SUBJECT_SESSIONS = {}
-for _s in SESSIONS:
-    SUBJECT_SESSIONS.setdefault(_s.subject, []).append(_s)
 
 wildcard_constraints:
     batch=r"\d+",
@@ -190,7 +185,7 @@ def require_cohort(wildcards=None):
     if not BIDS_DIR.exists():
         raise WorkflowError(f"bids_dir {BIDS_DIR} does not exist: point config 'bids_dir' at a BIDS dataset "
                             "(for the demo, run `snakemake synth_cohort` first, or `make demo`)")
-    if not SESSIONS:
+    if not BATCHES:
         raise WorkflowError(f"no _Chimap images selected in {BIDS_DIR} (check participant_label and exclusions)")
     return []
 
@@ -212,7 +207,7 @@ def stats_path(name):
 
 def snapshots(wildcards=None):
     """Every entry's QC snapshot in the output dataset (published by the measure jobs)."""
-    return [derivative("qc", ".png", "figures", s.subject, s.session or "", **s.kept, desc="dentate") for s in SESSIONS]
+    return [derivative("qc", ".png", "figures", s.subject, s.session or "", **s.kept, desc="dentate") for s in BATCHES.sessions]
 
 
 LABELS_DIR = config["validation"]["labels_dir"]
@@ -230,7 +225,7 @@ if LABELS_DIR and not Path(LABELS_DIR).is_dir():
 @functools.cache
 def labelled():
     """Sessions with manual labels; looked up only when a rule needs them (not in every job's parse)."""
-    return [s for s in SESSIONS if LABELS_DIR and manual_labels(s).exists()]
+    return [s for s in BATCHES.sessions if LABELS_DIR and manual_labels(s).exists()]
 
 
 def validation_path(name):

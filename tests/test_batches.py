@@ -48,6 +48,10 @@ def test_the_plan_lists_the_sessions_for_jobs_that_must_not_rediscover(tmp_path)
     assert read_plan(manifest) == {}, "no plan yet: discover"
     sessions = _sessions("1/10", "1/2", "10/1", "2/1")  # in the discovery's order
     planned = plan_batches(sessions, manifest, 3)
-    assert read_plan(manifest) == planned, "same sessions, images, batches and order as the main process planned"
+    read = read_plan(manifest)
+    assert read == planned, "same sessions, images, batches and order as the main process planned"
+    assert read.batch_of == planned.batch_of == {s.key: b for b, members in planned.items() for s in members}
+    assert read.sessions == planned.sessions == sessions and read.has_sessions and planned.has_sessions
+    assert read.by_subject == planned.by_subject and [s.session for s in read.by_subject["1"]] == ["10", "2"]
     manifest.write_text("session_key\tbatch\tbatch_size\nsub-1_ses-10\t001\t3\n")  # written by an older version
     assert read_plan(manifest) == {}
