@@ -10,13 +10,20 @@ scans combined through the longitudinal mode, `dnqsm.longitudinal`), measures ea
 converted to ppb as the workflow does) and, per measure and side, over the same-day pairs:
 - within-subject coefficient of variation: sqrt(mean of d^2 / 2) / grand mean, d = scan - rescan;
 - ICC(A,1) of scan against rescan (`dnqsm.metrics.volume_agreement`, pingouin);
-- smallest detectable change: 1.96 x sqrt(2) x SEM, SEM = sqrt(mean of d^2 / 2), also in % of the mean.
+- smallest detectable change: 1.96 x sqrt(2) x SEM, SEM = sqrt(mean of d^2 / 2), also in % of the mean;
+- participants per arm for a trial that slows the ataxia group's planted excess change (volume -2.7 %
+  and mean chi +3.5 ppb a year beyond the controls', `dnqsm.synth.cohort.DEFAULT_EFFECTS`) by 30 %, with
+  visits at 0, 1 and 2 years, when the per-subject slopes vary by this measurement error alone
+  (slope SD = SEM / sqrt(sum (t - mean t)^2)); two-sided alpha 0.05, power 0.8 (`dnqsm.stats`,
+  statsmodels). True between-subject variation of progression adds to it in a real trial, so these are
+  lower bounds that compare the modes, not a trial's size.
 Prints one Markdown table. The truth's own pair error is 0 by construction (same planted nucleus).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -27,9 +34,17 @@ import pandas as pd
 from dnqsm.io import bids_path, read_tsv
 from dnqsm.measure import measure
 from dnqsm.metrics import volume_agreement
+from dnqsm.stats import participants_per_arm
+from dnqsm.synth.cohort import DEFAULT_EFFECTS
 from dnqsm.preprocess import preprocess
 from dnqsm.synth import write_dataset
 
+TRIAL_YEARS = (0.0, 1.0, 2.0)
+SLOWING = 0.3
+_ATAXIA, _CONTROL = DEFAULT_EFFECTS["ataxia"], DEFAULT_EFFECTS["control"]
+#: planted excess change a year of the ataxia group: (% of the mean, or absolute) per measure
+EXCESS = {"volume_mm3": ("%", _ATAXIA.volume_pct_per_year - _CONTROL.volume_pct_per_year),
+          "chi_mean_ppb": ("ppb", _ATAXIA.chi_ppb_per_year - _CONTROL.chi_ppb_per_year)}
 MEASURES = {"volume_mm3": "volume (mm³)", "chi_mean_ppb": "mean χ (ppb)", "chi_mass_ppb_mm3": "χ mass (ppb·mm³)"}
 
 
@@ -50,7 +65,7 @@ def engines(methods: list[str], tmp: Path) -> dict:
 def scans(args: argparse.Namespace) -> pd.DataFrame:
     """One row per scan, method and side: the measures."""
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         root = write_dataset(tmp / "retest", "retest", subjects=args.subjects, sessions=args.sessions, seed=4001, jobs=2)
         truth = read_tsv(root / "derivatives" / "manual" / "truth.tsv")
@@ -68,7 +83,7 @@ def scans(args: argparse.Namespace) -> pd.DataFrame:
                 folders[subject] = tmp / "longitudinal" / subject
                 years = [float(truth.visit.iloc[i]) - 1.0 for i in index]  # yearly visits; rescans share the day
                 metas = longitudinal_subject([(nnunet_dir, nnunet_records[i]["stem"]) for i in index], folders[subject],
-                                             threads=2, years=years)
+                                             years=years)
                 for i, meta in zip(index, metas):
                     records[i] = {**meta, "folder": folders[subject]}
             results["longitudinal"] = (records, None)
@@ -95,9 +110,23 @@ def pair_sets(table: pd.DataFrame):
         yield (method, "both ok"), pairs[(pairs.status_a == "ok") & (pairs.status_b == "ok")]
 
 
+def trial_size(key: str, sem: float, mean: float) -> str:
+    """Participants per arm to see a 30 % slowing of the planted excess change when slopes vary by the
+    measurement error ``sem`` alone (see the module's docstring); n/a for a measure without a planted rate."""
+    if key not in EXCESS or not sem:
+        return "n/a"
+    unit, excess = EXCESS[key]
+    delta = SLOWING * abs(excess) * (mean / 100 if unit == "%" else 1.0)
+    t = np.asarray(TRIAL_YEARS)
+    slope_sd = sem / float(np.sqrt(np.sum((t - t.mean()) ** 2)))
+    n = participants_per_arm(delta / slope_sd, 0.05, 0.8)
+    return "n/a" if not np.isfinite(n) else str(int(n))
+
+
 def summary(table: pd.DataFrame) -> list[str]:
-    out = ["| method | pairs | measure | side | n | within-subject CV % | ICC(A,1) | smallest detectable change (% of mean) |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out = ["| method | pairs | measure | side | n | within-subject CV % | ICC(A,1) | smallest detectable change (% of mean) "
+           "| per arm, 30 % slowing |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (method, subset), pairs in pair_sets(table):
         for key, name in MEASURES.items():
             for side in ("left", "right"):
@@ -107,12 +136,12 @@ def summary(table: pd.DataFrame) -> list[str]:
                 sem = float(np.sqrt(np.mean((a - b) ** 2) / 2))
                 mean = float(np.mean(np.r_[a, b]))
                 if len(a) < 3:
-                    out.append(f"| {method} | {subset} | {name} | {side} | {len(a)} | n/a | n/a | n/a |")
+                    out.append(f"| {method} | {subset} | {name} | {side} | {len(a)} | n/a | n/a | n/a | n/a |")
                     continue
                 icc = volume_agreement(a.to_numpy(), b.to_numpy())["icc_a1"]  # ICC(A,1) via pingouin
                 sdc = 1.96 * np.sqrt(2) * sem
                 out.append(f"| {method} | {subset} | {name} | {side} | {len(a)} | {100 * sem / mean:.1f} | "
-                           f"{icc:.3f} | {sdc:.3g} ({100 * sdc / mean:.1f} %) |")
+                           f"{icc:.3f} | {sdc:.3g} ({100 * sdc / mean:.1f} %) | {trial_size(key, sem, mean)} |")
     return out
 
 
@@ -123,6 +152,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["nnunet", "longitudinal", "atlas"],
                         choices=["nnunet", "longitudinal", "atlas"])
     parser.add_argument("--out", default=None, help="also write the per-scan table here (TSV)")
+    parser.add_argument("--keep", default=None, help="write the cohort and the results into this (new) folder and keep them")
     parser.add_argument("--table", default=None, help="summarise a per-scan table written by --out instead")
     args = parser.parse_args()
     table = pd.read_csv(args.table, sep="\t") if args.table else scans(args)
