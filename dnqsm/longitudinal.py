@@ -4,10 +4,11 @@ Cross-sectionally every visit is segmented on its own, so segmentation noise add
 variance. Here, per subject (the idea of FreeSurfer's longitudinal stream, Reuter et al. 2012, applied
 to the DN crop):
 
-1. every usable visit's DN crop (the networks' crop, chi in ppb) is aligned rigidly (antspyx) to a
-   subject template built from all visits alike: the template starts as the mean of all crops on a
-   common grid around their world centre (none is the reference grid), and each round registers every
-   visit to the current mean and averages the aligned visits again;
+1. every usable visit's DN crop is aligned rigidly (antspyx) to a subject template built from all
+   visits alike, on the network's shape (the visit's result as a clipped signed distance map; chi
+   differs in contrast and scaling between reconstructions): the template starts as the mean of all
+   visits on a common grid around their centres (none is the reference grid), and each round
+   registers every visit to the current mean and averages the aligned visits again;
 2. each visit's network result (foreground probability > 0.5) as a signed distance map (mm, negative
    inside) is carried into template space with the same transforms; there a straight line in time is
    fitted per voxel through all visits (least squares on the years since the subject's first visit),
@@ -130,18 +131,27 @@ def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], tim
     centred = [centred_affine(c) for c in crops]
     affine, shape = template_grid(centred, [c.shape[:3] for c in crops], spacing)
     domain = ants_image(np.zeros(shape, np.float32), affine)
-    moving = [ants_image(np.clip(np.nan_to_num(c.get_fdata(dtype=np.float32)), lo, hi), a) for c, a in zip(crops, centred)]
-    template = sum(ants.resample_image_to_target(m, domain, interp_type="linear") for m in moving) / len(moving)
+    clip = float(settings["distance_clip_mm"])
+    # The visits are aligned on the networks' shapes (the clipped signed distance maps, as 0 far
+    # outside: what resampling pads with), not on chi: the same-day scans of another site's
+    # reconstruction differ in chi contrast and scaling, and aligning chi left some visits a few
+    # millimetres off (their prior shrank, or did not fit at all), while both nuclei's shape is what
+    # the prior is made of and is alike across reconstructions.
+    shapes = [ants_image(clip - d, a) for d, a in zip(distances, centred)]
+    template = sum(ants.resample_image_to_target(s, domain, interp_type="linear") for s in shapes) / len(shapes)
     fits = []
     for _ in range(int(settings["iterations"])):
         # a crop is small (tens of voxels a side) and visits differ by millimetres and degrees once
         # centred: two levels (shrink 2, 1) instead of ANTs' default 6-4-2-1, which on a crop this size
         # leaves a few voxels at the coarsest level and lets the optimizer wander off
-        fits = [ants.registration(template, m, type_of_transform="Rigid", initial_transform="Identity",
+        fits = [ants.registration(template, s, type_of_transform="Rigid", initial_transform="Identity",
                                   aff_metric="meansquares", aff_shrink_factors=(2, 1), aff_smoothing_sigmas=(1, 0),
-                                  aff_iterations=(200, 100)) for m in moving]
+                                  aff_iterations=(200, 100)) for s in shapes]
         template = sum(f["warpedmovout"] for f in fits) / len(fits)
-    clip = float(settings["distance_clip_mm"])
+    moving = [ants_image(np.clip(np.nan_to_num(c.get_fdata(dtype=np.float32)), lo, hi), a) for c, a in zip(crops, centred)]
+    aligned = [ants.apply_transforms(domain, m, f["fwdtransforms"], interpolator="linear").numpy()
+               for m, f in zip(moving, fits)]
+    mean_chi = np.mean(aligned, axis=0)
     prob_images = [ants_image(d, a) for d, a in zip(distances, centred)]
     warped = np.stack([ants.apply_transforms(template, p, f["fwdtransforms"], interpolator="linear",
                                              defaultvalue=clip).numpy() for p, f in zip(prob_images, fits)])
@@ -154,8 +164,8 @@ def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], tim
         prior = ants_image(signed_distance(fitted[k] < 0, [spacing] * 3, clip), affine)
         back.append(ants.apply_transforms(p, prior, f["fwdtransforms"], whichtoinvert=[True], interpolator="linear",
                                           defaultvalue=clip).numpy())
-    agreement = [round(float(np.corrcoef(f["warpedmovout"].numpy().ravel(), template.numpy().ravel())[0, 1]), 4)
-                 for f in fits]
+    # how well each visit's chi agrees with the others' mean after the alignment (a check, not a fit)
+    agreement = [round(float(np.corrcoef(a.ravel(), mean_chi.ravel())[0, 1]), 4) for a in aligned]
     record = {"visits": len(crops), "template_spacing_mm": round(spacing, 4), "template_shape": list(shape),
               "iterations": int(settings["iterations"]), "alignment_correlation": agreement,
               "years": times if times is not None else "unknown: the prior is the plain mean of the visits"}
@@ -196,10 +206,11 @@ def relabel(engine_dir: Path, stem: str, prior: np.ndarray | None, settings: dic
     labeled, sides = assign_sides((combined < 0).astype(np.uint8), cropped.affine, float(meta["midline_x_mm"]))
     if overlap < MIN_PRIOR_OVERLAP or not all(sides[n]["voxels"] for n in ("left", "right")):
         # the alignment failed for this visit (or left a side empty): its own result stands, said so
-        meta = keep_own(source, target, meta, {**record, "prior_overlap": round(overlap, 4)},
-                        "cross-sectional (the prior did not fit)")
         reason = (f"the longitudinal prior does not fit this visit (Dice {overlap:.2f} with its own labels, expected "
                   f">= {MIN_PRIOR_OVERLAP}): template alignment failed, the cross-sectional labels are kept")
+        # the reason also sits in the longitudinal record: measure applies the checks again and keeps it
+        meta = keep_own(source, target, meta, {**record, "prior_overlap": round(overlap, 4), "review_reason": reason},
+                        "cross-sectional (the prior did not fit)")
         meta.update(status="review", review_reasons=list(meta.get("review_reasons") or []) + [reason])
         write_json(target / f"{stem}_metadata.json", meta)
         return meta

@@ -69,6 +69,9 @@ def test_planted_volume_and_chi_changes_lie_inside_the_longitudinal_confidence_i
         # a visit whose prior did not fit (or a subject with one usable visit) keeps cross-sectional labels
         modes_seen = set(table.segmentation_mode.str.split(" ").str[0])
         assert mode in modes_seen and modes_seen <= {"cross-sectional", mode}, table.segmentation_mode.unique()
+        unfit = table[table.segmentation_mode == "cross-sectional (the prior did not fit)"]
+        assert (unfit.status == "review").all(), "a visit the prior did not fit says so in the cohort table"
+        assert unfit.review_reasons.str.contains("longitudinal prior does not fit").all(), unfit.review_reasons
         assert all(mode in m for m in models.segmentation_mode)
         fixed = fixed.set_index(["measure", "term"])
         for side in ("left", "right"):
