@@ -115,6 +115,8 @@ def main() -> None:
     args = parser.parse_args()
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     rows = []
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
     for n in args.sessions:
         root = Path(tempfile.mkdtemp(prefix=f"scale-{n}-", dir=args.keep))
         start = time.perf_counter()

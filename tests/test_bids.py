@@ -52,3 +52,30 @@ def test_images_only_desc_tells_apart_are_refused_naming_them(qsmxt_like):
 def test_filters_that_match_nothing_list_what_is_there(qsmxt_like):
     with pytest.raises(ValueError, match=r"match none of the 7 _Chimap images .*acq-gre_rec-l2"):
         select_sessions(qsmxt_like, bids_filters={"rec": "ssvsf"})
+
+
+@pytest.mark.parametrize("name", [
+    "sub-01_ses-2_acq-gre_rec-tkd_run-02_Chimap.nii.gz", "sub-A1_Chimap.nii", "sub-7_ses-base_desc-masked_Chimap.nii.gz",
+    "sub-01_ses-1_echo-3_part-mag_chunk-2_inv-1_flip-2_mt-on_ce-gd_space-orig_Chimap.nii.gz",
+    "sub-01_ses-1_foo-bar_Chimap.nii.gz"])
+def test_file_names_split_into_the_entities_pybids_reads(name, tmp_path):
+    from bids.layout import parse_file_entities
+
+    from dnqsm.bids import file_entities
+
+    path = tmp_path / name
+    by_pybids = parse_file_entities(str(path))
+    keys = {"subject": "sub", "session": "ses", "acquisition": "acq", "reconstruction": "rec", "run": "run",
+            "echo": "echo", "part": "part", "chunk": "chunk", "inv": "inv", "flip": "flip", "mt": "mt",
+            "ceagent": "ce", "space": "space", "desc": "desc"}
+    expected = {keys[k]: str(v) for k, v in by_pybids.items() if k in keys}
+    assert file_entities(path) == expected
+
+
+def test_a_file_naming_another_subject_than_its_folder_is_refused(qsmxt_like):
+    _touch(qsmxt_like, "sub-03_ses-1_acq-gre_rec-l2")
+    wrong = qsmxt_like / "sub-03" / "ses-1" / "anat" / "sub-04_ses-1_acq-gre_rec-l2_Chimap.nii.gz"
+    (qsmxt_like / "sub-03" / "ses-1" / "anat" / "sub-03_ses-1_acq-gre_rec-l2_Chimap.nii.gz").rename(wrong)
+    with pytest.raises(ValueError, match=r"sub-04_ses-1_acq-gre_rec-l2_Chimap.nii.gz: the file name says sub-04_ses-1 "
+                                         r"but it lies in sub-03/ses-1"):
+        select_sessions(qsmxt_like)
