@@ -55,3 +55,17 @@ def test_the_plan_lists_the_sessions_for_jobs_that_must_not_rediscover(tmp_path)
     assert read.by_subject == planned.by_subject and [s.session for s in read.by_subject["1"]] == ["10", "2"]
     manifest.write_text("session_key\tbatch\tbatch_size\nsub-1_ses-10\t001\t3\n")  # written by an older version
     assert read_plan(manifest) == {}
+
+
+def test_a_manifest_with_quoted_fields_and_entities_reads_back(tmp_path):
+    from dnqsm.batches import read_plan
+
+    manifest = tmp_path / "batches.tsv"
+    sessions = [Session("1", None, Path('/data/my "study"/sub-1_rec-tkd_Chimap.nii.gz'), (("rec", "tkd"),)),
+                Session("2", None, Path("/data/plain/sub-2_acq-gre_run-2_Chimap.nii.gz"), (("acq", "gre"), ("run", "2")))]
+    planned = plan_batches(sessions, manifest, 1)
+    assert '"' in manifest.read_text(), "pandas quoted the path"
+    assert read_plan(manifest) == planned and read_plan(manifest).sessions == sessions
+    plan_batches(sessions[1:], manifest, 1)  # without a quoted field: the text split
+    read = read_plan(manifest)
+    assert read.sessions == sessions[1:] and not read.has_sessions and read.batch_of == {"sub-2_acq-gre_run-2": "002"}
