@@ -211,8 +211,18 @@ def assess(sides: dict[str, dict[str, Any]], volumes_mm3: dict[str, float], box:
     return Confidence("review" if reasons else "ok", reasons, sides, dict(c))
 
 
+#: metadata key for review reasons that no threshold can recompute from the numbers (e.g. the longitudinal
+#: prior did not fit a visit); :func:`reassess` keeps them under any thresholds
+STANDING_REASONS = "standing_review_reasons"
+
+
 def reassess(meta: dict[str, Any], checks: dict[str, float]) -> Confidence:
     """The verdict on an engine's metadata record (``dnqsm segment``'s ``_metadata.json``) under other
-    thresholds: the numbers are the engine's, only the checks are applied again (cheap, no image)."""
-    return assess(meta["confidence"]["sides"], {s: meta["dentate"][s]["volume_mm3"] for s in ("left", "right")},
-                  meta["box"], meta["image"]["spacing_mm"], checks)
+    thresholds: the numbers are the engine's, only the checks are applied again (cheap, no image);
+    reasons the engine recorded under ``standing_review_reasons`` stay, whatever the thresholds."""
+    verdict = assess(meta["confidence"]["sides"], {s: meta["dentate"][s]["volume_mm3"] for s in ("left", "right")},
+                     meta["box"], meta["image"]["spacing_mm"], checks)
+    standing = list(meta.get(STANDING_REASONS) or [])
+    if not standing:
+        return verdict
+    return Confidence("review", verdict.reasons + standing, verdict.sides, verdict.checks)

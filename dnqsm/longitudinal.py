@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-from dnqsm.confidence import assess, side_numbers, thresholds
+from dnqsm.confidence import STANDING_REASONS, assess, side_numbers, thresholds
 from dnqsm.io import save_nifti, staged_folder, write_json
 from dnqsm.registration import ants_image, remove_transforms
 from dnqsm.segment import LEFT, RIGHT, assign_sides
@@ -208,10 +208,11 @@ def relabel(engine_dir: Path, stem: str, prior: np.ndarray | None, settings: dic
         # the alignment failed for this visit (or left a side empty): its own result stands, said so
         reason = (f"the longitudinal prior does not fit this visit (Dice {overlap:.2f} with its own labels, expected "
                   f">= {MIN_PRIOR_OVERLAP}): template alignment failed, the cross-sectional labels are kept")
-        # the reason also sits in the longitudinal record: measure applies the checks again and keeps it
-        meta = keep_own(source, target, meta, {**record, "prior_overlap": round(overlap, 4), "review_reason": reason},
+        meta = keep_own(source, target, meta, {**record, "prior_overlap": round(overlap, 4)},
                         "cross-sectional (the prior did not fit)")
-        meta.update(status="review", review_reasons=list(meta.get("review_reasons") or []) + [reason])
+        # a standing reason: measure applies the checks again (confidence.reassess) and keeps it
+        meta.update(status="review", review_reasons=list(meta.get("review_reasons") or []) + [reason],
+                    **{STANDING_REASONS: list(meta.get(STANDING_REASONS) or []) + [reason]})
         write_json(target / f"{stem}_metadata.json", meta)
         return meta
     target.mkdir(parents=True, exist_ok=True)

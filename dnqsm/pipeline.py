@@ -151,10 +151,7 @@ def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, 
         components = {side: meta["dentate"][side]["components"] for side in ("left", "right")}
         record["measures"] = measure(chi, dseg, erosion_voxels, components)
         verdict = reassess(meta, thresholds(checks))
-        # a reason the checks cannot see again (the longitudinal prior did not fit) stays with the record
-        extra = [r for r in [(meta.get("longitudinal") or {}).get("review_reason")] if r]
-        record.update(status="review" if extra and verdict.status == "ok" else verdict.status,
-                      review_reasons=list(verdict.reasons) + extra, confidence=verdict.sides)
+        record.update(status=verdict.status, review_reasons=list(verdict.reasons), confidence=verdict.sides)
         record.update({
             "method": meta["method"],
             "segmentation_mode": (meta.get("longitudinal") or {}).get("mode", "cross-sectional"),

@@ -118,6 +118,12 @@ def test_reassess_reads_an_engine_record():
             "dentate": {"left": {"volume_mm3": 1000.0}, "right": {"volume_mm3": 1000.0}}}
     assert reassess(meta, thresholds()).status == "ok"
     assert reassess(meta, thresholds({"max_volume_mm3": 900})).status == "review"
+    # a reason no threshold can see again (the longitudinal prior did not fit the visit) stays
+    meta["standing_review_reasons"] = ["the longitudinal prior does not fit this visit"]
+    kept = reassess(meta, thresholds())
+    assert kept.status == "review" and kept.reasons == ["the longitudinal prior does not fit this visit"]
+    both = reassess(meta, thresholds({"max_volume_mm3": 900}))
+    assert both.status == "review" and len(both.reasons) == 3 and both.reasons[-1].startswith("the longitudinal prior")
 
 
 def test_mirrored_and_plain_passes_that_disagree_are_reviewed():
