@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,23 @@ def centred_affine(img: nib.Nifti1Image) -> np.ndarray:
     return moved
 
 
+@dataclass(frozen=True)
+class Visit:
+    """One visit's network result on its DN crop, read once: the crop image, the foreground
+    probability and the result (probability > 0.5) as a clipped signed distance map (mm)."""
+
+    crop: nib.Nifti1Image
+    probability: np.ndarray
+    distance: np.ndarray
+
+    @classmethod
+    def load(cls, folder: Path, stem: str, settings: dict[str, Any]) -> Visit:
+        crop = nib.load(folder / f"{stem}_cropped.nii.gz")
+        probability = nib.load(folder / f"{stem}_cropped_prob.nii.gz").get_fdata(dtype=np.float32)
+        distance = signed_distance(probability > 0.5, crop.header.get_zooms()[:3], settings["distance_clip_mm"])
+        return cls(crop, probability, distance)
+
+
 def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], times: list[float] | None,
                   settings: dict[str, Any]) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Each visit's prior shape (signed distance, mm) on its own crop grid (same order as ``crops``):
@@ -153,7 +171,7 @@ def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], tim
                for m, f in zip(moving, fits)]
     mean_chi = np.mean(aligned, axis=0)
     prob_images = [ants_image(d, a) for d, a in zip(distances, centred)]
-    warped = np.stack([ants.apply_transforms(template, p, f["fwdtransforms"], interpolator="linear",
+    warped = np.stack([ants.apply_transforms(domain, p, f["fwdtransforms"], interpolator="linear",
                                              defaultvalue=clip).numpy() for p, f in zip(prob_images, fits)])
     fitted = line_in_time(warped, times)
     back = []
@@ -183,25 +201,23 @@ def keep_own(source: Path, target: Path, meta: dict[str, Any], record: dict[str,
     return {**meta, "longitudinal": {**record, "mode": mode}}
 
 
-def relabel(engine_dir: Path, stem: str, prior: np.ndarray | None, settings: dict[str, Any],
+def relabel(engine_dir: Path, stem: str, visit: Visit | None, prior: np.ndarray | None, settings: dict[str, Any],
             out_dir: Path, record: dict[str, Any], checks: dict[str, float] | None = None) -> dict[str, Any]:
-    """One visit's labels from its own probabilities and the subject ``prior`` (on its crop), written
-    as an engine result folder ``out_dir/<stem>`` (labels on the input grid, metadata with the new
-    volumes, confidence numbers and a ``longitudinal`` record). ``prior`` None copies the visit's
+    """One visit's labels from its own result (``visit``) and the subject ``prior`` (on its crop),
+    written as an engine result folder ``out_dir/<stem>`` (labels on the input grid, metadata with the
+    new volumes, confidence numbers and a ``longitudinal`` record). ``prior`` None copies the visit's
     cross-sectional result (a subject with one usable visit)."""
     source = engine_dir / stem
     meta = json.loads((source / f"{stem}_metadata.json").read_text())
     target = out_dir / stem
-    if prior is None:
+    if prior is None or visit is None:
         meta = keep_own(source, target, meta, record, "cross-sectional (one usable visit)")
         write_json(target / f"{stem}_metadata.json", meta)
         return meta
-    cropped = nib.load(source / f"{stem}_cropped.nii.gz")
-    own = nib.load(source / f"{stem}_cropped_prob.nii.gz").get_fdata(dtype=np.float32)
+    cropped, own = visit.crop, visit.probability
     mine, theirs = own > 0.5, prior < 0
     weight = float(settings["prior_weight"])
-    zooms = cropped.header.get_zooms()[:3]
-    combined = (1.0 - weight) * signed_distance(mine, zooms, settings["distance_clip_mm"]) + weight * prior
+    combined = (1.0 - weight) * visit.distance + weight * prior
     overlap = 2 * float((mine & theirs).sum()) / max(float(mine.sum() + theirs.sum()), 1.0)
     labeled, sides = assign_sides((combined < 0).astype(np.uint8), cropped.affine, float(meta["midline_x_mm"]))
     if overlap < MIN_PRIOR_OVERLAP or not all(sides[n]["voxels"] for n in ("left", "right")):
@@ -272,14 +288,13 @@ def longitudinal_subject(visits: list[tuple[Path, str]], out_dir: str | Path, se
     usable = [i for i, m in enumerate(metas) if m["status"] != "failed"
               and (Path(visits[i][0]) / visits[i][1] / f"{visits[i][1]}_cropped_prob.nii.gz").exists()]
     priors: dict[int, np.ndarray] = {}
+    loaded: dict[int, Visit] = {}
     record: dict[str, Any] = {"visits": len(usable)}
     if len(usable) >= 2:
-        crops = [nib.load(Path(visits[i][0]) / visits[i][1] / f"{visits[i][1]}_cropped.nii.gz") for i in usable]
-        distances = [signed_distance(nib.load(Path(visits[i][0]) / visits[i][1] / f"{visits[i][1]}_cropped_prob.nii.gz")
-                                     .get_fdata(dtype=np.float32) > 0.5, crop.header.get_zooms()[:3],
-                                     settings["distance_clip_mm"]) for i, crop in zip(usable, crops)]
+        loaded = {i: Visit.load(Path(visits[i][0]) / visits[i][1], visits[i][1], settings) for i in usable}
         times = [years[i] for i in usable] if years is not None and all(years[i] is not None for i in usable) else None
-        back, record = subject_prior(crops, distances, times, settings)
+        back, record = subject_prior([loaded[i].crop for i in usable], [loaded[i].distance for i in usable], times,
+                                     settings)
         priors = dict(zip(usable, back))
     out: list[dict[str, Any]] = []
     with staged_folder(out_dir) as folder:
@@ -289,5 +304,5 @@ def longitudinal_subject(visits: list[tuple[Path, str]], out_dir: str | Path, se
                 shutil.copytree(Path(engine_dir) / stem, folder / stem, dirs_exist_ok=True)
                 out.append(metas[i])
                 continue
-            out.append(relabel(Path(engine_dir), stem, priors.get(i), settings, folder, record, checks))
+            out.append(relabel(Path(engine_dir), stem, loaded.get(i), priors.get(i), settings, folder, record, checks))
     return out
