@@ -1,7 +1,7 @@
 """Test-retest error of the DN measures: what a trial's sample size depends on.
 
 Usage: python benchmarks/retest.py [--subjects 12] [--sessions 2] [--methods nnunet longitudinal atlas]
-                                   [--out scans.tsv | --table scans.tsv]
+                                   [--out scans.tsv | --table scans.tsv] [--keep DIR [--reuse]] [--prior-weight W]
 Generates a fresh `retest` cohort (seed 4001: every yearly visit scanned twice the same day, same
 nucleus, new pose, grid, noise and reconstruction, a quarter of the rescans on another site's
 protocol), segments every scan with each method (the bundled nnU-Net models; the atlas baseline with
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import tempfile
 from pathlib import Path
 
@@ -67,23 +68,35 @@ def scans(args: argparse.Namespace) -> pd.DataFrame:
     rows = []
     with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        root = write_dataset(tmp / "retest", "retest", subjects=args.subjects, sessions=args.sessions, seed=4001, jobs=2)
+        if args.reuse:  # the cohort and the engines' results of an earlier --keep run into this folder
+            root = tmp / "retest"
+        else:
+            root = write_dataset(tmp / "retest", "retest", subjects=args.subjects, sessions=args.sessions, seed=4001,
+                                 jobs=2)
         truth = read_tsv(root / "derivatives" / "manual" / "truth.tsv")
         images = [bids_path(root, r.participant_id[4:], r.session_id[4:], "Chimap") for r in truth.itertuples()]
         results = {}
-        for method, engine in engines(args.methods, tmp).items():
-            results[method] = (engine.run(images, tmp / method), tmp / method)
+        if args.reuse:
+            stems = [image.name.split(".")[0] for image in images]
+            for method in ("nnunet", "atlas"):
+                if method in args.methods or (method == "nnunet" and "longitudinal" in args.methods):
+                    results[method] = ([json.loads((tmp / method / s / f"{s}_metadata.json").read_text())
+                                        for s in stems], tmp / method)
+        else:
+            for method, engine in engines(args.methods, tmp).items():
+                results[method] = (engine.run(images, tmp / method), tmp / method)
         if "longitudinal" in args.methods:  # every scan of a subject (visits and rescans alike) in one template
             from dnqsm.longitudinal import longitudinal_subject
 
             records, folders = [None] * len(images), {}
+            settings = {} if args.prior_weight is None else {"prior_weight": args.prior_weight}
             nnunet_records, nnunet_dir = results["nnunet"]
             for subject in truth.participant_id.unique():
                 index = [i for i, r in enumerate(truth.itertuples()) if r.participant_id == subject]
                 folders[subject] = tmp / "longitudinal" / subject
                 years = [float(truth.visit.iloc[i]) - 1.0 for i in index]  # yearly visits; rescans share the day
                 metas = longitudinal_subject([(nnunet_dir, nnunet_records[i]["stem"]) for i in index], folders[subject],
-                                             years=years)
+                                             settings=settings, years=years)
                 for i, meta in zip(index, metas):
                     records[i] = {**meta, "folder": folders[subject]}
             results["longitudinal"] = (records, None)
@@ -152,9 +165,16 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["nnunet", "longitudinal", "atlas"],
                         choices=["nnunet", "longitudinal", "atlas"])
     parser.add_argument("--out", default=None, help="also write the per-scan table here (TSV)")
-    parser.add_argument("--keep", default=None, help="write the cohort and the results into this (new) folder and keep them")
+    parser.add_argument("--keep", default=None, help="write the cohort and the results into this folder and keep them (a new folder, or an earlier run's with --reuse)")
     parser.add_argument("--table", default=None, help="summarise a per-scan table written by --out instead")
+    parser.add_argument("--prior-weight", type=float, default=None,
+                        help="the longitudinal mode's longitudinal.prior_weight (default: the config's default)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --keep: reuse the cohort and the nnunet/atlas results an earlier --keep run left "
+                             "there (same --subjects and --sessions) and run only the longitudinal mode again")
     args = parser.parse_args()
+    if args.reuse and not (args.keep and (Path(args.keep) / "retest").is_dir()):
+        parser.error(f"--reuse needs --keep naming the folder of an earlier run (no retest/ cohort in {args.keep})")
     table = pd.read_csv(args.table, sep="\t") if args.table else scans(args)
     if args.out:
         table.to_csv(args.out, sep="\t", index=False)

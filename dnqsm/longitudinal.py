@@ -47,7 +47,7 @@ from dnqsm.segment import LEFT, RIGHT, assign_sides
 
 #: Settings of the longitudinal mode (config ``longitudinal``).
 DEFAULTS: dict[str, Any] = {
-    "prior_weight": 0.7,  # weight of the subject prior (its line in time) against the visit's own result
+    "prior_weight": 0.85,  # weight of the subject prior (its line in time) against the visit's own result
     "iterations": 3,  # template rounds: register every visit to the mean, average again
     "template_spacing_mm": None,  # None: the finest in-plane spacing among the visits
     "clip_ppb": [-150.0, 400.0],  # chi range used for registration (DN and veins bright, bone dark)

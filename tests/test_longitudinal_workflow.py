@@ -106,10 +106,18 @@ def test_a_later_visit_reruns_only_its_subject(modes):
 def test_sample_sizes_are_given_for_both_modes(modes):
     """The trial sizes each mode's measurement error leads to (README table): per arm, for slowing the
     patients' excess change by 30 %, from each mode's own subject slopes."""
+    from dnqsm.stats import participants_per_arm
+
     _, _, results = modes
-    lines = []
+    lines, slope_sd = [], {}
     for mode, (*_, sizes) in results.items():
         volume = sizes[sizes.measure.str.endswith("volume_mm3") & (sizes.slowing == 0.3)]
         assert len(volume) >= 2 and (volume.n_per_arm > 0).all(), sizes
-        lines += [f"{mode} {r.measure}: {r.n_per_arm}" for r in volume.itertuples()]
+        for r in volume.itertuples():
+            assert r.detectable_difference == pytest.approx(0.3 * abs(r.excess_change_per_year))
+            # the table's numbers are rounded in the TSV: the recomputed size may round up one further
+            assert abs(r.n_per_arm - participants_per_arm(r.detectable_difference / r.slope_sd, r.alpha, r.power)) <= 1
+        slope_sd[mode] = volume.set_index("measure").slope_sd
+        lines += [f"{mode} {r.measure}: {r.n_per_arm} (slope SD {r.slope_sd:.1f})" for r in volume.itertuples()]
     print("\n".join(lines))
+    assert not np.allclose(slope_sd["cross-sectional"], slope_sd["longitudinal"]), "each mode's own slopes"
