@@ -157,37 +157,43 @@ def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], tim
     # the prior is made of and is alike across reconstructions.
     shapes = [ants_image(clip - d, a) for d, a in zip(distances, centred)]
     template = sum(ants.resample_image_to_target(s, domain, interp_type="linear") for s in shapes) / len(shapes)
-    fits = []
-    for _ in range(int(settings["iterations"])):
-        # a crop is small (tens of voxels a side) and visits differ by millimetres and degrees once
-        # centred: two levels (shrink 2, 1) instead of ANTs' default 6-4-2-1, which on a crop this size
-        # leaves a few voxels at the coarsest level and lets the optimizer wander off
-        fits = [ants.registration(template, s, type_of_transform="Rigid", initial_transform="Identity",
-                                  aff_metric="meansquares", aff_shrink_factors=(2, 1), aff_smoothing_sigmas=(1, 0),
-                                  aff_iterations=(200, 100)) for s in shapes]
-        template = sum(f["warpedmovout"] for f in fits) / len(fits)
-    moving = [ants_image(np.clip(np.nan_to_num(c.get_fdata(dtype=np.float32)), lo, hi), a) for c, a in zip(crops, centred)]
-    aligned = [ants.apply_transforms(domain, m, f["fwdtransforms"], interpolator="linear").numpy()
-               for m, f in zip(moving, fits)]
-    mean_chi = np.mean(aligned, axis=0)
-    prob_images = [ants_image(d, a) for d, a in zip(distances, centred)]
-    warped = np.stack([ants.apply_transforms(domain, p, f["fwdtransforms"], interpolator="linear",
-                                             defaultvalue=clip).numpy() for p, f in zip(prob_images, fits)])
-    fitted = line_in_time(warped, times)
-    back = []
-    for k, (p, f) in enumerate(zip(prob_images, fits)):
-        # a mean of distance maps has its zero level at the mean shape but a gradient below 1 where
-        # the visits disagree; distances from that shape again make the prior a true distance map, so
-        # that a weight w moves each visit's boundary w of the way to the prior's
-        prior = ants_image(signed_distance(fitted[k] < 0, [spacing] * 3, clip), affine)
-        back.append(ants.apply_transforms(p, prior, f["fwdtransforms"], whichtoinvert=[True], interpolator="linear",
-                                          defaultvalue=clip).numpy())
-    # how well each visit's chi agrees with the others' mean after the alignment (a check, not a fit)
-    agreement = [round(float(np.corrcoef(a.ravel(), mean_chi.ravel())[0, 1]), 4) for a in aligned]
-    record = {"visits": len(crops), "template_spacing_mm": round(spacing, 4), "template_shape": list(shape),
-              "iterations": int(settings["iterations"]), "alignment_correlation": agreement,
-              "years": times if times is not None else "unknown: the prior is the plain mean of the visits"}
-    remove_transforms(fits)
+    # ANTs leaves every registration's transform files in the temporary folder: all rounds' files
+    # are removed at the end, also when a registration fails
+    made: list[dict[str, Any]] = []
+    try:
+        fits = []
+        for _ in range(int(settings["iterations"])):
+            # a crop is small (tens of voxels a side) and visits differ by millimetres and degrees once
+            # centred: two levels (shrink 2, 1) instead of ANTs' default 6-4-2-1, which on a crop this size
+            # leaves a few voxels at the coarsest level and lets the optimizer wander off
+            fits = [ants.registration(template, s, type_of_transform="Rigid", initial_transform="Identity",
+                                      aff_metric="meansquares", aff_shrink_factors=(2, 1), aff_smoothing_sigmas=(1, 0),
+                                      aff_iterations=(200, 100)) for s in shapes]
+            made.extend(fits)
+            template = sum(f["warpedmovout"] for f in fits) / len(fits)
+        moving = [ants_image(np.clip(np.nan_to_num(c.get_fdata(dtype=np.float32)), lo, hi), a) for c, a in zip(crops, centred)]
+        aligned = [ants.apply_transforms(domain, m, f["fwdtransforms"], interpolator="linear").numpy()
+                   for m, f in zip(moving, fits)]
+        mean_chi = np.mean(aligned, axis=0)
+        prob_images = [ants_image(d, a) for d, a in zip(distances, centred)]
+        warped = np.stack([ants.apply_transforms(domain, p, f["fwdtransforms"], interpolator="linear",
+                                                 defaultvalue=clip).numpy() for p, f in zip(prob_images, fits)])
+        fitted = line_in_time(warped, times)
+        back = []
+        for k, (p, f) in enumerate(zip(prob_images, fits)):
+            # a mean of distance maps has its zero level at the mean shape but a gradient below 1 where
+            # the visits disagree; distances from that shape again make the prior a true distance map, so
+            # that a weight w moves each visit's boundary w of the way to the prior's
+            prior = ants_image(signed_distance(fitted[k] < 0, [spacing] * 3, clip), affine)
+            back.append(ants.apply_transforms(p, prior, f["fwdtransforms"], whichtoinvert=[True], interpolator="linear",
+                                              defaultvalue=clip).numpy())
+        # how well each visit's chi agrees with the others' mean after the alignment (a check, not a fit)
+        agreement = [round(float(np.corrcoef(a.ravel(), mean_chi.ravel())[0, 1]), 4) for a in aligned]
+        record = {"visits": len(crops), "template_spacing_mm": round(spacing, 4), "template_shape": list(shape),
+                  "iterations": int(settings["iterations"]), "alignment_correlation": agreement,
+                  "years": times if times is not None else "unknown: the prior is the plain mean of the visits"}
+    finally:
+        remove_transforms(made)
     return [b.astype(np.float32) for b in back], record
 
 

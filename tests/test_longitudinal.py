@@ -4,6 +4,7 @@ visits show the same nuclei in another head position, each with its own noisy pr
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -88,6 +89,20 @@ def test_visits_share_a_prior_and_their_volumes_agree_better(tmp_path):
     labels = read(tmp_path / "long", "v2")
     assert set(np.unique(labels)) == {0, 1, 2} and (labels[:30] != 2).all() and (labels[30:] != 1).all()
     assert metas[1]["status"] in ("ok", "review") and metas[1]["confidence"]["sides"]["left"]["voxels"] > 0
+
+
+def test_no_registration_file_is_left_in_the_temporary_folder(tmp_path, monkeypatch):
+    # ants.registration writes its transforms to tempfile's folder and never removes them; every
+    # template round's files must go (a cohort of thousands of subjects filled /tmp otherwise)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    engine = tmp_path / "batch"
+    _visit(engine, "v1", (0.0, 0.0, 0.0), seed=1)
+    _visit(engine, "v2", (3.0, -2.0, 1.0), seed=2)
+    metas = longitudinal_subject([(engine, "v1"), (engine, "v2")], tmp_path / "long", settings={"iterations": 3})
+    assert [m["longitudinal"]["mode"] for m in metas] == ["longitudinal"] * 2
+    assert sorted(p.name for p in scratch.iterdir()) == []
 
 
 def test_a_failed_visit_is_kept_as_it_is_and_one_usable_visit_stays_cross_sectional(tmp_path):
