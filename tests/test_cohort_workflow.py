@@ -17,7 +17,6 @@ from dnqsm.io import bids_path, read_tsv
 from dnqsm.metrics import dice
 from dnqsm.nnunet import sha256
 from dnqsm.segment import BUNDLED_MODELS
-from dnqsm.synth import write_dataset
 from dnqsm.viz import world_centroid
 from test_workflow import REPO, jobs_by_rule, plan_with_new_visit, snakemake
 
@@ -37,11 +36,11 @@ def cohort_config(tmp: Path, **changes) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
+def cohort(tmp_path_factory, small_cohort):
     """Run the workflow once: 2 participants x 2 visits plus a corrupt image, a slab without cerebellum and
     a symlink to a missing file."""
     tmp = tmp_path_factory.mktemp("cohort")
-    bids = write_dataset(tmp / "bids", "demo", subjects=2, sessions=2, seed=11, jobs=2)
+    bids = Path(shutil.copytree(small_cohort, tmp / "bids"))  # the bad sessions are added to a copy
     corrupt = bids_path(bids, *CORRUPT, "Chimap")
     corrupt.parent.mkdir(parents=True)
     corrupt.write_bytes(bids_path(bids, "001", "01", "Chimap").read_bytes()[:5000])  # truncated gzip

@@ -17,14 +17,12 @@ import yaml
 
 from dnqsm.io import bids_path, read_tsv
 from dnqsm.preprocess import preprocess
-from dnqsm.synth import write_dataset
 from test_workflow import REPO, snakemake
 
 
-def qsmxt_dataset(root: Path) -> Path:
-    """The demo cohort rewritten as QSMxT would: ppm, .nii, run-1; session 01 of sub-001 also has a
+def qsmxt_dataset(root: Path, demo: Path) -> Path:
+    """A small demo cohort rewritten as QSMxT would: ppm, .nii, run-1; session 01 of sub-001 also has a
     second reconstruction (acq-fast, values x 0.9) and every folder has other QSMxT maps."""
-    demo = write_dataset(root / "demo", "demo", subjects=2, sessions=2, seed=5, jobs=2)
     out = root / "derivatives" / "qsmxt"
     for image in sorted(demo.glob("sub-*/ses-*/anat/*_Chimap.nii.gz")):
         sub, ses = image.name.split("_")[:2]
@@ -43,8 +41,8 @@ def qsmxt_dataset(root: Path) -> Path:
     return out  # like QSMxT's, without participants.tsv or sessions.tsv
 
 
-def test_qsmxt_derivative_with_two_reconstructions_of_a_session(tmp_path):
-    bids = qsmxt_dataset(tmp_path)
+def test_qsmxt_derivative_with_two_reconstructions_of_a_session(tmp_path, small_cohort):
+    bids = qsmxt_dataset(tmp_path, small_cohort)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config.update(bids_dir=str(bids), output_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "work"))
     config["inference"]["batch_size"] = 3

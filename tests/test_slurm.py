@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dnqsm.synth import write_dataset
 from test_workflow import REPO, snakemake
 
 # The only test-specific settings: how often the plugin polls (the test cluster has no accounting
@@ -58,10 +57,10 @@ def cancel_first_running_segment_job(found: dict, stop: threading.Event) -> None
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, small_cohort):
     slurm_or_skip()
     root = tmp_path_factory.mktemp("slurm")
-    bids = write_dataset(root / "bids", "demo", subjects=2, sessions=2, seed=11, jobs=2)
+    bids = small_cohort
     local, cluster = root / "local", root / "cluster"
     local.mkdir()
     cluster.mkdir()
