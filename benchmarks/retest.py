@@ -63,6 +63,27 @@ def engines(methods: list[str], tmp: Path) -> dict:
     return out
 
 
+def check_kept(truth: pd.DataFrame, args: argparse.Namespace) -> None:
+    """A kept cohort must be the one these arguments would generate (subjects, yearly visits)."""
+    kept = (truth.participant_id.nunique(), int(truth.visit.max()))
+    if kept != (args.subjects, args.sessions):
+        raise SystemExit(f"{args.keep}: the kept cohort has {kept[0]} subjects x {kept[1]} visits, not "
+                         f"--subjects {args.subjects} --sessions {args.sessions}; rerun without --reuse")
+
+
+def check_models(records: list[dict], folder: Path) -> None:
+    """Kept network results must come from the models this run would load (compared by sha256)."""
+    from dnqsm.segment import load_model_set
+
+    current = load_model_set()
+    wanted = {role: getattr(current, role).sha256 for role in ("localization", "segmentation")}
+    for record in records:
+        used = {role: record.get("models", {}).get(role, {}).get("sha256") for role in wanted}
+        if used != wanted:
+            raise SystemExit(f"{folder / record['stem']}: segmented with other models ({used}) than the current "
+                             f"ones ({wanted}); rerun without --reuse")
+
+
 def scans(args: argparse.Namespace) -> pd.DataFrame:
     """One row per scan, method and side: the measures."""
     rows = []
@@ -77,11 +98,14 @@ def scans(args: argparse.Namespace) -> pd.DataFrame:
         images = [bids_path(root, r.participant_id[4:], r.session_id[4:], "Chimap") for r in truth.itertuples()]
         results = {}
         if args.reuse:
+            check_kept(truth, args)
             stems = [image.name.split(".")[0] for image in images]
             for method in ("nnunet", "atlas"):
                 if method in args.methods or (method == "nnunet" and "longitudinal" in args.methods):
                     results[method] = ([json.loads((tmp / method / s / f"{s}_metadata.json").read_text())
                                         for s in stems], tmp / method)
+            if "nnunet" in results:
+                check_models(results["nnunet"][0], tmp / "nnunet")
         else:
             for method, engine in engines(args.methods, tmp).items():
                 results[method] = (engine.run(images, tmp / method), tmp / method)

@@ -207,19 +207,20 @@ def keep_own(source: Path, target: Path, meta: dict[str, Any], record: dict[str,
     return {**meta, "longitudinal": {**record, "mode": mode}}
 
 
-def relabel(engine_dir: Path, stem: str, visit: Visit | None, prior: np.ndarray | None, settings: dict[str, Any],
+def relabel(engine_dir: Path, stem: str, guide: tuple[Visit, np.ndarray] | None, settings: dict[str, Any],
             out_dir: Path, record: dict[str, Any], checks: dict[str, float] | None = None) -> dict[str, Any]:
-    """One visit's labels from its own result (``visit``) and the subject ``prior`` (on its crop),
-    written as an engine result folder ``out_dir/<stem>`` (labels on the input grid, metadata with the
-    new volumes, confidence numbers and a ``longitudinal`` record). ``prior`` None copies the visit's
-    cross-sectional result (a subject with one usable visit)."""
+    """One visit's labels from its own result and the subject's prior on its crop (``guide``: the
+    loaded visit and the prior), written as an engine result folder ``out_dir/<stem>`` (labels on the
+    input grid, metadata with the new volumes, confidence numbers and a ``longitudinal`` record).
+    ``guide`` None copies the visit's cross-sectional result (a subject with one usable visit)."""
     source = engine_dir / stem
     meta = json.loads((source / f"{stem}_metadata.json").read_text())
     target = out_dir / stem
-    if prior is None or visit is None:
+    if guide is None:
         meta = keep_own(source, target, meta, record, "cross-sectional (one usable visit)")
         write_json(target / f"{stem}_metadata.json", meta)
         return meta
+    visit, prior = guide
     cropped, own = visit.crop, visit.probability
     mine, theirs = own > 0.5, prior < 0
     weight = float(settings["prior_weight"])
@@ -310,5 +311,6 @@ def longitudinal_subject(visits: list[tuple[Path, str]], out_dir: str | Path, se
                 shutil.copytree(Path(engine_dir) / stem, folder / stem, dirs_exist_ok=True)
                 out.append(metas[i])
                 continue
-            out.append(relabel(Path(engine_dir), stem, loaded.get(i), priors.get(i), settings, folder, record, checks))
+            guide = (loaded[i], priors[i]) if i in priors else None
+            out.append(relabel(Path(engine_dir), stem, guide, settings, folder, record, checks))
     return out
