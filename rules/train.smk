@@ -44,6 +44,8 @@ rule train_fold:
     """Train one fold with nnU-Net's nnUNetTrainer; asks for a GPU when train.device is cuda."""
     input:
         plans=train_path("preprocessed/{model}.plans.json"),
+        # fine-tuning from a zip (e.g. the first stage of make demo-models): a new zip retrains
+        init_from=lambda wc: config["train"][wc.model].get("init_from") or [],
     output:
         checkpoint=train_path("results/{model}/fold_{fold}/checkpoint_final.pth"),
     params:

@@ -7,13 +7,21 @@ from importlib.metadata import version
 from pathlib import Path
 
 from dnqsm.io import write_json
-from dnqsm.nnunet import TRAINER
+from dnqsm.nnunet import TRAINER, sha256
 from dnqsm.nnunet_trainers.nnUNetTrainerDNQSM import QSM_AUGMENTATION
 
 snakemake = globals()["snakemake"]
 train = snakemake.params.train
 records = {json.loads(Path(r).read_text())["model"]: json.loads(Path(r).read_text()) for r in snakemake.input.records}
 datasets = json.loads(Path(snakemake.input.datasets).read_text())
+# A model fine-tuned from another (train.<model>.init_from) carries that model's hash and, when its
+# provenance.json lies beside the zip, the whole record: the chain of stages stays reproducible.
+for model, record in records.items():
+    source = train[model].get("init_from")
+    if source:
+        beside = Path(source).with_name("provenance.json")
+        record["init_from"] = {"zip": str(source), "sha256": sha256(source),
+                               "provenance": json.loads(beside.read_text()) if beside.is_file() else None}
 write_json(snakemake.output.provenance, {
     "command": os.environ.get("DNQSM_TRAIN_COMMAND", "snakemake --cores 2 train_models"),
     "config": train,

@@ -62,8 +62,13 @@ def test_train_models_produces_loadable_exported_models(tmp_path):
 
     from dnqsm.nnunet import initial_weights
 
-    start = initial_weights(models / "segmentation.zip", "all")
-    config["train"]["segmentation"].update(init_from=str(models / "segmentation.zip"), initial_lr=1e-12)
+    # a second stage starts from the first stage's zip, kept beside its provenance (as make demo-models does)
+    stage1 = tmp_path / "stage1"
+    stage1.mkdir()
+    for name in ("segmentation.zip", "provenance.json"):
+        (stage1 / name).write_bytes((models / name).read_bytes())
+    start = initial_weights(stage1 / "segmentation.zip", "all")
+    config["train"]["segmentation"].update(init_from=str(stage1 / "segmentation.zip"), initial_lr=1e-12)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     checkpoint = str(tmp_path / "work" / "results" / "segmentation" / "fold_all" / "checkpoint_final.pth")
     tuned = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
@@ -76,4 +81,13 @@ def test_train_models_produces_loadable_exported_models(tmp_path):
     assert set(after) == set(start)
     assert all(torch.allclose(after[k].float(), start[k].float(), atol=1e-5) for k in start), "weights loaded, not random"
     training = json.loads((tmp_path / "work" / "results" / "segmentation" / "fold_all" / "training.json").read_text())
-    assert training["init_from"] == str(models / "segmentation.zip")
+    assert training["init_from"] == str(stage1 / "segmentation.zip")
+    # the new stage's provenance names the zip it started from and carries that zip's own provenance
+    exported = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+                               str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "2",
+                               "train_models", "--rerun-triggers", "mtime"], capture_output=True, text=True, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stdout[-3000:] + exported.stderr[-3000:]
+    chained = json.loads((models / "provenance.json").read_text())
+    source = chained["models"]["segmentation"]["init_from"]
+    assert source["sha256"] == sha256(stage1 / "segmentation.zip") != chained["models"]["segmentation"]["sha256"]
+    assert source["provenance"] == provenance and "init_from" not in chained["models"]["localization"]
