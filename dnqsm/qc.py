@@ -65,6 +65,25 @@ def _draw_view(ax, chi: np.ndarray, labels: np.ndarray | None, affine: np.ndarra
     ax.set_facecolor("black")
 
 
+def overview_centre(labels: np.ndarray, affine: np.ndarray, box: dict | None, view: str) -> tuple[np.ndarray, str]:
+    """Where an overview panel is cut (world mm), and a note of what it passes through. Axial and
+    coronal cut through the localization box's centre (the labels' centroid without a box), which
+    holds both nuclei; that centre lies on the midline between them, so the sagittal panel is cut
+    through the left nucleus instead (the right one when only it was found)."""
+    if box is not None:
+        centre = (np.asarray(box["min_mm"], float) + np.asarray(box["max_mm"], float)) / 2
+    else:
+        centre = world_centroid(labels > 0, affine) if labels.any() else np.asarray(affine[:3, 3], float)
+    if view != "sagittal":
+        return centre, ""
+    for value, side in ((1, "left"), (2, "right")):
+        if (labels == value).any():
+            centre = centre.copy()
+            centre[0] = world_centroid(labels == value, affine)[0]
+            return centre, f" through the {side} DN"
+    return centre, ""
+
+
 def render_snapshot(out_png: str | Path, chi: nib.Nifti1Image, dseg: nib.Nifti1Image, title: str,
                     box: dict | None = None, lines: list[str] | None = None,
                     review_reasons: list[str] | None = None) -> Path:
@@ -75,14 +94,11 @@ def render_snapshot(out_png: str | Path, chi: nib.Nifti1Image, dseg: nib.Nifti1I
     affine = chi.affine
     fig, axes = plt.subplots(3, 3, figsize=(9, 9.6), facecolor="black")
     views = ("axial", "coronal", "sagittal")
-    # Row 1: overview through the box centre (or the labels' centroid) with the localization box.
-    if box is not None:
-        centre = (np.asarray(box["min_mm"]) + np.asarray(box["max_mm"])) / 2
-    else:
-        centre = world_centroid(labels > 0, affine)
+    # Row 1: overview with the localization box, through its centre (sagittal: through a nucleus)
     for ax, view in zip(axes[0], views):
+        centre, through = overview_centre(labels, affine, box, view)
         _draw_view(ax, data, labels, affine, centre, view, OVERVIEW_HALF_WIDTH_MM, 1.0, box,
-                   f"{view}: localization box")
+                   f"{view}{through}: localization box")
     for row, (side, value) in zip(axes[1:], (("left", 1), ("right", 2))):
         mask = labels == value
         for ax, view in zip(row, views):
