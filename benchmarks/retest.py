@@ -73,10 +73,9 @@ def check_kept(truth: pd.DataFrame, args: argparse.Namespace) -> None:
 
 def check_models(records: list[dict], folder: Path) -> None:
     """Kept network results must come from the models this run would load (compared by sha256)."""
-    from dnqsm.segment import load_model_set
+    from dnqsm.nnunet import BUNDLED_MODELS, sha256
 
-    current = load_model_set()
-    wanted = {role: getattr(current, role).sha256 for role in ("localization", "segmentation")}
+    wanted = {role: sha256(BUNDLED_MODELS / f"{role}.zip") for role in ("localization", "segmentation")}
     for record in records:
         used = {role: record.get("models", {}).get(role, {}).get("sha256") for role in wanted}
         if used != wanted:
