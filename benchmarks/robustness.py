@@ -37,7 +37,8 @@ def factor_levels(table: pd.DataFrame) -> pd.DataFrame:
     t["slice_thickness"] = pd.cut(t["voxel_z_mm"], [0, 1.2, 2.4, 10],
                                   labels=["<= 1.2 mm", "1.2-2.4 mm", "2.5-3 mm"]).astype(str)
     t["orientation"] = t["acq_orientation"] + np.where(t["acq_oblique_deg"].abs() > 0, " oblique", "")
-    t["age"] = pd.cut(t["baseline_age"], [0, 18, 200], labels=["child (< 18 y)", "adult"]).astype(str)
+    t["age"] = pd.cut(t["baseline_age"], [0, 18, 60, 200], right=False,
+                      labels=["child (< 18 y)", "adult (18-59 y)", "60 y and over"]).astype(str)
     return t
 
 

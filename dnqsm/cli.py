@@ -11,10 +11,13 @@ from dnqsm import __version__
 
 def _synth(args: argparse.Namespace) -> int:
     from dnqsm.synth import SynthError, write_dataset
+    from dnqsm.synth.dataset import parse_age_strata
 
     start = time.perf_counter()
     try:
-        out = write_dataset(args.out, args.preset, args.subjects, args.sessions, args.seed, args.overwrite, args.jobs)
+        ages = parse_age_strata(args.ages) if args.ages else None
+        out = write_dataset(args.out, args.preset, args.subjects, args.sessions, args.seed, args.overwrite, args.jobs,
+                            age_strata=ages)
     except SynthError as exc:
         print(f"dnqsm synth: error: {exc}", file=sys.stderr)
         return 2
@@ -98,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="random seed; same arguments give byte-identical files")
     synth.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default: 1)")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output directory")
+    synth.add_argument("--ages", default=None, metavar="RANGES",
+                       help="baseline ages drawn from these ranges in turn, each group through each, e.g. "
+                            "8-17,18-59,60-80 (default: the preset's age range per group)")
     synth.set_defaults(func=_synth)
 
     seg = sub.add_parser("segment", help="segment the dentate nuclei of one or more QSM images",

@@ -17,7 +17,7 @@ from dnqsm.synth import dataset as synth_dataset
 from dnqsm.synth import write_dataset
 from dnqsm.synth.acquisition import ORIENTATIONS, Acquisition, head_pose, pose_from_truth, render
 from dnqsm.synth.anatomy import build_anatomy
-from dnqsm.synth.cohort import DEFAULT_EFFECTS
+from dnqsm.synth.cohort import DEFAULT_EFFECTS, PRESETS, STRESS_AGE_STRATA, participants
 from dnqsm.synth.physics import Recon
 from dnqsm.synth.template import DN_CENTROID_MNI
 from dnqsm.viz import world_centroid
@@ -33,10 +33,10 @@ def _digest(root: Path) -> dict[str, str]:
 def test_same_arguments_give_identical_files(tmp_path):
     a = write_dataset(tmp_path / "a", "train", subjects=2, sessions=1, seed=3, jobs=1)
     b = write_dataset(tmp_path / "b", "train", subjects=2, sessions=1, seed=3, jobs=2)
-    c = write_dataset(tmp_path / "c", "train", subjects=2, sessions=1, seed=4, jobs=1)
+    c = write_dataset(tmp_path / "c", "train", subjects=1, sessions=1, seed=4, jobs=1)
     assert _digest(a) == _digest(b)
     assert len(_digest(a)) > 10
-    images = [k for k in _digest(a) if k.endswith("_Chimap.nii.gz")]
+    images = [k for k in _digest(c) if k.endswith("_Chimap.nii.gz")]
     assert images and all(_digest(a)[k] != _digest(c)[k] for k in images), "another seed must change the images"
 
 
@@ -46,6 +46,17 @@ def test_train_and_test_presets_draw_disjoint_streams(tmp_path):
     t1, t2 = read_tsv(train / TRUTH / "truth.tsv"), read_tsv(test / TRUTH / "truth.tsv")
     assert t1["dn_left_center_mni_x"].iloc[0] != t2["dn_left_center_mni_x"].iloc[0]
     assert t1["voxel_x_mm"].iloc[0] != t2["voxel_x_mm"].iloc[0]
+
+
+def test_stress_cohort_holds_children_adults_and_older_people_in_every_group():
+    """The robustness benchmark's small stress cohorts must hold the low-contrast children: ages come
+    from the strata in turn, and each group passes through every stratum."""
+    for seed in (0, 2001):
+        people = participants(PRESETS["stress"], 9, seed)
+        seen = {(p.group, next(i for i, (lo, hi) in enumerate(STRESS_AGE_STRATA) if lo <= p.age <= hi)) for p in people}
+        assert seen == {(g, i) for g in PRESETS["stress"].groups for i in range(len(STRESS_AGE_STRATA))}, people
+    train = participants(PRESETS["train"], 30, 1)  # the other presets keep each group's own age range
+    assert all(18 <= p.age <= 65 for p in train if p.group == "ms"), [p.age for p in train if p.group == "ms"]
 
 
 def test_retest_scans_share_the_nucleus_but_not_the_acquisition(tmp_path):
@@ -174,8 +185,11 @@ def test_regression_recovers_planted_group_by_time_effects(demo_cohort):
 
 
 def test_cli_writes_a_dataset(tmp_path, capsys):
-    assert main(["synth", "--out", str(tmp_path / "ds"), "--preset", "demo", "--subjects", "1", "--sessions", "1", "--seed", "2"]) == 0
-    assert (tmp_path / "ds" / "participants.tsv").exists()
+    assert main(["synth", "--out", str(tmp_path / "ds"), "--preset", "demo", "--subjects", "1", "--sessions", "1", "--seed", "2",
+                 "--ages", "9-11"]) == 0
+    assert 9 <= read_tsv(tmp_path / "ds" / "participants.tsv").age.iloc[0] <= 11, "a child, as --ages asked"
+    description = (tmp_path / "ds" / "dataset_description.json").read_text()
+    assert "preset=demo subjects=1 sessions=1 seed=2 ages=9-11" in description, "the record says how it was made"
     assert "wrote" in capsys.readouterr().out
 
 
@@ -183,6 +197,8 @@ def test_cli_writes_a_dataset(tmp_path, capsys):
     (["--subjects", "0"], "--subjects must be at least 1"),
     (["--sessions", "0"], "--sessions must be at least 1"),
     (["--seed", "-1"], "--seed must be a non-negative integer"),
+    (["--ages", "8-a"], "--ages: '8-a' is not an age range such as 8-17"),
+    (["--ages", "20-10"], "age ranges must be non-empty LOW-HIGH pairs with 0 <= LOW <= HIGH"),
 ])
 def test_bad_arguments_fail_clearly(tmp_path, capsys, args, message):
     assert main(["synth", "--out", str(tmp_path / "ds"), *args]) == 2
@@ -218,13 +234,15 @@ def test_existing_output_needs_overwrite(tmp_path, capsys):
 
 def test_failure_midway_leaves_no_half_written_dataset(tmp_path, monkeypatch):
     calls = []
-    real = synth_dataset._subject
 
-    def flaky(task):
+    def flaky(task):  # the first subject writes a file (as a real one would), the second fails
         calls.append(task)
         if len(calls) == 2:
             raise RuntimeError("disk full")
-        return real(task)
+        root = task[0]
+        (root / "sub-001").mkdir()
+        (root / "sub-001" / "sub-001_sessions.tsv").write_text("session_id\n")
+        return []
 
     monkeypatch.setattr(synth_dataset, "_subject", flaky)
     with pytest.raises(RuntimeError, match="disk full"):

@@ -39,6 +39,8 @@ CHI_PPB_PER_YEAR_OF_AGE = 0.5
 MATURATION_TAU_YEARS = 12.0
 #: Ages that real DN cohorts span (the reference paper: 11-64); used by the training-like presets.
 WIDE_AGES = {"control": (8, 80), "ataxia": (8, 55), "ms": (18, 65)}
+#: The stress preset's baseline ages, in turn: children (lowest DN contrast), adults, older adults.
+STRESS_AGE_STRATA = ((8.0, 17.9), (18.0, 59.9), (60.0, 80.0))
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class Preset:
     visit_jitter_years: float = 0.08
     iron_gradient: tuple[float, float] = (0.2, 0.6)  # DN iron heterogeneity (dentate.iron_pattern weight)
     rescan_other_site_prob: float | None = None  # set: every visit is scanned twice the same day (test-retest)
+    # set: baseline ages come from these ranges in turn (each group passes through every range), instead
+    # of the group's age_range, so that even a small cohort holds children, adults and older people
+    age_strata: tuple[tuple[float, float], ...] | None = None
 
 
 def _site(name: str, **kw) -> SiteProtocol:
@@ -122,7 +127,7 @@ PRESETS: dict[str, Preset] = {
         ),
     ),
     "stress": Preset("stress", 5, subjects=24, sessions=1, groups=GROUPS, sites=_STRESS_SITES,
-                     effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.8)),
+                     effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.8), age_strata=STRESS_AGE_STRATA),
     # Test-retest: every yearly visit is scanned twice on the same day (session "02" and its rescan
     # "02r"): same anatomy and chi, a new head pose, grid and noise, the site's own reconstruction
     # pipeline; a quarter of the rescans on another site's protocol (and pipeline). No visit is missed.
@@ -173,7 +178,9 @@ def participants(preset: Preset, subjects: int, seed: int) -> list[Participant]:
         group = preset.groups[i % len(preset.groups)]
         site = preset.sites[(i // len(preset.groups) + i) % len(preset.sites)]
         baseline = datetime(2019, 1, 7, 8, 0) + timedelta(days=int(rng.integers(0, 3 * 365)), minutes=int(rng.integers(0, 9 * 60)))
-        age = round(float(rng.uniform(*preset.effects[group].age_range)), 1)
+        ages = (preset.effects[group].age_range if preset.age_strata is None
+                else preset.age_strata[(i // len(preset.groups)) % len(preset.age_strata)])
+        age = round(float(rng.uniform(*ages)), 1)
         people.append(Participant(f"{i + 1:03d}", i, group, str(rng.choice(["F", "M"])), age, site, scales[site.name],
                                   recons[site.name], baseline))
     return people

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -35,11 +35,18 @@ class SynthError(Exception):
 
 
 def write_dataset(out: str | Path, preset: str, subjects: int | None = None, sessions: int | None = None,
-                  seed: int = 0, overwrite: bool = False, jobs: int = 1) -> Path:
-    """Generate a cohort into ``out``; return the path. Raises SynthError on bad arguments."""
+                  seed: int = 0, overwrite: bool = False, jobs: int = 1,
+                  age_strata: tuple[tuple[float, float], ...] | None = None) -> Path:
+    """Generate a cohort into ``out``; return the path. Raises SynthError on bad arguments.
+    ``age_strata``: baseline ages drawn from these (low, high) year ranges in turn, each group passing
+    through each, instead of the preset's ranges (e.g. a cohort one third children)."""
     if preset not in PRESETS:
         raise SynthError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     recipe = PRESETS[preset]
+    if age_strata is not None:
+        if not age_strata or any(not 0 <= lo <= hi for lo, hi in age_strata):
+            raise SynthError(f"age ranges must be non-empty LOW-HIGH pairs with 0 <= LOW <= HIGH (got {age_strata})")
+        recipe = replace(recipe, age_strata=tuple((float(lo), float(hi)) for lo, hi in age_strata))
     subjects = recipe.subjects if subjects is None else subjects
     sessions = recipe.sessions if sessions is None else sessions
     if subjects < 1:
@@ -86,7 +93,9 @@ def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, 
             rows = [row for chunk in pool.map(_subject, tasks) for row in chunk]
     truth = pd.DataFrame(rows)
     generator = {"Name": "dnqsm synth", "Version": __version__,
-                 "Description": f"preset={preset.name} subjects={subjects} sessions={sessions} seed={seed}"}
+                 "Description": f"preset={preset.name} subjects={subjects} sessions={sessions} seed={seed}"
+                                + (f" ages={_ages_text(preset.age_strata)}"
+                                   if preset.age_strata != PRESETS[preset.name].age_strata else "")}
     write_json(root / "dataset_description.json", {
         "Name": f"dnqsm synthetic QSM cohort ({preset.name})", "BIDSVersion": BIDS_VERSION, "DatasetType": "raw",
         "GeneratedBy": [generator],
@@ -115,6 +124,22 @@ def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, 
         "abbreviation": ["DN_L", "DN_R"],
     }))
     write_tsv(deriv / "truth.tsv", truth, _truth_sidecar(preset, seed))
+
+
+def _ages_text(strata: tuple[tuple[float, float], ...] | None) -> str:
+    return ",".join(f"{lo:g}-{hi:g}" for lo, hi in strata or ())
+
+
+def parse_age_strata(text: str) -> tuple[tuple[float, float], ...]:
+    """``"8-17,18-59,60-80"`` -> ((8, 17), (18, 59), (60, 80)); SynthError naming the bad part."""
+    strata = []
+    for part in text.split(","):
+        try:
+            lo, hi = (float(v) for v in part.strip().split("-"))
+        except ValueError:
+            raise SynthError(f"--ages: {part.strip()!r} is not an age range such as 8-17 (years)") from None
+        strata.append((lo, hi))
+    return tuple(strata)
 
 
 def _subject(task: tuple) -> list[dict]:
