@@ -64,10 +64,12 @@ rule train_fold:
 
 
 rule train_export:
-    """Export a trained model in nnU-Net's zip format and record its sha256."""
+    """Export a trained model in nnU-Net's zip format and record its sha256 (or carry over train.<model>.keep)."""
     input:
-        checkpoints=lambda wc: expand(train_path("results/{model}/fold_{fold}/checkpoint_final.pth"),
-                                      model=wc.model, fold=config["train"][wc.model]["folds"]),
+        checkpoints=lambda wc: [] if config["train"][wc.model].get("keep") else expand(
+            train_path("results/{model}/fold_{fold}/checkpoint_final.pth"), model=wc.model,
+            fold=config["train"][wc.model]["folds"]),
+        kept=lambda wc: config["train"][wc.model].get("keep") or [],
     output:
         zip=models_path("{model}.zip"),
         record=models_path("{model}.json"),

@@ -1,6 +1,7 @@
 """Snakemake entry point: export one trained model as an nnU-Net zip, with its sha256."""
 
 import json
+import shutil
 from pathlib import Path
 
 from dnqsm.nnunet import use_workdir
@@ -15,6 +16,15 @@ def main() -> None:
 
     with script_log(snakemake.log[0]):
         spec = train[model]
+        if spec.get("keep"):  # carried over unchanged from an earlier stage (train_provenance links its record)
+            from dnqsm.io import atomic_path
+            from dnqsm.nnunet import sha256
+
+            with atomic_path(snakemake.output.zip) as tmp:
+                shutil.copyfile(spec["keep"], tmp)
+            write_json(snakemake.output.record, {"model": model, "zip": Path(snakemake.output.zip).name,
+                                                 "sha256": sha256(snakemake.output.zip), "training": []})
+            return
         folds = [f if f == "all" else int(f) for f in spec["folds"]]
         digest = export_zip(spec["dataset_id"], folds, snakemake.output.zip)
         runs = [json.loads((Path(c).parent / "training.json").read_text()) for c in snakemake.input.checkpoints]

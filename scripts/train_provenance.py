@@ -16,12 +16,14 @@ records = {json.loads(Path(r).read_text())["model"]: json.loads(Path(r).read_tex
 datasets = json.loads(Path(snakemake.input.datasets).read_text())
 # A model fine-tuned from another (train.<model>.init_from) carries that model's hash and, when its
 # provenance.json lies beside the zip, the whole record: the chain of stages stays reproducible.
+# A model carried over unchanged (train.<model>.keep) is linked the same way, under "keep".
 for model, record in records.items():
-    source = train[model].get("init_from")
-    if source:
-        beside = Path(source).with_name("provenance.json")
-        record["init_from"] = {"zip": str(source), "sha256": sha256(source),
-                               "provenance": json.loads(beside.read_text()) if beside.is_file() else None}
+    for key in ("init_from", "keep"):
+        source = train[model].get(key)
+        if source:
+            beside = Path(source).with_name("provenance.json")
+            record[key] = {"zip": str(source), "sha256": sha256(source),
+                           "provenance": json.loads(beside.read_text()) if beside.is_file() else None}
 write_json(snakemake.output.provenance, {
     "command": os.environ.get("DNQSM_TRAIN_COMMAND", "snakemake --cores 2 train_models"),
     "config": train,

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_train_models_produces_loadable_exported_models(tmp_path):
-    bids = write_dataset(tmp_path / "bids", "train", subjects=3, sessions=1, seed=21, jobs=2)
+    bids = write_dataset(tmp_path / "bids", "train", subjects=2, sessions=1, seed=21, jobs=2)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     tiny = {"features": [4, 8, 8], "patch_size": [32, 32, 32], "batch_size": 2, "epochs": 1, "iterations": 2,
             "val_iterations": 1, "folds": ["all"]}
@@ -34,7 +34,7 @@ def test_train_models_produces_loadable_exported_models(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     models = tmp_path / "models"
     provenance = json.loads((models / "provenance.json").read_text())
-    assert provenance["training_cases"] == 3
+    assert provenance["training_cases"] == 2
     assert provenance["geometry"] == {"localization_spacing_mm": 4.0, "margin_mm": 6.0}
     assert set(provenance["versions"]) >= {"nnunetv2", "torch", "dnqsm"}
     for role in ("localization", "segmentation"):
@@ -65,10 +65,13 @@ def test_train_models_produces_loadable_exported_models(tmp_path):
     # a second stage starts from the first stage's zip, kept beside its provenance (as make demo-models does)
     stage1 = tmp_path / "stage1"
     stage1.mkdir()
-    for name in ("segmentation.zip", "provenance.json"):
+    for name in ("segmentation.zip", "localization.zip", "provenance.json"):
         (stage1 / name).write_bytes((models / name).read_bytes())
     start = initial_weights(stage1 / "segmentation.zip", "all")
     config["train"]["segmentation"].update(init_from=str(stage1 / "segmentation.zip"), initial_lr=1e-12)
+    config["train"]["localization"]["keep"] = str(stage1 / "localization.zip")  # this stage trains segmentation only
+    localization_checkpoint = tmp_path / "work" / "results" / "localization" / "fold_all" / "checkpoint_final.pth"
+    trained_at = localization_checkpoint.stat().st_mtime_ns
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     checkpoint = str(tmp_path / "work" / "results" / "segmentation" / "fold_all" / "checkpoint_final.pth")
     tuned = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
@@ -91,3 +94,8 @@ def test_train_models_produces_loadable_exported_models(tmp_path):
     source = chained["models"]["segmentation"]["init_from"]
     assert source["sha256"] == sha256(stage1 / "segmentation.zip") != chained["models"]["segmentation"]["sha256"]
     assert source["provenance"] == provenance and "init_from" not in chained["models"]["localization"]
+    # the kept localization model is stage 1's zip, byte for byte, linked to its provenance, not retrained
+    kept = chained["models"]["localization"]
+    assert sha256(models / "localization.zip") == sha256(stage1 / "localization.zip") == kept["sha256"]
+    assert kept["keep"]["sha256"] == kept["sha256"] and kept["keep"]["provenance"] == provenance
+    assert kept["training"] == [] and localization_checkpoint.stat().st_mtime_ns == trained_at
