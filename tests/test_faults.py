@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 
 from dnqsm.io import bids_path, read_tsv
-from dnqsm.synth import write_dataset
 from dnqsm.viz import world_centroid
 from test_cohort_workflow import TRUTH, cohort_config
 from test_workflow import REPO
@@ -139,12 +138,23 @@ def leftovers(root: Path) -> list[str]:
             if (p.name.startswith(".") and not p.name.startswith(".snakemake")) or ".tmp" in p.name]
 
 
+def one_participant(source: Path, bids: Path) -> Path:
+    """A copy of the shared small cohort with only its first participant (two visits)."""
+    shutil.copytree(source, bids, ignore=shutil.ignore_patterns("sub-002*"))
+    participants = (bids / "participants.tsv").read_text().splitlines()
+    (bids / "participants.tsv").write_text("\n".join(r for r in participants if not r.startswith("sub-002")) + "\n")
+    truth = (bids / TRUTH / "truth.tsv").read_text().splitlines()
+    (bids / TRUTH / "truth.tsv").write_text("\n".join(r for r in truth if not r.startswith("sub-002")) + "\n")
+    assert not list(bids.rglob("sub-002*")) and len(list(bids.glob("sub-001/ses-*"))) == 2
+    return bids
+
+
 @pytest.fixture(scope="module")
-def faults(tmp_path_factory):
+def faults(tmp_path_factory, small_cohort):
     """One uninterrupted run over the matrix (the reference), its outputs moved aside; then the same
     run in the same folders killed twice and finished."""
     tmp = tmp_path_factory.mktemp("faults")
-    bids = write_dataset(tmp / "bids", "demo", subjects=1, sessions=2, seed=23, jobs=2)
+    bids = one_participant(small_cohort, tmp / "bids")
     make_matrix(bids, tmp)
     config = cohort_config(tmp)
     config["inference"]["batch_size"] = 3

@@ -99,31 +99,29 @@ def test_missing_bids_dir_is_named(tmp_path):
     assert f"bids_dir {tmp_path / 'no_such_dataset'} does not exist" in run.stdout + run.stderr
 
 
-def test_participant_filters_select_sessions_and_a_typo_is_named(tmp_path):
-    config = synth_config(tmp_path / "bids", subjects=3, sessions=1)
-    assert snakemake(tmp_path, config, "synth_cohort").returncode == 0
-    config["bids_dir"] = str(tmp_path / "bids")
-    assert len(planned_sessions(tmp_path, config, snakemake(tmp_path, config, "-n"))) == 3
+def test_participant_filters_select_sessions_and_a_typo_is_named(tmp_path, small_cohort):
+    config = synth_config(tmp_path / "unused")
+    config["bids_dir"] = str(small_cohort)  # 2 participants x 2 visits; a dry run only reads it
+    assert len(planned_sessions(tmp_path, config, snakemake(tmp_path, config, "-n"))) == 4
     config["exclude_sessions"] = ["sub-002_ses-01"]
-    assert len(planned_sessions(tmp_path, config, snakemake(tmp_path, config, "-n"))) == 2
-    config.update(participant_label=["sub-001", "003"], exclude_participant_label=["003"], exclude_sessions=[])
+    assert len(planned_sessions(tmp_path, config, snakemake(tmp_path, config, "-n"))) == 3
+    config.update(participant_label=["sub-001", "002"], exclude_participant_label=["002"], exclude_sessions=[])
     assert [row.split("\t")[0] for row in planned_sessions(tmp_path, config, snakemake(tmp_path, config, "-n"))] == \
-        ["sub-001_ses-01"]
+        ["sub-001_ses-01", "sub-001_ses-02"]
     config["participant_label"] = ["sub-042"]
     run = snakemake(tmp_path, config, "-n")
     assert run.returncode != 0 and "participant '042'" in run.stdout + run.stderr
 
 
-def test_bids_filters_pick_images_and_several_reconstructions_are_entries(tmp_path):
-    import shutil
-
-    config = synth_config(tmp_path / "bids", subjects=2, sessions=1)
-    assert snakemake(tmp_path, config, "synth_cohort").returncode == 0
-    config["bids_dir"] = str(tmp_path / "bids")
-    anat = tmp_path / "bids" / "sub-001" / "ses-01" / "anat"
+def test_bids_filters_pick_images_and_several_reconstructions_are_entries(tmp_path, small_cohort):
+    config = synth_config(tmp_path / "unused")
+    bids = Path(shutil.copytree(small_cohort, tmp_path / "bids"))  # images are added to a copy
+    config["bids_dir"] = str(bids)
+    anat = bids / "sub-001" / "ses-01" / "anat"
     shutil.copyfile(anat / "sub-001_ses-01_Chimap.nii.gz", anat / "sub-001_ses-01_rec-l2_Chimap.nii.gz")
     both = planned_sessions(tmp_path, config, snakemake(tmp_path, config, "-n"))
-    assert [row.split("\t")[0] for row in both] == ["sub-001_ses-01", "sub-001_ses-01_rec-l2", "sub-002_ses-01"]
+    assert [row.split("\t")[0] for row in both] == ["sub-001_ses-01", "sub-001_ses-01_rec-l2", "sub-001_ses-02",
+                                          "sub-002_ses-01", "sub-002_ses-02"]
     assert both[1].endswith("\trec-l2"), "the manifest keeps the entities, so cluster jobs see the same entries"
     shutil.copyfile(anat / "sub-001_ses-01_Chimap.nii.gz", anat / "sub-001_ses-01_desc-x_Chimap.nii.gz")
     ambiguous = snakemake(tmp_path, config, "-n")
@@ -132,7 +130,7 @@ def test_bids_filters_pick_images_and_several_reconstructions_are_entries(tmp_pa
     assert "that only desc tell apart, e.g. sub-001_ses-01: sub-001_ses-01_Chimap.nii.gz, sub-001_ses-01_desc-x_Chimap.nii.gz" in said
     assert "Traceback" not in said, "one clear line"
     picked = snakemake(tmp_path, config, "-n", "--config", "bids_filters={rec: null, desc: null}")
-    assert len(planned_sessions(tmp_path, config, picked)) == 2
+    assert len(planned_sessions(tmp_path, config, picked)) == 4
     only_l2 = snakemake(tmp_path, config, "-n", "--config", "bids_filters={rec: l2}")
     assert [row.split("\t")[-2] for row in planned_sessions(tmp_path, config, only_l2)] == [str(anat / "sub-001_ses-01_rec-l2_Chimap.nii.gz")]
 
