@@ -32,8 +32,11 @@ demo: $(STAMP)
 	@echo "Statistics:           $(DEMO)/dnqsm/stats/*.tsv and *.png"
 	@echo "Snakemake report:     $(DEMO)/report.html"
 
+# Two pytest-xdist workers, one per core (TEST_WORKERS=1 runs serially); each test module stays on one
+# worker, the longest modules first (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest tests --durations=20
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/synth_speed.py

@@ -21,6 +21,10 @@ import pandas as pd
 from segment_accuracy import evaluate
 
 from dnqsm.segment import DentateSegmenter, load_model_set
+from dnqsm.synth.cohort import STRESS_AGE_STRATA
+
+# age groups as the stress preset draws them: children, adults, older people
+ADULT, OLDER = STRESS_AGE_STRATA[1][0], STRESS_AGE_STRATA[2][0]
 
 TARGETS = "stress: mean Dice >= 0.88 per side, >= 0.80 in the lowest-contrast third and on 3 mm slices; test/external >= 0.92"
 
@@ -37,8 +41,9 @@ def factor_levels(table: pd.DataFrame) -> pd.DataFrame:
     t["slice_thickness"] = pd.cut(t["voxel_z_mm"], [0, 1.2, 2.4, 10],
                                   labels=["<= 1.2 mm", "1.2-2.4 mm", "2.5-3 mm"]).astype(str)
     t["orientation"] = t["acq_orientation"] + np.where(t["acq_oblique_deg"].abs() > 0, " oblique", "")
-    t["age"] = pd.cut(t["baseline_age"], [0, 18, 60, 200], right=False,
-                      labels=["child (< 18 y)", "adult (18-59 y)", "60 y and over"]).astype(str)
+    t["age"] = pd.cut(t["baseline_age"], [0, ADULT, OLDER, np.inf], right=False,
+                      labels=[f"child (< {ADULT:g} y)", f"adult ({ADULT:g}-{OLDER - 1:g} y)",
+                              f"{OLDER:g} y and over"]).astype(str)
     return t
 
 

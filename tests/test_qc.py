@@ -40,6 +40,11 @@ def test_every_overview_panel_cuts_through_a_nucleus(tmp_path):
     right_only = np.where(labels == 2, 2, 0).astype(np.uint8)
     centre, note = overview_centre(right_only, affine, box, "sagittal")
     assert abs(centre[0] - 14.0) < 1.0 and note == " through the right DN"
+    # nothing found and no box (an empty atlas label): the panels cut through the image's centre
+    empty = np.zeros_like(labels)
+    centre, note = overview_centre(empty, affine, None, "sagittal")
+    expected = nib.affines.apply_affine(affine, (np.array(labels.shape) - 1) / 2)
+    assert np.allclose(centre, expected) and note == "", centre
 
     png = render_snapshot(tmp_path / "qc.png", chi, dseg, "sub-x ses-y", box=box)
     pixels = mpimg.imread(png)[..., :3]
