@@ -17,7 +17,7 @@ def _synth(args: argparse.Namespace) -> int:
     try:
         ages = parse_age_strata(args.ages) if args.ages else None
         out = write_dataset(args.out, args.preset, args.subjects, args.sessions, args.seed, args.overwrite, args.jobs,
-                            age_strata=ages)
+                            age_strata=ages, first_label=args.first_label)
     except SynthError as exc:
         print(f"dnqsm synth: error: {exc}", file=sys.stderr)
         return 2
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--ages", default=None, metavar="RANGES",
                        help="baseline ages drawn from these ranges in turn, each group through each, e.g. "
                             "8-17,18-59,60-80 (default: the preset's age range per group)")
+    synth.add_argument("--first-label", type=int, default=1, metavar="N",
+                       help="number participants from N, e.g. 101, so that cohorts can be pooled for training "
+                            "without shared labels; the images do not depend on it (default: 1)")
     synth.set_defaults(func=_synth)
 
     seg = sub.add_parser("segment", help="segment the dentate nuclei of one or more QSM images",

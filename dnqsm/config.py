@@ -87,3 +87,14 @@ def check(config: dict, schema_path: str | Path) -> dict:
         where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         raise ConfigError(f"config {where}: {error.message} (see config/README.md)")
     return config
+
+
+def training_cohorts(bids_dir: str | Path | list, labels_dir: str | Path | list) -> list[tuple[Path, Path]]:
+    """config ``train.bids_dir`` and ``train.labels_dir`` (one cohort, or lists of cohorts pooled into
+    one training set) as (BIDS folder, labels folder) pairs; ValueError when the lists do not pair up."""
+    bids = [bids_dir] if isinstance(bids_dir, (str, Path)) else list(bids_dir)
+    labels = [labels_dir] if isinstance(labels_dir, (str, Path)) else list(labels_dir)
+    if len(bids) != len(labels):
+        raise ValueError(f"train.bids_dir lists {len(bids)} cohorts but train.labels_dir {len(labels)} label "
+                         "folders: give one labels folder per cohort, in the same order")
+    return [(Path(b), Path(lab)) for b, lab in zip(bids, labels)]

@@ -12,16 +12,19 @@ import nibabel as nib
 import numpy as np
 
 from dnqsm.bids import chimap_sessions, dentate_labels
+from dnqsm.config import training_cohorts
 from dnqsm.io import InputError, bids_path, load_image
 from dnqsm.localize import crop, label_region, localization_input, region_box, region_slices
 from dnqsm.nnunet import write_case, write_dataset_json
 
 
-def build_training_datasets(bids_dir: str | Path, labels_dir: str | Path, localization_raw: str | Path,
+def build_training_datasets(bids_dir: str | Path | list, labels_dir: str | Path | list, localization_raw: str | Path,
                             segmentation_raw: str | Path, spacing_mm: float, margin_mm: float, jitter_mm: float,
                             seed: int = 0, localization_target: str = "dn_region") -> dict:
     """Write the localization and segmentation raw datasets; return a summary (cases, skipped).
 
+    ``bids_dir``/``labels_dir`` may list several cohorts (see :func:`training_cohorts`), pooled under
+    their own participant labels, which must therefore not repeat across cohorts.
     ``localization_target`` is ``dn_region`` (from DN labels; what inference uses) or ``cerebellum``
     (from ``desc-cerebellum_mask`` files beside the labels; kept to compare the two choices).
     """
@@ -30,9 +33,16 @@ def build_training_datasets(bids_dir: str | Path, labels_dir: str | Path, locali
     localization_raw, segmentation_raw = Path(localization_raw), Path(segmentation_raw)
     rng = np.random.default_rng(seed)
     cases, skipped = [], []
-    for session in chimap_sessions(bids_dir):
-        label_path = dentate_labels(labels_dir, session)
+    seen: dict[str, Path] = {}
+    cohorts = training_cohorts(bids_dir, labels_dir)
+    for session, cohort_labels in ((s, lab) for bids, lab in cohorts for s in chimap_sessions(bids)):
         case = f"sub-{session.subject}" + (f"_ses-{session.session}" if session.session else "")
+        if case in seen:
+            raise InputError(f"{session.image}: {case} is also in {seen[case]}; pooled cohorts need distinct "
+                             "participant labels (dnqsm synth --first-label numbers a synthetic cohort from another "
+                             "label)")
+        seen[case] = session.image
+        label_path = dentate_labels(cohort_labels, session)
         if not label_path.exists():
             skipped.append({"case": case, "reason": f"no labels at {label_path}"})
             continue
@@ -52,7 +62,7 @@ def build_training_datasets(bids_dir: str | Path, labels_dir: str | Path, locali
             skipped.append({"case": case, "reason": f"{label_path} holds no DN label"})
             continue
         if localization_target == "cerebellum":
-            mask_path = bids_path(labels_dir, session.subject, session.session, "mask", desc="cerebellum")
+            mask_path = bids_path(cohort_labels, session.subject, session.session, "mask", desc="cerebellum")
             target = label_region(nib.load(mask_path), grid_affine, coarse.shape, dilate_voxels=0)
         else:
             target = region
@@ -66,7 +76,8 @@ def build_training_datasets(bids_dir: str | Path, labels_dir: str | Path, locali
                    (np.asarray(labels_crop.dataobj) > 0).astype(np.uint8))
         cases.append(case)
     if len(cases) < 2:
-        raise InputError(f"{bids_dir}: need at least 2 labelled images to train, found {len(cases)}"
+        raise InputError(f"{', '.join(str(b) for b, _ in cohorts)}: need at least 2 labelled images to train, "
+                         f"found {len(cases)}"
                          + (f" (skipped: {skipped})" if skipped else ""))
     write_dataset_json(localization_raw, localization_target, len(cases))
     write_dataset_json(segmentation_raw, "dentate", len(cases))

@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 from dnqsm.batches import EMPTY as EMPTY_PLAN, plan_batches, read_plan
 from dnqsm.bids import dentate_labels, select_sessions
-from dnqsm.config import ConfigError, check as check_config
+from dnqsm.config import ConfigError, check as check_config, training_cohorts
 from dnqsm.io import InputError, bids_path, check_writable, prefix
 from dnqsm.nnunet import model_files
 

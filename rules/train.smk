@@ -4,11 +4,16 @@ wildcard_constraints:
     model="localization|segmentation",
     fold=r"\d|all",
 
+try:  # one labelled cohort, or several pooled (train.bids_dir and train.labels_dir as lists)
+    TRAIN_COHORTS = training_cohorts(config["train"]["bids_dir"], config["train"]["labels_dir"])
+except ValueError as exc:
+    raise WorkflowError(f"config train: {exc}") from None
+
 
 rule train_datasets:
     """nnU-Net raw datasets for both models from a labelled BIDS cohort (dnqsm.training)."""
     input:
-        description=str(Path(config["train"]["bids_dir"]) / "dataset_description.json"),
+        descriptions=[str(bids / "dataset_description.json") for bids, _ in TRAIN_COHORTS],
     output:
         localization=directory(nnunet_raw("localization")),
         segmentation=directory(nnunet_raw("segmentation")),

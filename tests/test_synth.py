@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -57,6 +58,15 @@ def test_stress_cohort_holds_children_adults_and_older_people_in_every_group():
         assert seen == {(g, i) for g in PRESETS["stress"].groups for i in range(len(STRESS_AGE_STRATA))}, people
     train = participants(PRESETS["train"], 30, 1)  # the other presets keep each group's own age range
     assert all(18 <= p.age <= 65 for p in train if p.group == "ms"), [p.age for p in train if p.group == "ms"]
+
+
+def test_first_label_renames_participants_without_changing_their_draws():
+    """Cohorts to be pooled for training are numbered apart (dnqsm synth --first-label): the labels
+    change, every draw (group, site, age, sex, dates) stays the subject's own."""
+    default = participants(PRESETS["train"], 3, 5)
+    shifted = participants(PRESETS["train"], 3, 5, first_label=101)
+    assert [p.label for p in shifted] == ["101", "102", "103"]
+    assert [replace(p, label="") for p in shifted] == [replace(p, label="") for p in default]
 
 
 def test_retest_scans_share_the_nucleus_but_not_the_acquisition(tmp_path):
@@ -199,6 +209,7 @@ def test_cli_writes_a_dataset(tmp_path, capsys):
     (["--seed", "-1"], "--seed must be a non-negative integer"),
     (["--ages", "8-a"], "--ages: '8-a' is not an age range such as 8-17"),
     (["--ages", "20-10"], "age ranges must be non-empty LOW-HIGH pairs with 0 <= LOW <= HIGH"),
+    (["--first-label", "0"], "--first-label must be at least 1"),
 ])
 def test_bad_arguments_fail_clearly(tmp_path, capsys, args, message):
     assert main(["synth", "--out", str(tmp_path / "ds"), *args]) == 2

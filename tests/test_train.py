@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
+from dnqsm.io import InputError
 from dnqsm.nnunet import model_folder, sha256
 from dnqsm.synth import write_dataset
+from dnqsm.config import training_cohorts
+from dnqsm.training import build_training_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_train_models_produces_loadable_exported_models(tmp_path):
-    bids = write_dataset(tmp_path / "bids", "train", subjects=2, sessions=1, seed=21, jobs=2)
+    # two labelled cohorts pooled into one training set (sub-001 from one, sub-002 from the other)
+    cohorts = [write_dataset(tmp_path / f"bids{n}", "train", subjects=1, sessions=1, seed=20 + n, first_label=n)
+               for n in (1, 2)]
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     tiny = {"features": [4, 8, 8], "patch_size": [32, 32, 32], "batch_size": 2, "epochs": 1, "iterations": 2,
             "val_iterations": 1, "folds": ["all"]}
     config["train"].update({
-        "bids_dir": str(bids), "labels_dir": str(bids / "derivatives" / "manual"),
+        "bids_dir": [str(b) for b in cohorts], "labels_dir": [str(b / "derivatives" / "manual") for b in cohorts],
         "work_dir": str(tmp_path / "work"), "out_dir": str(tmp_path / "models"), "threads": 2,
         "localization": {"dataset_id": 991, "spacing_mm": 4.0, **tiny},
         "segmentation": {"dataset_id": 992, "margin_mm": 6.0, "jitter_mm": 2.0, **tiny},
@@ -35,6 +42,8 @@ def test_train_models_produces_loadable_exported_models(tmp_path):
     models = tmp_path / "models"
     provenance = json.loads((models / "provenance.json").read_text())
     assert provenance["training_cases"] == 2
+    cases = json.loads((tmp_path / "work" / "datasets.json").read_text())["cases"]
+    assert cases == ["sub-001_ses-01", "sub-002_ses-01"], cases
     assert provenance["geometry"] == {"localization_spacing_mm": 4.0, "margin_mm": 6.0}
     assert set(provenance["versions"]) >= {"nnunetv2", "torch", "dnqsm"}
     for role in ("localization", "segmentation"):
@@ -99,3 +108,30 @@ def test_train_models_produces_loadable_exported_models(tmp_path):
     assert sha256(models / "localization.zip") == sha256(stage1 / "localization.zip") == kept["sha256"]
     assert kept["keep"]["sha256"] == kept["sha256"] and kept["keep"]["provenance"] == provenance
     assert kept["training"] == [] and localization_checkpoint.stat().st_mtime_ns == trained_at
+
+
+def relabelled_copy(bids: Path, out: Path, old: str, new: str) -> Path:
+    """A copy of a BIDS cohort (images and labels) with participant ``old`` renamed ``new``, the others left out."""
+    for base in ("", "derivatives/manual"):
+        for f in (bids / base / f"sub-{old}").rglob("*"):
+            if f.is_file():
+                dst = out / base / f"sub-{new}" / str(f.relative_to(bids / base / f"sub-{old}")).replace(f"sub-{old}", f"sub-{new}")
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, dst)
+    return out
+
+
+def test_pooled_cohorts_need_distinct_participant_labels(tmp_path, small_cohort):
+    labels = small_cohort / "derivatives" / "manual"
+    other = relabelled_copy(small_cohort, tmp_path / "other", "002", "102")
+    summary = build_training_datasets([small_cohort, other], [labels, other / "derivatives" / "manual"],
+                                      tmp_path / "loc", tmp_path / "seg", spacing_mm=3.0, margin_mm=5.0, jitter_mm=0.0)
+    assert [c for c in summary["cases"] if c.startswith("sub-102")] == ["sub-102_ses-01", "sub-102_ses-02"]
+    assert len(summary["cases"]) == 6 and len(list((tmp_path / "seg" / "imagesTr").iterdir())) == 6
+    # the same participant label in two cohorts would silently merge two people: refused, naming both files
+    clash = relabelled_copy(small_cohort, tmp_path / "clash", "002", "001")
+    with pytest.raises(InputError, match=r"sub-001_ses-01 is also in .*small.*--first-label"):
+        build_training_datasets([small_cohort, clash], [labels, clash / "derivatives" / "manual"],
+                                tmp_path / "loc2", tmp_path / "seg2", spacing_mm=3.0, margin_mm=5.0, jitter_mm=0.0)
+    with pytest.raises(ValueError, match="lists 2 cohorts but train.labels_dir 1"):
+        training_cohorts([small_cohort, other], labels)

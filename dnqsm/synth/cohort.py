@@ -169,8 +169,9 @@ def seed_sequence(seed: int, preset: Preset, *key: int) -> np.random.SeedSequenc
     return np.random.SeedSequence(entropy=seed, spawn_key=(preset.code, *key))
 
 
-def participants(preset: Preset, subjects: int, seed: int) -> list[Participant]:
-    """Balanced groups and sites; each subject's details come from its own stream."""
+def participants(preset: Preset, subjects: int, seed: int, first_label: int = 1) -> list[Participant]:
+    """Balanced groups and sites; each subject's details come from its own stream. Participants are
+    labelled from ``first_label`` (001 by default); the label never changes a subject's draws."""
     scales, recons = site_draws(seed, preset)
     people = []
     for i in range(subjects):
@@ -181,7 +182,7 @@ def participants(preset: Preset, subjects: int, seed: int) -> list[Participant]:
         ages = (preset.effects[group].age_range if preset.age_strata is None
                 else preset.age_strata[(i // len(preset.groups)) % len(preset.age_strata)])
         age = round(float(rng.uniform(*ages)), 1)
-        people.append(Participant(f"{i + 1:03d}", i, group, str(rng.choice(["F", "M"])), age, site, scales[site.name],
+        people.append(Participant(f"{i + first_label:03d}", i, group, str(rng.choice(["F", "M"])), age, site, scales[site.name],
                                   recons[site.name], baseline))
     return people
 

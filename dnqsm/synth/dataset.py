@@ -36,10 +36,12 @@ class SynthError(Exception):
 
 def write_dataset(out: str | Path, preset: str, subjects: int | None = None, sessions: int | None = None,
                   seed: int = 0, overwrite: bool = False, jobs: int = 1,
-                  age_strata: tuple[tuple[float, float], ...] | None = None) -> Path:
+                  age_strata: tuple[tuple[float, float], ...] | None = None, first_label: int = 1) -> Path:
     """Generate a cohort into ``out``; return the path. Raises SynthError on bad arguments.
     ``age_strata``: baseline ages drawn from these (low, high) year ranges in turn, each group passing
-    through each, instead of the preset's ranges (e.g. a cohort one third children)."""
+    through each, instead of the preset's ranges (e.g. a cohort one third children).
+    ``first_label``: participants are numbered from this label (e.g. 101), so that cohorts can be
+    pooled without two participants sharing a label; the images do not depend on it."""
     if preset not in PRESETS:
         raise SynthError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     recipe = PRESETS[preset]
@@ -57,6 +59,8 @@ def write_dataset(out: str | Path, preset: str, subjects: int | None = None, ses
         raise SynthError(f"--seed must be a non-negative integer (got {seed})")
     if jobs < 1:
         raise SynthError(f"--jobs must be at least 1 (got {jobs})")
+    if first_label < 1:
+        raise SynthError(f"--first-label must be at least 1 (got {first_label})")
     out = Path(out).absolute()
     if out.exists() and not out.is_dir():
         raise SynthError(f"output {out} exists and is not a directory")
@@ -70,7 +74,7 @@ def write_dataset(out: str | Path, preset: str, subjects: int | None = None, ses
     except OSError as exc:
         raise SynthError(f"cannot write output {out}: {exc.strerror or exc}") from exc
     try:
-        _write(tmp, recipe, subjects, sessions, seed, jobs)
+        _write(tmp, recipe, subjects, sessions, seed, jobs, first_label)
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(old)
@@ -83,8 +87,8 @@ def write_dataset(out: str | Path, preset: str, subjects: int | None = None, ses
     return out
 
 
-def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, jobs: int) -> None:
-    people = participants(preset, subjects, seed)
+def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, jobs: int, first_label: int) -> None:
+    people = participants(preset, subjects, seed, first_label)
     tasks = [(root, preset.name, seed, person, sessions) for person in people]
     if jobs == 1:
         rows = [row for task in tasks for row in _subject(task)]
@@ -95,7 +99,8 @@ def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, 
     generator = {"Name": "dnqsm synth", "Version": __version__,
                  "Description": f"preset={preset.name} subjects={subjects} sessions={sessions} seed={seed}"
                                 + (f" ages={_ages_text(preset.age_strata)}"
-                                   if preset.age_strata != PRESETS[preset.name].age_strata else "")}
+                                   if preset.age_strata != PRESETS[preset.name].age_strata else "")
+                                + (f" first_label={first_label}" if first_label != 1 else "")}
     write_json(root / "dataset_description.json", {
         "Name": f"dnqsm synthetic QSM cohort ({preset.name})", "BIDSVersion": BIDS_VERSION, "DatasetType": "raw",
         "GeneratedBy": [generator],
