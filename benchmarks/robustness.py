@@ -1,7 +1,7 @@
 """Robustness of the bundled models across the looks of real QSM: Dice per side, overall and per factor.
 
 Usage: python benchmarks/robustness.py [--subjects 30] [--reference-subjects 12] [--models models/demo]
-                                       [--out table.tsv | --table table.tsv]
+                                       [--out table.tsv | --table table.tsv] [--cohorts DIR]
 Generates a fresh `stress` cohort (its own random streams; every factor varied per image: dipole
 inversion, referencing, noise model, DN contrast from child to adult with an iron gradient, 0.5 mm
 isotropic to 3 mm slices, orientation and obliquity, head pitch against B0) plus `test` and `external`
@@ -76,16 +76,19 @@ def main() -> None:
     parser.add_argument("--models", default=None)
     parser.add_argument("--out", default=None, help="also write the per-image table here (TSV)")
     parser.add_argument("--table", default=None, help="summarise a per-image table written by --out instead")
+    parser.add_argument("--cohorts", default=None, type=Path,
+                        help="keep the generated cohorts here and reuse them in later runs (compare model sets "
+                             "on the same images)")
     args = parser.parse_args()
     if args.table:
         table = pd.read_csv(args.table, sep="\t")
     else:
         segmenter = DentateSegmenter(load_model_set(args.models), device="cpu", threads=2)
         with tempfile.TemporaryDirectory() as tmp:
-            parts = [evaluate(segmenter, "stress", args.subjects, 2001, Path(tmp))]
+            parts = [evaluate(segmenter, "stress", args.subjects, 2001, Path(tmp), args.cohorts)]
             if args.reference_subjects:
-                parts += [evaluate(segmenter, "test", args.reference_subjects, 1001, Path(tmp)),
-                          evaluate(segmenter, "external", args.reference_subjects, 1002, Path(tmp))]
+                parts += [evaluate(segmenter, "test", args.reference_subjects, 1001, Path(tmp), args.cohorts),
+                          evaluate(segmenter, "external", args.reference_subjects, 1002, Path(tmp), args.cohorts)]
             table = pd.concat(parts)
     if args.out:
         table.to_csv(args.out, sep="\t", index=False)

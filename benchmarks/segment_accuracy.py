@@ -27,8 +27,17 @@ FACTORS = ("site", "baseline_age", "acq_orientation", "acq_oblique_deg", "voxel_
            "recon_reference", "recon_snr", "rotation_x_deg", "dn_left_contrast_ppb", "dn_right_contrast_ppb")
 
 
-def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int, tmp: Path) -> pd.DataFrame:
-    root = write_dataset(tmp / preset, preset, subjects=subjects, sessions=1, seed=seed, jobs=2)
+def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int, tmp: Path,
+             cohorts: Path | None = None) -> pd.DataFrame:
+    """Segment a fresh cohort of ``preset`` and score every image against its truth. With ``cohorts``,
+    the cohort is kept there and reused by later runs with the same arguments (synthesis is
+    deterministic), so that two model sets are compared on the same images without regenerating them."""
+    if cohorts is None:
+        root = write_dataset(tmp / preset, preset, subjects=subjects, sessions=1, seed=seed, jobs=2)
+    else:
+        root = Path(cohorts) / f"{preset}_subjects-{subjects}_seed-{seed}"
+        if not (root / "dataset_description.json").is_file():  # write_dataset renames it in when complete
+            write_dataset(root, preset, subjects=subjects, sessions=1, seed=seed, overwrite=True, jobs=2)
     truth = read_tsv(root / "derivatives/manual/truth.tsv")
     images = [bids_path(root, r.participant_id[4:], r.session_id[4:], "Chimap") for r in truth.itertuples()]
     start = time.perf_counter()
