@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,9 +251,14 @@ class AtlasSegmenter(Engine):
             return ants.crop_indices(image, lo, hi)
 
         mask = ants.from_numpy(within.astype(np.float32), target.origin, target.spacing, target.direction)
-        fusion = ants.joint_label_fusion(part(target), part(mask), [part(w) for w in warped_chi],
-                                         beta=float(self.settings["jlf_beta"]), rad=int(self.settings["jlf_radius"]),
-                                         label_list=[part(w) for w in warped_labels])
+        # antspyx writes the fused probabilities as files (in /tmp unless given a prefix) and reads them
+        # back without removing them: two files per session, so they go to a folder removed here
+        with tempfile.TemporaryDirectory(prefix="dnqsm-jlf-") as scratch:
+            fusion = ants.joint_label_fusion(part(target), part(mask), [part(w) for w in warped_chi],
+                                             beta=float(self.settings["jlf_beta"]),
+                                             rad=int(self.settings["jlf_radius"]),
+                                             label_list=[part(w) for w in warped_labels],
+                                             output_prefix=str(Path(scratch) / "fusion_"))
         # antspyx's own "segmentation" takes the argmax over the DN labels only, so every masked voxel
         # becomes a DN; background is whatever probability the labels leave.
         probability = {int(n): p.numpy() for n, p in zip(fusion["segmentation_numbers"], fusion["probabilityimages"])}

@@ -11,6 +11,7 @@ import pytest
 from dnqsm.atlas import AtlasSegmenter, atlas_pairs, head_support, load_atlases
 from dnqsm.io import InputError, bids_path
 from dnqsm.pipeline import preprocess_session, preproc_files
+from dnqsm.registration import ants_image
 
 TRUTH = "derivatives/manual"
 
@@ -75,4 +76,23 @@ def test_atlas_registrations_leave_no_transform_files(demo_cohort, tmp_path, mon
         [preproc_files(tmp_path / "pre" / "sub-001_ses-01")[0]], tmp_path / "seg")
     assert record["status"] != "failed", record.get("error")
     assert record["dentate"]["left"]["voxels"] > 0 and record["dentate"]["right"]["voxels"] > 0
+    assert sorted(p.name for p in scratch.iterdir()) == []
+
+
+def test_label_fusion_leaves_no_probability_files(tmp_path, monkeypatch):
+    """antspyx's joint label fusion writes its probabilities to /tmp and keeps them: two files per
+    session (a cohort's atlas run left thousands)."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    shape, affine = (24, 16, 12), np.eye(4)
+    grid = np.indices(shape)
+    labels = np.where(((grid[0] - 6) ** 2 + (grid[1] - 8) ** 2 + (grid[2] - 6) ** 2) < 12, 1, 0)
+    labels = np.where(((grid[0] - 17) ** 2 + (grid[1] - 8) ** 2 + (grid[2] - 6) ** 2) < 12, 2, labels)
+    rng = np.random.default_rng(0)
+    chi = [ants_image(100.0 * (labels > 0) + rng.normal(0, 5, shape), affine) for _ in range(2)]
+    carried = [ants_image(labels, affine), ants_image(np.roll(labels, 1, axis=1), affine)]
+    target = ants_image(100.0 * (labels > 0), affine)
+    fused = AtlasSegmenter([])._fuse(target, chi, carried)
+    assert set(np.unique(fused)) == {0, 1, 2} and (fused[:12] != 2).all() and (fused[12:] != 1).all()
     assert sorted(p.name for p in scratch.iterdir()) == []
