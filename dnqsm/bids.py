@@ -38,6 +38,11 @@ class Session:
         return bids_name("", "", sub=self.subject, ses=self.session, **self.kept).rstrip("_")
 
     @property
+    def visit(self) -> str:
+        """The participant and visit: ``sub-<label>[_ses-<label>]`` (what exclude_sessions names)."""
+        return bids_name("", "", sub=self.subject, ses=self.session).rstrip("_")
+
+    @property
     def image_entities(self) -> str:
         """The kept entities as in a file name (``rec-tkd_run-2``); empty for an image without any."""
         return "_".join(f"{k}-{v}" for k, v in self.kept.items())
@@ -168,11 +173,11 @@ def select_sessions(bids_dir: str | Path, participant_label: list[str] | None = 
     dropped = {_label(p, "sub") for p in exclude_participant_label or []}
     for label in sorted((wanted | dropped) - subjects):
         raise ValueError(f"participant {label!r} named in the config has no _Chimap image in {bids_dir}")
-    known = {f"sub-{s.subject}" + (f"_ses-{s.session}" if s.session else "") for s in found}
+    known = {s.visit for s in found}
     for name in sorted(set(exclude_sessions or []) - known):
         raise ValueError(f"excluded session {name!r} has no _Chimap image in {bids_dir}")
     selected = [s for s in found if (not wanted or s.subject in wanted) and s.subject not in dropped
-                and f"sub-{s.subject}" + (f"_ses-{s.session}" if s.session else "") not in set(exclude_sessions or [])]
+                and s.visit not in set(exclude_sessions or [])]
     if len({s.session is None for s in selected}) > 1:
         raise ValueError(f"{bids_dir}: some images have a session level (ses-*) and others do not; "
                          "dnqsm needs one layout per dataset")

@@ -33,15 +33,18 @@ def build_training_datasets(bids_dir: str | Path | list, labels_dir: str | Path 
     localization_raw, segmentation_raw = Path(localization_raw), Path(segmentation_raw)
     rng = np.random.default_rng(seed)
     cases, skipped = [], []
-    seen: dict[str, Path] = {}
     cohorts = training_cohorts(bids_dir, labels_dir)
-    for session, cohort_labels in ((s, lab) for bids, lab in cohorts for s in chimap_sessions(bids)):
-        case = f"sub-{session.subject}" + (f"_ses-{session.session}" if session.session else "")
+    sessions = [(s, lab) for bids, lab in cohorts for s in chimap_sessions(bids)]
+    seen: dict[str, Path] = {}
+    for session, _ in sessions:  # every name checked before the first case is built (minutes per cohort)
+        case = session.key  # sub-<label>[_ses-<label>][_rec-...]: two reconstructions are two cases
         if case in seen:
             raise InputError(f"{session.image}: {case} is also in {seen[case]}; pooled cohorts need distinct "
                              "participant labels (dnqsm synth --first-label numbers a synthetic cohort from another "
                              "label)")
         seen[case] = session.image
+    for session, cohort_labels in sessions:
+        case = session.key
         label_path = dentate_labels(cohort_labels, session)
         if not label_path.exists():
             skipped.append({"case": case, "reason": f"no labels at {label_path}"})

@@ -12,19 +12,30 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dnqsm.config import training_cohorts
 from dnqsm.io import InputError
 from dnqsm.nnunet import model_folder, sha256
-from dnqsm.synth import write_dataset
-from dnqsm.config import training_cohorts
 from dnqsm.training import build_training_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_train_models_produces_loadable_exported_models(tmp_path):
+def relabelled_copy(bids: Path, out: Path, old: str, new: str) -> Path:
+    """A copy of a BIDS cohort (images and labels) with participant ``old`` renamed ``new``, the others left out."""
+    out.mkdir(parents=True)
+    shutil.copyfile(bids / "dataset_description.json", out / "dataset_description.json")
+    for base in ("", "derivatives/manual"):
+        for f in (bids / base / f"sub-{old}").rglob("*"):
+            if f.is_file():
+                dst = out / base / f"sub-{new}" / str(f.relative_to(bids / base / f"sub-{old}")).replace(f"sub-{old}", f"sub-{new}")
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, dst)
+    return out
+
+
+def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
     # two labelled cohorts pooled into one training set (sub-001 from one, sub-002 from the other)
-    cohorts = [write_dataset(tmp_path / f"bids{n}", "train", subjects=1, sessions=1, seed=20 + n, first_label=n)
-               for n in (1, 2)]
+    cohorts = [relabelled_copy(small_cohort, tmp_path / f"bids{n}", n, n) for n in ("001", "002")]
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     tiny = {"features": [4, 8, 8], "patch_size": [32, 32, 32], "batch_size": 2, "epochs": 1, "iterations": 2,
             "val_iterations": 1, "folds": ["all"]}
@@ -41,9 +52,9 @@ def test_train_models_produces_loadable_exported_models(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     models = tmp_path / "models"
     provenance = json.loads((models / "provenance.json").read_text())
-    assert provenance["training_cases"] == 2
+    assert provenance["training_cases"] == 4
     cases = json.loads((tmp_path / "work" / "datasets.json").read_text())["cases"]
-    assert cases == ["sub-001_ses-01", "sub-002_ses-01"], cases
+    assert cases == ["sub-001_ses-01", "sub-001_ses-02", "sub-002_ses-01", "sub-002_ses-02"], cases
     assert provenance["geometry"] == {"localization_spacing_mm": 4.0, "margin_mm": 6.0}
     assert set(provenance["versions"]) >= {"nnunetv2", "torch", "dnqsm"}
     for role in ("localization", "segmentation"):
@@ -110,17 +121,6 @@ def test_train_models_produces_loadable_exported_models(tmp_path):
     assert kept["training"] == [] and localization_checkpoint.stat().st_mtime_ns == trained_at
 
 
-def relabelled_copy(bids: Path, out: Path, old: str, new: str) -> Path:
-    """A copy of a BIDS cohort (images and labels) with participant ``old`` renamed ``new``, the others left out."""
-    for base in ("", "derivatives/manual"):
-        for f in (bids / base / f"sub-{old}").rglob("*"):
-            if f.is_file():
-                dst = out / base / f"sub-{new}" / str(f.relative_to(bids / base / f"sub-{old}")).replace(f"sub-{old}", f"sub-{new}")
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(f, dst)
-    return out
-
-
 def test_pooled_cohorts_need_distinct_participant_labels(tmp_path, small_cohort):
     labels = small_cohort / "derivatives" / "manual"
     other = relabelled_copy(small_cohort, tmp_path / "other", "002", "102")
@@ -135,3 +135,13 @@ def test_pooled_cohorts_need_distinct_participant_labels(tmp_path, small_cohort)
                                 tmp_path / "loc2", tmp_path / "seg2", spacing_mm=3.0, margin_mm=5.0, jitter_mm=0.0)
     with pytest.raises(ValueError, match="lists 2 cohorts but train.labels_dir 1"):
         training_cohorts([small_cohort, other], labels)
+    # ... and through the workflow: Snakemake stops while reading the config, naming the setting
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["train"].update(bids_dir=[str(small_cohort), str(other)], labels_dir=[str(labels)],
+                           work_dir=str(tmp_path / "work"), out_dir=str(tmp_path / "models"))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                          "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "-n", "train_models"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    said = run.stdout + run.stderr
+    assert run.returncode != 0 and "config train: train.bids_dir lists 2 cohorts but train.labels_dir 1" in said, said[-2000:]
