@@ -35,9 +35,8 @@ def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int,
     if cohorts is None:
         root = write_dataset(tmp / preset, preset, subjects=subjects, sessions=1, seed=seed, jobs=2)
     else:
-        root = Path(cohorts) / f"{preset}_subjects-{subjects}_seed-{seed}"
-        if not (root / "dataset_description.json").is_file():  # write_dataset renames it in when complete
-            write_dataset(root, preset, subjects=subjects, sessions=1, seed=seed, overwrite=True, jobs=2)
+        root = write_dataset(Path(cohorts) / f"{preset}_subjects-{subjects}_seed-{seed}", preset, subjects=subjects,
+                             sessions=1, seed=seed, overwrite=True, reuse=True, jobs=2)
     truth = read_tsv(root / "derivatives/manual/truth.tsv")
     images = [bids_path(root, r.participant_id[4:], r.session_id[4:], "Chimap") for r in truth.itertuples()]
     start = time.perf_counter()

@@ -26,9 +26,7 @@ def shared_dataset(tmp_path_factory, worker_id: str, name: str, **synth_args) ->
     root.mkdir(parents=True, exist_ok=True)
     out = root / name
     with FileLock(str(root / f"{name}.lock")):
-        if not (out / "dataset_description.json").is_file():
-            write_dataset(out, overwrite=True, **synth_args)
-    return out
+        return write_dataset(out, overwrite=True, reuse=True, **synth_args)
 
 
 @pytest.fixture(scope="session")

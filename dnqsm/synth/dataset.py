@@ -6,6 +6,7 @@ complete, so a failed or interrupted run never leaves a half-written dataset.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
@@ -36,12 +37,16 @@ class SynthError(Exception):
 
 def write_dataset(out: str | Path, preset: str, subjects: int | None = None, sessions: int | None = None,
                   seed: int = 0, overwrite: bool = False, jobs: int = 1,
-                  age_strata: tuple[tuple[float, float], ...] | None = None, first_label: int = 1) -> Path:
+                  age_strata: tuple[tuple[float, float], ...] | None = None, first_label: int = 1,
+                  reuse: bool = False) -> Path:
     """Generate a cohort into ``out``; return the path. Raises SynthError on bad arguments.
     ``age_strata``: baseline ages drawn from these (low, high) year ranges in turn, each group passing
     through each, instead of the preset's ranges (e.g. a cohort one third children).
     ``first_label``: participants are numbered from this label (e.g. 101), so that cohorts can be
-    pooled without two participants sharing a label; the images do not depend on it."""
+    pooled without two participants sharing a label; the images do not depend on it.
+    ``reuse``: a finished dataset already in ``out`` made with the same arguments (and dnqsm version) is
+    kept as it is (synthesis is deterministic: it would come out the same), otherwise it is made
+    (replacing ``out`` only with ``overwrite``)."""
     if preset not in PRESETS:
         raise SynthError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     recipe = PRESETS[preset]
@@ -62,6 +67,8 @@ def write_dataset(out: str | Path, preset: str, subjects: int | None = None, ses
     if first_label < 1:
         raise SynthError(f"--first-label must be at least 1 (got {first_label})")
     out = Path(out).absolute()
+    if reuse and _made_with(out, _generator(recipe, subjects, sessions, seed, first_label)):
+        return out
     if out.exists() and not out.is_dir():
         raise SynthError(f"output {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -87,6 +94,25 @@ def write_dataset(out: str | Path, preset: str, subjects: int | None = None, ses
     return out
 
 
+def _generator(preset: Preset, subjects: int, sessions: int, seed: int, first_label: int) -> dict[str, str]:
+    """The dataset_description GeneratedBy entry: everything the images depend on, in words."""
+    return {"Name": "dnqsm synth", "Version": __version__,
+            "Description": f"preset={preset.name} subjects={subjects} sessions={sessions} seed={seed}"
+                           + (f" ages={_ages_text(preset.age_strata)}"
+                              if preset.age_strata != PRESETS[preset.name].age_strata else "")
+                           + (f" first_label={first_label}" if first_label != 1 else "")}
+
+
+def _made_with(out: Path, generator: dict[str, str]) -> bool:
+    """Whether ``out`` holds a dataset generated with the same arguments and dnqsm version (a dataset
+    is renamed into ``out`` only when complete, so one that is there is finished)."""
+    try:
+        made = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return False
+    return made == generator
+
+
 def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, jobs: int, first_label: int) -> None:
     people = participants(preset, subjects, seed, first_label)
     tasks = [(root, preset.name, seed, person, sessions) for person in people]
@@ -96,11 +122,7 @@ def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork")) as pool:
             rows = [row for chunk in pool.map(_subject, tasks) for row in chunk]
     truth = pd.DataFrame(rows)
-    generator = {"Name": "dnqsm synth", "Version": __version__,
-                 "Description": f"preset={preset.name} subjects={subjects} sessions={sessions} seed={seed}"
-                                + (f" ages={_ages_text(preset.age_strata)}"
-                                   if preset.age_strata != PRESETS[preset.name].age_strata else "")
-                                + (f" first_label={first_label}" if first_label != 1 else "")}
+    generator = _generator(preset, subjects, sessions, seed, first_label)
     write_json(root / "dataset_description.json", {
         "Name": f"dnqsm synthetic QSM cohort ({preset.name})", "BIDSVersion": BIDS_VERSION, "DatasetType": "raw",
         "GeneratedBy": [generator],
