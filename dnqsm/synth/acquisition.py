@@ -264,16 +264,16 @@ def true_chi(anatomy: SubjectAnatomy, mni: np.ndarray, voxel_mm: float, dn_size_
 
 
 def reconstruct(anatomy: SubjectAnatomy, acq: Acquisition, pose: np.ndarray, rng: np.random.Generator,
-                dn_size_factor: dict[str, float], dn_chi_ppm: dict[str, float], dn_iron_gradient: float
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                dn_size_factor: dict[str, float], dn_chi_ppm: dict[str, float], dn_iron_gradient: float,
+                physics_mm: float = PHYSICS_MM) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The site's QSM of this head on the physics grid: (chi ppm, eroded brain mask, grid affine)."""
-    affine, shape = physics_grid(anatomy, pose)
-    tissue = true_chi(anatomy, _mni_points(anatomy, pose, affine, shape), PHYSICS_MM, dn_size_factor,
+    affine, shape = physics_grid(anatomy, pose, physics_mm)
+    tissue = true_chi(anatomy, _mni_points(anatomy, pose, affine, shape), physics_mm, dn_size_factor,
                       dn_chi_ppm, dn_iron_gradient)
     tissue = {k: v.reshape(shape) for k, v in tissue.items()}
     brain = tissue["brain"] >= 0.5
     chi = np.where(brain, tissue["chi"], 0).astype(np.float32)
-    grid = physics.Grid(shape, PHYSICS_MM, b0_dir=np.array([0.0, 0.0, 1.0]))
+    grid = physics.Grid(shape, physics_mm, b0_dir=np.array([0.0, 0.0, 1.0]))
     field = physics.forward_field(chi, grid)
     recon = acq.recon
     sources = [pose[:3, :3] @ np.asarray(p) + pose[:3, 3] for p in AIR_BOUNDARIES_MNI]
@@ -284,7 +284,7 @@ def reconstruct(anatomy: SubjectAnatomy, acq: Acquisition, pose: np.ndarray, rng
     del tissue["chi"], tissue["wm"]
     field = physics.acquire_field(field, magnitude, r2star, recon, rng)
     del magnitude, r2star
-    mask = physics.erode_mask(brain, recon.erosion_mm, PHYSICS_MM)
+    mask = physics.erode_mask(brain, recon.erosion_mm, physics_mm)
     chi_rec = physics.invert(field, mask, grid, recon)
     chi_rec = physics.reference(chi_rec, mask, tissue["csf"] > 0.9, recon.reference)
     return chi_rec, mask, affine
@@ -297,15 +297,20 @@ def render(
     dn_size_factor: dict[str, float],
     dn_chi_ppm: dict[str, float],
     dn_iron_gradient: float = 0.0,
+    physics_mm: float = PHYSICS_MM,
 ) -> Rendered:
-    """Render one image (through the site's QSM reconstruction) and its exact labels on the site's grid."""
+    """Render one image (through the site's QSM reconstruction) and its exact labels on the site's grid.
+
+    ``physics_mm``: the physics grid's voxel size. Cohorts always use :data:`PHYSICS_MM`; a coarser grid
+    (8 times fewer voxels at 2 mm) is for checks of geometry alone, since the labels never depend on it."""
     tpl = anatomy.template
     pose = head_pose(anatomy, acq)
-    chi_rec, mask, physics_affine = reconstruct(anatomy, acq, pose, rng, dn_size_factor, dn_chi_ppm, dn_iron_gradient)
+    chi_rec, mask, physics_affine = reconstruct(anatomy, acq, pose, rng, dn_size_factor, dn_chi_ppm, dn_iron_gradient,
+                                                physics_mm)
     affine, shape = grid_affine(anatomy, acq, pose)
     # the site's voxels sample the reconstruction, averaged over the slice thickness
     to_physics = np.linalg.inv(physics_affine) @ affine
-    n_sub = max(1, int(round(acq.voxel_mm[2] / PHYSICS_MM)))
+    n_sub = max(1, int(round(acq.voxel_mm[2] / physics_mm)))
     image = np.zeros(int(np.prod(shape)), np.float32)
     measured = np.zeros(int(np.prod(shape)), np.float32)
     for i in range(n_sub):
