@@ -124,10 +124,13 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
 def test_pooled_cohorts_need_distinct_participant_labels(tmp_path, small_cohort):
     labels = small_cohort / "derivatives" / "manual"
     other = relabelled_copy(small_cohort, tmp_path / "other", "002", "102")
+    anat = other / "sub-102" / "ses-01" / "anat"  # a second reconstruction of one session: its own case
+    shutil.copyfile(anat / "sub-102_ses-01_Chimap.nii.gz", anat / "sub-102_ses-01_rec-l2_Chimap.nii.gz")
     summary = build_training_datasets([small_cohort, other], [labels, other / "derivatives" / "manual"],
                                       tmp_path / "loc", tmp_path / "seg", spacing_mm=3.0, margin_mm=5.0, jitter_mm=0.0)
-    assert [c for c in summary["cases"] if c.startswith("sub-102")] == ["sub-102_ses-01", "sub-102_ses-02"]
-    assert len(summary["cases"]) == 6 and len(list((tmp_path / "seg" / "imagesTr").iterdir())) == 6
+    assert [c for c in summary["cases"] if c.startswith("sub-102")] == ["sub-102_ses-01", "sub-102_ses-01_rec-l2",
+                                                                        "sub-102_ses-02"]
+    assert len(summary["cases"]) == 7 and len(list((tmp_path / "seg" / "imagesTr").iterdir())) == 7
     # the same participant label in two cohorts would silently merge two people: refused, naming both files
     clash = relabelled_copy(small_cohort, tmp_path / "clash", "002", "001")
     with pytest.raises(InputError, match=r"sub-001_ses-01 is also in .*small.*--first-label"):
