@@ -189,8 +189,18 @@ def train(dataset_id: int, fold: int | str, epochs: int, iterations: int, val_it
         except RuntimeError as error:
             raise ValueError(f"{init_from}: its network does not match this model's plans ({error})") from None
     trainer.run_training()
-    trainer.perform_actual_validation(False)  # for fold "all" nnU-Net validates on the training cases
     fold_dir = Path(trainer.output_folder)
+    if str(fold) != "all":
+        trainer.perform_actual_validation(False)
+    else:
+        # fold "all" holds nothing out: nnU-Net would "validate" on the training cases, predicting every
+        # one of them (minutes) for a Dice that says nothing about new images. Its model export wants a
+        # validation summary, so the summary says that there was none (and no Dice is reported).
+        from dnqsm.io import write_json
+
+        write_json(fold_dir / "validation" / "summary.json", {
+            "foreground_mean": None, "mean": None, "metric_per_case": [],
+            "note": "no validation: fold 'all' trains on every case and holds none out"})
     checkpoint = fold_dir / "checkpoint_final.pth"
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     broken = [k for k, v in state["network_weights"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -210,7 +220,8 @@ def validation_dice(fold_dir: Path) -> float | None:
     summary = Path(fold_dir) / "validation" / "summary.json"
     if not summary.exists():
         return None
-    return float(json.loads(summary.read_text())["foreground_mean"]["Dice"])
+    mean = json.loads(summary.read_text()).get("foreground_mean")
+    return None if mean is None else float(mean["Dice"])
 
 
 # --- model zips ---------------------------------------------------------------------------------

@@ -34,16 +34,18 @@ def build_training_datasets(bids_dir: str | Path | list, labels_dir: str | Path 
     rng = np.random.default_rng(seed)
     cases, skipped = [], []
     cohorts = training_cohorts(bids_dir, labels_dir)
-    sessions = [(s, lab) for bids, lab in cohorts for s in chimap_sessions(bids)]
-    seen: dict[str, Path] = {}
-    for session, _ in sessions:  # every name checked before the first case is built (minutes per cohort)
+    sessions = [(s, bids, lab) for bids, lab in cohorts for s in chimap_sessions(bids)]
+    seen: dict[str, tuple[Path, Path]] = {}
+    for session, bids, _ in sessions:  # every name checked before the first case is built (minutes per cohort)
         case = session.key  # sub-<label>[_ses-<label>][_rec-...]: two reconstructions are two cases
         if case in seen:
-            raise InputError(f"{session.image}: {case} is also in {seen[case]}; pooled cohorts need distinct "
-                             "participant labels (dnqsm synth --first-label numbers a synthetic cohort from another "
-                             "label)")
-        seen[case] = session.image
-    for session, cohort_labels in sessions:
+            other, other_bids = seen[case]
+            raise InputError(f"{session.image}: {case} is also in {other}; " + (
+                "pooled cohorts need distinct participant labels (dnqsm synth --first-label numbers a synthetic "
+                "cohort from another label)" if other_bids != bids else
+                "two images of one session that only entities dnqsm does not keep (e.g. desc-) tell apart: keep one"))
+        seen[case] = (session.image, bids)
+    for session, _, cohort_labels in sessions:
         case = session.key
         label_path = dentate_labels(cohort_labels, session)
         if not label_path.exists():

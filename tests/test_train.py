@@ -105,6 +105,9 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
     assert all(torch.allclose(after[k].float(), start[k].float(), atol=1e-5) for k in start), "weights loaded, not random"
     training = json.loads((tmp_path / "work" / "results" / "segmentation" / "fold_all" / "training.json").read_text())
     assert training["init_from"] == str(stage1 / "segmentation.zip")
+    # fold "all" holds no case out: no validation on the training cases, so no Dice that would flatter it
+    summary = json.loads((Path(training["nnunet_fold_dir"]) / "validation" / "summary.json").read_text())
+    assert training["validation_dice"] is None and summary["foreground_mean"] is None and "no validation" in summary["note"]
     # the new stage's provenance names the zip it started from and carries that zip's own provenance
     exported = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
                                str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "2",
@@ -136,6 +139,11 @@ def test_pooled_cohorts_need_distinct_participant_labels(tmp_path, small_cohort)
     with pytest.raises(InputError, match=r"sub-001_ses-01 is also in .*small.*--first-label"):
         build_training_datasets([small_cohort, clash], [labels, clash / "derivatives" / "manual"],
                                 tmp_path / "loc2", tmp_path / "seg2", spacing_mm=3.0, margin_mm=5.0, jitter_mm=0.0)
+    desc = other / "sub-102" / "ses-02" / "anat"  # within one cohort: two images only desc- tells apart
+    shutil.copyfile(desc / "sub-102_ses-02_Chimap.nii.gz", desc / "sub-102_ses-02_desc-x_Chimap.nii.gz")
+    with pytest.raises(InputError, match=r"sub-102_ses-02 is also in .*other.*only entities dnqsm does not keep"):
+        build_training_datasets([other], [other / "derivatives" / "manual"], tmp_path / "loc3", tmp_path / "seg3",
+                                spacing_mm=3.0, margin_mm=5.0, jitter_mm=0.0)
     with pytest.raises(ValueError, match="lists 2 cohorts but train.labels_dir 1"):
         training_cohorts([small_cohort, other], labels)
     # ... and through the workflow: Snakemake stops while reading the config, naming the setting
