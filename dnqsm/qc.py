@@ -68,8 +68,8 @@ def _draw_view(ax, chi: np.ndarray, labels: np.ndarray | None, affine: np.ndarra
 def overview_centre(labels: np.ndarray, affine: np.ndarray, box: dict | None, view: str) -> tuple[np.ndarray, str]:
     """Where an overview panel is cut (world mm), and a note of what it passes through. Axial and
     coronal cut through the localization box's centre (the labels' centroid without a box, the image's
-    centre without either), which holds both nuclei; that centre lies on the midline between them, so the sagittal panel is cut
-    through the left nucleus instead (the right one when only it was found)."""
+    centre without either), which holds both nuclei; that centre lies on the midline between them, so
+    the sagittal panel is cut through the left nucleus instead (the right one when only it was found)."""
     if box is not None:
         centre = (np.asarray(box["min_mm"], float) + np.asarray(box["max_mm"], float)) / 2
     else:

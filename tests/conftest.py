@@ -46,8 +46,8 @@ def small_cohort(tmp_path_factory, worker_id):
 
 # Test modules by how long they take here (longest first), so that the two workers do not end the
 # run with one long module left on one of them; modules not listed follow in their usual order.
-LONGEST_FIRST = ("test_longitudinal_workflow", "test_cohort_workflow", "test_synth", "test_train", "test_slurm",
-                 "test_faults", "test_segment", "test_atlas", "test_qsmxt_input", "test_workflow")
+LONGEST_FIRST = ("test_longitudinal_workflow", "test_cohort_workflow", "test_faults", "test_synth", "test_slurm",
+                 "test_train", "test_segment", "test_qsmxt_input", "test_atlas", "test_workflow")
 
 
 def pytest_collection_modifyitems(session, config, items):
