@@ -20,7 +20,8 @@ from dnqsm.synth import SynthError, write_dataset
 from dnqsm.synth.acquisition import (ORIENTATIONS, Acquisition, head_pose, pose_from_truth, render,
                                      sample_acquisition)
 from dnqsm.synth.anatomy import build_anatomy
-from dnqsm.synth.cohort import DEFAULT_EFFECTS, PRESETS, STRESS_AGE_STRATA, participants, seed_sequence
+from dnqsm.synth.cohort import (ANATOMY_STREAM, DEFAULT_EFFECTS, PRESETS, STRESS_AGE_STRATA, participants, scan_stream,
+                                seed_sequence, visits)
 from dnqsm.synth.physics import Recon
 from dnqsm.synth.template import DN_CENTROID_MNI
 from dnqsm.viz import world_centroid
@@ -58,9 +59,10 @@ def test_train_and_test_presets_draw_disjoint_streams():
     for name in ("train", "test"):
         preset = PRESETS[name]
         person = participants(preset, 1, 0)[0]
-        anatomy = build_anatomy(np.random.default_rng(seed_sequence(0, preset, person.index, 2)))
-        acq = sample_acquisition(np.random.default_rng(seed_sequence(0, preset, person.index, 10)), person.site,
-                                 person.site_scale, person.site_recon)
+        baseline = visits(preset, person, 1, 0)[0]
+        anatomy = build_anatomy(np.random.default_rng(seed_sequence(0, preset, person.index, ANATOMY_STREAM)))
+        acq = sample_acquisition(np.random.default_rng(seed_sequence(0, preset, person.index, scan_stream(baseline))),
+                                 person.site, person.site_scale, person.site_recon)
         draws[name] = (float(anatomy.dentate["left"].center[0]), acq.voxel_mm, person.age, person.baseline)
     assert all(a != b for a, b in zip(draws["train"], draws["test"])), draws
 

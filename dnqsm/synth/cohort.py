@@ -162,6 +162,14 @@ class Visit:
 
 
 SITE_KEY = 2**31 - 1  # spawn key of the cohort-level site stream (never a subject index)
+# A subject's draws come in parts, each from its own stream (seed, preset, subject index, part[, visit]),
+# so that adding subjects, visits or a part never changes the others
+PERSON_STREAM, VISITS_STREAM, ANATOMY_STREAM, RESCAN_STREAM = 0, 1, 2, 3
+
+
+def scan_stream(visit: Visit) -> int:
+    """The stream part of one scan's acquisition, pose and noise: 10 + visit index (1000 + for a rescan)."""
+    return (1000 if visit.rescan else 10) + visit.visit_index
 
 
 def seed_sequence(seed: int, preset: Preset, *key: int) -> np.random.SeedSequence:
@@ -175,7 +183,7 @@ def participants(preset: Preset, subjects: int, seed: int, first_label: int = 1)
     scales, recons = site_draws(seed, preset)
     people = []
     for i in range(subjects):
-        rng = np.random.default_rng(seed_sequence(seed, preset, i, 0))
+        rng = np.random.default_rng(seed_sequence(seed, preset, i, PERSON_STREAM))
         group = preset.groups[i % len(preset.groups)]
         site = preset.sites[(i // len(preset.groups) + i) % len(preset.sites)]
         baseline = datetime(2019, 1, 7, 8, 0) + timedelta(days=int(rng.integers(0, 3 * 365)), minutes=int(rng.integers(0, 9 * 60)))
@@ -198,7 +206,7 @@ def site_draws(seed: int, preset: Preset) -> tuple[dict[str, float], dict[str, R
 def visits(preset: Preset, person: Participant, sessions: int, seed: int) -> list[Visit]:
     """Yearly visits with jitter; follow-ups are missed now and then, the baseline never. In the
     retest preset each visit is followed the same day by its rescan (session ``<visit>r``)."""
-    rng = np.random.default_rng(seed_sequence(seed, preset, person.index, 1))
+    rng = np.random.default_rng(seed_sequence(seed, preset, person.index, VISITS_STREAM))
     out = []
     for v in range(sessions):
         years = 0.0 if v == 0 else v + float(rng.normal(0, preset.visit_jitter_years))
@@ -211,7 +219,7 @@ def visits(preset: Preset, person: Participant, sessions: int, seed: int) -> lis
         actual = (when - person.baseline).total_seconds() / (365.25 * 86400)
         out.append(Visit(f"{v + 1:02d}", v, round(actual, 4), when))
         if preset.rescan_other_site_prob is not None:  # its own stream: the other presets stay byte-identical
-            rrng = np.random.default_rng(seed_sequence(seed, preset, person.index, 3, v))
+            rrng = np.random.default_rng(seed_sequence(seed, preset, person.index, RESCAN_STREAM, v))
             later = when + timedelta(minutes=int(rrng.integers(30, 240)))
             others = [s for s in preset.sites if s.name != person.site.name]
             site = others[int(rrng.integers(len(others)))] if rrng.random() < preset.rescan_other_site_prob else None

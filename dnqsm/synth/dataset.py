@@ -22,8 +22,9 @@ from dnqsm import __version__
 from dnqsm.io import bids_path, write_json, write_tsv, save_nifti
 from dnqsm.synth.acquisition import LABEL_LEFT, LABEL_RIGHT, render, sample_acquisition
 from dnqsm.synth.anatomy import build_anatomy
-from dnqsm.synth.cohort import (CHI_PPB_PER_YEAR_OF_AGE, MATURATION_TAU_YEARS, PRESETS, Preset, dentate_state,
-                                maturation, participants, seed_sequence, site_draws, visits)
+from dnqsm.synth.cohort import (ANATOMY_STREAM, CHI_PPB_PER_YEAR_OF_AGE, MATURATION_TAU_YEARS, PRESETS, Preset,
+                                dentate_state, maturation, participants, scan_stream, seed_sequence, site_draws,
+                                visits)
 from dnqsm.units import to_ppb
 
 BIDS_VERSION = "1.10.0"
@@ -173,7 +174,7 @@ def _subject(task: tuple) -> list[dict]:
     """Generate all visits of one participant; return their truth-table rows."""
     root, preset_name, seed, person, sessions = task
     preset = PRESETS[preset_name]
-    rng = np.random.default_rng(seed_sequence(seed, preset, person.index, 2))
+    rng = np.random.default_rng(seed_sequence(seed, preset, person.index, ANATOMY_STREAM))
     anatomy = build_anatomy(rng)
     base_chi = {"left": float(rng.uniform(70, 95))}
     base_chi["right"] = base_chi["left"] + float(rng.normal(0, 4))
@@ -185,8 +186,7 @@ def _subject(task: tuple) -> list[dict]:
     for visit in visit_list:
         # a rescan draws its own pose, grid and noise (its own stream); on another site's protocol it
         # also gets that site's scaling and pipeline; the DN state is the visit's
-        key = (1000 if visit.rescan else 10) + visit.visit_index
-        vrng = np.random.default_rng(seed_sequence(seed, preset, person.index, key))
+        vrng = np.random.default_rng(seed_sequence(seed, preset, person.index, scan_stream(visit)))
         if visit.site is None:
             acq = sample_acquisition(vrng, person.site, person.site_scale, person.site_recon)
         else:
