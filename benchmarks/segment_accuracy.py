@@ -32,11 +32,9 @@ def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int,
     """Segment a fresh cohort of ``preset`` and score every image against its truth. With ``cohorts``,
     the cohort is kept there and reused by later runs with the same arguments (synthesis is
     deterministic), so that two model sets are compared on the same images without regenerating them."""
-    if cohorts is None:
-        root = write_dataset(tmp / preset, preset, subjects=subjects, sessions=1, seed=seed, jobs=2)
-    else:
-        root = write_dataset(Path(cohorts) / f"{preset}_subjects-{subjects}_seed-{seed}", preset, subjects=subjects,
-                             sessions=1, seed=seed, overwrite=True, reuse=True, jobs=2)
+    kept = cohorts is not None
+    root = write_dataset(Path(cohorts) / f"{preset}_subjects-{subjects}_seed-{seed}" if kept else tmp / preset, preset,
+                         subjects=subjects, sessions=1, seed=seed, overwrite=kept, reuse=kept, jobs=2)
     truth = read_tsv(root / "derivatives/manual/truth.tsv")
     images = [bids_path(root, r.participant_id[4:], r.session_id[4:], "Chimap") for r in truth.itertuples()]
     start = time.perf_counter()

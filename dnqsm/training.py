@@ -18,6 +18,27 @@ from dnqsm.localize import crop, label_region, localization_input, region_box, r
 from dnqsm.nnunet import write_case, write_dataset_json
 
 
+def check_case_names(cohorts: list[list]) -> None:
+    """Every training case is named by its session's key (``sub-X[_ses-Y][_rec-...]``; two
+    reconstructions of a session are two cases): stop, before minutes of building, on a name that
+    repeats within one cohort (two images only entities dnqsm does not keep, e.g. ``desc-``, tell
+    apart) or across pooled cohorts (participant labels that repeat). Images without labels count
+    too: they would be skipped later, but which of two same-named images has the labels is ambiguous."""
+    owner: dict[str, Path] = {}
+    for sessions in cohorts:
+        mine: dict[str, Path] = {}
+        for session in sessions:
+            if session.key in mine:
+                raise InputError(f"{session.image}: {session.key} is also in {mine[session.key]}; two images of one "
+                                 "session that only entities dnqsm does not keep (e.g. desc-) tell apart: keep one")
+            mine[session.key] = session.image
+        for case, image in mine.items():
+            if case in owner:
+                raise InputError(f"{image}: {case} is also in {owner[case]}; pooled cohorts need distinct participant "
+                                 "labels (dnqsm synth --first-label numbers a synthetic cohort from another label)")
+        owner.update(mine)
+
+
 def build_training_datasets(bids_dir: str | Path | list, labels_dir: str | Path | list, localization_raw: str | Path,
                             segmentation_raw: str | Path, spacing_mm: float, margin_mm: float, jitter_mm: float,
                             seed: int = 0, localization_target: str = "dn_region") -> dict:
@@ -34,18 +55,9 @@ def build_training_datasets(bids_dir: str | Path | list, labels_dir: str | Path 
     rng = np.random.default_rng(seed)
     cases, skipped = [], []
     cohorts = training_cohorts(bids_dir, labels_dir)
-    sessions = [(s, bids, lab) for bids, lab in cohorts for s in chimap_sessions(bids)]
-    seen: dict[str, tuple[Path, Path]] = {}
-    for session, bids, _ in sessions:  # every name checked before the first case is built (minutes per cohort)
-        case = session.key  # sub-<label>[_ses-<label>][_rec-...]: two reconstructions are two cases
-        if case in seen:
-            other, other_bids = seen[case]
-            raise InputError(f"{session.image}: {case} is also in {other}; " + (
-                "pooled cohorts need distinct participant labels (dnqsm synth --first-label numbers a synthetic "
-                "cohort from another label)" if other_bids != bids else
-                "two images of one session that only entities dnqsm does not keep (e.g. desc-) tell apart: keep one"))
-        seen[case] = (session.image, bids)
-    for session, _, cohort_labels in sessions:
+    found = [chimap_sessions(bids) for bids, _ in cohorts]
+    check_case_names(found)
+    for session, cohort_labels in ((s, labels) for (_, labels), listed in zip(cohorts, found) for s in listed):
         case = session.key
         label_path = dentate_labels(cohort_labels, session)
         if not label_path.exists():
