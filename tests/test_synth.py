@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -279,6 +281,29 @@ def test_reuse_keeps_a_dataset_made_with_the_same_arguments_only(small_cohort):
     with pytest.raises(SynthError, match="exists and is not empty"):
         write_dataset(small_cohort, "demo", subjects=2, sessions=2, seed=11, first_label=5, reuse=True)
     assert {f: f.stat().st_mtime_ns for f in small_cohort.rglob("*")} == before
+
+
+def test_reuse_refuses_a_dataset_of_a_changed_generator(small_cohort, tmp_path, monkeypatch):
+    """Same arguments and version, but the generator's source changed (between releases): made again."""
+    described = json.loads((small_cohort / "dataset_description.json").read_text())["GeneratedBy"][0]
+    assert described["Description"].endswith(f" code={synth_dataset.generator_code()}")
+    source = Path(synth_dataset.__file__).parent
+
+    def copied(name: str) -> Path:  # a copy of the generator's source elsewhere
+        package = tmp_path / name / "dnqsm" / "synth"
+        shutil.copytree(source, package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copyfile(source.parent / "units.py", package.parent / "units.py")
+        return package
+
+    assert synth_dataset.generator_code(copied("same")) == synth_dataset.generator_code(), "same source, same code"
+    package = copied("changed")
+    (package / "physics.py").write_text((package / "physics.py").read_text() + "\n# a changed generator\n")
+    changed = synth_dataset.generator_code(package)
+    assert changed != synth_dataset.generator_code()
+    copy = Path(shutil.copytree(small_cohort, tmp_path / "copy"))
+    monkeypatch.setattr(synth_dataset, "generator_code", lambda: changed)  # as if this were the installed source
+    with pytest.raises(SynthError, match="exists and is not empty"):
+        write_dataset(copy, "demo", subjects=2, sessions=2, seed=11, reuse=True)
 
 
 def test_failure_midway_leaves_no_half_written_dataset(tmp_path, monkeypatch):

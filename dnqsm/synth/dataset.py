@@ -6,11 +6,13 @@ complete, so a failed or interrupted run never leaves a half-written dataset.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, replace
+from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -45,9 +47,10 @@ def write_dataset(out: str | Path, preset: str, subjects: int | None = None, ses
     through each, instead of the preset's ranges (e.g. a cohort one third children).
     ``first_label``: participants are numbered from this label (e.g. 101), so that cohorts can be
     pooled without two participants sharing a label; the images do not depend on it.
-    ``reuse``: a finished dataset already in ``out`` made with the same arguments (and dnqsm version) is
-    kept as it is (synthesis is deterministic: it would come out the same), otherwise it is made
-    (replacing ``out`` only with ``overwrite``)."""
+    ``reuse``: a finished dataset already in ``out`` made with the same arguments by the same generator
+    (dnqsm version and source hash, :func:`generator_code`) is kept as it is (synthesis is
+    deterministic: it would come out the same), otherwise it is made (replacing ``out`` only with
+    ``overwrite``)."""
     if preset not in PRESETS:
         raise SynthError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     recipe = PRESETS[preset]
@@ -95,17 +98,30 @@ def write_dataset(out: str | Path, preset: str, subjects: int | None = None, ses
     return out
 
 
+@lru_cache(maxsize=4)
+def generator_code(package: Path = Path(__file__).parent) -> str:
+    """The first 12 hex digits of the sha256 of the generator's own source (``package``, by default
+    ``dnqsm/synth``: its ``*.py`` and ``../units.py``): a generator changed between releases keeps its
+    version number, not this."""
+    digest = hashlib.sha256()
+    for source in sorted(package.glob("*.py")) + [package.parent / "units.py"]:
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def _generator(preset: Preset, subjects: int, sessions: int, seed: int, first_label: int) -> dict[str, str]:
-    """The dataset_description GeneratedBy entry: everything the images depend on, in words."""
+    """The dataset_description GeneratedBy entry: everything the images depend on, in words (the
+    arguments, the version and the generator's source hash, ``code=``)."""
     return {"Name": "dnqsm synth", "Version": __version__,
             "Description": f"preset={preset.name} subjects={subjects} sessions={sessions} seed={seed}"
                            + (f" ages={_ages_text(preset.age_strata)}"
                               if preset.age_strata != PRESETS[preset.name].age_strata else "")
-                           + (f" first_label={first_label}" if first_label != 1 else "")}
+                           + (f" first_label={first_label}" if first_label != 1 else "")
+                           + f" code={generator_code()}"}
 
 
 def _made_with(out: Path, generator: dict[str, str]) -> bool:
-    """Whether ``out`` holds a dataset generated with the same arguments and dnqsm version (a dataset
+    """Whether ``out`` holds a dataset generated with the same arguments and generator (a dataset
     is renamed into ``out`` only when complete, so one that is there is finished)."""
     try:
         made = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]
