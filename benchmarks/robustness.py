@@ -67,6 +67,12 @@ def rows(table: pd.DataFrame) -> list[str]:
         t = table[table.preset == preset]
         if len(t):
             out.append(line(f"{preset} cohort", "all", t))
+            # per site: which protocol holds the cohort back (each site is one inversion kind and
+            # resolution range in `external`; `test` draws its inversion per image)
+            for site, s in sorted(t.groupby("site"), key=lambda kv: str(kv[0])):
+                kinds = "/".join(sorted(set(s.recon_inversion)))
+                out.append(line(f"{preset} site", f"{site} ({kinds}, {s.voxel_x_mm.min():.2f}-{s.voxel_x_mm.max():.2f} x "
+                                f"{s.voxel_z_mm.min():.1f}-{s.voxel_z_mm.max():.1f} mm)", s))
     return out
 
 
