@@ -88,6 +88,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def resolve_mirroring(mirroring: bool | str, device: str) -> bool:
+    """Test-time mirroring: ``"auto"`` turns it on where it is cheap (a CUDA GPU: nnU-Net's default;
+    a small, consistent gain, README) and off on CPU (8 passes, about five times the time)."""
+    if mirroring == "auto":
+        return device == "cuda"
+    if isinstance(mirroring, bool):
+        return mirroring
+    raise ValueError(f"mirroring must be true, false or 'auto' (got {mirroring!r})")
+
+
 class Engine:
     """What every segmentation method shares: ``run`` segments a list of images into one folder per
     image (DentateSeg's layout: labels, localization mask, crops, metadata), failures stay per image.
@@ -174,7 +184,7 @@ class DentateSegmenter(Engine):
 
     method = "nnunet"
 
-    def __init__(self, models: ModelSet, device: str = "cpu", folds: tuple | None = None, mirroring: bool = False,
+    def __init__(self, models: ModelSet, device: str = "cpu", folds: tuple | None = None, mirroring: bool | str = "auto",
                  threads: int | None = None, tile_step_size: float = 0.5, probabilities: bool = True):
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -185,7 +195,7 @@ class DentateSegmenter(Engine):
         self.models = models
         self.probabilities = probabilities  # keep the segmentation network's probabilities for the checks
         self.device = resolve_device(device)
-        self.mirroring = mirroring
+        self.mirroring = mirroring = resolve_mirroring(mirroring, self.device)
         self.folds = folds
         self.threads = threads
         if threads:

@@ -15,7 +15,7 @@ from scipy.spatial.transform import Rotation
 
 from dnqsm.io import bids_path, read_tsv
 from dnqsm.metrics import dice
-from dnqsm.segment import BUNDLED_MODELS, DentateSegmenter, load_model_set
+from dnqsm.segment import BUNDLED_MODELS, DentateSegmenter, load_model_set, resolve_mirroring
 from dnqsm.synth import write_dataset
 from dnqsm.viz import world_centroid
 
@@ -151,6 +151,7 @@ def test_review_status_reasons_exit_codes_and_threshold_overrides(fresh, tmp_pat
     run, meta = segment("--check", "min_volume_mm3=100000")
     assert run.returncode == 0, run.stderr
     assert meta["status"] == "review"
+    assert meta["options"]["mirroring"] is False, "mirroring defaults to auto: off on CPU"
     assert any(r.startswith("left DN volume") and "below the plausible 100000 mm³" in r for r in meta["review_reasons"])
     assert meta["confidence"]["thresholds"]["min_volume_mm3"] == 100000
     assert 0.5 < meta["confidence"]["sides"]["left"]["mean_probability"] <= 1.0
@@ -162,6 +163,13 @@ def test_review_status_reasons_exit_codes_and_threshold_overrides(fresh, tmp_pat
     run = subprocess.run([sys.executable, "-m", "dnqsm.cli", "segment", "-i", str(image), "-o", str(tmp_path / "x"),
                           "--check", "min_volume=3"], capture_output=True, text=True)
     assert run.returncode == 2 and "unknown confidence check 'min_volume'" in run.stderr
+
+
+def test_mirroring_auto_is_on_with_a_gpu_only():
+    assert resolve_mirroring("auto", "cuda") is True and resolve_mirroring("auto", "cpu") is False
+    assert resolve_mirroring(True, "cpu") is True and resolve_mirroring(False, "cuda") is False
+    with pytest.raises(ValueError, match="mirroring must be true, false or 'auto'"):
+        resolve_mirroring("yes", "cpu")
 
 
 def test_with_mirroring_the_passes_are_compared(fresh, tmp_path):

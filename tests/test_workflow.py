@@ -89,6 +89,10 @@ def test_wrong_config_type_fails_validation_naming_it(tmp_path):
     run = snakemake(tmp_path, config, "-n")
     assert run.returncode != 0
     assert "'many' is not of type 'integer'" in run.stdout + run.stderr
+    config = synth_config(tmp_path / "bids")
+    config["inference"]["mirroring"] = "sometimes"  # true, false or auto
+    run = snakemake(tmp_path, config, "-n")
+    assert run.returncode != 0 and "config inference.mirroring: 'sometimes' is not valid" in run.stdout + run.stderr
 
 
 def test_missing_bids_dir_is_named(tmp_path):
