@@ -195,7 +195,7 @@ class DentateSegmenter(Engine):
         self.models = models
         self.probabilities = probabilities  # keep the segmentation network's probabilities for the checks
         self.device = resolve_device(device)
-        self.mirroring = mirroring = resolve_mirroring(mirroring, self.device)
+        self.mirroring = resolve_mirroring(mirroring, self.device)
         self.folds = folds
         self.threads = threads
         if threads:
@@ -203,7 +203,8 @@ class DentateSegmenter(Engine):
         self.predictors = {}
         for model in (models.localization, models.segmentation):
             with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints a CPU notice unconditionally
-                predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=mirroring,
+                predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True,
+                                            use_mirroring=self.mirroring,
                                             perform_everything_on_device=self.device == "cuda",
                                             device=torch.device(self.device), verbose=False,
                                             verbose_preprocessing=False, allow_tqdm=False)

@@ -11,14 +11,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from dnqsm.bids import chimap_sessions, dentate_labels
+from dnqsm.bids import Session, chimap_sessions, dentate_labels
 from dnqsm.config import training_cohorts
 from dnqsm.io import InputError, bids_path, load_image
 from dnqsm.localize import crop, label_region, localization_input, region_box, region_slices
 from dnqsm.nnunet import write_case, write_dataset_json
 
 
-def check_case_names(cohorts: list[list]) -> None:
+def check_case_names(cohorts: list[list[Session]]) -> None:
     """Every training case is named by its session's key (``sub-X[_ses-Y][_rec-...]``; two
     reconstructions of a session are two cases): stop, before minutes of building, on a name that
     repeats within one cohort (two images only entities dnqsm does not keep, e.g. ``desc-``, tell
@@ -57,7 +57,8 @@ def build_training_datasets(bids_dir: str | Path | list, labels_dir: str | Path 
     cohorts = training_cohorts(bids_dir, labels_dir)
     found = [chimap_sessions(bids) for bids, _ in cohorts]
     check_case_names(found)
-    for session, cohort_labels in ((s, labels) for (_, labels), listed in zip(cohorts, found) for s in listed):
+    pooled = [(session, labels) for (_, labels), listed in zip(cohorts, found) for session in listed]
+    for session, cohort_labels in pooled:
         case = session.key
         label_path = dentate_labels(cohort_labels, session)
         if not label_path.exists():
