@@ -284,7 +284,8 @@ def test_reuse_keeps_a_dataset_made_with_the_same_arguments_only(small_cohort):
 
 
 def test_reuse_refuses_a_dataset_of_a_changed_generator(small_cohort, tmp_path, monkeypatch):
-    """Same arguments and version, but the generator's source changed (between releases): made again."""
+    """Same arguments and version, but the generator's source (between releases) or a library that
+    shapes the images changed: made again."""
     described = json.loads((small_cohort / "dataset_description.json").read_text())["GeneratedBy"][0]
     assert described["Description"].endswith(f" code={synth_dataset.generator_code()}")
     source = Path(synth_dataset.__file__).parent
@@ -300,6 +301,12 @@ def test_reuse_refuses_a_dataset_of_a_changed_generator(small_cohort, tmp_path, 
     (package / "physics.py").write_text((package / "physics.py").read_text() + "\n# a changed generator\n")
     changed = synth_dataset.generator_code(package)
     assert changed != synth_dataset.generator_code()
+    installed = synth_dataset.library_versions()
+    assert [name for name, _ in installed] == list(synth_dataset.SHAPING_LIBRARIES)
+    assert synth_dataset.generator_code(source, installed) == synth_dataset.generator_code(), "installed by default"
+    other_numpy = tuple((name, "0.0" if name == "numpy" else version) for name, version in installed)
+    assert synth_dataset.generator_code(source, other_numpy) != synth_dataset.generator_code(), \
+        "the same source on another numpy may draw other images"
     copy = Path(shutil.copytree(small_cohort, tmp_path / "copy"))
     monkeypatch.setattr(synth_dataset, "generator_code", lambda: changed)  # as if this were the installed source
     with pytest.raises(SynthError, match="exists and is not empty"):

@@ -7,6 +7,7 @@ complete, so a failed or interrupted run never leaves a half-written dataset.
 from __future__ import annotations
 
 import hashlib
+from importlib import metadata
 import json
 import os
 import shutil
@@ -48,9 +49,9 @@ def write_dataset(out: str | Path, preset: str, subjects: int | None = None, ses
     ``first_label``: participants are numbered from this label (e.g. 101), so that cohorts can be
     pooled without two participants sharing a label; the images do not depend on it.
     ``reuse``: a finished dataset already in ``out`` made with the same arguments by the same generator
-    (dnqsm version and source hash, :func:`generator_code`) is kept as it is (synthesis is
-    deterministic: it would come out the same), otherwise it is made (replacing ``out`` only with
-    ``overwrite``)."""
+    (dnqsm version; the hash of its source and of the versions of the libraries that shape the images,
+    :func:`generator_code`) is kept as it is (synthesis is deterministic: it would come out the same),
+    otherwise it is made (replacing ``out`` only with ``overwrite``)."""
     if preset not in PRESETS:
         raise SynthError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     recipe = PRESETS[preset]
@@ -98,20 +99,36 @@ def write_dataset(out: str | Path, preset: str, subjects: int | None = None, ses
     return out
 
 
+#: the libraries whose numerics or data shape the images: numpy/scipy (random streams, FFTs,
+#: filters), nibabel (writing), nilearn (its wheel carries the MNI template), qsm-forward (signal, noise)
+SHAPING_LIBRARIES = ("numpy", "scipy", "nibabel", "nilearn", "qsm-forward")
+
+
+def library_versions() -> tuple[tuple[str, str], ...]:
+    """(distribution, installed version) of each of :data:`SHAPING_LIBRARIES`."""
+    return tuple((name, metadata.version(name)) for name in SHAPING_LIBRARIES)
+
+
 @lru_cache(maxsize=4)
-def generator_code(package: Path = Path(__file__).parent) -> str:
+def generator_code(package: Path = Path(__file__).parent,
+                   libraries: tuple[tuple[str, str], ...] | None = None) -> str:
     """The first 12 hex digits of the sha256 of the generator's own source (``package``, by default
-    ``dnqsm/synth``: its ``*.py`` and ``../units.py``): a generator changed between releases keeps its
-    version number, not this."""
+    ``dnqsm/synth``: its ``*.py`` and ``../units.py``) and of the versions of the libraries that shape
+    its images (``libraries``, by default the installed :func:`library_versions`): a generator changed
+    between releases keeps its version number, not this, and another numpy or template may draw
+    other images from the same code."""
     digest = hashlib.sha256()
     for source in sorted(package.glob("*.py")) + [package.parent / "units.py"]:
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    for name, version in library_versions() if libraries is None else libraries:
+        digest.update(f"{name}=={version}\0".encode())
     return digest.hexdigest()[:12]
 
 
 def _generator(preset: Preset, subjects: int, sessions: int, seed: int, first_label: int) -> dict[str, str]:
     """The dataset_description GeneratedBy entry: everything the images depend on, in words (the
-    arguments, the version and the generator's source hash, ``code=``)."""
+    arguments, the version, and ``code=``: the hash of the generator's source and of the shaping
+    libraries' versions)."""
     return {"Name": "dnqsm synth", "Version": __version__,
             "Description": f"preset={preset.name} subjects={subjects} sessions={sessions} seed={seed}"
                            + (f" ages={_ages_text(preset.age_strata)}"
