@@ -6,7 +6,10 @@ Generates a fresh `stress` cohort (its own random streams; every factor varied p
 inversion, referencing, noise model, DN contrast from child to adult with an iron gradient, 0.5 mm
 isotropic to 3 mm slices, orientation and obliquity, head pitch against B0) plus `test` and `external`
 cohorts, segments every image and prints one Markdown table for README: overall, then per
-reconstruction method, DN contrast third, slice thickness and voxel orientation.
+reconstruction method, DN contrast third, slice thickness and voxel orientation. "review" and "failed"
+count images the engine marked so (an image under review is scored as it is, a failed one as empty);
+"planned-grid ceiling" is the mean Dice a perfect network at the segmentation model's planned spacing
+would reach (`segment_accuracy.spacing_ceiling`): the part of the gap to 1 that is the grid's.
 """
 
 from __future__ import annotations
@@ -49,12 +52,15 @@ def factor_levels(table: pd.DataFrame) -> pd.DataFrame:
 
 def rows(table: pd.DataFrame) -> list[str]:
     def line(factor: str, level: str, t: pd.DataFrame) -> str:
-        return (f"| {factor} | {level} | {len(t)} | {(t.status != 'ok').sum()} "
+        ceiling = (f"{t.ceiling_left.mean():.3f} / {t.ceiling_right.mean():.3f}" if "ceiling_left" in t
+                   else "n/a")  # a table written before the ceiling was computed
+        return (f"| {factor} | {level} | {len(t)} | {(t.status == 'review').sum()} | {(t.status == 'failed').sum()} "
                 f"| {t.dice_left.mean():.3f} ± {t.dice_left.std():.3f} | {t.dice_right.mean():.3f} ± {t.dice_right.std():.3f} "
-                f"| {t.dice_left.min():.2f} / {t.dice_right.min():.2f} |")
+                f"| {t.dice_left.min():.2f} / {t.dice_right.min():.2f} | {ceiling} |")
 
-    out = ["| factor | level | images | failed | Dice left (mean ± SD) | Dice right (mean ± SD) | worst L / R |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+    out = ["| factor | level | images | review | failed | Dice left (mean ± SD) | Dice right (mean ± SD) | worst L / R "
+           "| planned-grid ceiling L / R |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     if (table.preset == "stress").any():
         stress = factor_levels(table[table.preset == "stress"])
         out.append(line("stress cohort", "all", stress))

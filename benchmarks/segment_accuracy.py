@@ -18,6 +18,7 @@ import pandas as pd
 
 from dnqsm.io import bids_path, read_tsv
 from dnqsm.metrics import dice, volume_agreement
+from dnqsm.nnunet import CONFIGURATION, from_nnunet, to_nnunet
 from dnqsm.segment import DentateSegmenter, load_model_set
 from dnqsm.synth import write_dataset
 
@@ -25,6 +26,28 @@ from dnqsm.synth import write_dataset
 #: Truth-table columns kept per image, so results can be broken down by what made the image.
 FACTORS = ("site", "baseline_age", "acq_orientation", "acq_oblique_deg", "voxel_x_mm", "voxel_z_mm", "recon_inversion",
            "recon_reference", "recon_snr", "rotation_x_deg", "dn_left_contrast_ppb", "dn_right_contrast_ppb")
+
+
+def spacing_ceiling(labels: nib.Nifti1Image, plans_file: Path, margin_voxels: int = 8) -> dict[str, float]:
+    """Dice per side that a segmentation network working at its plans' spacing could reach at best on
+    this image: the truth labels (closest canonical orientation, as the engine crops the image) go to
+    that spacing as class probabilities and back with nnU-Net's own resampling of probabilities, then
+    argmax. What is lost there is the planned grid's, not the network's."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    config = PlansManager(str(plans_file)).get_configuration(CONFIGURATION)
+    canonical = nib.as_closest_canonical(labels)
+    truth = np.asarray(canonical.dataobj).astype(np.uint8)
+    found = np.argwhere(truth > 0)
+    box = tuple(slice(max(lo - margin_voxels, 0), hi + margin_voxels + 1)
+                for lo, hi in zip(found.min(0), found.max(0)))
+    data, props = to_nnunet(truth[box], canonical.header.get_zooms()[:3])
+    classes = np.concatenate([data == label for label in (0, 1, 2)]).astype(np.float32)
+    shape = data.shape[1:]
+    planned = [int(round(n * s / t)) for n, s, t in zip(shape, props["spacing"], config.spacing)]
+    down = config.resampling_fn_probabilities(classes, planned, props["spacing"], config.spacing)
+    back = from_nnunet(config.resampling_fn_probabilities(down, shape, config.spacing, props["spacing"]).argmax(0))
+    return {side: dice(back == label, truth[box] == label) for side, label in (("left", 1), ("right", 2))}
 
 
 def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int, tmp: Path,
@@ -40,18 +63,24 @@ def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int,
     start = time.perf_counter()
     records = segmenter.run(images, tmp / f"{preset}_out")
     seconds = (time.perf_counter() - start) / len(images)
+    plans_file = segmenter.models.segmentation.folder / "plans.json"
     rows = []
     for r, rec in zip(truth.itertuples(), records):
         row = {"preset": preset, "image": rec["stem"], "status": rec["status"], "seconds": seconds}
         row.update({k: getattr(r, k) for k in FACTORS if hasattr(r, k)})
-        labels = np.asarray(nib.load(bids_path(root / "derivatives/manual", r.participant_id[4:], r.session_id[4:],
-                                               "dseg", desc="dentate")).dataobj)
+        labels_img = nib.load(bids_path(root / "derivatives/manual", r.participant_id[4:], r.session_id[4:], "dseg",
+                                        desc="dentate"))
+        labels = np.asarray(labels_img.dataobj)
+        # an image under review still has labels, scored as they are; a failed one has none
+        found = rec["status"] != "failed"
         pred = (np.asarray(nib.load(tmp / f"{preset}_out" / rec["stem"] / f"{rec['stem']}_seg.nii.gz").dataobj)
-                if rec["status"] == "ok" else np.zeros_like(labels))
+                if found else np.zeros_like(labels))
+        ceiling = spacing_ceiling(labels_img, plans_file)
         for side, label in (("left", 1), ("right", 2)):
             row[f"dice_{side}"] = dice(pred == label, labels == label)
+            row[f"ceiling_{side}"] = ceiling[side]
             row[f"true_{side}_mm3"] = getattr(r, f"dn_{side}_volume_mm3")
-            row[f"pred_{side}_mm3"] = rec["dentate"][side]["volume_mm3"] if rec["status"] == "ok" else 0.0
+            row[f"pred_{side}_mm3"] = rec["dentate"][side]["volume_mm3"] if found else 0.0
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -74,11 +103,12 @@ def main() -> None:
     if args.out:
         table.to_csv(args.out, sep="\t", index=False)
     print(f"mirroring: {'on' if args.mirroring else 'off'}; images per cohort: {table.groupby('preset').size().to_dict()}\n")
-    print("| cohort | images | failed | Dice left (mean ± SD) | Dice right (mean ± SD) | volume ICC(A,1) L / R | Pearson r L / R | s per image |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| cohort | images | review | failed | Dice left (mean ± SD) | Dice right (mean ± SD) | volume ICC(A,1) L / R "
+          "| Pearson r L / R | s per image |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for preset, t in table.groupby("preset", sort=False):
         agree = {s: volume_agreement(t[f"true_{s}_mm3"].to_numpy(), t[f"pred_{s}_mm3"].to_numpy()) for s in ("left", "right")}
-        print(f"| {preset} | {len(t)} | {(t.status != 'ok').sum()} "
+        print(f"| {preset} | {len(t)} | {(t.status == 'review').sum()} | {(t.status == 'failed').sum()} "
               f"| {t.dice_left.mean():.3f} ± {t.dice_left.std():.3f} | {t.dice_right.mean():.3f} ± {t.dice_right.std():.3f} "
               f"| {agree['left']['icc_a1']:.3f} / {agree['right']['icc_a1']:.3f} "
               f"| {agree['left']['pearson_r']:.3f} / {agree['right']['pearson_r']:.3f} | {t.seconds.iloc[0]:.1f} |")

@@ -1,0 +1,67 @@
+"""The benchmark scripts' own arithmetic: they are run by hand for README, so a broken import or a
+wrong summary would otherwise only show when someone reruns a 30-minute benchmark."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from dnqsm.segment import load_model_set
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # the scripts import each other as top-level modules
+
+
+@pytest.mark.parametrize("script", sorted(p.stem for p in BENCHMARKS.glob("*.py")))
+def test_every_benchmark_imports(script):
+    module = importlib.import_module(script)
+    assert callable(module.main), f"benchmarks/{script}.py has no main()"
+
+
+@pytest.fixture(scope="module")
+def planned():
+    """The bundled segmentation model's plans file and its planned spacing, (x, y, z) mm."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans_file = load_model_set().segmentation.folder / "plans.json"
+    spacing_zyx = PlansManager(str(plans_file)).get_configuration("3d_fullres").spacing
+    return plans_file, tuple(spacing_zyx[::-1])
+
+
+def two_nuclei(spacing_xyz, thickness_mm: float) -> nib.Nifti1Image:
+    """Two slabs (left 1, right 2) ``thickness_mm`` thick along z on a grid of ``spacing_xyz``."""
+    spacing = np.asarray(spacing_xyz, float)
+    shape = np.ceil(np.array([60.0, 30.0, 30.0]) / spacing).astype(int)
+    x, y, z = (np.indices(shape).T * spacing).T
+    slab = (y > 8) & (y < 22) & (np.abs(z - 15) < thickness_mm / 2)
+    labels = np.zeros(shape, np.uint8)
+    labels[slab & (x > 8) & (x < 24)] = 1
+    labels[slab & (x > 36) & (x < 52)] = 2
+    return nib.Nifti1Image(labels, np.diag([*spacing, 1.0]))
+
+
+def test_spacing_ceiling_is_one_on_the_planned_grid_and_lower_on_a_finer_one(planned):
+    from segment_accuracy import spacing_ceiling
+
+    plans_file, spacing = planned
+    on_plan = spacing_ceiling(two_nuclei(spacing, 6.0), plans_file)
+    assert on_plan == {"left": 1.0, "right": 1.0}, "no resampling, nothing lost"
+    fine = spacing_ceiling(two_nuclei((0.5, 0.5, 0.5), 2.0), plans_file)  # 2 mm thin at 0.5 mm, planned z > 1 mm
+    assert 0.5 < fine["left"] < 0.99 and 0.5 < fine["right"] < 0.99, fine
+
+
+def test_retest_truth_error_is_the_mean_signed_volume_error_of_scans_with_labels():
+    from retest import truth_error
+
+    table = pd.DataFrame({"method": ["longitudinal"] * 3, "status": ["ok", "review", "failed"],
+                          "left_volume_mm3": [110.0, 90.0, None], "right_volume_mm3": [100.0, 100.0, None],
+                          "left_truth_volume_mm3": [100.0, 100.0, 100.0], "right_truth_volume_mm3": [100.0, 80.0, 100.0]})
+    lines = truth_error(table)
+    assert lines[2] == "| longitudinal | 2 | +0.0 | +12.5 |"  # (1.1 + 0.9) / 2 - 1; (1.0 + 1.25) / 2 - 1
+    assert truth_error(table.drop(columns="left_truth_volume_mm3")) == [], "an older table: no row"
