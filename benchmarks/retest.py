@@ -17,8 +17,9 @@ converted to ppb as the workflow does) and, per measure and side, over the same-
   (slope SD = SEM / sqrt(sum (t - mean t)^2)); two-sided alpha 0.05, power 0.8 (`dnqsm.stats`,
   statsmodels). True between-subject variation of progression adds to it in a real trial, so these are
   lower bounds that compare the modes, not a trial's size.
-Prints one Markdown table, then each method's mean volume error against the truth labels on the scans'
-own grids. The truth's own pair error is 0 by construction (same planted nucleus).
+Prints one Markdown table, then per method the mean volume error against the truth labels on the scans'
+own grids and the truth labels' own same-day CV on the pairs the checks accept: the planted nucleus is
+the same in both scans, so that CV is only its counting on two grids, the floor of any voxel count.
 """
 
 from __future__ import annotations
@@ -162,6 +163,18 @@ def trial_size(key: str, sem: float, mean: float) -> str:
     return "n/a" if not np.isfinite(n) else str(int(n))
 
 
+def pair_error(a: pd.Series, b: pd.Series) -> tuple[float, float]:
+    """SEM = sqrt(mean of d^2 / 2) over same-day pairs (d = scan - rescan), and their grand mean."""
+    a, b = a.astype(float), b.astype(float)
+    return float(np.sqrt(np.mean((a - b) ** 2) / 2)), float(np.mean(np.r_[a, b]))
+
+
+def within_cv(a: pd.Series, b: pd.Series) -> float:
+    """Within-subject coefficient of variation of same-day pairs, %."""
+    sem, mean = pair_error(a, b)
+    return 100 * sem / mean
+
+
 def summary(table: pd.DataFrame) -> list[str]:
     out = ["| method | pairs | measure | side | n | within-subject CV % | ICC(A,1) | smallest detectable change (% of mean) "
            "| per arm, 30 % slowing |",
@@ -172,8 +185,7 @@ def summary(table: pd.DataFrame) -> list[str]:
                 a, b = pairs[f"{side}_{key}_a"].astype(float), pairs[f"{side}_{key}_b"].astype(float)
                 kept = a.notna() & b.notna()  # a side found in one scan only has no mean chi in the other
                 a, b = a[kept], b[kept]
-                sem = float(np.sqrt(np.mean((a - b) ** 2) / 2))
-                mean = float(np.mean(np.r_[a, b]))
+                sem, mean = pair_error(a, b)
                 if len(a) < 3:
                     out.append(f"| {method} | {subset} | {name} | {side} | {len(a)} | n/a | n/a | n/a | n/a |")
                     continue
@@ -185,15 +197,23 @@ def summary(table: pd.DataFrame) -> list[str]:
 
 
 def truth_error(table: pd.DataFrame) -> list[str]:
-    """Mean signed volume error against the truth labels on each scan's grid, % (every scan with
-    labels), per method and side; empty for a table written before the truth volumes were kept."""
+    """Per method: the mean signed volume error against the truth labels on each scan's grid, % (every
+    scan with labels), and the truth labels' own same-day volume CV on the pairs the checks accept
+    (the same nucleus counted on two grids: the floor of the method's CV on those pairs); empty for
+    a table written before the truth volumes were kept."""
     if "left_truth_volume_mm3" not in table:
         return []
-    out = ["| method | scans | volume error against the truth labels, left % | right % |", "| --- | --- | --- | --- |"]
+    out = ["| method | scans | volume error against the truth labels, left / right % "
+           "| accepted pairs | truth labels' own volume CV on them, left / right % |", "| --- | --- | --- | --- | --- |"]
+    accepted = {method: pairs for (method, subset), pairs in pair_sets(table) if subset == "both ok"}
     for method, t in table[table.status != "failed"].groupby("method", sort=False):
         errors = [100 * np.mean(t[f"{side}_volume_mm3"].astype(float) / t[f"{side}_truth_volume_mm3"] - 1)
                   for side in ("left", "right")]
-        out.append(f"| {method} | {len(t)} | {errors[0]:+.1f} | {errors[1]:+.1f} |")
+        pairs = accepted[method]
+        floor = [within_cv(pairs[f"{side}_truth_volume_mm3_a"], pairs[f"{side}_truth_volume_mm3_b"])
+                 for side in ("left", "right")]
+        out.append(f"| {method} | {len(t)} | {errors[0]:+.1f} / {errors[1]:+.1f} | {len(pairs)} "
+                   f"| {floor[0]:.1f} / {floor[1]:.1f} |")
     return out
 
 
