@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dnqsm.nnunet import CONFIGURATION
 from dnqsm.segment import load_model_set
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -30,7 +31,7 @@ def planned():
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     plans_file = load_model_set().segmentation.folder / "plans.json"
-    spacing_zyx = PlansManager(str(plans_file)).get_configuration("3d_fullres").spacing
+    spacing_zyx = PlansManager(str(plans_file)).get_configuration(CONFIGURATION).spacing
     return plans_file, tuple(spacing_zyx[::-1])
 
 
