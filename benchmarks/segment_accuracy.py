@@ -28,14 +28,19 @@ FACTORS = ("site", "baseline_age", "acq_orientation", "acq_oblique_deg", "voxel_
            "recon_reference", "recon_snr", "rotation_x_deg", "dn_left_contrast_ppb", "dn_right_contrast_ppb")
 
 
-def spacing_ceiling(labels: nib.Nifti1Image, plans_file: Path, margin_voxels: int = 8) -> dict[str, float]:
-    """Dice per side that a segmentation network working at its plans' spacing could reach at best on
-    this image: the truth labels (closest canonical orientation, as the engine crops the image) go to
-    that spacing as class probabilities and back with nnU-Net's own resampling of probabilities, then
-    argmax. What is lost there is the planned grid's, not the network's."""
+def planned_configuration(model_folder: Path):
+    """nnU-Net's configuration manager of a trained model (its planned spacing and resampling)."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    config = PlansManager(str(plans_file)).get_configuration(CONFIGURATION)
+    return PlansManager(str(model_folder / "plans.json")).get_configuration(CONFIGURATION)
+
+
+def spacing_ceiling(labels: nib.Nifti1Image, config, margin_voxels: int = 8) -> dict[str, float]:
+    """Dice per side that a segmentation network working at its planned spacing (``config``, from
+    :func:`planned_configuration`) could reach at best on this image: the truth labels (closest
+    canonical orientation, as the engine crops the image) go to that spacing as class probabilities
+    and back with nnU-Net's own resampling of probabilities, then argmax. What is lost there is the
+    planned grid's, not the network's."""
     canonical = nib.as_closest_canonical(labels)
     truth = np.asarray(canonical.dataobj).astype(np.uint8)
     found = np.argwhere(truth > 0)
@@ -63,7 +68,7 @@ def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int,
     start = time.perf_counter()
     records = segmenter.run(images, tmp / f"{preset}_out")
     seconds = (time.perf_counter() - start) / len(images)
-    plans_file = segmenter.models.segmentation.folder / "plans.json"
+    planned = planned_configuration(segmenter.models.segmentation.folder)
     rows = []
     for r, rec in zip(truth.itertuples(), records):
         row = {"preset": preset, "image": rec["stem"], "status": rec["status"], "seconds": seconds}
@@ -75,7 +80,7 @@ def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int,
         found = rec["status"] != "failed"
         pred = (np.asarray(nib.load(tmp / f"{preset}_out" / rec["stem"] / f"{rec['stem']}_seg.nii.gz").dataobj)
                 if found else np.zeros_like(labels))
-        ceiling = spacing_ceiling(labels_img, plans_file)
+        ceiling = spacing_ceiling(labels_img, planned)
         for side, label in (("left", 1), ("right", 2)):
             row[f"dice_{side}"] = dice(pred == label, labels == label)
             row[f"ceiling_{side}"] = ceiling[side]

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dnqsm.nnunet import CONFIGURATION
 from dnqsm.segment import load_model_set
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -27,12 +26,10 @@ def test_every_benchmark_imports(script):
 
 @pytest.fixture(scope="module")
 def planned():
-    """The bundled segmentation model's plans file and its planned spacing, (x, y, z) mm."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    """The bundled segmentation model's nnU-Net configuration (planned spacing and resampling)."""
+    from segment_accuracy import planned_configuration
 
-    plans_file = load_model_set().segmentation.folder / "plans.json"
-    spacing_zyx = PlansManager(str(plans_file)).get_configuration(CONFIGURATION).spacing
-    return plans_file, tuple(spacing_zyx[::-1])
+    return planned_configuration(load_model_set().segmentation.folder)
 
 
 def two_nuclei(spacing_xyz, thickness_mm: float) -> nib.Nifti1Image:
@@ -50,10 +47,10 @@ def two_nuclei(spacing_xyz, thickness_mm: float) -> nib.Nifti1Image:
 def test_spacing_ceiling_is_one_on_the_planned_grid_and_lower_on_a_finer_one(planned):
     from segment_accuracy import spacing_ceiling
 
-    plans_file, spacing = planned
-    on_plan = spacing_ceiling(two_nuclei(spacing, 6.0), plans_file)
+    spacing = tuple(planned.spacing[::-1])  # nnU-Net's (z, y, x) to (x, y, z)
+    on_plan = spacing_ceiling(two_nuclei(spacing, 6.0), planned)
     assert on_plan == {"left": 1.0, "right": 1.0}, "no resampling, nothing lost"
-    fine = spacing_ceiling(two_nuclei((0.5, 0.5, 0.5), 2.0), plans_file)  # 2 mm thin at 0.5 mm, planned z > 1 mm
+    fine = spacing_ceiling(two_nuclei((0.5, 0.5, 0.5), 2.0), planned)  # 2 mm thin at 0.5 mm, planned z > 1 mm
     assert 0.5 < fine["left"] < 0.99 and 0.5 < fine["right"] < 0.99, fine
 
 
