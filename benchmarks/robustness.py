@@ -8,8 +8,12 @@ isotropic to 3 mm slices, orientation and obliquity, head pitch against B0) plus
 cohorts, segments every image and prints one Markdown table for README: overall, then per
 reconstruction method, DN contrast third, slice thickness and voxel orientation. "review" and "failed"
 count images the engine marked so (an image under review is scored as it is, a failed one as empty);
-"planned-grid ceiling" is the mean Dice a perfect network at the segmentation model's planned spacing
-would reach (`segment_accuracy.spacing_ceiling`): the part of the gap to 1 that is the grid's.
+"image ceiling" is the mean Dice of a perfect reader of the image: the truth's partial-volume
+fractions (the DN's share of each voxel's signal before reconstruction and noise) above one half,
+against the labels at the voxel centres (`segment_accuracy.image_ceiling`): the part of the gap to 1
+that the image's resolution and slice thickness leave unknowable. "planned-grid ceiling" is the mean
+Dice a perfect network at the segmentation model's planned spacing would reach
+(`segment_accuracy.spacing_ceiling`): the part of the gap to 1 that is the grid's.
 """
 
 from __future__ import annotations
@@ -52,15 +56,15 @@ def factor_levels(table: pd.DataFrame) -> pd.DataFrame:
 
 def rows(table: pd.DataFrame) -> list[str]:
     def line(factor: str, level: str, t: pd.DataFrame) -> str:
-        ceiling = (f"{t.ceiling_left.mean():.3f} / {t.ceiling_right.mean():.3f}" if "ceiling_left" in t
-                   else "n/a")  # a table written before the ceiling was computed
+        def both(column: str) -> str:  # "n/a" in a table written before the column was computed
+            return f"{t[column + '_left'].mean():.3f} / {t[column + '_right'].mean():.3f}" if column + "_left" in t else "n/a"
         return (f"| {factor} | {level} | {len(t)} | {(t.status == 'review').sum()} | {(t.status == 'failed').sum()} "
                 f"| {t.dice_left.mean():.3f} ± {t.dice_left.std():.3f} | {t.dice_right.mean():.3f} ± {t.dice_right.std():.3f} "
-                f"| {t.dice_left.min():.2f} / {t.dice_right.min():.2f} | {ceiling} |")
+                f"| {t.dice_left.min():.2f} / {t.dice_right.min():.2f} | {both('image_ceiling')} | {both('ceiling')} |")
 
     out = ["| factor | level | images | review | failed | Dice left (mean ± SD) | Dice right (mean ± SD) | worst L / R "
-           "| planned-grid ceiling L / R |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| image ceiling L / R | planned-grid ceiling L / R |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     if (table.preset == "stress").any():
         stress = factor_levels(table[table.preset == "stress"])
         out.append(line("stress cohort", "all", stress))

@@ -55,6 +55,16 @@ def spacing_ceiling(labels: nib.Nifti1Image, config, margin_voxels: int = 8) -> 
     return {side: dice(back == label, truth[box] == label) for side, label in (("left", 1), ("right", 2))}
 
 
+def image_ceiling(fraction: nib.Nifti1Image, labels: np.ndarray) -> dict[str, float]:
+    """Dice per side of a perfect reader of the image: the truth's partial-volume fractions
+    (``desc-dentate_probseg``: the DN's share of each voxel's signal as the image samples the
+    susceptibility, before reconstruction and noise) above one half, against the labels at the voxel
+    centres. What is lost there is the image's resolution, not the network's."""
+    shares = fraction.get_fdata(dtype=np.float32)
+    return {side: dice(shares[..., index] > 0.5, labels == label)
+            for index, (side, label) in enumerate((("left", 1), ("right", 2)))}
+
+
 def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int, tmp: Path,
              cohorts: Path | None = None) -> pd.DataFrame:
     """Segment a fresh cohort of ``preset`` and score every image against its truth. With ``cohorts``,
@@ -81,9 +91,12 @@ def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int,
         pred = (np.asarray(nib.load(tmp / f"{preset}_out" / rec["stem"] / f"{rec['stem']}_seg.nii.gz").dataobj)
                 if found else np.zeros_like(labels))
         ceiling = spacing_ceiling(labels_img, planned)
+        readable = image_ceiling(nib.load(bids_path(root / "derivatives/manual", r.participant_id[4:], r.session_id[4:],
+                                                    "probseg", desc="dentate")), labels)
         for side, label in (("left", 1), ("right", 2)):
             row[f"dice_{side}"] = dice(pred == label, labels == label)
             row[f"ceiling_{side}"] = ceiling[side]
+            row[f"image_ceiling_{side}"] = readable[side]
             row[f"true_{side}_mm3"] = getattr(r, f"dn_{side}_volume_mm3")
             row[f"pred_{side}_mm3"] = rec["dentate"][side]["volume_mm3"] if found else 0.0
         rows.append(row)

@@ -54,6 +54,28 @@ def test_spacing_ceiling_is_one_on_the_planned_grid_and_lower_on_a_finer_one(pla
     assert 0.5 < fine["left"] < 0.99 and 0.5 < fine["right"] < 0.99, fine
 
 
+def test_image_ceiling_reads_the_stored_fractions(tmp_path):
+    """A perfect reader's Dice from the 8-bit probseg as the generator writes it: shares just above and
+    below one half survive the storage, and each side is scored against its own label."""
+    from segment_accuracy import image_ceiling
+
+    from dnqsm.io import save_nifti
+    from dnqsm.synth.dataset import fraction_image
+
+    labels = np.zeros((6, 4, 4), np.uint8)
+    labels[1:3, 1:3, 1:3] = 1  # 8 voxels each side
+    labels[4:6, 1:3, 1:3] = 2
+    fraction = np.zeros((2,) + labels.shape, np.float32)
+    fraction[0][labels == 1] = 0.51
+    fraction[1][labels == 2] = 0.9
+    fraction[1, 5, 1:3, 1:3] = 0.49  # 4 of the right's 8 voxels read as outside
+    fraction[0, 0, 1, 1] = 0.6  # one voxel beside the left label reads as inside
+    stored = nib.load(save_nifti(tmp_path / "probseg.nii.gz", fraction_image(fraction, np.eye(4))))
+    ceiling = image_ceiling(stored, labels)
+    assert ceiling["left"] == pytest.approx(2 * 8 / (9 + 8))
+    assert ceiling["right"] == pytest.approx(2 * 4 / (4 + 8))
+
+
 def test_retest_truth_error_and_floor():
     """Mean signed volume error of the scans with labels; the truth's own CV on the accepted pairs."""
     from retest import truth_error

@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
+from scipy import ndimage
 
 from dnqsm.cli import main
 from dnqsm.io import bids_path, read_tsv
+from dnqsm.metrics import dice
 from dnqsm.synth import dataset as synth_dataset
 from dnqsm.synth import SynthError, write_dataset
 from dnqsm.synth.acquisition import (ORIENTATIONS, Acquisition, head_pose, pose_from_truth, render,
@@ -154,6 +156,18 @@ def test_truth_table_matches_the_files(demo_cohort):
             # the nucleus is bright: well above the surrounding image
             assert values[mask].mean() > np.nanmedian(values[np.asarray(cerebellum.dataobj) > 0])
         assert np.all(np.asarray(cerebellum.dataobj)[seg > 0] == 1), "the DN lies inside the cerebellum mask"
+        # the partial-volume truth: each nucleus's share of every voxel, consistent with the labels
+        fraction = nib.load(bids_path(demo_cohort / TRUTH, sub, ses, "probseg", desc="dentate"))
+        assert fraction.shape == image.shape + (2,) and np.allclose(fraction.affine, image.affine)
+        shares = fraction.get_fdata(dtype=np.float32)
+        assert shares.min() >= 0 and shares.max() == pytest.approx(1, abs=1e-6)
+        for index, label in enumerate((1, 2)):
+            mask, share = seg == label, shares[..., index]
+            assert dice(share > 0.5, mask) > 0.85, "a voxel mostly inside the nucleus is mostly labelled"
+            assert share.sum() * voxel_mm3 == pytest.approx(mask.sum() * voxel_mm3, rel=0.15)
+            far = ~ndimage.binary_dilation(seg > 0, iterations=3)
+            assert share[far].max() < 0.5, "no voxel mostly of a nucleus lies far from both labels"
+    assert "Volumes" in json.loads((demo_cohort / TRUTH / "desc-dentate_probseg.json").read_text())
 
 
 def test_left_label_is_on_the_subjects_left_in_every_file(demo_cohort):

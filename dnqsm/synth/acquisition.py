@@ -100,6 +100,10 @@ class Rendered:
     cerebellum_mask: np.ndarray  # uint8
     affine: np.ndarray
     pose: np.ndarray  # 4x4 subject space -> world
+    #: float32 (2, *shape): the share of each voxel's signal that comes from the left / right DN, as the
+    #: image samples the physics grid (before reconstruction and noise): what a perfect reader of the
+    #: image could know of the labels at best
+    dentate_fraction: np.ndarray | None = None
 
 
 def sample_recon(rng: np.random.Generator, site: SiteProtocol) -> physics.Recon:
@@ -239,7 +243,8 @@ def _sample(volume: np.ndarray, tpl_vox: np.ndarray) -> np.ndarray:
 
 def true_chi(anatomy: SubjectAnatomy, mni: np.ndarray, voxel_mm: float, dn_size_factor: dict[str, float],
              dn_chi_ppm: dict[str, float], dn_iron_gradient: float) -> dict[str, np.ndarray]:
-    """True susceptibility (ppm) with partial-volume dentate nuclei, and tissue maps, at MNI points."""
+    """True susceptibility (ppm) with partial-volume dentate nuclei, tissue maps and the nuclei's
+    partial-volume occupancy (``dn_left``, ``dn_right``), at MNI points."""
     tpl = anatomy.template
     tpl_vox = _template_voxels(anatomy, mni)
     chi = _sample(anatomy.chi_ppm, tpl_vox)
@@ -247,6 +252,7 @@ def true_chi(anatomy: SubjectAnatomy, mni: np.ndarray, voxel_mm: float, dn_size_
     csf = _sample(tpl.csf, tpl_vox)
     wm = _sample(tpl.wm, tpl_vox)
     background = anatomy.tissue_chi_ppm["cerebellar_wm"]
+    fraction = {}
     for side in ("left", "right"):
         shape_ = anatomy.dentate[side]
         size = dn_size_factor[side]
@@ -260,13 +266,17 @@ def true_chi(anatomy: SubjectAnatomy, mni: np.ndarray, voxel_mm: float, dn_size_
             pattern = pattern - pattern[inside].mean()
         local = (dn_chi_ppm[side] - background) * (1 + dn_iron_gradient * pattern)
         chi[near] += occupancy * (background + local - chi[near])
-    return {"chi": chi, "brain": brain, "csf": csf, "wm": wm}
+        fraction[side] = np.zeros(chi.shape, np.float32)
+        fraction[side][near] = occupancy
+    return {"chi": chi, "brain": brain, "csf": csf, "wm": wm, "dn_left": fraction["left"],
+            "dn_right": fraction["right"]}
 
 
 def reconstruct(anatomy: SubjectAnatomy, acq: Acquisition, pose: np.ndarray, rng: np.random.Generator,
                 dn_size_factor: dict[str, float], dn_chi_ppm: dict[str, float], dn_iron_gradient: float,
-                physics_mm: float = PHYSICS_MM) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The site's QSM of this head on the physics grid: (chi ppm, eroded brain mask, grid affine)."""
+                physics_mm: float = PHYSICS_MM) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The site's QSM of this head on the physics grid: (chi ppm, eroded brain mask, grid affine, the left
+    and right DN's true occupancy stacked)."""
     affine, shape = physics_grid(anatomy, pose, physics_mm)
     tissue = true_chi(anatomy, _mni_points(anatomy, pose, affine, shape), physics_mm, dn_size_factor,
                       dn_chi_ppm, dn_iron_gradient)
@@ -281,13 +291,14 @@ def reconstruct(anatomy: SubjectAnatomy, acq: Acquisition, pose: np.ndarray, rng
     # magnitude and R2* for the signal model: CSF brightest, white matter darker; iron shortens T2*
     magnitude = np.where(brain, 0.8 + 0.2 * tissue["csf"] - 0.15 * tissue["wm"], 0).astype(np.float32)
     r2star = (15.0 + 8.0 * tissue["wm"] - 10.0 * tissue["csf"] + 150.0 * np.clip(chi, 0, None)).astype(np.float32)
+    occupancy = np.stack([tissue.pop("dn_left"), tissue.pop("dn_right")])
     del tissue["chi"], tissue["wm"]
     field = physics.acquire_field(field, magnitude, r2star, recon, rng)
     del magnitude, r2star
     mask = physics.erode_mask(brain, recon.erosion_mm, physics_mm)
     chi_rec = physics.invert(field, mask, grid, recon)
     chi_rec = physics.reference(chi_rec, mask, tissue["csf"] > 0.9, recon.reference)
-    return chi_rec, mask, affine
+    return chi_rec, mask, affine, occupancy
 
 
 def render(
@@ -305,7 +316,7 @@ def render(
     (8 times fewer voxels at 2 mm) is for checks of geometry alone, since the labels never depend on it."""
     tpl = anatomy.template
     pose = head_pose(anatomy, acq)
-    chi_rec, mask, physics_affine = reconstruct(anatomy, acq, pose, rng, dn_size_factor, dn_chi_ppm, dn_iron_gradient,
+    chi_rec, mask, physics_affine, occupancy = reconstruct(anatomy, acq, pose, rng, dn_size_factor, dn_chi_ppm, dn_iron_gradient,
                                                 physics_mm)
     affine, shape = grid_affine(anatomy, acq, pose)
     # the site's voxels sample the reconstruction, averaged over the slice thickness
@@ -329,13 +340,19 @@ def render(
     cerebellum = _sample(tpl.cerebellum, tpl_vox) >= 0.5
     del tpl_vox
     dseg = np.zeros(image.shape, np.uint8)
-    for label, side in ((LABEL_LEFT, "left"), (LABEL_RIGHT, "right")):
+    fraction = np.zeros((2, image.size), np.float32)
+    for index, (label, side) in enumerate(((LABEL_LEFT, "left"), (LABEL_RIGHT, "right"))):
         shape_ = anatomy.dentate[side]
         size = dn_size_factor[side]
         near = np.flatnonzero(np.sum((mni - shape_.center[:, None]) ** 2, axis=0) < (shape_.reach_mm * size) ** 2)
         sdf = dentate_sdf(mni[:, near].T, shape_, size)
         dseg[near[(sdf <= 0) & brain[near]]] = label
-    del mni
+        # the share of these voxels' signal that the nucleus gives, sampled as the image samples the physics
+        # grid (a slightly wider neighbourhood: a thick slice reaches beyond the centre's reach)
+        around = np.flatnonzero(np.sum((mni - shape_.center[:, None]) ** 2, axis=0)
+                                < (shape_.reach_mm * size + float(np.max(acq.voxel_mm))) ** 2)
+        fraction[index, around] = _slab_average(occupancy[index], to_physics, np.unravel_index(around, shape), n_sub)
+    del mni, occupancy
     image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(acq.noise_ppm)
     stored = image * np.float32(acq.scale * from_ppb(to_ppb(1.0, "ppm"), acq.unit))
     stored[~measured] = np.nan if acq.mask_fill == "nan" else 0.0
@@ -345,7 +362,19 @@ def render(
         cerebellum_mask=((cerebellum & brain) | (dseg > 0)).astype(np.uint8).reshape(shape),
         affine=affine,
         pose=pose,
+        dentate_fraction=fraction.reshape((2,) + tuple(shape)),
     )
+
+
+def _slab_average(volume: np.ndarray, to_physics: np.ndarray, ijk: tuple[np.ndarray, ...], n_sub: int) -> np.ndarray:
+    """A physics-grid volume at the site's voxels ``ijk`` as the image samples it: linearly, averaged over
+    ``n_sub`` points across the slice thickness."""
+    total = np.zeros(len(ijk[0]), np.float32)
+    for i in range(n_sub):
+        voxels = np.stack([ijk[0], ijk[1], ijk[2] + (i + 0.5) / n_sub - 0.5]).astype(np.float32)
+        coords = to_physics[:3, :3].astype(np.float32) @ voxels + to_physics[:3, 3:4].astype(np.float32)
+        total += ndimage.map_coordinates(volume, coords, order=1, mode="constant", cval=0.0)
+    return total / n_sub
 
 
 def _grid_points(transform: np.ndarray, shape, offset) -> np.ndarray:

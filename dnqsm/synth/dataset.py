@@ -184,7 +184,27 @@ def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, 
         "index": [LABEL_LEFT, LABEL_RIGHT], "name": ["left dentate nucleus", "right dentate nucleus"],
         "abbreviation": ["DN_L", "DN_R"],
     }))
+    write_json(deriv / "desc-dentate_probseg.json", {
+        "Description": "Share of each voxel's signal that comes from the dentate nucleus, sampled as the image "
+                       "samples the susceptibility before QSM reconstruction and noise (slice thickness "
+                       "averaged): what a perfect reader of the image could know of the labels at best. "
+                       "The labels (desc-dentate_dseg) are the analytic nucleus at each voxel centre.",
+        "Volumes": ["left dentate nucleus", "right dentate nucleus"],
+    })
     write_tsv(deriv / "truth.tsv", truth, _truth_sidecar(preset, seed))
+
+
+def fraction_image(fraction: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """The DN partial-volume fractions (2, x, y, z) as a 4D probseg (volume 0 left, 1 right), in 8 bits
+    (steps of 1/255) with scl_slope: the files stay small and a reader sees fractions in [0, 1]."""
+    header = nib.Nifti1Header()
+    header.set_xyzt_units("mm")
+    data = np.round(np.clip(np.moveaxis(fraction, 0, -1), 0, 1) * 255).astype(np.uint8)
+    img = nib.Nifti1Image(data, affine, header)
+    img.header.set_slope_inter(1 / 255, 0)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    return img
 
 
 def _ages_text(strata: tuple[tuple[float, float], ...] | None) -> str:
@@ -243,6 +263,7 @@ def _subject(task: tuple) -> list[dict]:
             img.set_sform(out.affine, code=1)
             img.set_qform(out.affine, code=1)
             save_nifti(bids_path(deriv, sub, ses, "dseg" if name == "dentate" else "mask", desc=name), img)
+        save_nifti(bids_path(deriv, sub, ses, "probseg", desc="dentate"), fraction_image(out.dentate_fraction, out.affine))
         voxel_mm3 = float(abs(np.linalg.det(out.affine[:3, :3])))
         row = {
             "participant_id": f"sub-{sub}", "session_id": f"ses-{ses}", "group": person.group, "sex": person.sex,
