@@ -216,6 +216,31 @@ def test_left_label_is_on_the_left_in_every_orientation(anatomy, orientation, ob
     assert np.linalg.norm(right_s - DN_CENTROID_MNI["right"]) < 9
 
 
+def test_a_fine_image_shows_the_nucleus_at_its_own_resolution(anatomy):
+    """The physics grid is coarser than a 0.5 mm acquisition; the nucleus's edges must still be those
+    of the site's voxels (as its labels are), not the physics grid's. With physics on a 2 mm grid,
+    the noiseless image thresholded halfway between the nucleus and its surroundings agreed with the
+    labels at Dice 0.82 before the nuclei were drawn at the site's resolution, 0.98 after."""
+    acq = Acquisition(
+        site="T", orientation="RAS", oblique_deg=0.0, voxel_mm=(0.5, 0.5, 0.5), rotation_deg=(12.0, -6.0, 7.0),
+        translation_mm=(3.0, -1.0, 2.0), unit="ppm", scale=1.0, dtype="float32", mask_fill="nan", noise_ppm=0.0,
+        crop_top_mm=30.0, crop_bottom_mm=0.0,
+        recon=Recon(inversion="tkd", threshold=0.2, regularization=0.0, iterations=0, reference="mean", erosion_mm=2.0,
+                    residual_ppm=(0.0, 0.0, 0.0), residual_sigma_mm=10.0, snr=0.0, field_noise_ppm=0.0, echoes=3,
+                    first_te_ms=5.0, delta_te_ms=5.0),
+    )
+    out = render(anatomy, acq, np.random.default_rng(0), {"left": 1.0, "right": 1.0}, {"left": 0.09, "right": 0.09},
+                 physics_mm=2.0)
+    image = out.image.get_fdata()
+    for label in (1, 2):
+        nucleus = out.dentate_dseg == label
+        near = ndimage.binary_dilation(nucleus, iterations=6)  # 3 mm
+        shell = near & ~ndimage.binary_dilation(nucleus, iterations=1)
+        halfway = (np.nanmean(image[nucleus]) + np.nanmean(image[shell])) / 2
+        assert dice((image > halfway) & near, nucleus) > 0.93
+        assert dice(out.dentate_fraction[label - 1] > 0.5, nucleus) > 0.99, "isotropic voxels: nothing unknowable"
+
+
 def test_regression_recovers_planted_group_by_time_effects(demo_cohort):
     truth = read_tsv(demo_cohort / TRUTH / "truth.tsv")
     assert truth.groupby("participant_id").size().max() >= 3

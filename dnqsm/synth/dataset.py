@@ -185,10 +185,10 @@ def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, 
         "abbreviation": ["DN_L", "DN_R"],
     }))
     write_json(deriv / "desc-dentate_probseg.json", {
-        "Description": "Share of each voxel's signal that comes from the dentate nucleus, sampled as the image "
-                       "samples the susceptibility before QSM reconstruction and noise (slice thickness "
-                       "averaged): what a perfect reader of the image could know of the labels at best. "
-                       "The labels (desc-dentate_dseg) are the analytic nucleus at each voxel centre.",
+        "Description": "Share of each voxel's signal that comes from the dentate nucleus as the image holds it "
+                       "(the voxel's in-plane resolution, averaged across the slice thickness), before QSM "
+                       "reconstruction and noise: what a perfect reader of the image could know of the labels "
+                       "at best. The labels (desc-dentate_dseg) are the analytic nucleus at each voxel centre.",
         "Volumes": ["left dentate nucleus", "right dentate nucleus"],
     })
     write_tsv(deriv / "truth.tsv", truth, _truth_sidecar(preset, seed))
