@@ -11,7 +11,7 @@ count images the engine marked so (an image under review is scored as it is, a f
 "image ceiling" is the mean Dice of a perfect reader of the image: the truth's partial-volume
 fractions (the DN's share of each voxel's signal before reconstruction and noise) above one half,
 against the labels at the voxel centres (`segment_accuracy.image_ceiling`): the part of the gap to 1
-that the image's resolution and slice thickness leave unknowable. "planned-grid ceiling" is the mean
+that the image leaves unknowable (thick slices). "planned-grid ceiling" is the mean
 Dice a perfect network at the segmentation model's planned spacing would reach
 (`segment_accuracy.spacing_ceiling`): the part of the gap to 1 that is the grid's.
 """

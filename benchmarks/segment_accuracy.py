@@ -57,9 +57,10 @@ def spacing_ceiling(labels: nib.Nifti1Image, config, margin_voxels: int = 8) -> 
 
 def image_ceiling(fraction: nib.Nifti1Image, labels: np.ndarray) -> dict[str, float]:
     """Dice per side of a perfect reader of the image: the truth's partial-volume fractions
-    (``desc-dentate_probseg``: the DN's share of each voxel's signal as the image samples the
-    susceptibility, before reconstruction and noise) above one half, against the labels at the voxel
-    centres. What is lost there is the image's resolution, not the network's."""
+    (``desc-dentate_probseg``: the DN's share of each voxel's signal as the image holds it, before
+    reconstruction and noise) above one half, against the labels at the voxel centres. What is lost
+    there is the image's (a thick slice averages over what the label at its centre says), not the
+    network's."""
     shares = fraction.get_fdata(dtype=np.float32)
     return {side: dice(shares[..., index] > 0.5, labels == label)
             for index, (side, label) in enumerate((("left", 1), ("right", 2)))}

@@ -105,7 +105,7 @@ class Rendered:
     #: float32 (2, *shape): the share of each voxel's signal that comes from the left / right DN, as the
     #: image holds it (the voxel's in-plane resolution, averaged across the slice; before reconstruction
     #: and noise): what a perfect reader of the image could know of the labels at best
-    dentate_fraction: np.ndarray | None = None
+    dentate_fraction: np.ndarray
 
 
 def sample_recon(rng: np.random.Generator, site: SiteProtocol) -> physics.Recon:
@@ -261,12 +261,8 @@ def true_chi(anatomy: SubjectAnatomy, mni: np.ndarray, voxel_mm: float, dn_size_
         near = np.flatnonzero(np.sum((mni - shape_.center[:, None]) ** 2, axis=0) < (shape_.reach_mm * size) ** 2)
         sdf = dentate_sdf(mni[:, near].T, shape_, size)
         occupancy = np.clip(0.5 - sdf / voxel_mm, 0, 1)
-        # iron is not uniform: dorsal/caudal parts brighter than the hilum side, same mean
-        pattern = iron_pattern(mni[:, near].T, shape_)
-        inside = occupancy > 0.5
-        if inside.any():
-            pattern = pattern - pattern[inside].mean()
-        local = (dn_chi_ppm[side] - background) * (1 + dn_iron_gradient * pattern)
+        local = nucleus_contrast(mni[:, near].T, shape_, occupancy > 0.5, dn_chi_ppm[side] - background,
+                                 dn_iron_gradient)
         chi[near] += occupancy * (background + local - chi[near])
         fraction[side] = np.zeros(chi.shape, np.float32)
         fraction[side][near] = occupancy
@@ -392,11 +388,18 @@ def _fine_nucleus(anatomy: SubjectAnatomy, pose: np.ndarray, affine: np.ndarray,
         occupancy += np.clip(0.5 - dentate_sdf(mni.T, nucleus, size) / inplane, 0, 1)
     occupancy /= n_points
     centre = anatomy.to_mni(to_subject[:3, :3] @ ijk + to_subject[:3, 3:4]).T
-    pattern = iron_pattern(centre, nucleus)
-    inside = occupancy > 0.5
+    return occupancy, nucleus_contrast(centre, nucleus, occupancy > 0.5, contrast_ppm, iron_gradient).astype(np.float32)
+
+
+def nucleus_contrast(points_mni: np.ndarray, nucleus, inside: np.ndarray, contrast_ppm: float,
+                     iron_gradient: float) -> np.ndarray:
+    """The nucleus's contrast over white matter (ppm) at (N, 3) MNI points: iron is not uniform, the
+    dorsal and caudal parts brighter than the hilum side, with the planted mean over the points
+    ``inside`` it."""
+    pattern = iron_pattern(points_mni, nucleus)
     if inside.any():
         pattern = pattern - pattern[inside].mean()
-    return occupancy, (contrast_ppm * (1 + iron_gradient * pattern)).astype(np.float32)
+    return contrast_ppm * (1 + iron_gradient * pattern)
 
 
 def _reconstructed_gain(values: np.ndarray, planted: np.ndarray) -> float:
