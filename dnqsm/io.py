@@ -121,6 +121,17 @@ def check_writable(folder: str | Path, what: str) -> None:
         raise InputError(f"{what} {folder}: cannot write in {existing} ({exc.strerror or exc})") from None
 
 
+def fractions_8bit(values, affine, header=None) -> "nib.Nifti1Image":
+    """Fractions in [0, 1] (probabilities, partial volumes) as an 8-bit NIfTI with scl_slope 1/255: the
+    files stay small and a reader sees fractions in steps of 1/255."""
+    import nibabel as nib
+    import numpy as np
+
+    img = nib.Nifti1Image(np.round(np.clip(values, 0, 1) * 255).astype(np.uint8), affine, header)
+    img.header.set_slope_inter(1 / 255, 0)
+    return img
+
+
 def save_nifti(path: str | Path, img: nib.Nifti1Image) -> Path:
     """Write a NIfTI image atomically (gzip output is deterministic: nibabel stores no mtime)."""
     import nibabel as nib

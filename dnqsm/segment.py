@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from dnqsm import __version__
 from dnqsm.confidence import DEFAULTS as CHECK_DEFAULTS, Confidence, assess, side_numbers
-from dnqsm.io import InputError, load_image, save_nifti, staged_folder, write_json
+from dnqsm.io import InputError, fractions_8bit, load_image, save_nifti, staged_folder, write_json
 from dnqsm.localize import crop, localization_input, region_box, region_components, region_slices, resample_to_grid
 from dnqsm.nnunet import BUNDLED_MODELS, from_nnunet, model_folder, sha256, to_nnunet  # noqa: F401
 
@@ -168,10 +168,8 @@ class Engine:
             save_nifti(folder / f"{stem}_cropped_seg.nii.gz", _like(result.cropped, result.cropped_raw))
             save_nifti(folder / f"{stem}_cropped_seg_labeled.nii.gz", _like(result.cropped, result.cropped_labels))
             if result.cropped_probability is not None:  # 8 bits (steps of 1/255): the longitudinal mode's input
-                prob = nib.Nifti1Image(np.round(np.clip(result.cropped_probability, 0, 1) * 255).astype(np.uint8),
-                                       result.cropped.affine)
-                prob.header.set_slope_inter(1 / 255, 0)
-                save_nifti(folder / f"{stem}_cropped_prob.nii.gz", prob)
+                save_nifti(folder / f"{stem}_cropped_prob.nii.gz",
+                           fractions_8bit(result.cropped_probability, result.cropped.affine))
             result.timings["write"] = time.perf_counter() - tick
             result.timings["total"] = time.perf_counter() - start
             meta["timings_s"] = {k: round(v, 3) for k, v in result.timings.items()}

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from dnqsm import __version__
-from dnqsm.io import bids_path, write_json, write_tsv, save_nifti
+from dnqsm.io import bids_path, fractions_8bit, save_nifti, write_json, write_tsv
 from dnqsm.synth.acquisition import LABEL_LEFT, LABEL_RIGHT, render, sample_acquisition
 from dnqsm.synth.anatomy import build_anatomy
 from dnqsm.synth.cohort import (ANATOMY_STREAM, CHI_PPB_PER_YEAR_OF_AGE, MATURATION_TAU_YEARS, PRESETS, Preset,
@@ -199,9 +199,7 @@ def fraction_image(fraction: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
     (steps of 1/255) with scl_slope: the files stay small and a reader sees fractions in [0, 1]."""
     header = nib.Nifti1Header()
     header.set_xyzt_units("mm")
-    data = np.round(np.clip(np.moveaxis(fraction, 0, -1), 0, 1) * 255).astype(np.uint8)
-    img = nib.Nifti1Image(data, affine, header)
-    img.header.set_slope_inter(1 / 255, 0)
+    img = fractions_8bit(np.moveaxis(fraction, 0, -1), affine, header)
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
     return img
