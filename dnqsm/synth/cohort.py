@@ -99,6 +99,26 @@ _STRESS_SITES = (
           oblique_prob=0.5, oblique_deg=(10, 28), unit="ppb", noise_ppm=(0.002, 0.01), recon_per_image=True),
 )
 
+#: The wide training preset: the widest range of looks real cohorts bring, each site redrawing every
+#: factor per image: 0.4 mm in-plane research slabs to 1.3 mm isotropic and 0.4 x 0.4 x 3 mm clinical
+#: slices, obliquity up to 30 degrees, all four orientations, lower SNR, stronger residual background
+#: fields and wider calibration scalings than `train`. Its ranges include the `external` sites' voxel
+#: sizes and obliquity (its random streams are its own), so a model trained on it no longer meets those
+#: sites as unseen on those two factors.
+_WIDE_SITES = (
+    _site("WA", inplane_mm=(0.4, 0.6), slice_mm=(0.4, 1.0), min_voxel_mm3=0.125, crop_top_mm=(30, 60),
+          snr=(40.0, 200.0), recon_per_image=True),
+    _site("WB", inplane_mm=(0.4, 0.8), slice_mm=(1.5, 3.0), orientations=("RAS", "LAS", "LPS", "PIR"),
+          oblique_prob=0.6, oblique_deg=(5, 30), unit="ppb", dtype="int16", scale=(0.7, 1.2),
+          noise_ppm=(0.002, 0.012), snr=(30.0, 150.0), recon_per_image=True),
+    _site("WC", inplane_mm=(0.9, 1.3), slice_mm=(0.9, 1.5), orientations=("RAS", "LPS", "PIR"), oblique_prob=0.3,
+          scale=(0.75, 1.35), mask_fill="nan", residual_ppm=(-0.05, 0.05), erosion_mm=(1.0, 5.0),
+          recon_per_image=True),
+    _site("WD", inplane_mm=(0.6, 1.0), slice_mm=(1.0, 2.5), orientations=("RAS", "LAS", "LPS", "PIR"),
+          oblique_prob=0.5, oblique_deg=(5, 30), unit="ppb", mask_fill="nan", scale=(0.75, 1.3),
+          noise_ppm=(0.002, 0.01), residual_ppm=(-0.03, 0.03), crop_bottom_mm=(0, 15), recon_per_image=True),
+)
+
 PRESETS: dict[str, Preset] = {
     "demo": Preset(
         "demo", 1, subjects=6, sessions=3, groups=("control", "ataxia"),
@@ -128,6 +148,8 @@ PRESETS: dict[str, Preset] = {
     ),
     "stress": Preset("stress", 5, subjects=24, sessions=1, groups=GROUPS, sites=_STRESS_SITES,
                      effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.8), age_strata=STRESS_AGE_STRATA),
+    "wide": Preset("wide", 7, subjects=64, sessions=1, groups=GROUPS, sites=_WIDE_SITES,
+                   effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.8)),
     # Test-retest: every yearly visit is scanned twice on the same day (session "02" and its rescan
     # "02r"): same anatomy and chi, a new head pose, grid and noise, the site's own reconstruction
     # pipeline; a quarter of the rescans on another site's protocol (and pipeline). No visit is missed.
