@@ -82,6 +82,36 @@ def test_stress_cohort_holds_children_adults_and_older_people_in_every_group():
     assert all(18 <= p.age <= 65 for p in train if p.group == "ms"), [p.age for p in train if p.group == "ms"]
 
 
+def test_every_group_is_scanned_at_every_site():
+    """Groups and sites are crossed: with as many subjects as group x site pairs, each pair occurs once,
+    in every preset (with four sites and three groups an earlier rotation never used the fourth site)."""
+    for preset in PRESETS.values():
+        n = len(preset.groups) * len(preset.sites)
+        pairs = {(p.group, p.site.name) for p in participants(preset, n, 1)}
+        assert pairs == {(g, s.name) for g in preset.groups for s in preset.sites}, (preset.name, sorted(pairs))
+
+
+def test_wide_preset_reaches_beyond_the_train_ranges():
+    """The `wide` training preset spans what `train` does not: sub-0.5 mm in-plane voxels, 1.2 mm and
+    coarser isotropic voxels, 3 mm-class slices and obliquity beyond 20 degrees, every site drawing its
+    reconstruction per image; a few dozen images already hold each of these."""
+    preset = PRESETS["wide"]
+    people = participants(preset, 32, 4)
+    assert {p.site.name for p in people} == {s.name for s in preset.sites}
+    acqs = []
+    for person in people:
+        scan = visits(preset, person, 1, 4)[0]
+        acqs.append(sample_acquisition(np.random.default_rng(seed_sequence(4, preset, person.index, scan_stream(scan))),
+                                       person.site, person.site_scale, person.site_recon))
+    inplane = [min(a.voxel_mm[:2]) for a in acqs]
+    assert min(inplane) < 0.5 and any(min(a.voxel_mm) >= 1.15 for a in acqs), [a.voxel_mm for a in acqs]
+    assert max(max(a.voxel_mm) for a in acqs) > 2.5 and max(a.oblique_deg for a in acqs) > 20
+    assert len({a.recon.inversion for a in acqs}) >= 3
+    train_max_oblique = max(s.oblique_deg[1] for s in PRESETS["train"].sites)
+    assert max(s.oblique_deg[1] for s in preset.sites) > train_max_oblique
+    assert min(s.inplane_mm[0] for s in preset.sites) < min(s.inplane_mm[0] for s in PRESETS["train"].sites)
+
+
 def test_first_label_renames_participants_without_changing_their_draws():
     """Cohorts to be pooled for training are numbered apart (dnqsm synth --first-label): the labels
     change, every draw (group, site, age, sex, dates) stays the subject's own."""
