@@ -206,13 +206,12 @@ def participants(preset: Preset, subjects: int, seed: int, first_label: int = 1)
     people = []
     for i in range(subjects):
         rng = np.random.default_rng(seed_sequence(seed, preset, i, PERSON_STREAM))
-        group = preset.groups[i % len(preset.groups)]
-        # subject i is the k-th of its group: the group's k-th subject goes to site (k + group) mod sites,
-        # so every group passes through every site in turn
-        site = preset.sites[(i // len(preset.groups) + i % len(preset.groups)) % len(preset.sites)]
+        k, g = divmod(i, len(preset.groups))  # subject i is the k-th of group g
+        group = preset.groups[g]
+        site = preset.sites[(k + g) % len(preset.sites)]  # each group passes through every site in turn
         baseline = datetime(2019, 1, 7, 8, 0) + timedelta(days=int(rng.integers(0, 3 * 365)), minutes=int(rng.integers(0, 9 * 60)))
         ages = (preset.effects[group].age_range if preset.age_strata is None
-                else preset.age_strata[(i // len(preset.groups)) % len(preset.age_strata)])
+                else preset.age_strata[k % len(preset.age_strata)])
         age = round(float(rng.uniform(*ages)), 1)
         people.append(Participant(f"{i + first_label:03d}", i, group, str(rng.choice(["F", "M"])), age, site, scales[site.name],
                                   recons[site.name], baseline))
