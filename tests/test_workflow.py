@@ -65,6 +65,14 @@ def test_workflow_generates_the_cohort_and_a_rerun_does_nothing(tmp_path):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
+def test_the_schema_offers_every_synthesis_preset_and_only_those():
+    """`snakemake synth_cohort` must reach every preset the CLI can make (stress, retest, wide too)."""
+    from dnqsm.synth import PRESETS
+
+    schema = yaml.safe_load((REPO / "config" / "config.schema.yaml").read_text())
+    assert schema["properties"]["synth"]["properties"]["preset"]["enum"] == list(PRESETS)
+
+
 def test_unknown_config_key_fails_validation_naming_it(tmp_path):
     run = snakemake(tmp_path, synth_config(tmp_path / "bids", subjetcs=3), "-n")
     assert run.returncode != 0
