@@ -44,11 +44,12 @@ bench: $(STAMP)
 clean:
 	rm -rf results .snakemake .pytest_cache
 
-# Reproduce the bundled demo models in four stages: both models trained from scratch by the workflow's
+# Reproduce the bundled demo models in five stages: both models trained from scratch by the workflow's
 # train_models target on a fixed-seed `train` cohort (config/config.yaml), then continued on a second,
 # independently drawn cohort (config/train_finetune.yaml), then the segmentation model continued on a
-# third (config/train_stage3.yaml) and on a `wide` cohort (config/train_stage4.yaml); the last stage's
-# zips and provenance (which embeds the earlier stages') are copied into models/demo/.
+# third (config/train_stage3.yaml), on a `wide` cohort (config/train_stage4.yaml) and on that cohort
+# pooled with a second `wide` one (config/train_stage5.yaml); the last stage's zips and provenance
+# (which embeds the earlier stages') are copied into models/demo/.
 demo-models: $(STAMP)
 	$(BIN)/dnqsm synth --preset train --seed 1 --out results/train/bids --overwrite --jobs 2
 	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 train_models
@@ -61,9 +62,12 @@ demo-models: $(STAMP)
 	$(BIN)/dnqsm synth --preset wide --seed 4 --out results/train4/bids --overwrite --jobs 2
 	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
 	   train_models --configfile config/train_stage4.yaml
+	$(BIN)/dnqsm synth --preset wide --seed 5 --first-label 101 --out results/train5/bids --overwrite --jobs 2
+	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
+	   train_models --configfile config/train_stage5.yaml
 	mkdir -p models/demo
-	cp results/train4/models/localization.zip results/train4/models/segmentation.zip \
-	   results/train4/models/provenance.json models/demo/
+	cp results/train5/models/localization.zip results/train5/models/segmentation.zip \
+	   results/train5/models/provenance.json models/demo/
 
 # The paper's comparison on synthetic cohorts: three labelled `train` subjects (one per site) are the
 # atlases, the deep-learning method (bundled demo models, trained on that preset) and the atlas
