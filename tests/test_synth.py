@@ -112,6 +112,24 @@ def test_wide_preset_reaches_beyond_the_train_ranges():
     assert min(s.inplane_mm[0] for s in preset.sites) < min(s.inplane_mm[0] for s in PRESETS["train"].sites)
 
 
+def test_hard_preset_pushes_the_weakest_looks_beyond_wide():
+    """The `hard` training preset holds what the robustness benchmark found hardest, beyond `wide`:
+    two of every three participants are under 18 (low DN contrast), smooth inversions regularized
+    more strongly than `wide` draws on coarse near-isotropic voxels, 3 mm-class slices and lower SNR."""
+    preset, wide = PRESETS["hard"], PRESETS["wide"]
+    people = participants(preset, 18, 6)  # each group passes through the three age strata in turn
+    assert sum(p.age < 18 for p in people) == 12, [round(p.age) for p in people]
+    acqs = []
+    for person in people:
+        scan = visits(preset, person, 1, 6)[0]
+        acqs.append(sample_acquisition(np.random.default_rng(seed_sequence(6, preset, person.index, scan_stream(scan))),
+                                       person.site, person.site_scale, person.site_recon))
+    smooth = [a for a in acqs if a.recon.inversion == "l2" and min(a.voxel_mm) >= 0.9]
+    assert smooth and max(a.recon.regularization for a in smooth) > max(s.l2_lambda[1] for s in wide.sites)
+    assert max(max(a.voxel_mm) for a in acqs) > 2.9 and len({a.recon.inversion for a in acqs}) >= 3
+    assert min(s.snr[0] for s in preset.sites) < min(s.snr[0] for s in wide.sites)
+
+
 def test_first_label_renames_participants_without_changing_their_draws():
     """Cohorts to be pooled for training are numbered apart (dnqsm synth --first-label): the labels
     change, every draw (group, site, age, sex, dates) stays the subject's own."""

@@ -119,6 +119,26 @@ _WIDE_SITES = (
           noise_ppm=(0.002, 0.01), residual_ppm=(-0.03, 0.03), crop_bottom_mm=(0, 15), recon_per_image=True),
 )
 
+#: The hard training preset: the looks the robustness benchmark found hardest, pushed beyond `wide`'s
+#: ranges and drawn per image: two of every three participants under 18 (low DN contrast), smooth
+#: regularized inversions (L2 and iterative, up to about twice `wide`'s regularization) on 0.9-1.5 mm
+#: near-isotropic voxels, 2.2-3.2 mm clinical slices, and low SNR with noisier fields and TKD
+#: thresholds beyond the usual 0.1-0.25. Its random streams are its own (no benchmark image repeats).
+_ALL_ORIENTATIONS = ("RAS", "LAS", "LPS", "PIR")
+_HARD_SITES = (
+    _site("HA", inplane_mm=(0.9, 1.5), slice_mm=(0.9, 1.5), orientations=_ALL_ORIENTATIONS, oblique_prob=0.3,
+          scale=(0.7, 1.35), mask_fill="nan", inversions=("l2", "iterative"), l2_lambda=(0.02, 0.1),
+          iterative_lambda=(0.005, 0.03), residual_ppm=(-0.05, 0.05), erosion_mm=(1.0, 5.0), recon_per_image=True),
+    _site("HB", inplane_mm=(0.5, 0.9), slice_mm=(2.2, 3.2), orientations=_ALL_ORIENTATIONS, oblique_prob=0.5,
+          oblique_deg=(5, 30), unit="ppb", dtype="int16", scale=(0.7, 1.3), noise_ppm=(0.003, 0.012),
+          snr=(25.0, 120.0), recon_per_image=True),
+    _site("HC", inplane_mm=(0.6, 1.1), slice_mm=(1.0, 2.2), orientations=_ALL_ORIENTATIONS, oblique_prob=0.5,
+          oblique_deg=(5, 30), mask_fill="nan", scale=(0.75, 1.3), noise_ppm=(0.004, 0.015),
+          field_noise_ppm=(0.002, 0.008), snr=(20.0, 80.0), tkd_threshold=(0.08, 0.3), recon_per_image=True),
+)
+#: The hard preset's baseline ages, in turn: two strata of children and adolescents, then adults.
+HARD_AGE_STRATA = ((8.0, 12.9), (13.0, 17.9), (18.0, 80.0))
+
 PRESETS: dict[str, Preset] = {
     "demo": Preset(
         "demo", 1, subjects=6, sessions=3, groups=("control", "ataxia"),
@@ -150,6 +170,8 @@ PRESETS: dict[str, Preset] = {
                      effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.8), age_strata=STRESS_AGE_STRATA),
     "wide": Preset("wide", 7, subjects=64, sessions=1, groups=GROUPS, sites=_WIDE_SITES,
                    effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.8)),
+    "hard": Preset("hard", 8, subjects=48, sessions=1, groups=GROUPS, sites=_HARD_SITES,
+                   effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.9), age_strata=HARD_AGE_STRATA),
     # Test-retest: every yearly visit is scanned twice on the same day (session "02" and its rescan
     # "02r"): same anatomy and chi, a new head pose, grid and noise, the site's own reconstruction
     # pipeline; a quarter of the rescans on another site's protocol (and pipeline). No visit is missed.
