@@ -91,18 +91,24 @@ def test_every_group_is_scanned_at_every_site():
         assert pairs == {(g, s.name) for g in preset.groups for s in preset.sites}, (preset.name, sorted(pairs))
 
 
+def _baseline_acquisitions(preset, subjects: int, seed: int):
+    """A preset's participants and the acquisition drawn for each one's baseline scan (no images made)."""
+    people = participants(preset, subjects, seed)
+    acqs = []
+    for person in people:
+        scan = visits(preset, person, 1, seed)[0]
+        acqs.append(sample_acquisition(np.random.default_rng(seed_sequence(seed, preset, person.index, scan_stream(scan))),
+                                       person.site, person.site_scale, person.site_recon))
+    return people, acqs
+
+
 def test_wide_preset_reaches_beyond_the_train_ranges():
     """The `wide` training preset spans what `train` does not: sub-0.5 mm in-plane voxels, 1.2 mm and
     coarser isotropic voxels, 3 mm-class slices and obliquity beyond 20 degrees, every site drawing its
     reconstruction per image; a few dozen images already hold each of these."""
     preset = PRESETS["wide"]
-    people = participants(preset, 32, 4)
+    people, acqs = _baseline_acquisitions(preset, 32, 4)
     assert {p.site.name for p in people} == {s.name for s in preset.sites}
-    acqs = []
-    for person in people:
-        scan = visits(preset, person, 1, 4)[0]
-        acqs.append(sample_acquisition(np.random.default_rng(seed_sequence(4, preset, person.index, scan_stream(scan))),
-                                       person.site, person.site_scale, person.site_recon))
     inplane = [min(a.voxel_mm[:2]) for a in acqs]
     assert min(inplane) < 0.5 and any(min(a.voxel_mm) >= 1.15 for a in acqs), [a.voxel_mm for a in acqs]
     assert max(max(a.voxel_mm) for a in acqs) > 2.5 and max(a.oblique_deg for a in acqs) > 20
@@ -117,13 +123,8 @@ def test_hard_preset_pushes_the_weakest_looks_beyond_wide():
     two of every three participants are under 18 (low DN contrast), smooth inversions regularized
     more strongly than `wide` draws on coarse near-isotropic voxels, 3 mm-class slices and lower SNR."""
     preset, wide = PRESETS["hard"], PRESETS["wide"]
-    people = participants(preset, 18, 6)  # each group passes through the three age strata in turn
+    people, acqs = _baseline_acquisitions(preset, 18, 6)  # each group passes through the age strata in turn
     assert sum(p.age < 18 for p in people) == 12, [round(p.age) for p in people]
-    acqs = []
-    for person in people:
-        scan = visits(preset, person, 1, 6)[0]
-        acqs.append(sample_acquisition(np.random.default_rng(seed_sequence(6, preset, person.index, scan_stream(scan))),
-                                       person.site, person.site_scale, person.site_recon))
     smooth = [a for a in acqs if a.recon.inversion == "l2" and min(a.voxel_mm) >= 0.9]
     assert smooth and max(a.recon.regularization for a in smooth) > max(s.l2_lambda[1] for s in wide.sites)
     assert max(max(a.voxel_mm) for a in acqs) > 2.9 and len({a.recon.inversion for a in acqs}) >= 3
