@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from dnqsm.synth.acquisition import SiteProtocol, sample_recon
+from dnqsm.synth.acquisition import ORIENTATIONS, SiteProtocol, sample_recon
 from dnqsm.synth.physics import Recon
 
 GROUPS = ("control", "ataxia", "ms")
@@ -87,6 +87,8 @@ _TRAIN_SITES = (
     _site("D", inplane_mm=(0.8, 1.2), slice_mm=(0.8, 1.5), orientations=("RAS", "LPS", "PIR"), oblique_prob=0.6,
           mask_fill="nan", noise_ppm=(0.002, 0.008), recon_per_image=True),
 )
+#: Every grid orientation the synthesis knows (sagittal PIR included).
+_ALL_ORIENTATIONS = tuple(ORIENTATIONS)
 #: The stress preset: every factor varied per image, on its own random streams.
 _STRESS_SITES = (
     _site("S1", inplane_mm=(0.5, 0.5), slice_mm=(0.5, 0.5), min_voxel_mm3=0.1, crop_top_mm=(45, 60),
@@ -95,7 +97,7 @@ _STRESS_SITES = (
           recon_per_image=True),
     _site("S3", inplane_mm=(0.8, 1.0), slice_mm=(1.5, 2.5), orientations=("LPS", "PIR"), mask_fill="nan",
           scale=(0.7, 1.3), recon_per_image=True),
-    _site("S4", inplane_mm=(0.9, 1.1), slice_mm=(0.9, 1.2), orientations=("RAS", "LAS", "LPS", "PIR"),
+    _site("S4", inplane_mm=(0.9, 1.1), slice_mm=(0.9, 1.2), orientations=_ALL_ORIENTATIONS,
           oblique_prob=0.5, oblique_deg=(10, 28), unit="ppb", noise_ppm=(0.002, 0.01), recon_per_image=True),
 )
 
@@ -108,13 +110,13 @@ _STRESS_SITES = (
 _WIDE_SITES = (
     _site("WA", inplane_mm=(0.4, 0.6), slice_mm=(0.4, 1.0), min_voxel_mm3=0.125, crop_top_mm=(30, 60),
           snr=(40.0, 200.0), recon_per_image=True),
-    _site("WB", inplane_mm=(0.4, 0.8), slice_mm=(1.5, 3.0), orientations=("RAS", "LAS", "LPS", "PIR"),
+    _site("WB", inplane_mm=(0.4, 0.8), slice_mm=(1.5, 3.0), orientations=_ALL_ORIENTATIONS,
           oblique_prob=0.6, oblique_deg=(5, 30), unit="ppb", dtype="int16", scale=(0.7, 1.2),
           noise_ppm=(0.002, 0.012), snr=(30.0, 150.0), recon_per_image=True),
     _site("WC", inplane_mm=(0.9, 1.3), slice_mm=(0.9, 1.5), orientations=("RAS", "LPS", "PIR"), oblique_prob=0.3,
           scale=(0.75, 1.35), mask_fill="nan", residual_ppm=(-0.05, 0.05), erosion_mm=(1.0, 5.0),
           recon_per_image=True),
-    _site("WD", inplane_mm=(0.6, 1.0), slice_mm=(1.0, 2.5), orientations=("RAS", "LAS", "LPS", "PIR"),
+    _site("WD", inplane_mm=(0.6, 1.0), slice_mm=(1.0, 2.5), orientations=_ALL_ORIENTATIONS,
           oblique_prob=0.5, oblique_deg=(5, 30), unit="ppb", mask_fill="nan", scale=(0.75, 1.3),
           noise_ppm=(0.002, 0.01), residual_ppm=(-0.03, 0.03), crop_bottom_mm=(0, 15), recon_per_image=True),
 )
@@ -124,7 +126,6 @@ _WIDE_SITES = (
 #: regularized inversions (L2 and iterative, up to about twice `wide`'s regularization) on 0.9-1.5 mm
 #: near-isotropic voxels, 2.2-3.2 mm clinical slices, and low SNR with noisier fields and TKD
 #: thresholds beyond the usual 0.1-0.25. Its random streams are its own (no benchmark image repeats).
-_ALL_ORIENTATIONS = ("RAS", "LAS", "LPS", "PIR")
 _HARD_SITES = (
     _site("HA", inplane_mm=(0.9, 1.5), slice_mm=(0.9, 1.5), orientations=_ALL_ORIENTATIONS, oblique_prob=0.3,
           scale=(0.7, 1.35), mask_fill="nan", inversions=("l2", "iterative"), l2_lambda=(0.02, 0.1),
