@@ -30,6 +30,11 @@ from dnqsm.nnunet import BUNDLED_MODELS, from_nnunet, model_folder, sha256, to_n
 LEFT, RIGHT = 1, 2
 #: Predicted localization components smaller than this (coarse voxels) are noise, not a DN region.
 MIN_REGION_VOXELS = 20
+#: Two parts of a DN mask are read as the two nuclei (for the midline) when their centroids lie at
+#: least this far apart along x (each nucleus lies ~14-15 mm from the midline) ...
+MIN_NUCLEI_SEPARATION_MM = 10.0
+#: ... and the smaller holds at least this share of the larger's voxels.
+MIN_NUCLEUS_SHARE = 0.25
 DEFAULT_GEOMETRY = {"localization_spacing_mm": 3.0, "margin_mm": 5.0}
 
 
@@ -297,6 +302,10 @@ def postprocess(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, croppe
     probability on the crop, if it has one). Raises SegmentationFailure(``nothing_found``) when no DN
     is left."""
     tick = time.perf_counter()
+    if midline_source == "image centroid":  # the localization merged both sides: ask the two segmented nuclei
+        between = midline_between_nuclei(raw, cropped.affine)
+        if between is not None:
+            midline_x, midline_source = between, "segmented nuclei"
     labeled, sides = assign_sides(raw, cropped.affine, midline_x)
     if not labeled.any():
         raise SegmentationFailure(nothing_found)
@@ -353,7 +362,9 @@ def assign_sides(binary: np.ndarray, affine: np.ndarray, midline_x: float) -> tu
 
 def midline(img: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray) -> tuple[float, str]:
     """World x of the subject's midline: halfway between the two localized DN regions, else the
-    centroid of the image's non-zero finite voxels (a one-sided region cannot define the midline)."""
+    centroid of the image's non-zero finite voxels (a one-sided region cannot define the midline;
+    :func:`postprocess` then tries :func:`midline_between_nuclei`, as the field of view and the head's
+    position move the image centroid by several millimetres)."""
     comps, n = ndimage.label(region)
     if n == 2:
         centres = [nib.affines.apply_affine(grid_affine, np.argwhere(comps == i).mean(0)) for i in (1, 2)]
@@ -361,6 +372,25 @@ def midline(img: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray) -
     data = np.asanyarray(img.dataobj)
     inside = np.argwhere(np.isfinite(data) & (data != 0))
     return float(nib.affines.apply_affine(img.affine, inside.mean(0))[0]), "image centroid"
+
+
+def midline_between_nuclei(binary: np.ndarray, affine: np.ndarray, min_separation_mm: float = MIN_NUCLEI_SEPARATION_MM,
+                           min_share: float = MIN_NUCLEUS_SHARE) -> float | None:
+    """World x halfway between the centroids of a DN mask's two largest connected parts, when they look
+    like the two nuclei side by side: the smaller holds at least ``min_share`` of the larger's voxels and
+    their centroids lie at least ``min_separation_mm`` apart along x. Else None (one nucleus, or one
+    nucleus and a fragment: no midline can be read from the mask)."""
+    comps, n = ndimage.label(binary > 0, structure=np.ones((3, 3, 3), bool))
+    if n < 2:
+        return None
+    sizes = ndimage.sum(binary > 0, comps, index=np.arange(1, n + 1))
+    first, second = (1 + int(i) for i in np.argsort(sizes)[::-1][:2])
+    if sizes[second - 1] < min_share * sizes[first - 1]:
+        return None
+    x = [float(nib.affines.apply_affine(affine, np.argwhere(comps == c).mean(0))[0]) for c in (first, second)]
+    if abs(x[0] - x[1]) < min_separation_mm:
+        return None
+    return (x[0] + x[1]) / 2
 
 
 def _like(reference: nib.Nifti1Image, labels: np.ndarray) -> nib.Nifti1Image:

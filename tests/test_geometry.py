@@ -6,11 +6,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from dnqsm.localize import crop, label_region, localization_input, region_box, region_components, region_slices
 from dnqsm.nnunet import from_nnunet, to_nnunet
-from dnqsm.segment import LEFT, RIGHT, assign_sides
+from dnqsm.segment import LEFT, RIGHT, assign_sides, midline_between_nuclei, postprocess
 
 
 def _affine(axes: np.ndarray, zooms, origin) -> np.ndarray:
@@ -103,3 +104,54 @@ def test_label_region_covers_the_labels_and_gives_a_box():
     world = nib.affines.apply_affine(affine, np.argwhere(labels > 0))
     assert np.all(world.min(0) >= box.lo) and np.all(world.max(0) <= box.hi)
     assert np.all(box.hi - box.lo < (world.max(0) - world.min(0)) + 15)
+
+
+def _two_nuclei(affine: np.ndarray, centres, half: int = 3, shape=(60, 60, 60)) -> np.ndarray:
+    """Cubes of side 2 * half + 1 voxels around world points."""
+    binary = np.zeros(shape, np.uint8)
+    inv = np.linalg.inv(affine)
+    for centre in centres:
+        v = np.round(nib.affines.apply_affine(inv, centre)).astype(int)
+        binary[tuple(slice(c - half, c + half + 1) for c in v)] = 1
+    return binary
+
+
+@pytest.mark.parametrize("name", ORIENTED)
+def test_the_midline_is_read_between_the_two_segmented_nuclei_and_only_when_there_are_two(name):
+    axes, zooms = ORIENTED[name], (1.0, 1.1, 1.2)
+    affine = _affine(axes, zooms, np.array([75.0, 20, 40]) - axes @ np.diag(zooms) @ [29.5, 29.5, 29.5])
+    left, right = np.array([60.0, 20, 40]), np.array([90.0, 20, 40])
+    binary = _two_nuclei(affine, (left, right))
+    assert midline_between_nuclei(binary, affine) == pytest.approx(75.0, abs=0.8)
+    assert midline_between_nuclei(_two_nuclei(affine, (left,)), affine) is None  # one nucleus
+    fragment = _two_nuclei(affine, (left,)) | _two_nuclei(affine, (right,), half=1)  # 27 vs 343 voxels
+    assert midline_between_nuclei(fragment, affine) is None
+    close = _two_nuclei(affine, (left, left + [8.0, 0, 0]))  # two parts 8 mm apart: not two nuclei
+    assert midline_between_nuclei(close, affine) is None
+
+
+def test_postprocess_takes_the_nuclei_midline_when_the_image_centroid_was_the_fallback():
+    """A head off the image centre (world x = voxel - 30, nuclei at x = -15 and +15): an image-centroid
+    midline 14 mm off would cut the right nucleus in two and drop its medial half. With that fallback
+    the midline comes from the two segmented nuclei; a localization midline is kept as given."""
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = (-30, -30, -30)
+    img = nib.Nifti1Image(np.random.default_rng(1).normal(0, 5, (60, 60, 60)).astype(np.float32), affine)
+    binary = _two_nuclei(affine, (np.array([-15.0, 0, 0]), np.array([15.0, 0, 0])))
+    coarse, grid_affine = localization_input(img, 3.0)
+    region = label_region(nib.Nifti1Image(binary, affine), grid_affine, coarse.shape, dilate_voxels=6) > 0
+    assert ndimage.label(region)[1] == 1, "the localization region must be one merged component here"
+    slices, touches = region_slices(img, region, grid_affine, 5.0)
+    cropped = crop(img, slices)
+    raw = binary[slices]
+    box = region_box(region, grid_affine)
+    for source, expected_source, right_voxels in (("image centroid", "segmented nuclei", 343),
+                                                  ("localization", "localization", None)):
+        result = postprocess(img, img, slices, cropped, raw, region, grid_affine, box, 5.0, touches, 14.0, source,
+                             {}, "nothing found")
+        assert result.geometry["midline_source"] == expected_source
+        if right_voxels is not None:
+            assert result.geometry["midline_x_mm"] == pytest.approx(0.0, abs=0.5)
+            assert result.sides["left"]["voxels"] == result.sides["right"]["voxels"] == right_voxels
+        else:  # the given midline stands, and the right nucleus loses what lies left of it
+            assert result.geometry["midline_x_mm"] == 14.0 and 0 < result.sides["right"]["voxels"] < 343
