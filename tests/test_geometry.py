@@ -33,13 +33,9 @@ ORIENTED = {
 def test_sides_follow_world_x_relative_to_the_midline(name):
     axes, zooms = ORIENTED[name], (1.0, 1.1, 1.2)
     affine = _affine(axes, zooms, np.array([75.0, 20, 40]) - axes @ np.diag(zooms) @ [29.5, 29.5, 29.5])
-    binary = np.zeros((60, 60, 60), np.uint8)
     left_world, right_world = np.array([60.0, 20, 40]), np.array([90.0, 20, 40])  # head centred at x = 75
-    inv = np.linalg.inv(affine)
-    for centre in (left_world, right_world):
-        v = np.round(nib.affines.apply_affine(inv, centre)).astype(int)
-        binary[tuple(slice(c - 3, c + 4) for c in v)] = 1
-    stray = np.round(nib.affines.apply_affine(inv, left_world + [-1, 15, 0])).astype(int)
+    binary = _two_nuclei(affine, (left_world, right_world))
+    stray = np.round(nib.affines.apply_affine(np.linalg.inv(affine), left_world + [-1, 15, 0])).astype(int)
     binary[tuple(stray)] = 1  # a one-voxel speck on the left: not the largest component
     labels, info = assign_sides(binary, affine, midline_x=75.0)
     for label, expected in ((LEFT, left_world), (RIGHT, right_world)):
