@@ -37,7 +37,7 @@ from dnqsm.localize import coarse_grid, crop, region_box, region_components, reg
 from dnqsm.nnunet import sha256
 from dnqsm.preprocess import preprocess
 from dnqsm.registration import ants_image, remove_transforms
-from dnqsm.segment import LEFT, RIGHT, Engine, Result, SegmentationFailure, image_stem, midline, postprocess
+from dnqsm.segment import LEFT, RIGHT, Engine, Result, SegmentationFailure, image_stem, postprocess
 
 DEFAULTS: dict[str, Any] = {
     "localization_spacing_mm": 3.0,  # the coarse grid of the affine step and of the DN region
@@ -203,8 +203,6 @@ class AtlasSegmenter(Engine):
         if box is None:
             raise SegmentationFailure(f"{path}: no atlas's dentate nuclei landed inside the image after affine "
                                       "registration (does the image cover the cerebellum?)")
-        midline_x, midline_source = midline(img, region, grid_affine)
-        midline_source = "atlas region" if midline_source == "localization" else midline_source
 
         # segmentation: SyN per atlas on the crop, labels fused on the crop's native voxels
         tick = time.perf_counter()
@@ -228,9 +226,8 @@ class AtlasSegmenter(Engine):
         timings["segmentation"] = time.perf_counter() - tick
 
         result = postprocess(img, canonical, slices, cropped, raw, region, grid_affine, box, margin, touches_edge,
-                             midline_x, midline_source, timings,
-                             f"{path}: no atlas label survived registration to the localized region",
-                             None, self.checks)
+                             timings, f"{path}: no atlas label survived registration to the localized region",
+                             None, self.checks, region_name="atlas region")
         result.geometry["atlases_used"] = [a.name for a in atlases]
         return result
 

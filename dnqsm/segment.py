@@ -240,8 +240,6 @@ class DentateSegmenter(Engine):
         if box is None:
             raise SegmentationFailure(f"{path}: the localization model found no dentate region "
                                       "(does the image cover the cerebellum?)")
-        midline_x, midline_source = midline(img, region, grid_affine)
-
         tick = time.perf_counter()
         canonical = nib.as_closest_canonical(img)
         margin = float(self.models.geometry["margin_mm"])
@@ -264,9 +262,8 @@ class DentateSegmenter(Engine):
         timings["segmentation"] = time.perf_counter() - tick
 
         return postprocess(img, canonical, slices, cropped, raw, region, grid_affine, box, margin, touches_edge,
-                           midline_x, midline_source, timings,
-                           f"{path}: no dentate nucleus found in the localized region", foreground, self.checks,
-                           single_pass)
+                           timings, f"{path}: no dentate nucleus found in the localized region", foreground,
+                           self.checks, single_pass)
 
     def describe(self) -> dict[str, Any]:
         return {"models": {"localization": self.models.localization.describe(),
@@ -292,20 +289,18 @@ class Result:
 
 
 def postprocess(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, cropped: nib.Nifti1Image, raw: np.ndarray,
-                region: np.ndarray, grid_affine: np.ndarray, box, margin: float, touches_edge: bool, midline_x: float,
-                midline_source: str, timings: dict[str, float], nothing_found: str,
+                region: np.ndarray, grid_affine: np.ndarray, box, margin: float, touches_edge: bool,
+                timings: dict[str, float], nothing_found: str,
                 probability: np.ndarray | None = None, checks: dict[str, float] | None = None,
-                single_pass: np.ndarray | None = None) -> Result:
-    """What every method does with its binary DN mask on the canonical crop: sides by the midline and
-    the largest component per side (:func:`assign_sides`), then the labels back on the input's own
+                single_pass: np.ndarray | None = None, region_name: str = "localization") -> Result:
+    """What every method does with its binary DN mask on the canonical crop: the midline
+    (:func:`midline`; ``region_name`` is what its first source is called in the record), sides by it
+    and the largest component per side (:func:`assign_sides`), then the labels back on the input's own
     grid with the geometry record and the confidence verdict (``probability``: the method's foreground
     probability on the crop, if it has one). Raises SegmentationFailure(``nothing_found``) when no DN
     is left."""
     tick = time.perf_counter()
-    if midline_source == "image centroid":  # the localization merged both sides: ask the two segmented nuclei
-        between = midline_between_nuclei(raw, cropped.affine)
-        if between is not None:
-            midline_x, midline_source = between, "segmented nuclei"
+    midline_x, midline_source = midline(img, region, grid_affine, raw, cropped.affine, region_name)
     labeled, sides = assign_sides(raw, cropped.affine, midline_x)
     if not labeled.any():
         raise SegmentationFailure(nothing_found)
@@ -360,15 +355,20 @@ def assign_sides(binary: np.ndarray, affine: np.ndarray, midline_x: float) -> tu
     return labels, info
 
 
-def midline(img: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray) -> tuple[float, str]:
-    """World x of the subject's midline: halfway between the two localized DN regions, else the
-    centroid of the image's non-zero finite voxels (a one-sided region cannot define the midline;
-    :func:`postprocess` then tries :func:`midline_between_nuclei`, as the field of view and the head's
-    position move the image centroid by several millimetres)."""
+def midline(img: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray, binary: np.ndarray,
+            binary_affine: np.ndarray, region_name: str = "localization") -> tuple[float, str]:
+    """World x of the subject's midline and where it came from, first source that can tell:
+    halfway between the two localized DN regions (``region_name``); else halfway between the two
+    segmented nuclei (:func:`midline_between_nuclei` on ``binary``, the method's DN mask); else the
+    centroid of the image's non-zero finite voxels, which the field of view and the head's position
+    move by several millimetres (``"image centroid"``)."""
     comps, n = ndimage.label(region)
     if n == 2:
         centres = [nib.affines.apply_affine(grid_affine, np.argwhere(comps == i).mean(0)) for i in (1, 2)]
-        return float((centres[0][0] + centres[1][0]) / 2), "localization"
+        return float((centres[0][0] + centres[1][0]) / 2), region_name
+    between = midline_between_nuclei(binary, binary_affine)
+    if between is not None:
+        return between, "segmented nuclei"
     data = np.asanyarray(img.dataobj)
     inside = np.argwhere(np.isfinite(data) & (data != 0))
     return float(nib.affines.apply_affine(img.affine, inside.mean(0))[0]), "image centroid"

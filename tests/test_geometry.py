@@ -126,28 +126,36 @@ def test_the_midline_is_read_between_the_two_segmented_nuclei_and_only_when_ther
     assert midline_between_nuclei(close, affine) is None
 
 
-def test_postprocess_takes_the_nuclei_midline_when_the_image_centroid_was_the_fallback():
-    """A head off the image centre (world x = voxel - 30, nuclei at x = -15 and +15): an image-centroid
-    midline 14 mm off would cut the right nucleus in two and drop its medial half. With that fallback
-    the midline comes from the two segmented nuclei; a localization midline is kept as given."""
+def test_the_midline_comes_from_the_regions_then_the_segmented_nuclei_then_the_image_centroid():
+    """A head off the image centre (world x = voxel - 30, nuclei at x = -15 and +15, the image's
+    non-zero voxels centred 13.5 mm right of the midline). Two localized regions give the midline, under
+    the method's own name; one merged region hands over to the two segmented nuclei (the image centroid,
+    14 mm off, would cut the right nucleus in two); a nucleus and a fragment cannot tell, so the image
+    centroid is the last resort, and the record says so."""
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     affine[:3, 3] = (-30, -30, -30)
-    img = nib.Nifti1Image(np.random.default_rng(1).normal(0, 5, (60, 60, 60)).astype(np.float32), affine)
-    binary = _two_nuclei(affine, (np.array([-15.0, 0, 0]), np.array([15.0, 0, 0])))
+    data = np.random.default_rng(1).normal(0, 5, (60, 60, 60)).astype(np.float32)
+    data[:28] = 0  # the field of view cut on the left: the image centroid moves right
+    img = nib.Nifti1Image(data, affine)
+    left, right = np.array([-15.0, 0, 0]), np.array([15.0, 0, 0])
+    binary = _two_nuclei(affine, (left, right))
     coarse, grid_affine = localization_input(img, 3.0)
-    region = label_region(nib.Nifti1Image(binary, affine), grid_affine, coarse.shape, dilate_voxels=6) > 0
-    assert ndimage.label(region)[1] == 1, "the localization region must be one merged component here"
-    slices, touches = region_slices(img, region, grid_affine, 5.0)
-    cropped = crop(img, slices)
-    raw = binary[slices]
-    box = region_box(region, grid_affine)
-    for source, expected_source, right_voxels in (("image centroid", "segmented nuclei", 343),
-                                                  ("localization", "localization", None)):
-        result = postprocess(img, img, slices, cropped, raw, region, grid_affine, box, 5.0, touches, 14.0, source,
-                             {}, "nothing found")
-        assert result.geometry["midline_source"] == expected_source
-        if right_voxels is not None:
-            assert result.geometry["midline_x_mm"] == pytest.approx(0.0, abs=0.5)
-            assert result.sides["left"]["voxels"] == result.sides["right"]["voxels"] == right_voxels
-        else:  # the given midline stands, and the right nucleus loses what lies left of it
-            assert result.geometry["midline_x_mm"] == 14.0 and 0 < result.sides["right"]["voxels"] < 343
+    merged = label_region(nib.Nifti1Image(binary, affine), grid_affine, coarse.shape, dilate_voxels=6) > 0
+    apart = label_region(nib.Nifti1Image(binary, affine), grid_affine, coarse.shape, dilate_voxels=1) > 0
+    assert ndimage.label(merged)[1] == 1 and ndimage.label(apart)[1] == 2
+    fragment = _two_nuclei(affine, (left,)) | _two_nuclei(affine, (right,), half=1)
+    cases = ((apart, binary, "atlas region", "atlas region", 0.0),
+             (merged, binary, "localization", "segmented nuclei", 0.0),
+             (merged, fragment, "localization", "image centroid", 13.5))
+    for region, mask, region_name, source, midline_x in cases:
+        slices, touches = region_slices(img, region, grid_affine, 5.0)
+        cropped = crop(img, slices)
+        result = postprocess(img, img, slices, cropped, mask[slices], region, grid_affine,
+                             region_box(region, grid_affine), 5.0, touches, {}, "nothing found",
+                             region_name=region_name)
+        assert result.geometry["midline_source"] == source
+        assert result.geometry["midline_x_mm"] == pytest.approx(midline_x, abs=0.6)
+        if source != "image centroid":  # both nuclei whole, one per side
+            assert result.sides["left"]["voxels"] == result.sides["right"]["voxels"] == 343
+        else:  # the sides as the image centroid cuts them: the fragment is all the right side has
+            assert result.sides["left"]["voxels"] == 343 and result.sides["right"]["voxels"] == 27
