@@ -14,7 +14,8 @@ rule longitudinal:
         folder=directory(longitudinal_folder()),
     params:
         visits=lambda wc: [(batch_folder(METHOD, BATCH_OF[s.key]), engine_stem(s)) for s in BATCHES.by_subject[wc.subject]],
-        settings={key: value for key, value in LONGITUDINAL.items() if key in ("prior_weight", "iterations", "template_spacing_mm")},
+        settings={key: value for key, value in LONGITUDINAL.items() if key in ("prior_weight", "iterations", "template_spacing_mm",
+                                                                             "registration_spacing_mm")},
         checks=config["confidence"],
         bids_dir=str(BIDS_DIR),
         sessions=lambda wc: [s.session for s in BATCHES.by_subject[wc.subject]],

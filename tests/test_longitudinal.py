@@ -134,3 +134,30 @@ def test_steady_change_is_kept_when_visit_times_are_known(tmp_path):
     assert slope(total(timed)) == pytest.approx(truth_slope, rel=0.15), (truth_slope, total(timed))
     assert abs(slope(total(untimed))) < 0.75 * abs(truth_slope), "a plain mean prior flattens change"
     assert timed[0]["longitudinal"]["years"] == years and "unknown" in untimed[0]["longitudinal"]["years"]
+
+
+def test_aligning_on_a_coarser_grid_gives_the_labels_of_the_template_grid(tmp_path):
+    """The rigid alignment may run on a grid coarser than the template (``registration_spacing_mm``:
+    several times faster); the transforms are in millimetres, so the prior, still built on the template
+    grid, and the labels stay those of the alignment on the template grid itself."""
+    engine = tmp_path / "batch"
+    truth = _visit(engine, "v1", (0.0, 0.0, 0.0), seed=1)
+    _visit(engine, "v2", (3.0, -2.0, 1.0), seed=2)
+    _visit(engine, "v3", (-1.0, 2.0, -2.0), seed=3)
+    visits = [(engine, s) for s in ("v1", "v2", "v3")]
+    fine = longitudinal_subject(visits, tmp_path / "fine", settings={"registration_spacing_mm": None})
+    coarse = longitudinal_subject(visits, tmp_path / "coarse", settings={"registration_spacing_mm": 2.0})
+    finer = longitudinal_subject(visits, tmp_path / "finer", settings={"registration_spacing_mm": 0.5})
+    assert fine[0]["longitudinal"]["registration_spacing_mm"] == fine[0]["longitudinal"]["template_spacing_mm"] == 1.0
+    assert coarse[0]["longitudinal"]["registration_spacing_mm"] == 2.0
+    assert finer[0]["longitudinal"]["registration_spacing_mm"] == 1.0  # never finer than the template
+    assert [m["longitudinal"]["mode"] for m in coarse] == ["longitudinal"] * 3
+    read = lambda folder, stem: np.asarray(nib.load(folder / stem / f"{stem}_seg.nii.gz").dataobj)  # noqa: E731
+    dice = lambda a, b: 2 * (a & b).sum() / (a.sum() + b.sum())  # noqa: E731
+    for stem in ("v1", "v2", "v3"):
+        a, b = read(tmp_path / "fine", stem), read(tmp_path / "coarse", stem)
+        for label in (1, 2):
+            assert dice(a == label, b == label) > 0.985, (stem, label)  # measured 0.994-0.999 (4 mm: 0.981)
+    stems = ("v1", "v2", "v3")
+    assert np.mean([dice(read(tmp_path / "coarse", s) > 0, truth) for s in stems]) > \
+        np.mean([dice(read(engine, s) > 0, truth) for s in stems])

@@ -1,0 +1,85 @@
+"""Time of the longitudinal mode per subject: rigid alignment on the template grid versus a coarser grid.
+
+Usage: python benchmarks/longitudinal_speed.py --keep DIR [--subjects 4] [--registration-spacing 1.0]
+``DIR`` is a kept test-retest run (``benchmarks/retest.py --keep DIR``: its ``retest/`` cohort and the
+networks' results in ``nnunet/``). For each of the first ``--subjects`` subjects, all its scans go through
+``dnqsm.longitudinal.longitudinal_subject`` twice in this process, one subject after another (ANTs
+single-threaded, as the workflow runs it): once aligned on the template grid itself
+(``registration_spacing_mm: null``, the mode before 2026-12-01) and once on the coarser grid. Prints one
+Markdown table: per subject the template grid, seconds each way, and how far the two ways' labels
+differ (Dice per side between them, and the largest volume difference of any scan in % of its volume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from dnqsm.io import read_tsv
+from dnqsm.longitudinal import longitudinal_subject
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = float(a.sum() + b.sum())
+    return 2.0 * float((a & b).sum()) / total if total else 1.0
+
+
+def markdown(rows: list[dict]) -> list[str]:
+    """A Markdown table of dicts with the same keys."""
+    head = list(rows[0])
+    return ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head),
+            *("| " + " | ".join(str(r[k]) for k in head) + " |" for r in rows)]
+
+
+def run(keep: Path, subject: str, out: Path, spacing: float | None) -> tuple[float, list[dict]]:
+    truth = read_tsv(keep / "retest" / "derivatives" / "manual" / "truth.tsv")
+    rows = truth[truth.participant_id == subject]
+    stems = [f"{r.participant_id}_{r.session_id}_Chimap" for r in rows.itertuples()]
+    years = [float(v) - 1.0 for v in rows.visit]
+    tick = time.perf_counter()
+    metas = longitudinal_subject([(keep / "nnunet", s) for s in stems], out,
+                                 settings={"registration_spacing_mm": spacing}, years=years)
+    return time.perf_counter() - tick, metas
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep", required=True, type=Path, help="folder of a `retest.py --keep` run")
+    parser.add_argument("--subjects", type=int, default=4)
+    parser.add_argument("--registration-spacing", type=float, default=1.0)
+    args = parser.parse_args()
+    truth = read_tsv(args.keep / "retest" / "derivatives" / "manual" / "truth.tsv")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for subject in sorted(truth.participant_id.unique())[: args.subjects]:
+            fine_s, fine = run(args.keep, subject, Path(tmp) / "fine" / subject, None)
+            coarse_s, coarse = run(args.keep, subject, Path(tmp) / "coarse" / subject, args.registration_spacing)
+            scores = {"left": [], "right": []}
+            worst = 0.0
+            for a, b in zip(fine, coarse):
+                la = nib.load(Path(tmp) / "fine" / subject / a["stem"] / f"{a['stem']}_seg.nii.gz").get_fdata()
+                lb = nib.load(Path(tmp) / "coarse" / subject / b["stem"] / f"{b['stem']}_seg.nii.gz").get_fdata()
+                for side, label in (("left", 1), ("right", 2)):
+                    scores[side].append(dice(la == label, lb == label))
+                    va, vb = a["dentate"][side]["volume_mm3"], b["dentate"][side]["volume_mm3"]
+                    worst = max(worst, 100.0 * abs(vb - va) / max(va, 1e-9))
+            record = fine[0]["longitudinal"]
+            rows.append({"subject": subject, "scans": len(fine),
+                         "template grid": f"{record['template_shape']} at {record['template_spacing_mm']:.2f} mm",
+                         "s, template grid": round(fine_s, 1),
+                         f"s, {args.registration_spacing:g} mm grid": round(coarse_s, 1),
+                         "speed-up": f"{fine_s / coarse_s:.1f}x",
+                         "Dice between the two, left / right (lowest scan)":
+                             f"{min(scores['left']):.3f} / {min(scores['right']):.3f}",
+                         "largest volume difference %": round(worst, 2)})
+            print(rows[-1], flush=True)
+    print("\n".join(markdown(rows)))
+
+
+if __name__ == "__main__":
+    main()
