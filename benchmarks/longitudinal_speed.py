@@ -36,9 +36,8 @@ def markdown(rows: list[dict]) -> list[str]:
             *("| " + " | ".join(str(r[k]) for k in head) + " |" for r in rows)]
 
 
-def run(keep: Path, subject: str, out: Path, spacing: float | None) -> tuple[float, list[dict]]:
-    truth = read_tsv(keep / "retest" / "derivatives" / "manual" / "truth.tsv")
-    rows = truth[truth.participant_id == subject]
+def run(keep: Path, rows, out: Path, spacing: float | None) -> tuple[float, list[dict]]:
+    """One subject's scans (``rows`` of the cohort's truth table) through the longitudinal mode."""
     stems = [f"{r.participant_id}_{r.session_id}_Chimap" for r in rows.itertuples()]
     years = [float(v) - 1.0 for v in rows.visit]
     tick = time.perf_counter()
@@ -57,8 +56,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for subject in sorted(truth.participant_id.unique())[: args.subjects]:
-            fine_s, fine = run(args.keep, subject, Path(tmp) / "fine" / subject, None)
-            coarse_s, coarse = run(args.keep, subject, Path(tmp) / "coarse" / subject, args.registration_spacing)
+            scans = truth[truth.participant_id == subject]
+            fine_s, fine = run(args.keep, scans, Path(tmp) / "fine" / subject, None)
+            coarse_s, coarse = run(args.keep, scans, Path(tmp) / "coarse" / subject, args.registration_spacing)
             scores = {"left": [], "right": []}
             worst = 0.0
             for a, b in zip(fine, coarse):
