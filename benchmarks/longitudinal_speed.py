@@ -18,15 +18,10 @@ import time
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 
 from dnqsm.io import read_tsv
 from dnqsm.longitudinal import longitudinal_subject
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = float(a.sum() + b.sum())
-    return 2.0 * float((a & b).sum()) / total if total else 1.0
+from dnqsm.metrics import dice
 
 
 def markdown(rows: list[dict]) -> list[str]:

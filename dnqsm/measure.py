@@ -10,6 +10,10 @@ from scipy import ndimage
 
 from dnqsm.units import OUTPUT_UNIT
 
+#: A nucleus's voxels belong together when they touch by a face, an edge or a corner (26-connectivity):
+#: wherever dnqsm counts, keeps or pairs the connected parts of a DN mask.
+NUCLEUS_CONNECTIVITY = np.ones((3, 3, 3), bool)
+
 SIDES = {"left": 1, "right": 2}
 
 #: Column name -> (unit, description) of every per-session measure; the cohort table's sidecar uses it.
@@ -60,7 +64,7 @@ def side_measures(chi_ppb: np.ndarray, mask: np.ndarray, affine: np.ndarray, ero
         "volume_mm3": volume, "chi_mean_ppb": mean, "chi_median_ppb": float(np.median(values)),
         "chi_sd_ppb": float(values.std(ddof=1)) if values.size > 1 else 0.0, "chi_mass_ppb_mm3": mean * volume,
         "centroid_x_mm": float(centroid[0]), "centroid_y_mm": float(centroid[1]), "centroid_z_mm": float(centroid[2]),
-        "components": int(ndimage.label(mask, structure=np.ones((3, 3, 3)))[1]), "chi_voxels": int(core.sum()),
+        "components": int(ndimage.label(mask, structure=NUCLEUS_CONNECTIVITY)[1]), "chi_voxels": int(core.sum()),
     }
 
 

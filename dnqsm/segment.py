@@ -25,6 +25,7 @@ from dnqsm import __version__
 from dnqsm.confidence import DEFAULTS as CHECK_DEFAULTS, Confidence, assess, side_numbers
 from dnqsm.io import InputError, fractions_8bit, load_image, save_nifti, staged_folder, write_json
 from dnqsm.localize import crop, localization_input, region_box, region_components, region_slices, resample_to_grid
+from dnqsm.measure import NUCLEUS_CONNECTIVITY
 from dnqsm.nnunet import BUNDLED_MODELS, from_nnunet, model_folder, sha256, to_nnunet  # noqa: F401
 
 LEFT, RIGHT = 1, 2
@@ -343,10 +344,9 @@ def assign_sides(binary: np.ndarray, affine: np.ndarray, midline_x: float) -> tu
         world_x = nib.affines.apply_affine(affine, idx)[:, 0]
         side = np.where(world_x < midline_x, LEFT, RIGHT).astype(np.uint8)
         labels[tuple(idx.T)] = side
-    structure = np.ones((3, 3, 3), bool)
     for name, label in (("left", LEFT), ("right", RIGHT)):
         predicted = int((labels == label).sum())
-        comps, n = ndimage.label(labels == label, structure=structure)
+        comps, n = ndimage.label(labels == label, structure=NUCLEUS_CONNECTIVITY)
         if n > 1:
             sizes = ndimage.sum(labels == label, comps, index=np.arange(1, n + 1))
             keep = 1 + int(np.argmax(sizes))
@@ -362,7 +362,7 @@ def midline(img: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray, b
     segmented nuclei (:func:`midline_between_nuclei` on ``binary``, the method's DN mask); else the
     centroid of the image's non-zero finite voxels, which the field of view and the head's position
     move by several millimetres (``"image centroid"``)."""
-    comps, n = ndimage.label(region)
+    comps, n = ndimage.label(region)  # face-connected, as localize.region_components kept them
     if n == 2:
         centres = [nib.affines.apply_affine(grid_affine, np.argwhere(comps == i).mean(0)) for i in (1, 2)]
         return float((centres[0][0] + centres[1][0]) / 2), region_name
@@ -380,10 +380,11 @@ def midline_between_nuclei(binary: np.ndarray, affine: np.ndarray, min_separatio
     like the two nuclei side by side: the smaller holds at least ``min_share`` of the larger's voxels and
     their centroids lie at least ``min_separation_mm`` apart along x. Else None (one nucleus, or one
     nucleus and a fragment: no midline can be read from the mask)."""
-    comps, n = ndimage.label(binary > 0, structure=np.ones((3, 3, 3), bool))
+    nuclei = binary > 0
+    comps, n = ndimage.label(nuclei, structure=NUCLEUS_CONNECTIVITY)
     if n < 2:
         return None
-    sizes = ndimage.sum(binary > 0, comps, index=np.arange(1, n + 1))
+    sizes = ndimage.sum(nuclei, comps, index=np.arange(1, n + 1))
     first, second = (1 + int(i) for i in np.argsort(sizes)[::-1][:2])
     if sizes[second - 1] < min_share * sizes[first - 1]:
         return None
