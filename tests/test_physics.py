@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 import pytest
 
 from dnqsm.synth import physics
@@ -94,6 +95,17 @@ def test_erosion_removes_edge_voxels():
     eroded = physics.erode_mask(mask, 3.0, 1.0)
     assert eroded.sum() < mask.sum() and not eroded[5:8].any() and eroded[15, 15, 15]
     assert physics.erode_mask(mask, 0.2, 1.0).sum() == mask.sum()
+
+
+@pytest.mark.parametrize("erosion_mm", [0.6, 1.0, 1.7, 2.0, 3.3, 4.0])
+def test_erosion_keeps_exactly_the_voxels_farther_than_the_radius_from_the_outside(erosion_mm):
+    # an irregular mask touching the array's border: the ball erosion must equal a Euclidean distance
+    # transform's threshold (what "eroded by r mm" means), voxel for voxel
+    rng = np.random.default_rng(3)
+    mask = ndimage.gaussian_filter(rng.normal(size=(40, 46, 36)), 2.5) > -0.03
+    for voxel_mm in (1.0, 0.8):
+        expected = ndimage.distance_transform_edt(mask) > erosion_mm / voxel_mm
+        assert np.array_equal(physics.erode_mask(mask, erosion_mm, voxel_mm), expected)
 
 
 def test_multi_echo_field_estimate_is_unbiased_and_noisier_at_low_snr():

@@ -59,9 +59,12 @@ class SubjectAnatomy:
     def to_mni(self, points_subject: np.ndarray) -> np.ndarray:
         """Map (3, N) subject-space points (mm) to MNI (mm) through the smooth warp."""
         origin = self.template.affine[:3, 3][:, None]
-        grid = (points_subject - origin) / self.warp_spacing_mm
-        disp = np.stack([ndimage.map_coordinates(c, grid, order=1, mode="nearest") for c in self.warp])
-        return points_subject + disp
+        grid = points_subject - origin
+        grid /= self.warp_spacing_mm
+        mni = np.empty(points_subject.shape, np.result_type(points_subject, self.warp))
+        for axis, component in enumerate(self.warp):  # one axis at a time: no (3, N) displacement array
+            mni[axis] = points_subject[axis] + ndimage.map_coordinates(component, grid, order=1, mode="nearest")
+        return mni
 
 
 def build_anatomy(rng: np.random.Generator) -> SubjectAnatomy:
