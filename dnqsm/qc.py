@@ -42,7 +42,7 @@ def _draw_view(ax, chi: np.ndarray, labels: np.ndarray | None, affine: np.ndarra
               extent=extent, interpolation="nearest")
     h_axis, v_axis, _ = VIEWS[view]
     if labels is not None:
-        lab = reslice(labels.astype(np.float32), affine, center, view, half_width, step, order=0)
+        lab = reslice(labels, affine, center, view, half_width, step, order=0)
         grid = np.linspace(-half_width, half_width, lab.shape[0])
         for value, colour in SIDE_COLOURS.items():
             mask = (np.nan_to_num(lab) == value).astype(float)

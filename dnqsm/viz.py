@@ -29,9 +29,16 @@ def reslice(data: np.ndarray, affine: np.ndarray, center_mm, view: str, half_wid
     world[fixed] = center_mm[fixed]
     inv = np.linalg.inv(affine)
     vox = np.einsum("ij,j...->i...", inv[:3, :3], world) + inv[:3, 3][:, None, None]
-    values = np.nan_to_num(np.asarray(data, dtype=np.float32), nan=0.0)
-    out = ndimage.map_coordinates(values, vox, order=order, mode="constant", cval=np.nan)
     inside = np.all([(vox[i] >= -0.5) & (vox[i] <= data.shape[i] - 0.5) for i in range(3)], axis=0)
+    if not inside.any():
+        return np.full(hh.shape, np.nan, np.float32)
+    # only the block of voxels the slice passes through (one voxel of margin, within the image) is read
+    # and cleaned of NaN; coordinates shift by whole voxels, so the interpolated values are the same
+    lo = np.maximum(np.floor(vox.reshape(3, -1).min(1)) - 1, 0).astype(int)
+    hi = np.maximum(np.minimum(np.ceil(vox.reshape(3, -1).max(1)) + 2, data.shape[:3]).astype(int), lo + 1)
+    block = np.asarray(data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
+    values = np.nan_to_num(block, nan=0.0)
+    out = ndimage.map_coordinates(values, vox - lo[:, None, None], order=order, mode="constant", cval=np.nan)
     out[~inside] = np.nan
     return out  # row 0 = lowest world coordinate of v_axis; draw with origin="lower"
 

@@ -52,3 +52,43 @@ def test_every_overview_panel_cuts_through_a_nucleus(tmp_path):
     sagittal = pixels[int(0.05 * height):int(0.36 * height), int(0.67 * width):]  # top row, right panel
     red = (sagittal[..., 0] > 0.9) & (sagittal[..., 1] < 0.45) & (sagittal[..., 2] < 0.45)
     assert red.sum() > 20, "the left DN's contour shows in the sagittal overview"
+
+
+def _reslice_whole_volume(data, affine, center, view, half_width, step, order):
+    """The slice computed over the whole volume (NaN cleaned everywhere), as reslice did before it read
+    only the block the slice passes through."""
+    from scipy import ndimage
+
+    from dnqsm.viz import VIEWS
+
+    h_axis, v_axis, fixed = VIEWS[view]
+    offsets = np.arange(-half_width, half_width + step / 2, step)
+    hh, vv = np.meshgrid(offsets, offsets, indexing="xy")
+    world = np.zeros((3,) + hh.shape)
+    world[h_axis], world[v_axis], world[fixed] = center[h_axis] + hh, center[v_axis] + vv, center[fixed]
+    inv = np.linalg.inv(affine)
+    vox = np.einsum("ij,j...->i...", inv[:3, :3], world) + inv[:3, 3][:, None, None]
+    out = ndimage.map_coordinates(np.nan_to_num(data.astype(np.float32), nan=0.0), vox, order=order,
+                                  mode="constant", cval=np.nan)
+    inside = np.all([(vox[i] >= -0.5) & (vox[i] <= data.shape[i] - 0.5) for i in range(3)], axis=0)
+    out[~inside] = np.nan
+    return out
+
+
+def test_reslice_reads_a_block_and_gives_the_whole_volume_values():
+    # an oblique image with NaN outside its mask, cut by slices inside it, across its edge and beyond it
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(40, 36, 30)).astype(np.float32)
+    data[:, :, :4] = np.nan
+    labels = rng.integers(0, 3, size=data.shape).astype(np.uint8)
+    rotation = nib.eulerangles.euler2mat(0.3, -0.2, 0.25)
+    affine = nib.affines.from_matvec(rotation @ np.diag([0.7, 0.8, 1.5]), [-10.0, -12.0, -20.0])
+    centre_voxel = nib.affines.apply_affine(affine, [20, 18, 15])
+    for shift in (0.0, 14.0, 60.0):
+        centre = centre_voxel + [shift, -shift / 2, shift / 3]
+        for view in ("axial", "coronal", "sagittal"):
+            for values, order in ((data, 1), (labels, 0)):
+                got = reslice(values, affine, centre, view, 18.0, 0.5, order=order)
+                want = _reslice_whole_volume(values, affine, centre, view, 18.0, 0.5, order)
+                assert got.shape == want.shape and got.dtype == want.dtype
+                assert np.array_equal(got, want, equal_nan=True), (shift, view, order)
