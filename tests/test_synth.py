@@ -238,6 +238,62 @@ def anatomy():
     return build_anatomy(np.random.default_rng(11))
 
 
+@pytest.mark.parametrize("warp_gain", [1.0, 4.0])
+def test_points_skipped_as_air_never_sample_brain(anatomy, warp_gain):
+    # rendering samples the tissue maps only where a point may hold brain; the bound must hold for any
+    # warp (also one four times stronger than the generator draws) and still skip most of the air
+    from dataclasses import replace as with_fields
+
+    warped = with_fields(anatomy, warp=anatomy.warp * np.float32(warp_gain))
+    rng = np.random.default_rng(4)
+    tpl = anatomy.template
+    lo = tpl.affine[:3, 3] - 15.0
+    hi = tpl.affine[:3, :3] @ (np.array(tpl.shape) - 1) + tpl.affine[:3, 3] + 15.0
+    points = rng.uniform(np.minimum(lo, hi)[:, None], np.maximum(lo, hi)[:, None], size=(3, 400_000)).astype(np.float32)
+    keep = warped.may_hold_brain(points)
+    inv = np.linalg.inv(tpl.affine)
+    brain = ndimage.map_coordinates(tpl.brain, inv[:3, :3] @ warped.to_mni(points) + inv[:3, 3:4], order=1,
+                                    mode="constant", cval=0.0)
+    assert (brain >= 0.5).any() and not (brain[~keep] >= 0.5).any()
+    assert (~keep).mean() > 0.25
+
+
+@pytest.mark.parametrize("warp_gain", [1.0, 0.0])
+def test_every_grid_point_with_brain_is_rendered(anatomy, warp_gain):
+    # the renderer samples tissue only at the points _head_points keeps (decided per block of voxels):
+    # on an oblique, anisotropic grid around a posed head, every point whose warped position samples
+    # brain must be among them, and so must every point near a nucleus (without a warp the margins are
+    # tightest)
+    from dataclasses import replace as with_fields
+
+    from dnqsm.synth.acquisition import _grid_points, _head_points, grid_affine
+
+    anatomy = with_fields(anatomy, warp=anatomy.warp * np.float32(warp_gain))
+
+    acq = Acquisition(
+        site="T", orientation="LPS", oblique_deg=17.0, voxel_mm=(1.1, 0.9, 2.6), rotation_deg=(20.0, -6.0, 7.0),
+        translation_mm=(30.0, -10.0, 12.0), unit="ppm", scale=1.0, dtype="float32", mask_fill="zero",
+        noise_ppm=0.0, crop_top_mm=0.0, crop_bottom_mm=0.0,
+        recon=Recon(inversion="tkd", threshold=0.2, regularization=0.0, iterations=0, reference="mean", erosion_mm=2.0,
+                    residual_ppm=(0.0, 0.0, 0.0), residual_sigma_mm=10.0, snr=0.0, field_noise_ppm=0.0, echoes=3,
+                    first_te_ms=5.0, delta_te_ms=5.0),
+    )
+    pose = head_pose(anatomy, acq)
+    affine, shape = grid_affine(anatomy, acq, pose)
+    mni, keep = _head_points(anatomy, pose, affine, shape, 25.0)
+    every = anatomy.to_mni(_grid_points(np.linalg.inv(pose) @ affine, shape, (0.0, 0.0, 0.0)))
+    assert np.array_equal(mni, every[:, keep])
+    tpl = anatomy.template
+    inv = np.linalg.inv(tpl.affine)
+    brain = ndimage.map_coordinates(tpl.brain, inv[:3, :3] @ every + inv[:3, 3:4], order=1, mode="constant")
+    kept = np.zeros(brain.size, bool)
+    kept[keep] = True
+    assert (brain >= 0.5).sum() > 10_000 and kept[brain >= 0.5].all()
+    for nucleus in anatomy.dentate.values():
+        assert kept[np.linalg.norm(every - nucleus.center[:, None], axis=0) < 25.0].all()
+    assert kept.mean() < 0.6  # most of the grid is air, never sampled
+
+
 @pytest.mark.parametrize("orientation,oblique", [(o, 0.0) for o in ORIENTATIONS] + [("RAS", 18.0), ("LPS", -14.0)])
 def test_left_label_is_on_the_left_in_every_orientation(anatomy, orientation, oblique):
     acq = Acquisition(

@@ -229,9 +229,37 @@ def physics_grid(anatomy: SubjectAnatomy, pose: np.ndarray, voxel_mm: float = PH
     return affine, shape
 
 
-def _mni_points(anatomy: SubjectAnatomy, pose: np.ndarray, affine: np.ndarray, shape, offset=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """MNI coordinates (3, N) of every voxel centre of a grid (shifted by ``offset`` voxels)."""
-    return anatomy.to_mni(_grid_points(np.linalg.inv(pose) @ affine, shape, offset))
+def _head_points(anatomy: SubjectAnatomy, pose: np.ndarray, affine: np.ndarray, shape, nuclei_reach_mm: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """MNI coordinates (3, M) of the voxel centres of a grid that may hold brain, and their flat indices
+    (M,), ascending. Most of a grid around the head is air: there every tissue map samples zero brain
+    (:meth:`SubjectAnatomy.may_hold_brain`) and nothing is drawn, so the warp and the maps are never
+    sampled there. Every point within ``nuclei_reach_mm`` of a dentate centre (in MNI) is kept as well,
+    so that the nuclei's neighbourhoods are whole."""
+    to_subject = np.linalg.inv(pose) @ affine
+    points = _grid_points(to_subject, shape, (0.0, 0.0, 0.0))
+    # asked at the centres of blocks of 4 x 4 x 4 voxels, for every voxel of the block (a margin of the
+    # farthest one's distance), then spread to the voxels: 64 times fewer points to ask about
+    step = 4
+    blocks = tuple(int(np.ceil(n / step)) for n in shape)
+    centres = _grid_points(to_subject @ np.diag([step, step, step, 1.0]), blocks, ((step - 1) / (2 * step),) * 3)
+    half_block_mm = float((step - 1) / 2 * np.linalg.norm(to_subject[:3, :3], axis=0).sum())  # any voxel to its centre
+    keep = anatomy.may_hold_brain(centres, margin_mm=half_block_mm).reshape(blocks)
+    for axis, n in enumerate(shape):
+        keep = np.repeat(keep, step, axis=axis).take(np.arange(n), axis=axis)
+    keep = keep.ravel()
+    reach = nuclei_reach_mm + anatomy.warp_reach_mm() + 0.01  # the warp moves a point at most this far
+    for nucleus in anatomy.dentate.values():
+        keep[_within(points, nucleus.center, reach)] = True
+    keep = np.flatnonzero(keep)
+    return anatomy.to_mni(points[:, keep]), keep
+
+
+def _everywhere(values: np.ndarray, keep: np.ndarray, size: int) -> np.ndarray:
+    """Values at the kept points of a grid of ``size`` points, zero at the others."""
+    out = np.zeros(size, values.dtype)
+    out[keep] = values
+    return out
 
 
 def _template_voxels(anatomy: SubjectAnatomy, mni: np.ndarray) -> np.ndarray:
@@ -290,9 +318,10 @@ def reconstruct(anatomy: SubjectAnatomy, acq: Acquisition, pose: np.ndarray, rng
     """The site's QSM of this head on the physics grid: (chi ppm, eroded brain mask, grid affine, the left
     and right DN's true occupancy stacked)."""
     affine, shape = physics_grid(anatomy, pose, physics_mm)
-    tissue = true_chi(anatomy, _mni_points(anatomy, pose, affine, shape), physics_mm, dn_size_factor,
-                      dn_chi_ppm, dn_iron_gradient)
-    tissue = {k: v.reshape(shape) for k, v in tissue.items()}
+    mni, keep = _head_points(anatomy, pose, affine, shape, _nuclei_reach_mm(anatomy, dn_size_factor))
+    tissue = true_chi(anatomy, mni, physics_mm, dn_size_factor, dn_chi_ppm, dn_iron_gradient)
+    del mni
+    tissue = {k: _everywhere(v, keep, int(np.prod(shape))).reshape(shape) for k, v in tissue.items()}
     brain = tissue["brain"] >= 0.5
     chi = np.where(brain, tissue["chi"], 0).astype(np.float32)
     grid = physics.Grid(shape, physics_mm, b0_dir=np.array([0.0, 0.0, 1.0]))
@@ -346,22 +375,24 @@ def render(
     measured = measured / n_sub >= 0.5
     del chi_rec, mask
     # labels: the analytic nuclei at the voxel centres
-    mni = _mni_points(anatomy, pose, affine, shape)
+    mni, keep = _head_points(anatomy, pose, affine, shape,
+                             _nuclei_reach_mm(anatomy, dn_size_factor) + float(np.max(acq.voxel_mm)))
     tpl_vox = _template_voxels(anatomy, mni)
-    brain = _sample(tpl.brain, tpl_vox) >= 0.5
-    cerebellum = _sample(tpl.cerebellum, tpl_vox) >= 0.5
+    brain = _everywhere(_sample(tpl.brain, tpl_vox) >= 0.5, keep, image.size)
+    cerebellum = _everywhere(_sample(tpl.cerebellum, tpl_vox) >= 0.5, keep, image.size)
     del tpl_vox
     dseg = np.zeros(image.shape, np.uint8)
     fraction = np.zeros((2, image.size), np.float32)
     for index, (label, side) in enumerate(((LABEL_LEFT, "left"), (LABEL_RIGHT, "right"))):
         shape_ = anatomy.dentate[side]
         size = dn_size_factor[side]
-        near = _within(mni, shape_.center, shape_.reach_mm * size)
-        sdf = dentate_sdf(mni[:, near].T, shape_, size)
+        local = _within(mni, shape_.center, shape_.reach_mm * size)
+        sdf = dentate_sdf(mni[:, local].T, shape_, size)
+        near = keep[local]
         dseg[near[(sdf <= 0) & brain[near]]] = label
         # the nucleus as the image holds it, in a slightly wider neighbourhood (a thick slice reaches
         # beyond the centre's reach): first as sampled from the physics grid
-        around = _within(mni, shape_.center, shape_.reach_mm * size + float(np.max(acq.voxel_mm)))
+        around = keep[_within(mni, shape_.center, shape_.reach_mm * size + float(np.max(acq.voxel_mm)))]
         coarse = _slab_average(occupancy[index], to_physics, np.unravel_index(around, shape), n_sub)
         fine, contrast = _fine_nucleus(anatomy, pose, affine, shape, acq, around, shape_, size,
                                        dn_chi_ppm[side] - anatomy.tissue_chi_ppm["cerebellar_wm"], dn_iron_gradient)
@@ -382,6 +413,11 @@ def render(
         pose=pose,
         dentate_fraction=fraction.reshape((2,) + tuple(shape)),
     )
+
+
+def _nuclei_reach_mm(anatomy: SubjectAnatomy, dn_size_factor: dict[str, float]) -> float:
+    """How far from its centre (MNI mm) either nucleus, at this visit's size, is ever looked at."""
+    return max(nucleus.reach_mm * dn_size_factor[side] for side, nucleus in anatomy.dentate.items())
 
 
 def _fine_nucleus(anatomy: SubjectAnatomy, pose: np.ndarray, affine: np.ndarray, shape, acq: Acquisition,

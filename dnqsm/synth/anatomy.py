@@ -13,7 +13,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from dnqsm.synth.dentate import DentateShape, sample_dentate
-from dnqsm.synth.template import Template, load_template
+from dnqsm.synth.template import Template, brain_distance_mm, load_template
 
 #: Susceptibility ranges (ppm, relative to CSF) from DOMAIN.md; drawn once per subject.
 TISSUE_CHI_PPM: dict[str, tuple[float, float]] = {
@@ -65,6 +65,32 @@ class SubjectAnatomy:
         for axis, component in enumerate(self.warp):  # one axis at a time: no (3, N) displacement array
             mni[axis] = points_subject[axis] + ndimage.map_coordinates(component, grid, order=1, mode="nearest")
         return mni
+
+    def warp_reach_mm(self) -> float:
+        """The farthest the warp moves any point (mm): a bound from its largest value per axis (linear
+        interpolation never exceeds the values it interpolates)."""
+        return float(np.sqrt(sum(float(np.abs(c).max()) ** 2 for c in self.warp)))
+
+    def may_hold_brain(self, points_subject: np.ndarray, margin_mm: float = 0.0) -> np.ndarray:
+        """(N,) bool for (3, N) subject-space points: False only where the point's MNI position
+        (:meth:`to_mni`) certainly samples a template brain fraction under one half, because every
+        template voxel it interpolates from is farther from the brain than the warp can carry it.
+
+        The bound: the template's distance to the brain, interpolated at the unwarped point, is at most
+        one voxel diagonal above the true distance; the warp moves the point by at most
+        :meth:`warp_reach_mm`; the voxels a point interpolates from lie within one voxel diagonal of it.
+        ``margin_mm``: answer for every point within that distance of each given point as well."""
+        distance = brain_distance_mm()
+        diagonal = float(np.linalg.norm(np.linalg.norm(self.template.affine[:3, :3], axis=0)))
+        inv = np.linalg.inv(self.template.affine).astype(np.float32)  # float32 is far within the margin
+        voxels = np.empty(points_subject.shape, np.float32)
+        for row in range(3):
+            voxels[row] = inv[row, 3]
+            for column in range(3):
+                if inv[row, column]:
+                    voxels[row] += inv[row, column] * points_subject[column]
+        sampled = ndimage.map_coordinates(distance, voxels, order=1, mode="nearest")
+        return sampled <= self.warp_reach_mm() + 2 * diagonal + margin_mm + 0.01
 
 
 def build_anatomy(rng: np.random.Generator) -> SubjectAnatomy:

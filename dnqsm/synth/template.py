@@ -63,6 +63,15 @@ def load_template() -> Template:
     return Template(affine, brain, gm, wm, csf, cerebellum.astype(np.float32))
 
 
+@lru_cache(maxsize=1)
+def brain_distance_mm() -> np.ndarray:
+    """Distance (mm) from each template voxel centre to the nearest voxel whose brain fraction is at
+    least one half (0 there); computed once per process, when a renderer first needs it."""
+    tpl = load_template()
+    voxel_mm = np.linalg.norm(tpl.affine[:3, :3], axis=0)
+    return ndimage.distance_transform_edt(tpl.brain < 0.5, sampling=voxel_mm).astype(np.float32)
+
+
 def _unit(a: np.ndarray) -> np.ndarray:
     peak = float(a.max())
     return (a / peak if peak > 0 else a).astype(np.float32)
