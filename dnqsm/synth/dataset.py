@@ -28,7 +28,7 @@ from dnqsm.synth.anatomy import build_anatomy
 from dnqsm.synth.cohort import (ANATOMY_STREAM, CHI_PPB_PER_YEAR_OF_AGE, MATURATION_TAU_YEARS, PRESETS, Preset,
                                 dentate_state, maturation, participants, scan_stream, seed_sequence, site_draws,
                                 visits)
-from dnqsm.synth.template import load_template
+from dnqsm.synth.template import brain_distance_mm, load_template
 from dnqsm.units import to_ppb
 
 BIDS_VERSION = "1.10.0"
@@ -154,7 +154,8 @@ def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, 
     if jobs == 1:
         rows = [row for task in tasks for row in _subject(task)]
     else:
-        load_template()  # once, before the workers fork (it is cached per process): not once per worker
+        load_template()  # once, before the workers fork (both are cached per process): not once per worker
+        brain_distance_mm()
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork")) as pool:
             rows = [row for chunk in pool.map(_subject, tasks) for row in chunk]
     truth = pd.DataFrame(rows)
