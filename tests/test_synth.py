@@ -242,9 +242,7 @@ def anatomy():
 def test_points_skipped_as_air_never_sample_brain(anatomy, warp_gain):
     # rendering samples the tissue maps only where a point may hold brain; the bound must hold for any
     # warp (also one four times stronger than the generator draws) and still skip most of the air
-    from dataclasses import replace as with_fields
-
-    warped = with_fields(anatomy, warp=anatomy.warp * np.float32(warp_gain))
+    warped = replace(anatomy, warp=anatomy.warp * np.float32(warp_gain))
     rng = np.random.default_rng(4)
     tpl = anatomy.template
     lo = tpl.affine[:3, 3] - 15.0
@@ -264,11 +262,9 @@ def test_every_grid_point_with_brain_is_rendered(anatomy, warp_gain):
     # on an oblique, anisotropic grid around a posed head, every point whose warped position samples
     # brain must be among them, and so must every point near a nucleus (without a warp the margins are
     # tightest)
-    from dataclasses import replace as with_fields
-
     from dnqsm.synth.acquisition import _grid_points, _head_points, grid_affine
 
-    anatomy = with_fields(anatomy, warp=anatomy.warp * np.float32(warp_gain))
+    anatomy = replace(anatomy, warp=anatomy.warp * np.float32(warp_gain))
 
     acq = Acquisition(
         site="T", orientation="LPS", oblique_deg=17.0, voxel_mm=(1.1, 0.9, 2.6), rotation_deg=(20.0, -6.0, 7.0),
