@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -162,12 +163,76 @@ def initial_weights(source: str | Path, fold: int | str) -> dict:
     return state["network_weights"]
 
 
+#: In nnU-Net's plain U-Net the first convolution of each decoder stage reads the upsampled features and the
+#: encoder's skip features concatenated, in that order.
+_CONCATENATED_INPUT = re.compile(r"^decoder\.stages\.\d+\.convs\.0\.conv$")
+
+
+def embed_weights(network, weights: dict) -> None:
+    """Load a narrower network's weights into ``network`` so that it computes exactly the same function.
+
+    For nnU-Net's plain U-Net (``PlainConvUNet``) of the same depth whose every layer is at least as wide
+    as the source's: each layer's first channels take the source's weights, the added channels keep their
+    random initial weights, and every weight from an added channel into a source channel is zero, so the
+    source channels (and so the outputs) do not see the added ones until training moves those weights
+    (function-preserving widening in the manner of Net2Net, Chen et al. 2016, with zero outgoing weights).
+    Raises ``ValueError`` naming the layer where the source does not fit.
+    """
+    import torch
+    from torch import nn
+
+    kind = type(network).__name__
+    if kind != "PlainConvUNet":
+        raise ValueError(f"widening supports nnU-Net's PlainConvUNet, not {kind}")
+    own = network.state_dict()
+    extra = sorted(set(weights) - set(own))
+    missing = sorted(set(own) - set(weights))
+    if extra or missing:
+        raise ValueError(f"the networks differ in their layers (e.g. {(extra or missing)[0]}): not the same depth")
+    with torch.no_grad():
+        for name, module in network.named_modules():
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                out_dim, in_dim = 0, 1
+            elif isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+                out_dim, in_dim = 1, 0
+            elif isinstance(module, nn.modules.batchnorm._NormBase):
+                out_dim, in_dim = 0, None
+            else:
+                if next(module.parameters(recurse=False), None) is not None:
+                    raise ValueError(f"{name}: widening does not know layers of type {type(module).__name__}")
+                continue
+            for key, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+                source = weights[f"{name}.{key}"].to(tensor.dtype)
+                if source.dim() == 0:
+                    tensor.copy_(source)
+                    continue
+                if source.dim() != tensor.dim() or any(a > b for a, b in zip(source.shape, tensor.shape)):
+                    raise ValueError(f"{name}.{key}: the source's {tuple(source.shape)} does not fit in "
+                                     f"{tuple(tensor.shape)}")
+                n_out = source.shape[out_dim if source.dim() > 1 else 0]
+                if source.dim() == 1:
+                    tensor[:n_out] = source
+                    continue
+                n_in, n_in_new = source.shape[in_dim], tensor.shape[in_dim]
+                if _CONCATENATED_INPUT.match(name) and n_in != n_in_new:
+                    half, half_new = n_in // 2, n_in_new // 2
+                    inputs = [*range(half), *range(half_new, half_new + half)]
+                else:
+                    inputs = list(range(n_in))
+                inputs = torch.tensor(inputs, dtype=torch.long)
+                source_rows = tensor.narrow(out_dim, 0, n_out)  # a view: writes go into the network
+                source_rows.zero_()  # nothing flows from an added channel into a source channel ...
+                source_rows.index_copy_(in_dim, inputs, source)  # ... and the source's weights are kept
+
+
 def train(dataset_id: int, fold: int | str, epochs: int, iterations: int, val_iterations: int,
           device: str = "cpu", init_from: str | Path | None = None, initial_lr: float | None = None) -> Path:
     """Train one fold with nnU-Net's own ``nnUNetTrainer`` on a short schedule; return the fold folder.
 
     ``init_from`` fine-tunes: every weight (output layer included, the labels being the same) starts
-    from that model instead of nnU-Net's random initialisation; the plans must match. ``initial_lr``
+    from that model instead of nnU-Net's random initialisation; the plans must match, or the model may be
+    a narrower one of the same depth, embedded by ``embed_weights`` (the added channels start from
+    nnU-Net's random initialisation, the function from the source's). ``initial_lr``
     replaces nnU-Net's 0.01 at the start of its polynomial schedule. The optimizer state is stripped
     from the final checkpoint (inference does not need it).
     """
@@ -184,10 +249,18 @@ def train(dataset_id: int, fold: int | str, epochs: int, iterations: int, val_it
     if init_from is not None:
         weights = initial_weights(init_from, fold)
         trainer.initialize()
-        try:
-            getattr(trainer.network, "_orig_mod", trainer.network).load_state_dict(weights)
-        except RuntimeError as error:
-            raise ValueError(f"{init_from}: its network does not match this model's plans ({error})") from None
+        network = getattr(trainer.network, "_orig_mod", trainer.network)
+        own = network.state_dict()
+        if set(own) == set(weights) and all(own[k].shape == v.shape for k, v in weights.items()):
+            network.load_state_dict(weights)
+        else:  # a narrower network of the same depth (e.g. a wider train.<model>.features): embed it
+            try:
+                embed_weights(network, weights)
+            except ValueError as error:
+                raise ValueError(f"{init_from}: its network does not match this model's plans and cannot be "
+                                 f"widened into it ({error})") from None
+            trainer.print_to_log_file(f"init_from {init_from}: a narrower network, embedded so that this wider "
+                                      "one starts computing the same function")
     trainer.run_training()
     fold_dir = Path(trainer.output_folder)
     if str(fold) != "all":

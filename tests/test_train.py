@@ -156,3 +156,59 @@ def test_pooled_cohorts_need_distinct_participant_labels(tmp_path, small_cohort)
                          capture_output=True, text=True, cwd=tmp_path)
     said = run.stdout + run.stderr
     assert run.returncode != 0 and "config train: train.bids_dir lists 2 cohorts but train.labels_dir 1" in said, said[-2000:]
+
+
+def bundled_architecture(tmp_path: Path, features: list[int] | None = None):
+    """nnU-Net's own network for the bundled segmentation model's plans, optionally with other features per stage."""
+    import copy
+
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from dnqsm.nnunet import BUNDLED_MODELS, CONFIGURATION, small_plans
+
+    folder = model_folder(BUNDLED_MODELS / "segmentation.zip", tmp_path / "cache")
+    plans = json.loads((folder / "plans.json").read_text())
+    labels = json.loads((folder / "dataset.json").read_text())["labels"]
+    if features is not None:
+        config = plans["configurations"][CONFIGURATION]
+        plans = small_plans(copy.deepcopy(plans), features, config["patch_size"][::-1], config["batch_size"])
+    config = PlansManager(plans).get_configuration(CONFIGURATION)
+    return get_network_from_plans(config.network_arch_class_name, config.network_arch_init_kwargs,
+                                  config.network_arch_init_kwargs_req_import, 1, len(labels), allow_init=True,
+                                  deep_supervision=True)
+
+
+def test_a_narrower_model_is_embedded_in_a_wider_network_computing_the_same_function(tmp_path):
+    import torch
+
+    from dnqsm.nnunet import BUNDLED_MODELS, embed_weights, initial_weights
+
+    weights = initial_weights(BUNDLED_MODELS / "segmentation.zip", 0)
+    narrow = bundled_architecture(tmp_path)
+    narrow.load_state_dict(weights)
+    features = narrow.encoder.output_channels
+    torch.manual_seed(0)
+    wide = bundled_architecture(tmp_path, [2 * f for f in features])
+    embed_weights(wide, weights)
+    first = wide.state_dict()["encoder.stages.0.0.convs.0.conv.weight"]
+    assert torch.equal(first[:features[0]], weights["encoder.stages.0.0.convs.0.conv.weight"])
+    assert first[features[0]:].abs().sum() > 0, "the added channels keep nnU-Net's random initialisation"
+    narrow.eval(), wide.eval()
+    image = torch.randn(1, 1, 40, 56, 56)
+    with torch.no_grad():
+        expected, got = narrow(image), wide(image)
+    assert len(expected) == len(got) == len(features) - 1  # deep supervision: one output per decoder stage
+    for a, b in zip(expected, got):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4), float((a - b).abs().max())
+    # the added channels are wired in: only the zero weights out of them keep the function, so training
+    # (which moves those weights) can use them
+    with torch.no_grad():
+        wide.decoder.seg_layers[-1].weight[:, features[0]:] = 0.5
+        assert not torch.allclose(wide(image)[0], expected[0], atol=1e-2)
+
+    # a wider model does not fit into a narrower network, nor a model of another depth
+    with pytest.raises(ValueError, match=r"encoder\.stages\.0\.0\.convs\.0\.conv\.weight: the source's \(16, 1"):
+        embed_weights(bundled_architecture(tmp_path), wide.state_dict())
+    with pytest.raises(ValueError, match="not the same depth"):
+        embed_weights(bundled_architecture(tmp_path, [2 * f for f in features[:-1]]), weights)
