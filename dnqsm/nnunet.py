@@ -209,11 +209,10 @@ def embed_weights(network, weights: dict) -> None:
                 if source.dim() != tensor.dim() or any(a > b for a, b in zip(source.shape, tensor.shape)):
                     raise ValueError(f"{name}.{key}: the source's {tuple(source.shape)} does not fit in "
                                      f"{tuple(tensor.shape)}")
-                n_out = source.shape[out_dim if source.dim() > 1 else 0]
-                if source.dim() == 1:
-                    tensor[:n_out] = source
+                if source.dim() == 1:  # a bias or a norm's per-channel parameter
+                    tensor[:len(source)] = source
                     continue
-                n_in, n_in_new = source.shape[in_dim], tensor.shape[in_dim]
+                n_out, n_in, n_in_new = source.shape[out_dim], source.shape[in_dim], tensor.shape[in_dim]
                 if _CONCATENATED_INPUT.match(name) and n_in != n_in_new:
                     half, half_new = n_in // 2, n_in_new // 2
                     inputs = [*range(half), *range(half_new, half_new + half)]

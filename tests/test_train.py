@@ -208,7 +208,8 @@ def test_a_narrower_model_is_embedded_in_a_wider_network_computing_the_same_func
         assert not torch.allclose(wide(image)[0], expected[0], atol=1e-2)
 
     # a wider model does not fit into a narrower network, nor a model of another depth
-    with pytest.raises(ValueError, match=r"encoder\.stages\.0\.0\.convs\.0\.conv\.weight: the source's \(16, 1"):
+    first_layer = r"encoder\.stages\.0\.0\.convs\.0\.conv\.weight"
+    with pytest.raises(ValueError, match=rf"{first_layer}: the source's \({2 * features[0]}, 1"):
         embed_weights(bundled_architecture(tmp_path), wide.state_dict())
     with pytest.raises(ValueError, match="not the same depth"):
         embed_weights(bundled_architecture(tmp_path, [2 * f for f in features[:-1]]), weights)
