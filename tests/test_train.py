@@ -194,7 +194,8 @@ def test_a_narrower_model_is_embedded_in_a_wider_network_computing_the_same_func
     first = wide.state_dict()["encoder.stages.0.0.convs.0.conv.weight"]
     assert torch.equal(first[:features[0]], weights["encoder.stages.0.0.convs.0.conv.weight"])
     assert first[features[0]:].abs().sum() > 0, "the added channels keep nnU-Net's random initialisation"
-    narrow.eval(), wide.eval()
+    narrow.eval()
+    wide.eval()
     image = torch.randn(1, 1, 40, 56, 56)
     with torch.no_grad():
         expected, got = narrow(image), wide(image)
