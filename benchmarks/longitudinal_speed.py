@@ -1,13 +1,18 @@
-"""Time of the longitudinal mode per subject: rigid alignment on the template grid versus a coarser grid.
+"""Time of the longitudinal mode per subject, two ways of aligning the visits.
 
-Usage: python benchmarks/longitudinal_speed.py --keep DIR [--subjects 4] [--registration-spacing 1.0]
+Usage: python benchmarks/longitudinal_speed.py --keep DIR [--subjects 4] [--compare grid|warm-start]
+       [--registration-spacing 1.0]
 ``DIR`` is a kept test-retest run (``benchmarks/retest.py --keep DIR``: its ``retest/`` cohort and the
 networks' results in ``nnunet/``). For each of the first ``--subjects`` subjects, all its scans go through
 ``dnqsm.longitudinal.longitudinal_subject`` twice in this process, one subject after another (ANTs
-single-threaded, as the workflow runs it): once aligned on the template grid itself
-(``registration_spacing_mm: null``, the mode before 2026-12-01) and once on the coarser grid. Prints one
-Markdown table: per subject the template grid, seconds each way, and how far the two ways' labels
-differ (Dice per side between them, and the largest volume difference of any scan in % of its volume).
+single-threaded, as the workflow runs it), the defaults otherwise:
+- ``--compare grid``: aligned on the template grid itself (``registration_spacing_mm: null``, the mode
+  before 2026-12-01), then on the coarser grid of ``--registration-spacing``;
+- ``--compare warm-start``: every template round's alignment started from the identity
+  (``warm_start: false``, the mode before 2026-12-02), then each later round from the visit's last one.
+Prints one Markdown table: per subject the template grid, seconds each way, and how far the two ways'
+labels differ (Dice per side between them, and the largest volume difference of any scan in % of its
+volume).
 """
 
 from __future__ import annotations
@@ -31,13 +36,13 @@ def markdown(rows: list[dict]) -> list[str]:
             *("| " + " | ".join(str(r[k]) for k in head) + " |" for r in rows)]
 
 
-def run(keep: Path, rows, out: Path, spacing: float | None) -> tuple[float, list[dict]]:
+def run(keep: Path, rows, out: Path, settings: dict) -> tuple[float, list[dict]]:
     """One subject's scans (``rows`` of the cohort's truth table) through the longitudinal mode."""
     stems = [f"{r.participant_id}_{r.session_id}_Chimap" for r in rows.itertuples()]
     years = [float(v) - 1.0 for v in rows.visit]
     tick = time.perf_counter()
     metas = longitudinal_subject([(keep / "nnunet", s) for s in stems], out,
-                                 settings={"registration_spacing_mm": spacing}, years=years)
+                                 settings=settings, years=years)
     return time.perf_counter() - tick, metas
 
 
@@ -45,30 +50,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", required=True, type=Path, help="folder of a `retest.py --keep` run")
     parser.add_argument("--subjects", type=int, default=4)
+    parser.add_argument("--compare", choices=("grid", "warm-start"), default="grid")
     parser.add_argument("--registration-spacing", type=float, default=1.0)
     args = parser.parse_args()
+    if args.compare == "grid":
+        ways = (("template grid", {"registration_spacing_mm": None}),
+                (f"{args.registration_spacing:g} mm grid", {"registration_spacing_mm": args.registration_spacing}))
+    else:
+        ways = (("identity starts", {"warm_start": False}), ("warm starts", {"warm_start": True}))
     truth = read_tsv(args.keep / "retest" / "derivatives" / "manual" / "truth.tsv")
+    (before, before_settings), (after, after_settings) = ways
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for subject in sorted(truth.participant_id.unique())[: args.subjects]:
             scans = truth[truth.participant_id == subject]
-            fine_s, fine = run(args.keep, scans, Path(tmp) / "fine" / subject, None)
-            coarse_s, coarse = run(args.keep, scans, Path(tmp) / "coarse" / subject, args.registration_spacing)
+            before_s, before_metas = run(args.keep, scans, Path(tmp) / "before" / subject, before_settings)
+            after_s, after_metas = run(args.keep, scans, Path(tmp) / "after" / subject, after_settings)
             scores = {"left": [], "right": []}
             worst = 0.0
-            for a, b in zip(fine, coarse):
-                la = nib.load(Path(tmp) / "fine" / subject / a["stem"] / f"{a['stem']}_seg.nii.gz").get_fdata()
-                lb = nib.load(Path(tmp) / "coarse" / subject / b["stem"] / f"{b['stem']}_seg.nii.gz").get_fdata()
+            for a, b in zip(before_metas, after_metas):
+                la = nib.load(Path(tmp) / "before" / subject / a["stem"] / f"{a['stem']}_seg.nii.gz").get_fdata()
+                lb = nib.load(Path(tmp) / "after" / subject / b["stem"] / f"{b['stem']}_seg.nii.gz").get_fdata()
                 for side, label in (("left", 1), ("right", 2)):
                     scores[side].append(dice(la == label, lb == label))
                     va, vb = a["dentate"][side]["volume_mm3"], b["dentate"][side]["volume_mm3"]
                     worst = max(worst, 100.0 * abs(vb - va) / max(va, 1e-9))
-            record = fine[0]["longitudinal"]
-            rows.append({"subject": subject, "scans": len(fine),
+            record = before_metas[0]["longitudinal"]
+            rows.append({"subject": subject, "scans": len(before_metas),
                          "template grid": f"{record['template_shape']} at {record['template_spacing_mm']:.2f} mm",
-                         "s, template grid": round(fine_s, 1),
-                         f"s, {args.registration_spacing:g} mm grid": round(coarse_s, 1),
-                         "speed-up": f"{fine_s / coarse_s:.1f}x",
+                         f"s, {before}": round(before_s, 1),
+                         f"s, {after}": round(after_s, 1),
+                         "speed-up": f"{before_s / after_s:.1f}x",
                          "Dice between the two, left / right (lowest scan)":
                              f"{min(scores['left']):.3f} / {min(scores['right']):.3f}",
                          "largest volume difference %": round(worst, 2)})

@@ -53,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     # the rigid alignment runs on a grid this coarse (never finer than the template): it took 9 of every
     # 10 seconds on the template grid, and the clipped distance maps it aligns are smooth at 1 mm
     "registration_spacing_mm": 1.0,  # None: align on the template grid itself
+    # after the first round each visit's alignment starts from its last one instead of the identity
+    # (benchmarks/longitudinal_speed.py --compare warm-start measures both ways)
+    "warm_start": True,
     "clip_ppb": [-150.0, 400.0],  # chi range used for registration (DN and veins bright, bone dark)
     "distance_clip_mm": 10.0,  # signed distances are clipped here: only the shape near the nucleus counts
 }
@@ -171,15 +174,19 @@ def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], tim
     # are removed at the end, also when a registration fails
     made: list[dict[str, Any]] = []
     try:
-        fits = []
+        starts: list[Any] = ["Identity"] * len(shapes)
         for _ in range(int(settings["iterations"])):
             # a crop is small (tens of voxels a side) and visits differ by millimetres and degrees once
             # centred: two levels (shrink 2, 1) instead of ANTs' default 6-4-2-1, which on a crop this size
-            # leaves a few voxels at the coarsest level and lets the optimizer wander off
-            fits = [ants.registration(template, s, type_of_transform="Rigid", initial_transform="Identity",
+            # leaves a few voxels at the coarsest level and lets the optimizer wander off. With
+            # ``warm_start`` each later round starts every visit from its last alignment (the mean moves
+            # little between rounds), which takes the optimizer fewer steps to the same place
+            fits = [ants.registration(template, s, type_of_transform="Rigid", initial_transform=start,
                                       aff_metric="meansquares", aff_shrink_factors=(2, 1), aff_smoothing_sigmas=(1, 0),
-                                      aff_iterations=(200, 100)) for s in shapes]
+                                      aff_iterations=(200, 100)) for s, start in zip(shapes, starts)]
             made.extend(fits)
+            if settings["warm_start"]:
+                starts = [f["fwdtransforms"] for f in fits]
             template = sum(f["warpedmovout"] for f in fits) / len(fits)
         moving = [ants_image(np.clip(np.nan_to_num(c.get_fdata(dtype=np.float32)), lo, hi), a) for c, a in zip(crops, centred)]
         aligned = [ants.apply_transforms(domain, m, f["fwdtransforms"], interpolator="linear").numpy()
@@ -200,8 +207,8 @@ def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], tim
         # how well each visit's chi agrees with the others' mean after the alignment (a check, not a fit)
         agreement = [round(float(np.corrcoef(a.ravel(), mean_chi.ravel())[0, 1]), 4) for a in aligned]
         record = {"visits": len(crops), "template_spacing_mm": round(spacing, 4), "template_shape": list(shape),
-                  "registration_spacing_mm": round(registration_spacing, 4),
-                  "iterations": int(settings["iterations"]), "alignment_correlation": agreement,
+                  "registration_spacing_mm": round(registration_spacing, 4), "iterations": int(settings["iterations"]),
+                  "warm_start": bool(settings["warm_start"]), "alignment_correlation": agreement,
                   "years": times if times is not None else "unknown: the prior is the plain mean of the visits"}
     finally:
         remove_transforms(made)

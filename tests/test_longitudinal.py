@@ -161,3 +161,25 @@ def test_aligning_on_a_coarser_grid_gives_the_labels_of_the_template_grid(tmp_pa
     stems = ("v1", "v2", "v3")
     assert np.mean([dice(read(tmp_path / "coarse", s) > 0, truth) for s in stems]) > \
         np.mean([dice(read(engine, s) > 0, truth) for s in stems])
+
+
+def test_starting_each_round_from_the_last_alignment_gives_the_labels_of_identity_starts(tmp_path):
+    """After the first template round every visit's alignment starts from its last one (``warm_start``,
+    the default: fewer optimizer steps); it must end where starting from the identity ends, which also
+    checks that ANTs takes the start transform as part of the fit instead of adding it on top."""
+    engine = tmp_path / "batch"
+    truth = _visit(engine, "v1", (0.0, 0.0, 0.0), seed=1)
+    _visit(engine, "v2", (3.0, -2.0, 1.0), seed=2)
+    _visit(engine, "v3", (-1.0, 2.0, -2.0), seed=3)
+    visits = [(engine, s) for s in ("v1", "v2", "v3")]
+    cold = longitudinal_subject(visits, tmp_path / "cold", settings={"warm_start": False})
+    warm = longitudinal_subject(visits, tmp_path / "warm")
+    assert [m["longitudinal"]["warm_start"] for m in cold + warm] == [False] * 3 + [True] * 3
+    assert [m["longitudinal"]["mode"] for m in warm] == ["longitudinal"] * 3
+    read = lambda folder, stem: np.asarray(nib.load(folder / stem / f"{stem}_seg.nii.gz").dataobj)  # noqa: E731
+    dice = lambda a, b: 2 * (a & b).sum() / (a.sum() + b.sum())  # noqa: E731
+    for stem in ("v1", "v2", "v3"):
+        a, b = read(tmp_path / "cold", stem), read(tmp_path / "warm", stem)
+        for label in (1, 2):
+            assert dice(a == label, b == label) > 0.985, (stem, label)
+        assert dice(b > 0, truth) > 0.9, stem
