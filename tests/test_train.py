@@ -123,6 +123,31 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
     assert kept["keep"]["sha256"] == kept["sha256"] and kept["keep"]["provenance"] == provenance
     assert kept["training"] == [] and localization_checkpoint.stat().st_mtime_ns == trained_at
 
+    # a third stage twice as wide starts from the narrower zip: embedded, so its first channels keep the
+    # source's weights (a learning rate of ~0 keeps them) and the log says so
+    import re
+
+    config["train"]["segmentation"].update(features=[8, 16, 16])
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    plans = str(tmp_path / "work" / "preprocessed" / "segmentation.plans.json")  # planned again: wider
+    widened = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                              "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", checkpoint,
+                              "--rerun-triggers", "mtime", "--forcerun", plans, checkpoint],
+                             capture_output=True, text=True, cwd=tmp_path)
+    assert widened.returncode == 0, widened.stdout[-3000:] + widened.stderr[-3000:]
+    wide = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+    assert set(wide) == set(start) and wide["encoder.stages.0.0.convs.0.conv.weight"].shape[0] == 8
+    for key, source in start.items():
+        if re.fullmatch(r"decoder\.stages\.\d+\.convs\.0\.(conv|all_modules\.0)\.weight", key):
+            continue  # input channels in two concatenated halves (the embed_weights test checks those)
+        leading = wide[key]
+        for dim, n in enumerate(source.shape):
+            leading = leading.narrow(dim, 0, n)
+        assert torch.allclose(leading.float(), source.float(), atol=1e-5), key
+    logs = (Path(json.loads((tmp_path / "work" / "results" / "segmentation" / "fold_all" / "training.json").read_text())
+                 ["nnunet_fold_dir"])).glob("training_log_*.txt")
+    assert any("a narrower network, embedded" in log.read_text() for log in logs)
+
 
 def test_pooled_cohorts_need_distinct_participant_labels(tmp_path, small_cohort):
     labels = small_cohort / "derivatives" / "manual"
