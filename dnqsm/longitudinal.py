@@ -8,7 +8,8 @@ to the DN crop):
    visits alike, on the network's shape (the visit's result as a clipped signed distance map; chi
    differs in contrast and scaling between reconstructions): the template starts as the mean of all
    visits on a common grid around their centres (none is the reference grid), and each round
-   registers every visit to the current mean and averages the aligned visits again;
+   registers every visit to the current mean (starting from its alignment of the round before) and
+   averages the aligned visits again;
 2. each visit's network result (foreground probability > 0.5) as a signed distance map (mm, negative
    inside) is carried into template space with the same transforms; there a straight line in time is
    fitted per voxel through all visits (least squares on the years since the subject's first visit),

@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from dnqsm.io import save_nifti, write_json
 from dnqsm.longitudinal import longitudinal_subject
+from dnqsm.metrics import dice
 
 SHAPE = (60, 40, 30)
 
@@ -58,6 +59,18 @@ def _visit(folder: Path, stem: str, shift_mm: tuple[float, float, float], seed: 
     return truth
 
 
+def _three_visits(engine: Path) -> tuple[np.ndarray, list[tuple[Path, str]]]:
+    """Three visits of one subject in other head positions: the first visit's truth and the visit list."""
+    truth = _visit(engine, "v1", (0.0, 0.0, 0.0), seed=1)
+    _visit(engine, "v2", (3.0, -2.0, 1.0), seed=2)
+    _visit(engine, "v3", (-1.0, 2.0, -2.0), seed=3)
+    return truth, [(engine, s) for s in ("v1", "v2", "v3")]
+
+
+def _labels(folder: Path, stem: str) -> np.ndarray:
+    return np.asarray(nib.load(folder / stem / f"{stem}_seg.nii.gz").dataobj)
+
+
 def _volumes(folder: Path, stem: str) -> tuple[float, float]:
     meta = json.loads((folder / stem / f"{stem}_metadata.json").read_text())
     return meta["dentate"]["left"]["volume_mm3"], meta["dentate"]["right"]["volume_mm3"]
@@ -65,11 +78,9 @@ def _volumes(folder: Path, stem: str) -> tuple[float, float]:
 
 def test_visits_share_a_prior_and_their_volumes_agree_better(tmp_path):
     engine = tmp_path / "batch"
-    truth = _visit(engine, "v1", (0.0, 0.0, 0.0), seed=1)
-    _visit(engine, "v2", (3.0, -2.0, 1.0), seed=2)  # the same nuclei, the head moved
-    _visit(engine, "v3", (-1.0, 2.0, -2.0), seed=3)
+    truth, visits = _three_visits(engine)  # the same nuclei, the head moved
     cross = [_volumes(engine, s) for s in ("v1", "v2", "v3")]
-    metas = longitudinal_subject([(engine, "v1"), (engine, "v2"), (engine, "v3")], tmp_path / "long")
+    metas = longitudinal_subject(visits, tmp_path / "long")
     assert [m["longitudinal"]["mode"] for m in metas] == ["longitudinal"] * 3
     assert len(metas[0]["longitudinal"]["alignment_correlation"]) == 3
     long = [_volumes(tmp_path / "long", s) for s in ("v1", "v2", "v3")]
@@ -81,12 +92,10 @@ def test_visits_share_a_prior_and_their_volumes_agree_better(tmp_path):
         half = float(truth[:30].sum() if side == 0 else truth[30:].sum())
         assert np.mean([v[side] for v in long]) == pytest.approx(half, rel=0.08), (side, half, long)
     # labels stay on each visit's own grid and match the truth there better than its own noisy labels
-    dice = lambda a, b: 2 * (a & b).sum() / (a.sum() + b.sum())  # noqa: E731
-    read = lambda folder, stem: np.asarray(nib.load(folder / stem / f"{stem}_seg.nii.gz").dataobj)  # noqa: E731
     stems = ("v1", "v2", "v3")
-    assert np.mean([dice(read(tmp_path / "long", s) > 0, truth) for s in stems]) > \
-        np.mean([dice(read(engine, s) > 0, truth) for s in stems])
-    labels = read(tmp_path / "long", "v2")
+    assert np.mean([dice(_labels(tmp_path / "long", s) > 0, truth) for s in stems]) > \
+        np.mean([dice(_labels(engine, s) > 0, truth) for s in stems])
+    labels = _labels(tmp_path / "long", "v2")
     assert set(np.unique(labels)) == {0, 1, 2} and (labels[:30] != 2).all() and (labels[30:] != 1).all()
     assert metas[1]["status"] in ("ok", "review") and metas[1]["confidence"]["sides"]["left"]["voxels"] > 0
 
@@ -141,10 +150,7 @@ def test_aligning_on_a_coarser_grid_gives_the_labels_of_the_template_grid(tmp_pa
     several times faster); the transforms are in millimetres, so the prior, still built on the template
     grid, and the labels stay those of the alignment on the template grid itself."""
     engine = tmp_path / "batch"
-    truth = _visit(engine, "v1", (0.0, 0.0, 0.0), seed=1)
-    _visit(engine, "v2", (3.0, -2.0, 1.0), seed=2)
-    _visit(engine, "v3", (-1.0, 2.0, -2.0), seed=3)
-    visits = [(engine, s) for s in ("v1", "v2", "v3")]
+    truth, visits = _three_visits(engine)
     fine = longitudinal_subject(visits, tmp_path / "fine", settings={"registration_spacing_mm": None})
     coarse = longitudinal_subject(visits, tmp_path / "coarse", settings={"registration_spacing_mm": 2.0})
     finer = longitudinal_subject(visits, tmp_path / "finer", settings={"registration_spacing_mm": 0.5})
@@ -152,15 +158,13 @@ def test_aligning_on_a_coarser_grid_gives_the_labels_of_the_template_grid(tmp_pa
     assert coarse[0]["longitudinal"]["registration_spacing_mm"] == 2.0
     assert finer[0]["longitudinal"]["registration_spacing_mm"] == 1.0  # never finer than the template
     assert [m["longitudinal"]["mode"] for m in coarse] == ["longitudinal"] * 3
-    read = lambda folder, stem: np.asarray(nib.load(folder / stem / f"{stem}_seg.nii.gz").dataobj)  # noqa: E731
-    dice = lambda a, b: 2 * (a & b).sum() / (a.sum() + b.sum())  # noqa: E731
     for stem in ("v1", "v2", "v3"):
-        a, b = read(tmp_path / "fine", stem), read(tmp_path / "coarse", stem)
+        a, b = _labels(tmp_path / "fine", stem), _labels(tmp_path / "coarse", stem)
         for label in (1, 2):
             assert dice(a == label, b == label) > 0.985, (stem, label)  # measured 0.994-0.999 (4 mm: 0.981)
     stems = ("v1", "v2", "v3")
-    assert np.mean([dice(read(tmp_path / "coarse", s) > 0, truth) for s in stems]) > \
-        np.mean([dice(read(engine, s) > 0, truth) for s in stems])
+    assert np.mean([dice(_labels(tmp_path / "coarse", s) > 0, truth) for s in stems]) > \
+        np.mean([dice(_labels(engine, s) > 0, truth) for s in stems])
 
 
 def test_starting_each_round_from_the_last_alignment_gives_the_labels_of_identity_starts(tmp_path):
@@ -168,18 +172,13 @@ def test_starting_each_round_from_the_last_alignment_gives_the_labels_of_identit
     the default: fewer optimizer steps); it must end where starting from the identity ends, which also
     checks that ANTs takes the start transform as part of the fit instead of adding it on top."""
     engine = tmp_path / "batch"
-    truth = _visit(engine, "v1", (0.0, 0.0, 0.0), seed=1)
-    _visit(engine, "v2", (3.0, -2.0, 1.0), seed=2)
-    _visit(engine, "v3", (-1.0, 2.0, -2.0), seed=3)
-    visits = [(engine, s) for s in ("v1", "v2", "v3")]
+    truth, visits = _three_visits(engine)
     cold = longitudinal_subject(visits, tmp_path / "cold", settings={"warm_start": False})
     warm = longitudinal_subject(visits, tmp_path / "warm")
     assert [m["longitudinal"]["warm_start"] for m in cold + warm] == [False] * 3 + [True] * 3
     assert [m["longitudinal"]["mode"] for m in warm] == ["longitudinal"] * 3
-    read = lambda folder, stem: np.asarray(nib.load(folder / stem / f"{stem}_seg.nii.gz").dataobj)  # noqa: E731
-    dice = lambda a, b: 2 * (a & b).sum() / (a.sum() + b.sum())  # noqa: E731
     for stem in ("v1", "v2", "v3"):
-        a, b = read(tmp_path / "cold", stem), read(tmp_path / "warm", stem)
+        a, b = _labels(tmp_path / "cold", stem), _labels(tmp_path / "warm", stem)
         for label in (1, 2):
             assert dice(a == label, b == label) > 0.985, (stem, label)
         assert dice(b > 0, truth) > 0.9, stem
