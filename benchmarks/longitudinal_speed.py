@@ -64,13 +64,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for subject in sorted(truth.participant_id.unique())[: args.subjects]:
             scans = truth[truth.participant_id == subject]
-            before_s, before_metas = run(args.keep, scans, Path(tmp) / "before" / subject, before_settings)
-            after_s, after_metas = run(args.keep, scans, Path(tmp) / "after" / subject, after_settings)
+            before_dir, after_dir = Path(tmp) / "before" / subject, Path(tmp) / "after" / subject
+            before_s, before_metas = run(args.keep, scans, before_dir, before_settings)
+            after_s, after_metas = run(args.keep, scans, after_dir, after_settings)
             scores = {"left": [], "right": []}
             worst = 0.0
             for a, b in zip(before_metas, after_metas):
-                la = nib.load(Path(tmp) / "before" / subject / a["stem"] / f"{a['stem']}_seg.nii.gz").get_fdata()
-                lb = nib.load(Path(tmp) / "after" / subject / b["stem"] / f"{b['stem']}_seg.nii.gz").get_fdata()
+                la = nib.load(before_dir / a["stem"] / f"{a['stem']}_seg.nii.gz").get_fdata()
+                lb = nib.load(after_dir / b["stem"] / f"{b['stem']}_seg.nii.gz").get_fdata()
                 for side, label in (("left", 1), ("right", 2)):
                     scores[side].append(dice(la == label, lb == label))
                     va, vb = a["dentate"][side]["volume_mm3"], b["dentate"][side]["volume_mm3"]
