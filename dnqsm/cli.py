@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--subjects", type=int, default=None, help="number of participants (default: the preset's)")
     synth.add_argument("--sessions", type=int, default=None, help="visits per participant, before missed visits (default: the preset's)")
     synth.add_argument("--seed", type=int, default=0, help="random seed; same arguments give byte-identical files")
-    synth.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default: 1)")
+    synth.add_argument("--jobs", type=int, default=1, help="parallel worker processes, each generating one scan at a time (default: 1)")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output directory")
     synth.add_argument("--ages", default=None, metavar="RANGES",
                        help="baseline ages drawn from these ranges in turn, each group through each, e.g. "

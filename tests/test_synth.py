@@ -456,16 +456,16 @@ def test_reuse_refuses_a_dataset_of_a_changed_generator(small_cohort, tmp_path, 
 def test_failure_midway_leaves_no_half_written_dataset(tmp_path, monkeypatch):
     calls = []
 
-    def flaky(task):  # the first subject writes a file (as a real one would), the second fails
+    def flaky(task):  # the first scan writes a file (as a real one would), the second fails
         calls.append(task)
         if len(calls) == 2:
             raise RuntimeError("disk full")
         root = task[0]
         (root / "sub-001").mkdir()
-        (root / "sub-001" / "sub-001_sessions.tsv").write_text("session_id\n")
-        return []
+        (root / "sub-001" / "sub-001_Chimap.nii.gz").write_bytes(b"")
+        return {}
 
-    monkeypatch.setattr(synth_dataset, "_subject", flaky)
+    monkeypatch.setattr(synth_dataset, "_scan", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
         write_dataset(tmp_path / "ds", "demo", subjects=2, sessions=1, seed=0)
     assert list(tmp_path.iterdir()) == [], "neither the output nor a temporary folder may remain"

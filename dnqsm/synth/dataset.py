@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
@@ -24,7 +24,7 @@ import pandas as pd
 from dnqsm import __version__
 from dnqsm.io import bids_path, fractions_8bit, save_nifti, write_json, write_tsv
 from dnqsm.synth.acquisition import LABEL_LEFT, LABEL_RIGHT, render, sample_acquisition
-from dnqsm.synth.anatomy import build_anatomy
+from dnqsm.synth.anatomy import SubjectAnatomy, build_anatomy
 from dnqsm.synth.cohort import (ANATOMY_STREAM, CHI_PPB_PER_YEAR_OF_AGE, MATURATION_TAU_YEARS, PRESETS, Preset,
                                 dentate_state, maturation, participants, scan_stream, seed_sequence, site_draws,
                                 visits)
@@ -150,14 +150,22 @@ def _made_with(out: Path, generator: dict[str, str]) -> bool:
 
 def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, jobs: int, first_label: int) -> None:
     people = participants(preset, subjects, seed, first_label)
-    tasks = [(root, preset.name, seed, person, sessions) for person in people]
+    # one task per scan, not per participant: participants differ up to 2x in cost (visits, voxel
+    # sizes), so per-participant tasks left one worker alone on the last, costliest one
+    tasks = [(root, preset.name, seed, person, visit) for person in people
+             for visit in visits(preset, person, sessions, seed)]
     if jobs == 1:
-        rows = [row for task in tasks for row in _subject(task)]
+        rows = [_scan(task) for task in tasks]
     else:
         load_template()  # once, before the workers fork (both are cached per process): not once per worker
         brain_distance_mm()
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork")) as pool:
-            rows = [row for chunk in pool.map(_subject, tasks) for row in chunk]
+            rows = list(pool.map(_scan, tasks))
+    person_draws.cache_clear()  # the last participant's anatomy (tens of MB) is not needed any more
+    for person in people:
+        write_tsv(root / f"sub-{person.label}" / f"sub-{person.label}_sessions.tsv", pd.DataFrame([
+            {"session_id": row["session_id"], "acq_time": row["acq_time"], "age": row["age"]}
+            for row in rows if row["participant_id"] == f"sub-{person.label}"]))
     truth = pd.DataFrame(rows)
     generator = _generator(preset, subjects, sessions, seed, first_label)
     write_json(root / "dataset_description.json", {
@@ -224,84 +232,93 @@ def parse_age_strata(text: str) -> tuple[tuple[float, float], ...]:
     return tuple(strata)
 
 
-def _subject(task: tuple) -> list[dict]:
-    """Generate all visits of one participant; return their truth-table rows."""
-    root, preset_name, seed, person, sessions = task
-    preset = PRESETS[preset_name]
-    rng = np.random.default_rng(seed_sequence(seed, preset, person.index, ANATOMY_STREAM))
+@dataclass(frozen=True)
+class PersonDraws:
+    """What every scan of one participant shares, drawn from the participant's anatomy stream."""
+    anatomy: SubjectAnatomy
+    base_chi_ppb: dict[str, float]  # adult DN chi per side
+    iron_gradient: float
+    white_matter_ppb: float
+
+
+@lru_cache(maxsize=1)
+def person_draws(seed: int, preset_name: str, person_index: int) -> PersonDraws:
+    """The participant's anatomy and DN draws (cached for the participant's next scan in this process)."""
+    rng = np.random.default_rng(seed_sequence(seed, PRESETS[preset_name], person_index, ANATOMY_STREAM))
     anatomy = build_anatomy(rng)
     base_chi = {"left": float(rng.uniform(70, 95))}
     base_chi["right"] = base_chi["left"] + float(rng.normal(0, 4))
-    iron_gradient = float(rng.uniform(*preset.iron_gradient))
-    white_matter_ppb = to_ppb(anatomy.tissue_chi_ppm["cerebellar_wm"], "ppm")
-    visit_list = visits(preset, person, sessions, seed)
-    rows = []
-    session_rows = []
-    for visit in visit_list:
-        # a rescan draws its own pose, grid and noise (its own stream); on another site's protocol it
-        # also gets that site's scaling and pipeline; the DN state is the visit's
-        vrng = np.random.default_rng(seed_sequence(seed, preset, person.index, scan_stream(visit)))
-        if visit.site is None:
-            acq = sample_acquisition(vrng, person.site, person.site_scale, person.site_recon)
-        else:
-            scales, recons = site_draws(seed, preset)
-            acq = sample_acquisition(vrng, visit.site, scales[visit.site.name], recons[visit.site.name])
-        volume_factor, chi_ppb = {}, {}
-        for side, _ in SIDES:
-            volume_factor[side], chi_ppb[side] = dentate_state(preset, person, visit.years, base_chi[side],
-                                                               white_matter_ppb)
-        size = {side: anatomy.dn_size_factor * volume_factor[side] ** (1 / 3) for side, _ in SIDES}
-        out = render(anatomy, acq, vrng, size, {s: chi_ppb[s] / 1000.0 for s, _ in SIDES}, iron_gradient)
-        sub, ses = person.label, visit.session
-        image_path = save_nifti(bids_path(root, sub, ses, "Chimap"), out.image)
-        values = nib.load(image_path).get_fdata()  # what any reader sees (scl_slope applied)
-        write_json(bids_path(root, sub, ses, "Chimap", ".json"), {"Units": acq.unit, "InstitutionName": f"site {acq.site}"})
-        deriv = root / TRUTH_DERIVATIVE
-        header = nib.Nifti1Header()
-        header.set_xyzt_units("mm")
-        for name, data in (("dentate", out.dentate_dseg), ("cerebellum", out.cerebellum_mask)):
-            img = nib.Nifti1Image(data, out.affine, header)
-            img.set_sform(out.affine, code=1)
-            img.set_qform(out.affine, code=1)
-            save_nifti(bids_path(deriv, sub, ses, "dseg" if name == "dentate" else "mask", desc=name), img)
-        save_nifti(bids_path(deriv, sub, ses, "probseg", desc="dentate"), fraction_image(out.dentate_fraction, out.affine))
-        voxel_mm3 = float(abs(np.linalg.det(out.affine[:3, :3])))
-        row = {
-            "participant_id": f"sub-{sub}", "session_id": f"ses-{ses}", "group": person.group, "sex": person.sex,
-            "baseline_age": person.age, "age": round(person.age + visit.years, 2), "site": acq.site,
-            "years_since_baseline": visit.years, "acq_time": visit.acq_time.isoformat(),
-            "visit": f"{visit.visit_index + 1:02d}", "rescan": visit.rescan,
-        }
-        acq_fields = asdict(acq)
-        for key in ("voxel_mm", "rotation_deg", "translation_mm"):
-            for axis, value in zip("xyz", acq_fields.pop(key)):
-                row[f"{key.rsplit('_', 1)[0]}_{axis}_{key.rsplit('_', 1)[1]}"] = value
-        recon = acq_fields.pop("recon")
-        residual = recon.pop("residual_ppm")
-        row.update({f"acq_{k}": v for k, v in acq_fields.items() if k != "site"})
-        row.update({f"recon_{k}": v for k, v in recon.items()})
-        for where, value in zip(("petrous_left", "petrous_right", "sinus"), residual):
-            row[f"recon_residual_{where}_ppm"] = value
-        row["dn_iron_gradient"] = iron_gradient
-        row["dn_maturation"] = maturation(person.age)
-        row.update({f"shape_{axis}": n for axis, n in zip("ijk", out.dentate_dseg.shape)})
-        row.update({f"head_scale_{axis}": float(v) for axis, v in zip("xyz", anatomy.head_scale)})
-        for side, label in SIDES:
-            shape = anatomy.dentate[side]
-            mask = out.dentate_dseg == label
-            row[f"dn_{side}_volume_mm3"] = float(mask.sum() * voxel_mm3)
-            row[f"dn_{side}_mean_chi_ppb"] = float(to_ppb(values[mask].mean(), acq.unit)) if mask.any() else float("nan")
-            row[f"dn_{side}_contrast_ppb"] = dentate_contrast(values, mask, out.dentate_dseg > 0, acq.unit, acq.scale)
-            row[f"dn_{side}_planted_chi_ppb"] = chi_ppb[side]
-            row[f"dn_{side}_planted_volume_factor"] = volume_factor[side]
-            row[f"dn_{side}_size_factor"] = size[side]
-            row[f"dn_{side}_thickness_mm"] = shape.thickness_mm
-            row.update({f"dn_{side}_center_mni_{a}": float(v) for a, v in zip("xyz", shape.center)})
-        row.update({f"chi_{k}_ppm": v for k, v in anatomy.tissue_chi_ppm.items()})
-        rows.append(row)
-        session_rows.append({"session_id": f"ses-{ses}", "acq_time": visit.acq_time.isoformat(), "age": row["age"]})
-    write_tsv(root / f"sub-{person.label}" / f"sub-{person.label}_sessions.tsv", pd.DataFrame(session_rows))
-    return rows
+    iron_gradient = float(rng.uniform(*PRESETS[preset_name].iron_gradient))
+    return PersonDraws(anatomy, base_chi, iron_gradient, to_ppb(anatomy.tissue_chi_ppm["cerebellar_wm"], "ppm"))
+
+
+def _scan(task: tuple) -> dict:
+    """Generate one scan of one participant; return its truth-table row."""
+    root, preset_name, seed, person, visit = task
+    preset = PRESETS[preset_name]
+    draws = person_draws(seed, preset_name, person.index)
+    anatomy, base_chi, iron_gradient = draws.anatomy, draws.base_chi_ppb, draws.iron_gradient
+    # a rescan draws its own pose, grid and noise (its own stream); on another site's protocol it
+    # also gets that site's scaling and pipeline; the DN state is the visit's
+    vrng = np.random.default_rng(seed_sequence(seed, preset, person.index, scan_stream(visit)))
+    if visit.site is None:
+        acq = sample_acquisition(vrng, person.site, person.site_scale, person.site_recon)
+    else:
+        scales, recons = site_draws(seed, preset)
+        acq = sample_acquisition(vrng, visit.site, scales[visit.site.name], recons[visit.site.name])
+    volume_factor, chi_ppb = {}, {}
+    for side, _ in SIDES:
+        volume_factor[side], chi_ppb[side] = dentate_state(preset, person, visit.years, base_chi[side],
+                                                           draws.white_matter_ppb)
+    size = {side: anatomy.dn_size_factor * volume_factor[side] ** (1 / 3) for side, _ in SIDES}
+    out = render(anatomy, acq, vrng, size, {s: chi_ppb[s] / 1000.0 for s, _ in SIDES}, iron_gradient)
+    sub, ses = person.label, visit.session
+    image_path = save_nifti(bids_path(root, sub, ses, "Chimap"), out.image)
+    values = nib.load(image_path).get_fdata()  # what any reader sees (scl_slope applied)
+    write_json(bids_path(root, sub, ses, "Chimap", ".json"), {"Units": acq.unit, "InstitutionName": f"site {acq.site}"})
+    deriv = root / TRUTH_DERIVATIVE
+    header = nib.Nifti1Header()
+    header.set_xyzt_units("mm")
+    for name, data in (("dentate", out.dentate_dseg), ("cerebellum", out.cerebellum_mask)):
+        img = nib.Nifti1Image(data, out.affine, header)
+        img.set_sform(out.affine, code=1)
+        img.set_qform(out.affine, code=1)
+        save_nifti(bids_path(deriv, sub, ses, "dseg" if name == "dentate" else "mask", desc=name), img)
+    save_nifti(bids_path(deriv, sub, ses, "probseg", desc="dentate"), fraction_image(out.dentate_fraction, out.affine))
+    voxel_mm3 = float(abs(np.linalg.det(out.affine[:3, :3])))
+    row = {
+        "participant_id": f"sub-{sub}", "session_id": f"ses-{ses}", "group": person.group, "sex": person.sex,
+        "baseline_age": person.age, "age": round(person.age + visit.years, 2), "site": acq.site,
+        "years_since_baseline": visit.years, "acq_time": visit.acq_time.isoformat(),
+        "visit": f"{visit.visit_index + 1:02d}", "rescan": visit.rescan,
+    }
+    acq_fields = asdict(acq)
+    for key in ("voxel_mm", "rotation_deg", "translation_mm"):
+        for axis, value in zip("xyz", acq_fields.pop(key)):
+            row[f"{key.rsplit('_', 1)[0]}_{axis}_{key.rsplit('_', 1)[1]}"] = value
+    recon = acq_fields.pop("recon")
+    residual = recon.pop("residual_ppm")
+    row.update({f"acq_{k}": v for k, v in acq_fields.items() if k != "site"})
+    row.update({f"recon_{k}": v for k, v in recon.items()})
+    for where, value in zip(("petrous_left", "petrous_right", "sinus"), residual):
+        row[f"recon_residual_{where}_ppm"] = value
+    row["dn_iron_gradient"] = iron_gradient
+    row["dn_maturation"] = maturation(person.age)
+    row.update({f"shape_{axis}": n for axis, n in zip("ijk", out.dentate_dseg.shape)})
+    row.update({f"head_scale_{axis}": float(v) for axis, v in zip("xyz", anatomy.head_scale)})
+    for side, label in SIDES:
+        shape = anatomy.dentate[side]
+        mask = out.dentate_dseg == label
+        row[f"dn_{side}_volume_mm3"] = float(mask.sum() * voxel_mm3)
+        row[f"dn_{side}_mean_chi_ppb"] = float(to_ppb(values[mask].mean(), acq.unit)) if mask.any() else float("nan")
+        row[f"dn_{side}_contrast_ppb"] = dentate_contrast(values, mask, out.dentate_dseg > 0, acq.unit, acq.scale)
+        row[f"dn_{side}_planted_chi_ppb"] = chi_ppb[side]
+        row[f"dn_{side}_planted_volume_factor"] = volume_factor[side]
+        row[f"dn_{side}_size_factor"] = size[side]
+        row[f"dn_{side}_thickness_mm"] = shape.thickness_mm
+        row.update({f"dn_{side}_center_mni_{a}": float(v) for a, v in zip("xyz", shape.center)})
+    row.update({f"chi_{k}_ppm": v for k, v in anatomy.tissue_chi_ppm.items()})
+    return row
 
 
 def dentate_contrast(values: np.ndarray, label: np.ndarray, both: np.ndarray, unit: str, scale: float) -> float:
