@@ -31,6 +31,14 @@ def synth_dataset_description():
     return str(Path(config["synth"]["out"]) / "dataset_description.json")
 
 
+def synth_generator(wildcards):
+    """The hash of the synthetic-cohort generator's source and shaping libraries (imported only when
+    the cohort is in the plan): as a rule parameter, a new generator makes the cohort again."""
+    from dnqsm.synth.dataset import generator_code
+
+    return generator_code()
+
+
 # --- the cohort: sessions, batches and derivative paths ---
 # Discovered only when the BIDS directory exists, so that `snakemake synth_cohort` (which makes the
 # demo cohort) and `snakemake train_models` work before there is a cohort to segment.

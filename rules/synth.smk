@@ -8,6 +8,7 @@ rule synth_cohort:
         subjects=config["synth"]["subjects"],
         sessions=config["synth"]["sessions"],
         seed=config["synth"]["seed"],
+        generator=synth_generator,  # another generator: Snakemake's params trigger makes the cohort again
     threads: 2
     log:
         "results/logs/synth_cohort.log",

@@ -15,9 +15,9 @@ from dnqsm.io import bids_path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, config: dict, *args: str, snakefile: Path = REPO / "Snakefile") -> subprocess.CompletedProcess:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir),
            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
 
@@ -63,6 +63,19 @@ def test_workflow_generates_the_cohort_and_a_rerun_does_nothing(tmp_path):
     again = snakemake(tmp_path, synth_config(tmp_path / "bids"), "-n", "synth_cohort")
     assert again.returncode == 0, again.stderr
     assert "Nothing to be done" in again.stdout + again.stderr
+    # another generator would draw other images, so the cohort is planned again: a stale demo cohort
+    # is never kept. Here: a copy of the workflow whose synthesis source differs by a comment
+    # (Snakemake imports dnqsm from beside the Snakefile it runs)
+    workflow = tmp_path / "other_workflow"
+    for part in ("rules", "scripts", "config", "envs", "dnqsm"):
+        shutil.copytree(REPO / part, workflow / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO / "Snakefile", workflow / "Snakefile")
+    with (workflow / "dnqsm" / "synth" / "physics.py").open("a") as source:
+        source.write("# a changed generator\n")
+    changed = snakemake(tmp_path, synth_config(tmp_path / "bids"), "-n", "synth_cohort", snakefile=workflow / "Snakefile")
+    assert changed.returncode == 0, changed.stderr
+    assert jobs_by_rule(changed.stdout) == {"synth_cohort": 1}, changed.stdout[-2000:]
+    assert "params" in changed.stdout.lower(), changed.stdout[-2000:]  # Snakemake's reason: params changed
 
 
 def test_the_schema_offers_every_synthesis_preset_and_only_those():
