@@ -101,14 +101,17 @@ def small_plans(plans: dict, features: list[int], patch_size: list[int], batch_s
                 spacing: list[float] | None = None) -> dict:
     """Shrink nnU-Net's planned 3d_fullres network to something that trains on 2 CPU cores.
 
-    ``patch_size`` and ``spacing`` are given in (x, y, z) and stored in nnU-Net's (z, y, x) order.
+    ``patch_size`` and ``spacing`` are given in (x, y, z); nnU-Net stores a configuration's axes in
+    its planned order, ``transpose_forward`` of (z, y, x) (the coarsest axis first, e.g. (x, z, y)
+    for a cohort of sagittal slices), so each value goes to its axis there.
     """
     config = plans["configurations"][CONFIGURATION]
+    order = plans.get("transpose_forward", [0, 1, 2])
     n_stages = len(features)
-    config["patch_size"] = [int(p) for p in patch_size[::-1]]
+    config["patch_size"] = [int(patch_size[::-1][axis]) for axis in order]
     config["batch_size"] = int(batch_size)
     if spacing is not None:
-        config["spacing"] = [float(s) for s in spacing[::-1]]
+        config["spacing"] = [float(spacing[::-1][axis]) for axis in order]
     arch = config["architecture"]["arch_kwargs"]
     arch.update({
         "n_stages": n_stages,
@@ -121,19 +124,70 @@ def small_plans(plans: dict, features: list[int], patch_size: list[int], batch_s
     return plans
 
 
+def source_plans(source: str | Path) -> dict:
+    """The nnU-Net plans of a model to fine-tune from: an exported zip, or a checkpoint (.pth, whose
+    ``init_args`` hold the plans it was trained with)."""
+    source = Path(source)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: train.<model>.init_from names no file")
+    if source.suffix != ".zip":
+        import torch
+
+        try:
+            return torch.load(source, map_location="cpu", weights_only=False)["init_args"]["plans"]
+        except Exception as exc:  # torch's unpickling errors do not name the file
+            raise ValueError(f"{source}: not an nnU-Net checkpoint with its plans ({type(exc).__name__}: {exc})") from None
+    with zipfile.ZipFile(source) as archive:
+        names = sorted(n for n in archive.namelist() if n.endswith("/plans.json"))
+        if not names:
+            raise ValueError(f"{source}: no plans.json inside; not an nnU-Net model zip")
+        return json.loads(archive.read(names[0]))
+
+
+def keep_source_geometry(plans: dict, source: dict, spacing_pinned: bool) -> dict:
+    """Plans for fine-tuning from a model planned as ``source``: its axis order (``transpose_forward``,
+    ``transpose_backward``) and, unless ``spacing_pinned``, its 3d_fullres target spacing, so that the
+    weights see the voxels they were trained on, not a plan of the new cohort's own (nnU-Net's recipe
+    for pretrained weights, ``nnUNetv2_move_plans_between_datasets``). Call before ``small_plans``."""
+    plans["transpose_forward"] = list(source["transpose_forward"])
+    plans["transpose_backward"] = list(source["transpose_backward"])
+    if not spacing_pinned:
+        plans["configurations"][CONFIGURATION]["spacing"] = list(source["configurations"][CONFIGURATION]["spacing"])
+    return plans
+
+
+def planned_spacing_xyz(plans: dict) -> list[float]:
+    """The 3d_fullres target spacing of ``plans`` in (x, y, z) mm, whatever nnU-Net's axis order."""
+    stored = plans["configurations"][CONFIGURATION]["spacing"]
+    zyx = [0.0] * 3
+    for position, axis in enumerate(plans["transpose_forward"]):
+        zyx[axis] = stored[position]
+    return [round(float(v), 4) for v in zyx[::-1]]
+
+
 def plan_and_preprocess(dataset_id: int, features: list[int], patch_size: list[int], batch_size: int,
-                        spacing: list[float] | None, processes: int = 2) -> Path:
-    """nnU-Net's fingerprint, planner and preprocessor, with the plans edited by ``small_plans``."""
+                        spacing: list[float] | None, processes: int = 2, init_from: str | Path | None = None) -> Path:
+    """nnU-Net's fingerprint, planner and preprocessor, with the plans edited by ``small_plans``; with
+    ``init_from`` (a model zip to fine-tune from), that model's axis order and, unless ``spacing``
+    pins another, its target spacing (``keep_source_geometry``)."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
                                                                       preprocess)
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
+    source = source_plans(init_from) if init_from else None  # a missing source fails before the fingerprint
     extract_fingerprints([dataset_id], num_processes=processes, check_dataset_integrity=True, verbose=False,
                          show_progress_bar=False)
     plan_experiments([dataset_id])
     plans_file = Path(nnUNet_preprocessed) / maybe_convert_to_dataset_name(dataset_id) / f"{PLANS}.json"
-    plans = small_plans(json.loads(plans_file.read_text()), features, patch_size, batch_size, spacing)
+    plans = json.loads(plans_file.read_text())
+    if source is not None:
+        own = planned_spacing_xyz(plans), plans["transpose_forward"]
+        plans = keep_source_geometry(plans, source, spacing_pinned=spacing is not None)
+        print(f"fine-tuning from {init_from}: its axis order {plans['transpose_forward']}"
+              + ("" if spacing is not None else f" and target spacing (x, y, z) {planned_spacing_xyz(plans)} mm")
+              + f" are kept (this cohort's own plan: spacing {own[0]} mm, axis order {own[1]})")
+    plans = small_plans(plans, features, patch_size, batch_size, spacing)
     plans_file.write_text(json.dumps(plans, indent=2))
     preprocess([dataset_id], PLANS, (CONFIGURATION,), (processes,), verbose=False, show_progress_bar=False)
     return plans_file

@@ -32,6 +32,8 @@ rule train_preprocess:
     """nnU-Net fingerprint, planner (then small custom plans) and preprocessing for one model."""
     input:
         raw=lambda wc: nnunet_raw(wc.model),
+        # fine-tuning keeps the source model's axis order and target spacing (dnqsm.nnunet.keep_source_geometry)
+        init_from=lambda wc: config["train"][wc.model].get("init_from") or [],
     output:
         plans=train_path("preprocessed/{model}.plans.json"),
     params:

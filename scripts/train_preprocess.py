@@ -16,7 +16,8 @@ def main() -> None:
     with script_log(snakemake.log[0]):
         spec = train[model]
         plans = plan_and_preprocess(spec["dataset_id"], spec["features"], spec["patch_size"], spec["batch_size"],
-                                    spec.get("spacing_mm_xyz"), processes=snakemake.threads)
+                                    spec.get("spacing_mm_xyz"), processes=snakemake.threads,
+                                    init_from=spec.get("init_from"))
         shutil.copyfile(plans, snakemake.output.plans)
 
 

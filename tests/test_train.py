@@ -129,12 +129,29 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
 
     config["train"]["segmentation"].update(features=[8, 16, 16])
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    # ... and plans its cohort at the source model's spacing, not at one of its own: here a source
+    # planned 1.25 times coarser than this cohort's plan (its zip's plans.json rewritten)
+    source_zip = stage1 / "segmentation.zip"
+    entries = {info: zipfile.ZipFile(source_zip).read(info) for info in zipfile.ZipFile(source_zip).infolist()}
+    own_spacing = json.loads(next(data for info, data in entries.items() if info.filename.endswith("/plans.json"))
+                             )["configurations"]["3d_fullres"]["spacing"]
+    source_spacing = [round(1.25 * s, 4) for s in own_spacing]
+    with zipfile.ZipFile(source_zip, "w") as rewritten:
+        for info, data in entries.items():
+            if info.filename.endswith("/plans.json"):
+                plans_json = json.loads(data)
+                plans_json["configurations"]["3d_fullres"]["spacing"] = source_spacing
+                data = json.dumps(plans_json).encode()
+            rewritten.writestr(info, data)
     plans = str(tmp_path / "work" / "preprocessed" / "segmentation.plans.json")  # planned again: wider
     widened = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
                               "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", checkpoint,
                               "--rerun-triggers", "mtime", "--forcerun", plans, checkpoint],
                              capture_output=True, text=True, cwd=tmp_path)
     assert widened.returncode == 0, widened.stdout[-3000:] + widened.stderr[-3000:]
+    replanned = json.loads(Path(plans).read_text())["configurations"]["3d_fullres"]
+    assert replanned["spacing"] == source_spacing != own_spacing
+    assert "are kept" in (tmp_path / "work" / "logs" / "train_preprocess_segmentation.log").read_text()
     wide = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
     assert set(wide) == set(start) and wide["encoder.stages.0.0.convs.0.conv.weight"].shape[0] == 8
     for key, source in start.items():
@@ -239,3 +256,49 @@ def test_a_narrower_model_is_embedded_in_a_wider_network_computing_the_same_func
         embed_weights(bundled_architecture(tmp_path), wide.state_dict())
     with pytest.raises(ValueError, match="not the same depth"):
         embed_weights(bundled_architecture(tmp_path, [2 * f for f in features[:-1]]), weights)
+
+
+def test_plans_put_patch_and_spacing_on_nnunets_planned_axes(tmp_path):
+    """nnU-Net plans a cohort of sagittal slices (x coarsest) with its axes transposed to (x, z, y):
+    the patch size and a pinned spacing, given in (x, y, z), must land on those axes, as nnU-Net's own
+    preprocessor reads them. And fine-tuning keeps the source model's axis order and spacing."""
+    import copy
+
+    import numpy as np
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from dnqsm.nnunet import (BUNDLED_MODELS, CONFIGURATION, keep_source_geometry, planned_spacing_xyz, small_plans,
+                              source_plans)
+
+    bundled = source_plans(BUNDLED_MODELS / "segmentation.zip")
+    planned = copy.deepcopy(bundled)  # as nnU-Net plans an image of 3 x 0.7 x 0.8 mm voxels (x, y, z)
+    planned["transpose_forward"], planned["transpose_backward"] = [2, 0, 1], [1, 2, 0]
+    plans = small_plans(copy.deepcopy(planned), [4, 8], [16, 32, 24], 2, spacing=[1.5, 0.7, 0.8])
+    config = plans["configurations"][CONFIGURATION]
+    assert config["patch_size"] == [16, 24, 32] and config["spacing"] == [1.5, 0.8, 0.7]  # (x, z, y)
+    manager = PlansManager(plans)
+    image = np.random.default_rng(0).normal(size=(1, 30, 40, 12)).astype(np.float32)  # nnU-Net's (z, y, x)
+    data, _, _ = DefaultPreprocessor(verbose=False).run_case_npy(
+        image, None, {"spacing": [0.8, 0.7, 3.0]}, manager, manager.get_configuration(CONFIGURATION), {})
+    assert data.shape[1:] == (24, 30, 40), "x resampled 3 -> 1.5 mm (12 -> 24 voxels), y and z kept"
+    assert planned_spacing_xyz(plans) == [1.5, 0.7, 0.8]
+
+    # fine-tuning from the bundled model: its axis order and spacing, not the new cohort's plan
+    kept = keep_source_geometry(copy.deepcopy(planned), bundled, spacing_pinned=False)
+    kept = small_plans(kept, [4, 8], [16, 32, 24], 2)
+    assert kept["transpose_forward"] == bundled["transpose_forward"] == [0, 1, 2]
+    assert kept["configurations"][CONFIGURATION]["spacing"] == bundled["configurations"][CONFIGURATION]["spacing"]
+    assert kept["configurations"][CONFIGURATION]["patch_size"] == [24, 32, 16]  # (z, y, x)
+    pinned = small_plans(keep_source_geometry(copy.deepcopy(planned), bundled, spacing_pinned=True), [4, 8],
+                         [16, 32, 24], 2, spacing=[1.5, 0.7, 0.8])
+    assert pinned["configurations"][CONFIGURATION]["spacing"] == [0.8, 0.7, 1.5]
+    checkpoint = tmp_path / "checkpoint_final.pth"  # a checkpoint carries its plans too
+    with zipfile.ZipFile(BUNDLED_MODELS / "segmentation.zip") as archive:
+        checkpoint.write_bytes(archive.read(next(n for n in archive.namelist() if n.endswith("checkpoint_final.pth"))))
+    assert source_plans(checkpoint) == bundled
+    with pytest.raises(FileNotFoundError, match="names no file"):
+        source_plans(tmp_path / "missing.zip")
+    (tmp_path / "notes.pth").write_bytes(b"")
+    with pytest.raises(Exception, match="notes.pth"):
+        source_plans(tmp_path / "notes.pth")
