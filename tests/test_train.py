@@ -132,7 +132,8 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
     # ... and plans its cohort at the source model's spacing, not at one of its own: here a source
     # planned 1.25 times coarser than this cohort's plan (its zip's plans.json rewritten)
     source_zip = stage1 / "segmentation.zip"
-    entries = {info: zipfile.ZipFile(source_zip).read(info) for info in zipfile.ZipFile(source_zip).infolist()}
+    with zipfile.ZipFile(source_zip) as archive:
+        entries = {info: archive.read(info) for info in archive.infolist()}
     own_spacing = json.loads(next(data for info, data in entries.items() if info.filename.endswith("/plans.json"))
                              )["configurations"]["3d_fullres"]["spacing"]
     source_spacing = [round(1.25 * s, 4) for s in own_spacing]
@@ -300,5 +301,5 @@ def test_plans_put_patch_and_spacing_on_nnunets_planned_axes(tmp_path):
     with pytest.raises(FileNotFoundError, match="names no file"):
         source_plans(tmp_path / "missing.zip")
     (tmp_path / "notes.pth").write_bytes(b"")
-    with pytest.raises(Exception, match="notes.pth"):
+    with pytest.raises(ValueError, match="notes.pth.*not an nnU-Net checkpoint"):
         source_plans(tmp_path / "notes.pth")
