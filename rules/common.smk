@@ -264,6 +264,11 @@ def train_path(*parts):
     return str(Path(config["train"]["work_dir"]).joinpath(*parts))
 
 
+def train_init_from(wildcards):
+    """train.<model>.init_from as an input of the model's jobs (none when training from scratch)."""
+    return config["train"][wildcards.model].get("init_from") or []
+
+
 def models_path(*parts):
     """A file in the folder that receives exported models."""
     return str(Path(config["train"]["out_dir"]).joinpath(*parts))

@@ -33,7 +33,7 @@ rule train_preprocess:
     input:
         raw=lambda wc: nnunet_raw(wc.model),
         # fine-tuning keeps the source model's axis order and target spacing (dnqsm.nnunet.keep_source_geometry)
-        init_from=lambda wc: config["train"][wc.model].get("init_from") or [],
+        init_from=train_init_from,
     output:
         plans=train_path("preprocessed/{model}.plans.json"),
     params:
@@ -52,7 +52,7 @@ rule train_fold:
     input:
         plans=train_path("preprocessed/{model}.plans.json"),
         # fine-tuning from a zip (e.g. the first stage of make demo-models): a new zip retrains
-        init_from=lambda wc: config["train"][wc.model].get("init_from") or [],
+        init_from=train_init_from,
     output:
         checkpoint=train_path("results/{model}/fold_{fold}/checkpoint_final.pth"),
     params:

@@ -162,10 +162,13 @@ def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork")) as pool:
             rows = list(pool.map(_scan, tasks))
     person_draws.cache_clear()  # the last participant's anatomy (tens of MB) is not needed any more
+    sessions_of: dict[str, list[dict]] = {}  # each participant's scans, in visit order
+    for row in rows:
+        sessions_of.setdefault(row["participant_id"], []).append(
+            {"session_id": row["session_id"], "acq_time": row["acq_time"], "age": row["age"]})
     for person in people:
-        write_tsv(root / f"sub-{person.label}" / f"sub-{person.label}_sessions.tsv", pd.DataFrame([
-            {"session_id": row["session_id"], "acq_time": row["acq_time"], "age": row["age"]}
-            for row in rows if row["participant_id"] == f"sub-{person.label}"]))
+        write_tsv(root / f"sub-{person.label}" / f"sub-{person.label}_sessions.tsv",
+                  pd.DataFrame(sessions_of[f"sub-{person.label}"]))
     truth = pd.DataFrame(rows)
     generator = _generator(preset, subjects, sessions, seed, first_label)
     write_json(root / "dataset_description.json", {
