@@ -26,6 +26,7 @@ from dnqsm.synth.acquisition import (ORIENTATIONS, Acquisition, head_pose, pose_
 from dnqsm.synth.anatomy import build_anatomy
 from dnqsm.synth.cohort import (ANATOMY_STREAM, DEFAULT_EFFECTS, PRESETS, STRESS_AGE_STRATA, participants, scan_stream,
                                 seed_sequence, visits)
+from dnqsm.synth import physics
 from dnqsm.synth.physics import Recon
 from dnqsm.synth.template import DN_CENTROID_MNI
 from dnqsm.viz import world_centroid
@@ -116,6 +117,21 @@ def test_wide_preset_reaches_beyond_the_train_ranges():
     train_max_oblique = max(s.oblique_deg[1] for s in PRESETS["train"].sites)
     assert max(s.oblique_deg[1] for s in preset.sites) > train_max_oblique
     assert min(s.inplane_mm[0] for s in preset.sites) < min(s.inplane_mm[0] for s in PRESETS["train"].sites)
+
+
+def test_presets_that_redraw_every_factor_include_total_variation():
+    """Total variation (the look of TV/MEDI-type inversions) is drawn by the presets that vary every
+    factor (`stress`, `wide`, `hard`); `train`, `test` and `retest` keep the four kinds they were made
+    with, so the images the bundled models were trained and benchmarked on stay the same."""
+    for name, seed in (("stress", 2001), ("wide", 4)):
+        _, acqs = _baseline_acquisitions(PRESETS[name], 24, seed)
+        kinds = {a.recon.inversion for a in acqs}
+        assert "tv" in kinds and len(kinds) >= 4, (name, kinds)
+        tv = [a.recon for a in acqs if a.recon.inversion == "tv"]
+        site_range = PRESETS[name].sites[0].tv_lambda
+        assert all(site_range[0] <= r.regularization <= site_range[1] for r in tv)
+    for name in ("train", "test", "retest"):
+        assert all(site.inversions == physics.CLASSIC_INVERSIONS for site in PRESETS[name].sites), name
 
 
 def test_hard_preset_pushes_the_weakest_looks_beyond_wide():

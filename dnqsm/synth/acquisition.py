@@ -63,6 +63,7 @@ class SiteProtocol:
     tkd_threshold: tuple[float, float] = (0.1, 0.25)
     l2_lambda: tuple[float, float] = (0.01, 0.06)
     iterative_lambda: tuple[float, float] = (0.002, 0.015)
+    tv_lambda: tuple[float, float] = (0.0003, 0.002)
     iterations: tuple[int, int] = (10, 25)
     erosion_mm: tuple[float, float] = (1.0, 4.0)
     residual_ppm: tuple[float, float] = (-0.01, 0.012)
@@ -115,7 +116,8 @@ def sample_recon(rng: np.random.Generator, site: SiteProtocol) -> physics.Recon:
     return physics.Recon(
         inversion=inversion,
         threshold=float(rng.uniform(*site.tkd_threshold)),
-        regularization=float(rng.uniform(*(site.l2_lambda if inversion == "l2" else site.iterative_lambda))),
+        regularization=float(rng.uniform(*{"l2": site.l2_lambda, "tv": site.tv_lambda}.get(inversion,
+                                                                                           site.iterative_lambda))),
         iterations=int(rng.integers(site.iterations[0], site.iterations[1] + 1)),
         reference=str(rng.choice(site.references)),
         erosion_mm=float(rng.uniform(*site.erosion_mm)),

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from dnqsm.synth.acquisition import ORIENTATIONS, SiteProtocol, sample_recon
+from dnqsm.synth import physics
 from dnqsm.synth.physics import Recon
 
 GROUPS = ("control", "ataxia", "ms")
@@ -77,8 +78,10 @@ def _effects(ages: dict[str, tuple[float, float]]) -> dict[str, GroupEffect]:
     return {g: GroupEffect(**{**asdict(e), "age_range": ages[g]}) for g, e in DEFAULT_EFFECTS.items()}
 
 
-# Training sites: every reconstruction kind, redrawn per image, from 0.5 mm to 3 mm slices.
-_TRAIN_SITES = (
+# Training sites: every reconstruction kind the generator had before total variation (CLASSIC_INVERSIONS,
+# so that `train`, `test` and `retest` images stay what the bundled models were trained and benchmarked
+# on), redrawn per image, from 0.5 mm to 3 mm slices.
+_TRAIN_SITES = tuple(replace(site, inversions=physics.CLASSIC_INVERSIONS) for site in (
     _site("A", inplane_mm=(0.5, 0.75), slice_mm=(0.5, 1.2), min_voxel_mm3=0.2, recon_per_image=True),
     _site("B", inplane_mm=(0.6, 1.0), slice_mm=(1.0, 2.0), unit="ppb", mask_fill="nan",
           orientations=("LPS", "LAS"), recon_per_image=True),
@@ -86,7 +89,7 @@ _TRAIN_SITES = (
           recon_per_image=True),
     _site("D", inplane_mm=(0.8, 1.2), slice_mm=(0.8, 1.5), orientations=("RAS", "LPS", "PIR"), oblique_prob=0.6,
           mask_fill="nan", noise_ppm=(0.002, 0.008), recon_per_image=True),
-)
+))
 #: Every grid orientation the synthesis knows (sagittal PIR included).
 _ALL_ORIENTATIONS = tuple(ORIENTATIONS)
 #: The stress preset: every factor varied per image, on its own random streams.

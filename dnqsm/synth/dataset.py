@@ -366,10 +366,10 @@ def _truth_sidecar(preset: Preset, seed: int) -> dict:
         "dn_right_contrast_ppb": {"Description": "As dn_left_contrast_ppb, for label 2", "Units": "ppb"},
         "dn_maturation": "Share of the adult DN contrast at the baseline age: 1 - exp(-age / dn_maturation_tau_years)",
         "dn_iron_gradient": "Weight of the DN iron gradient (brighter away from the hilum), 0 = uniform",
-        "recon_inversion": "Dipole inversion: tkd, tkd_rescaled, l2 (closed form, gradient penalty) or iterative (weighted L2, conjugate gradient)",
+        "recon_inversion": "Dipole inversion: tkd, tkd_rescaled, l2 (closed form, gradient penalty), iterative (weighted L2, conjugate gradient) or tv (total variation, ADMM)",
         "recon_reference": "Referencing of the map: mean (whole brain), csf or none",
         "recon_threshold": "TKD threshold on |D| (used by tkd and tkd_rescaled)",
-        "recon_regularization": "Gradient-penalty weight (l2, iterative)",
+        "recon_regularization": "Gradient-penalty weight (l2, iterative, tv)",
         "recon_erosion_mm": {"Description": "Brain-mask erosion by background-field removal", "Units": "mm"},
         "recon_snr": "Peak SNR of the simulated multi-echo magnitude (qsm-forward); 0 = Gaussian field noise of recon_field_noise_ppm",
     }
