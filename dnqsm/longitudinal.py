@@ -141,6 +141,9 @@ def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], tim
     the line in time through every visit's distance map in template space, at that visit's time
     (:func:`line_in_time`); and a record of the template (grid, rounds, times, each visit's correlation
     with the template after alignment)."""
+    if int(settings["iterations"]) < 1:
+        raise ValueError(f"longitudinal template iterations must be at least 1, not {settings['iterations']!r}: "
+                         "the visits are aligned to the template in each round")
     import ants
 
     # reruns must give identical files: ANTs' sampled metric needs a fixed seed, and its threads split

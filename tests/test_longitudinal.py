@@ -182,3 +182,11 @@ def test_starting_each_round_from_the_last_alignment_gives_the_labels_of_identit
         for label in (1, 2):
             assert dice(a == label, b == label) > 0.985, (stem, label)
         assert dice(b > 0, truth) > 0.9, stem
+
+
+def test_subject_prior_refuses_zero_template_rounds():
+    """The config schema refuses iterations < 1; a library caller gets the same answer, not a NameError."""
+    from dnqsm.longitudinal import subject_prior
+
+    with pytest.raises(ValueError, match="iterations must be at least 1"):
+        subject_prior([], [], None, {"iterations": 0})
