@@ -65,9 +65,12 @@ demo-models: $(STAMP)
 	$(BIN)/dnqsm synth --preset wide --seed 5 --first-label 101 --out results/train5/bids --overwrite --jobs 2
 	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
 	   train_models --configfile config/train_stage5.yaml
+	$(BIN)/dnqsm synth --preset wide --seed 8 --subjects 48 --first-label 301 --out results/train8/bids --overwrite --jobs 2
+	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
+	   train_models --configfile config/train_stage6_tv.yaml
 	mkdir -p models/demo
-	cp results/train5/models/localization.zip results/train5/models/segmentation.zip \
-	   results/train5/models/provenance.json models/demo/
+	cp results/train8/models/localization.zip results/train8/models/segmentation.zip \
+	   results/train8/models/provenance.json models/demo/
 
 # The paper's comparison on synthetic cohorts: three labelled `train` subjects (one per site) are the
 # atlases, the deep-learning method (bundled demo models, trained on that preset) and the atlas
