@@ -45,6 +45,12 @@ def factor_levels(table: pd.DataFrame) -> pd.DataFrame:
         [contrast <= edges[0], contrast <= edges[1]],
         [f"lowest (<= {edges[0]:.0f} ppb)", f"middle ({edges[0]:.0f}-{edges[1]:.0f} ppb)"],
         f"highest (> {edges[1]:.0f} ppb)")
+    volume = t[["true_left_mm3", "true_right_mm3"]].mean(axis=1)
+    edges = np.quantile(volume, [1 / 3, 2 / 3])
+    t["volume_third"] = np.select(
+        [volume <= edges[0], volume <= edges[1]],
+        [f"smallest (<= {edges[0]:.0f} mm³)", f"middle ({edges[0]:.0f}-{edges[1]:.0f} mm³)"],
+        f"largest (> {edges[1]:.0f} mm³)")
     t["slice_thickness"] = pd.cut(t["voxel_z_mm"], [0, 1.2, 2.4, 10],
                                   labels=["<= 1.2 mm", "1.2-2.4 mm", "2.5-3 mm"]).astype(str)
     t["orientation"] = t["acq_orientation"] + np.where(t["acq_oblique_deg"].abs() > 0, " oblique", "")
@@ -69,6 +75,7 @@ def rows(table: pd.DataFrame) -> list[str]:
         stress = factor_levels(table[table.preset == "stress"])
         out.append(line("stress cohort", "all", stress))
         for factor, column in (("reconstruction", "recon_inversion"), ("DN contrast third", "contrast_third"),
+                               ("DN volume third (true)", "volume_third"),
                                ("slice thickness", "slice_thickness"), ("orientation", "orientation"),
                                ("age", "age"), ("referencing", "recon_reference")):
             for level, t in sorted(stress.groupby(column), key=lambda kv: str(kv[0])):

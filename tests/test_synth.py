@@ -28,6 +28,7 @@ from dnqsm.synth.cohort import (ANATOMY_STREAM, DEFAULT_EFFECTS, PRESETS, STRESS
                                 seed_sequence, visits)
 from dnqsm.synth import physics
 from dnqsm.synth.physics import Recon
+from dnqsm.synth.dentate import DentateShape, dentate_sdf, sample_dentate, vary_dentate
 from dnqsm.synth.template import DN_CENTROID_MNI
 from dnqsm.viz import world_centroid
 from truth_helpers import calibrated_chi
@@ -121,8 +122,9 @@ def test_wide_preset_reaches_beyond_the_train_ranges():
 
 def test_presets_that_redraw_every_factor_include_total_variation():
     """Total variation (the look of TV/MEDI-type inversions) is drawn by the presets that vary every
-    factor (`stress`, `wide`, `hard`); `train`, `test` and `retest` keep the four kinds they were made
-    with, so the images the bundled models were trained and benchmarked on stay the same."""
+    factor (`stress`, `wide`; `hard`'s 3 mm and low-SNR sites offer it too); `train`, `test` and
+    `retest` keep the four kinds they were made with, so the images the bundled models were trained and
+    benchmarked on stay the same."""
     for name, seed in (("stress", 2001), ("wide", 4)):
         _, acqs = _baseline_acquisitions(PRESETS[name], 24, seed)
         kinds = {a.recon.inversion for a in acqs}
@@ -130,8 +132,50 @@ def test_presets_that_redraw_every_factor_include_total_variation():
         tv = [a.recon for a in acqs if a.recon.inversion == "tv"]
         site_range = PRESETS[name].sites[0].tv_lambda
         assert all(site_range[0] <= r.regularization <= site_range[1] for r in tv)
+    assert any("tv" in site.inversions for site in PRESETS["hard"].sites)
     for name in ("train", "test", "retest"):
         assert all(site.inversions == physics.CLASSIC_INVERSIONS for site in PRESETS[name].sites), name
+
+
+def _dentate_volume_mm3(shape: DentateShape, step_mm: float = 0.5) -> float:
+    """Volume of a nucleus (size factor 1) by counting points of a fine grid inside its surface."""
+    axis = np.arange(-1.3 * shape.reach_mm, 1.3 * shape.reach_mm, step_mm)
+    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3) + shape.center
+    return float((dentate_sdf(grid, shape) < 0).sum() * step_mm**3)
+
+
+def test_varied_dentate_spans_tracing_to_atlas_sized_nuclei():
+    """The wider anatomical family reaches both the size of manual QSM tracings (about 1 cm3) and of the
+    probabilistic atlas (about 2 cm3), where the narrow family stays at 1.1-1.8 cm3; every nucleus still
+    opens its hilum medially and anteriorly and sits where it was drawn."""
+    rng, variety = np.random.default_rng(3), np.random.default_rng(4)
+    narrow, varied = [], []
+    for side, medial in (("left", 1.0), ("right", -1.0)) * 8:
+        shape = sample_dentate(rng, side)
+        wide = vary_dentate(shape, variety)
+        narrow.append(_dentate_volume_mm3(shape))
+        varied.append(_dentate_volume_mm3(wide))
+        hilum = wide.axes @ wide.hilum
+        assert hilum[0] * medial > 0.4 and hilum[1] > 0.3, (side, hilum)
+        np.testing.assert_array_equal(wide.center, shape.center)
+    assert 1000 < min(narrow) and max(narrow) < 1900, narrow
+    assert min(varied) < 1100 and max(varied) > 2000, varied
+    assert 700 < min(varied) and max(varied) < 3000, varied
+    assert np.std(varied) > 2 * np.std(narrow)
+
+
+def test_only_the_presets_that_vary_every_factor_draw_the_wider_anatomy():
+    """`stress` and `wide` draw the wider family; the presets the bundled models were trained and
+    benchmarked on before it (`train`, `test`, `external`, `retest`) and `demo` keep their nuclei, so
+    their images stay byte-identical; the variety has its own stream, so without it the anatomy is the
+    narrow family's, draw for draw."""
+    assert {name for name, preset in PRESETS.items() if preset.varied_dentate} == {"stress", "wide"}
+    narrow = build_anatomy(np.random.default_rng(7))
+    again = build_anatomy(np.random.default_rng(7), None)
+    varied = build_anatomy(np.random.default_rng(7), np.random.default_rng(8))
+    np.testing.assert_array_equal(narrow.chi_ppm, again.chi_ppm)
+    assert narrow.tissue_chi_ppm == varied.tissue_chi_ppm
+    assert narrow.dentate["left"].thickness_mm != varied.dentate["left"].thickness_mm
 
 
 def test_hard_preset_pushes_the_weakest_looks_beyond_wide():

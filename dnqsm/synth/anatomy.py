@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from dnqsm.synth.dentate import DentateShape, sample_dentate
+from dnqsm.synth.dentate import DentateShape, sample_dentate, vary_dentate
 from dnqsm.synth.template import Template, brain_distance_mm, load_template
 
 #: Susceptibility ranges (ppm, relative to CSF) from DOMAIN.md; drawn once per subject.
@@ -96,11 +96,15 @@ class SubjectAnatomy:
         return sampled <= self.warp_reach_mm() + 2 * diagonal + margin_mm + 0.01
 
 
-def build_anatomy(rng: np.random.Generator) -> SubjectAnatomy:
-    """Draw a subject's anatomy; deterministic for a given generator state."""
+def build_anatomy(rng: np.random.Generator, dentate_variety: np.random.Generator | None = None) -> SubjectAnatomy:
+    """Draw a subject's anatomy; deterministic for a given generator state. ``dentate_variety``: a
+    separate stream that widens the nuclei's shapes (:func:`~dnqsm.synth.dentate.vary_dentate`);
+    without it the draws, and so the images, are those of the narrow family."""
     tpl = load_template()
     chi = {name: float(rng.uniform(*rng_range)) for name, rng_range in TISSUE_CHI_PPM.items()}
     dentate = {side: sample_dentate(rng, side) for side in ("left", "right")}
+    if dentate_variety is not None:
+        dentate = {side: vary_dentate(shape, dentate_variety) for side, shape in dentate.items()}
     cereb = ndimage.gaussian_filter(tpl.cerebellum, 1.0)
     gm_chi = chi["gm"] * (1 - cereb) + chi["cerebellar_gm"] * cereb
     wm_chi = chi["wm"] * (1 - cereb) + chi["cerebellar_wm"] * cereb

@@ -62,6 +62,10 @@ class Preset:
     # set: baseline ages come from these ranges in turn (each group passes through every range), instead
     # of the group's age_range, so that even a small cohort holds children, adults and older people
     age_strata: tuple[tuple[float, float], ...] | None = None
+    # True: the nuclei's anatomy is drawn from the wider family (dentate.vary_dentate: 0.9-2.8 cm3, thin
+    # to nearly solid ribbons, more folding and turn) from a stream of its own, so that presets without it
+    # keep their images (with it, veins that steer around the nuclei take other paths too)
+    varied_dentate: bool = False
 
 
 def _site(name: str, **kw) -> SiteProtocol:
@@ -92,7 +96,8 @@ _TRAIN_SITES = tuple(replace(site, inversions=physics.CLASSIC_INVERSIONS) for si
 ))
 #: Every grid orientation the synthesis knows (sagittal PIR included).
 _ALL_ORIENTATIONS = tuple(ORIENTATIONS)
-#: The stress preset: every factor varied per image, on its own random streams.
+#: The stress preset: every factor varied per image, on its own random streams, the nuclei's anatomy
+#: from the wider family (``varied_dentate``).
 _STRESS_SITES = (
     _site("S1", inplane_mm=(0.5, 0.5), slice_mm=(0.5, 0.5), min_voxel_mm3=0.1, crop_top_mm=(45, 60),
           recon_per_image=True),
@@ -109,7 +114,8 @@ _STRESS_SITES = (
 #: slices, obliquity up to 30 degrees, all four orientations, lower SNR, stronger residual background
 #: fields and wider calibration scalings than `train`. Its ranges include the `external` sites' voxel
 #: sizes and obliquity (its random streams are its own), so a model trained on it no longer meets those
-#: sites as unseen on those two factors.
+#: sites as unseen on those two factors. The nuclei come from the wider anatomical family
+#: (``varied_dentate``: thin to nearly solid ribbons, 0.9-2.8 cm3).
 _WIDE_SITES = (
     _site("WA", inplane_mm=(0.4, 0.6), slice_mm=(0.4, 1.0), min_voxel_mm3=0.125, crop_top_mm=(30, 60),
           snr=(40.0, 200.0), recon_per_image=True),
@@ -171,9 +177,10 @@ PRESETS: dict[str, Preset] = {
         ),
     ),
     "stress": Preset("stress", 5, subjects=24, sessions=1, groups=GROUPS, sites=_STRESS_SITES,
-                     effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.8), age_strata=STRESS_AGE_STRATA),
+                     effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.8), age_strata=STRESS_AGE_STRATA,
+                     varied_dentate=True),
     "wide": Preset("wide", 7, subjects=64, sessions=1, groups=GROUPS, sites=_WIDE_SITES,
-                   effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.8)),
+                   effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.8), varied_dentate=True),
     "hard": Preset("hard", 8, subjects=48, sessions=1, groups=GROUPS, sites=_HARD_SITES,
                    effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.9), age_strata=HARD_AGE_STRATA),
     # Test-retest: every yearly visit is scanned twice on the same day (session "02" and its rescan
@@ -212,7 +219,7 @@ class Visit:
 SITE_KEY = 2**31 - 1  # spawn key of the cohort-level site stream (never a subject index)
 # A subject's draws come in parts, each from its own stream (seed, preset, subject index, part[, visit]),
 # so that adding subjects, visits or a part never changes the others
-PERSON_STREAM, VISITS_STREAM, ANATOMY_STREAM, RESCAN_STREAM = 0, 1, 2, 3
+PERSON_STREAM, VISITS_STREAM, ANATOMY_STREAM, RESCAN_STREAM, DENTATE_VARIETY_STREAM = 0, 1, 2, 3, 4
 
 
 def scan_stream(visit: Visit) -> int:

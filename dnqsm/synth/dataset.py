@@ -25,9 +25,9 @@ from dnqsm import __version__
 from dnqsm.io import bids_path, fractions_8bit, save_nifti, write_json, write_tsv
 from dnqsm.synth.acquisition import LABEL_LEFT, LABEL_RIGHT, render, sample_acquisition
 from dnqsm.synth.anatomy import SubjectAnatomy, build_anatomy
-from dnqsm.synth.cohort import (ANATOMY_STREAM, CHI_PPB_PER_YEAR_OF_AGE, MATURATION_TAU_YEARS, PRESETS, Preset,
-                                dentate_state, maturation, participants, scan_stream, seed_sequence, site_draws,
-                                visits)
+from dnqsm.synth.cohort import (ANATOMY_STREAM, CHI_PPB_PER_YEAR_OF_AGE, DENTATE_VARIETY_STREAM,
+                                MATURATION_TAU_YEARS, PRESETS, Preset, dentate_state, maturation, participants,
+                                scan_stream, seed_sequence, site_draws, visits)
 from dnqsm.synth.template import brain_distance_mm, load_template
 from dnqsm.units import to_ppb
 
@@ -247,11 +247,14 @@ class PersonDraws:
 @lru_cache(maxsize=1)
 def person_draws(seed: int, preset_name: str, person_index: int) -> PersonDraws:
     """The participant's anatomy and DN draws (cached for the participant's next scan in this process)."""
-    rng = np.random.default_rng(seed_sequence(seed, PRESETS[preset_name], person_index, ANATOMY_STREAM))
-    anatomy = build_anatomy(rng)
+    preset = PRESETS[preset_name]
+    rng = np.random.default_rng(seed_sequence(seed, preset, person_index, ANATOMY_STREAM))
+    variety = (np.random.default_rng(seed_sequence(seed, preset, person_index, DENTATE_VARIETY_STREAM))
+               if preset.varied_dentate else None)
+    anatomy = build_anatomy(rng, variety)
     base_chi = {"left": float(rng.uniform(70, 95))}
     base_chi["right"] = base_chi["left"] + float(rng.normal(0, 4))
-    iron_gradient = float(rng.uniform(*PRESETS[preset_name].iron_gradient))
+    iron_gradient = float(rng.uniform(*preset.iron_gradient))
     return PersonDraws(anatomy, base_chi, iron_gradient, to_ppb(anatomy.tissue_chi_ppm["cerebellar_wm"], "ppm"))
 
 
@@ -381,6 +384,7 @@ def _truth_sidecar(preset: Preset, seed: int) -> dict:
             "chi_ppb_per_year_of_age_above_40": CHI_PPB_PER_YEAR_OF_AGE,
             "dn_maturation_tau_years": MATURATION_TAU_YEARS,
             "iron_gradient": list(preset.iron_gradient),
+            "varied_dentate": preset.varied_dentate,
             "missed_visit_prob": preset.missed_visit_prob, "visit_jitter_years": preset.visit_jitter_years,
             "sites": {s.name: asdict(s) for s in preset.sites},
         },
