@@ -146,22 +146,27 @@ def _dentate_volume_mm3(shape: DentateShape, step_mm: float = 0.5) -> float:
 
 def test_varied_dentate_spans_tracing_to_atlas_sized_nuclei():
     """The wider anatomical family reaches both the size of manual QSM tracings (about 1 cm3) and of the
-    probabilistic atlas (about 2 cm3), where the narrow family stays at 1.1-1.8 cm3; every nucleus still
-    opens its hilum medially and anteriorly and sits where it was drawn."""
+    probabilistic atlas (about 2 cm3), where the narrow family stays at 1.1-1.8 cm3; a subject's two
+    nuclei stay alike (drawn once per subject: a left/right volume ratio of 0.5 would be flagged as
+    implausible by the engine, rightly); every nucleus still opens its hilum medially and anteriorly and
+    sits where it was drawn."""
     rng, variety = np.random.default_rng(3), np.random.default_rng(4)
-    narrow, varied = [], []
-    for side, medial in (("left", 1.0), ("right", -1.0)) * 8:
-        shape = sample_dentate(rng, side)
-        wide = vary_dentate(shape, variety)
-        narrow.append(_dentate_volume_mm3(shape))
-        varied.append(_dentate_volume_mm3(wide))
-        hilum = wide.axes @ wide.hilum
-        assert hilum[0] * medial > 0.4 and hilum[1] > 0.3, (side, hilum)
-        np.testing.assert_array_equal(wide.center, shape.center)
+    narrow, varied, ratios = [], [], []
+    for _ in range(8):
+        pair = {side: sample_dentate(rng, side) for side in ("left", "right")}
+        wide = vary_dentate(pair, variety)
+        for side, medial in (("left", 1.0), ("right", -1.0)):
+            narrow.append(_dentate_volume_mm3(pair[side]))
+            varied.append(_dentate_volume_mm3(wide[side]))
+            hilum = wide[side].axes @ wide[side].hilum
+            assert hilum[0] * medial > 0.4 and hilum[1] > 0.3, (side, hilum)
+            np.testing.assert_array_equal(wide[side].center, pair[side].center)
+        ratios.append(varied[-2] / varied[-1])
     assert 1000 < min(narrow) and max(narrow) < 1900, narrow
     assert min(varied) < 1100 and max(varied) > 2000, varied
     assert 700 < min(varied) and max(varied) < 3000, varied
     assert np.std(varied) > 2 * np.std(narrow)
+    assert 0.75 < min(ratios) and max(ratios) < 1.35, ratios
 
 
 def test_only_the_presets_that_vary_every_factor_draw_the_wider_anatomy():

@@ -104,7 +104,7 @@ def build_anatomy(rng: np.random.Generator, dentate_variety: np.random.Generator
     chi = {name: float(rng.uniform(*rng_range)) for name, rng_range in TISSUE_CHI_PPM.items()}
     dentate = {side: sample_dentate(rng, side) for side in ("left", "right")}
     if dentate_variety is not None:
-        dentate = {side: vary_dentate(shape, dentate_variety) for side, shape in dentate.items()}
+        dentate = vary_dentate(dentate, dentate_variety)
     cereb = ndimage.gaussian_filter(tpl.cerebellum, 1.0)
     gm_chi = chi["gm"] * (1 - cereb) + chi["cerebellar_gm"] * cereb
     wm_chi = chi["wm"] * (1 - cereb) + chi["cerebellar_wm"] * cereb

@@ -62,7 +62,7 @@ class Preset:
     # set: baseline ages come from these ranges in turn (each group passes through every range), instead
     # of the group's age_range, so that even a small cohort holds children, adults and older people
     age_strata: tuple[tuple[float, float], ...] | None = None
-    # True: the nuclei's anatomy is drawn from the wider family (dentate.vary_dentate: 0.9-2.8 cm3, thin
+    # True: the nuclei's anatomy is drawn from the wider family (dentate.vary_dentate: 0.85-2.8 cm3, thin
     # to nearly solid ribbons, more folding and turn) from a stream of its own, so that presets without it
     # keep their images (with it, veins that steer around the nuclei take other paths too)
     varied_dentate: bool = False
@@ -115,7 +115,7 @@ _STRESS_SITES = (
 #: fields and wider calibration scalings than `train`. Its ranges include the `external` sites' voxel
 #: sizes and obliquity (its random streams are its own), so a model trained on it no longer meets those
 #: sites as unseen on those two factors. The nuclei come from the wider anatomical family
-#: (``varied_dentate``: thin to nearly solid ribbons, 0.9-2.8 cm3).
+#: (``varied_dentate``: thin to nearly solid ribbons, 0.85-2.8 cm3).
 _WIDE_SITES = (
     _site("WA", inplane_mm=(0.4, 0.6), slice_mm=(0.4, 1.0), min_voxel_mm3=0.125, crop_top_mm=(30, 60),
           snr=(40.0, 200.0), recon_per_image=True),

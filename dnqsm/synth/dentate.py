@@ -61,31 +61,41 @@ def sample_dentate(rng: np.random.Generator, side: str) -> DentateShape:
     )
 
 
-def vary_dentate(shape: DentateShape, rng: np.random.Generator) -> DentateShape:
-    """Widen a drawn nucleus's anatomy beyond :func:`sample_dentate`'s narrow family, with draws from a
+def vary_dentate(shapes: dict[str, DentateShape], rng: np.random.Generator) -> dict[str, DentateShape]:
+    """Widen a subject's pair of nuclei beyond :func:`sample_dentate`'s narrow family, with draws from a
     separate stream (``rng``) so that presets without it keep their images. Real nuclei and their
     tracings differ more than that family: manual QSM tracings are about 1 cm3 per side, the
     probabilistic atlas 1.8-2.1 cm3 (DOMAIN.md), the ribbon can look thin and deeply folded or thick
-    and nearly solid at 1 mm, and its orientation varies with the cerebellum's. Here: each semi-axis
-    x0.8-1.2, the ribbon 1.8-4.5 mm thick, folding 0.05-0.22 of the radius at 4-12 waves, serration
-    0.1-0.45, the hilum 35-65 degrees wide, and the whole nucleus turned up to about 12 degrees about
-    each axis: 0.9-2.8 cm3 per side at size factor 1 (1.05-2.3 for the middle 80 %), against the
-    narrow family's 1.1-1.8 (1.2-1.6)."""
-    turn = _rot_z(np.deg2rad(rng.normal(0, 6))) @ _rot_x(np.deg2rad(rng.normal(0, 6)))
-    roll = np.deg2rad(rng.normal(0, 6))
-    c, s = np.cos(roll), np.sin(roll)
-    turn = turn @ np.array([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
-    return replace(
-        shape,
-        axes=turn @ shape.axes,  # the hilum is held in local coordinates, so it turns with the nucleus
-        semi_axes=shape.semi_axes * rng.uniform(0.8, 1.2, 3),
-        thickness_mm=float(rng.uniform(1.8, 4.5)),
-        fold_waves=_waves(rng, int(rng.integers(4, 9)), 4.0, 12.0),
-        fold_amplitude=float(rng.uniform(0.05, 0.22)),
-        serration_waves=_waves(rng, 4, 10.0, 20.0),
-        serration_amplitude=float(rng.uniform(0.1, 0.45)),
-        hilum_half_angle_deg=float(rng.uniform(35, 65)),
-    )
+    and nearly solid at 1 mm, and its orientation varies with the cerebellum's. Drawn once per subject
+    (a person's two nuclei are alike): each semi-axis x0.8-1.2, the ribbon 1.8-4.5 mm thick, folding
+    0.05-0.22 of the radius, serration 0.1-0.45, the hilum 35-65 degrees wide; then per side a few
+    per cent of difference in each, its own folds, and its own turn of about 6 degrees (SD) about each
+    axis. About 0.85-2.8 cm3 per side at size factor 1 (1.0-2.4 for the middle 80 %), against the
+    narrow family's 1.1-1.8 (1.2-1.6); left/right volume ratios within about 0.8-1.3."""
+    scale = rng.uniform(0.8, 1.2, 3)
+    thickness = rng.uniform(1.8, 4.5)
+    fold = rng.uniform(0.05, 0.22)
+    serration = rng.uniform(0.1, 0.45)
+    hilum_deg = rng.uniform(35, 65)
+    waves = int(rng.integers(4, 9))
+    varied = {}
+    for side, shape in shapes.items():
+        turn = _rot_z(np.deg2rad(rng.normal(0, 6))) @ _rot_x(np.deg2rad(rng.normal(0, 6)))
+        roll = np.deg2rad(rng.normal(0, 6))
+        c, s = np.cos(roll), np.sin(roll)
+        turn = turn @ np.array([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
+        varied[side] = replace(
+            shape,
+            axes=turn @ shape.axes,  # the hilum is held in local coordinates, so it turns with the nucleus
+            semi_axes=shape.semi_axes * scale * rng.uniform(0.96, 1.04, 3),
+            thickness_mm=float(thickness * rng.uniform(0.93, 1.07)),
+            fold_waves=_waves(rng, waves, 4.0, 12.0),
+            fold_amplitude=float(fold * rng.uniform(0.85, 1.15)),
+            serration_waves=_waves(rng, 4, 10.0, 20.0),
+            serration_amplitude=float(serration * rng.uniform(0.85, 1.15)),
+            hilum_half_angle_deg=float(hilum_deg + rng.uniform(-3, 3)),
+        )
+    return varied
 
 
 def dentate_sdf(points_mni: np.ndarray, shape: DentateShape, size_factor: float = 1.0) -> np.ndarray:
