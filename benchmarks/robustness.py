@@ -2,12 +2,12 @@
 
 Usage: python benchmarks/robustness.py [--subjects 30] [--reference-subjects 12] [--models models/demo]
                                        [--out table.tsv | --table table.tsv] [--cohorts DIR] [--mirroring]
-Generates a fresh `stress` cohort (its own random streams; every factor varied per image: dipole
-inversion, referencing, noise model, DN contrast from child to adult with an iron gradient, 0.5 mm
-isotropic to 3 mm slices, orientation and obliquity, head pitch against B0) plus `test` and `external`
-cohorts, segments every image and prints one Markdown table for README: overall, then per
-reconstruction method, DN contrast third, slice thickness and voxel orientation. "review" and "failed"
-count images the engine marked so (an image under review is scored as it is, a failed one as empty);
+Generates a fresh `stress` cohort (its own random streams; every factor varied per image: the DN's
+anatomy (the wider family), dipole inversion, referencing, noise model, DN contrast from child to adult
+with an iron gradient, 0.5 mm isotropic to 3 mm slices, orientation and obliquity, head pitch against
+B0) plus `test` and `external` cohorts, segments every image and prints one Markdown table for README:
+overall, then per reconstruction method, DN contrast third, true DN volume third, slice thickness,
+voxel orientation, age and referencing. "review" and "failed" count images the engine marked so (an image under review is scored as it is, a failed one as empty);
 "image ceiling" is the mean Dice of a perfect reader of the image: the truth's partial-volume
 fractions (the DN's share of each voxel's signal before reconstruction and noise) above one half,
 against the labels at the voxel centres (`segment_accuracy.image_ceiling`): the part of the gap to 1
