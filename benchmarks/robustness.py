@@ -7,9 +7,9 @@ anatomy (the wider family), dipole inversion, referencing, noise model, DN contr
 with an iron gradient, 0.5 mm isotropic to 3 mm slices, orientation and obliquity, head pitch against
 B0) plus `test` and `external` cohorts, segments every image and prints one Markdown table for README:
 overall, then per reconstruction method, DN contrast third, true DN volume third, slice thickness,
-voxel orientation, age and referencing. "review" and "failed" count images the engine marked so (an image under review is scored as it is, a failed one as empty);
-"image ceiling" is the mean Dice of a perfect reader of the image: the truth's partial-volume
-fractions (the DN's share of each voxel's signal before reconstruction and noise) above one half,
+voxel orientation, age and referencing. "review" and "failed" count images the engine marked so (an
+image under review is scored as it is, a failed one as empty); "image ceiling" is the mean Dice of a
+perfect reader of the image: the truth's partial-volume fractions (the DN's share of each voxel's signal before reconstruction and noise) above one half,
 against the labels at the voxel centres (`segment_accuracy.image_ceiling`): the part of the gap to 1
 that the image leaves unknowable (thick slices). "planned-grid ceiling" is the mean
 Dice a perfect network at the segmentation model's planned spacing would reach
