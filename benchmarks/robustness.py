@@ -9,11 +9,11 @@ B0) plus `test` and `external` cohorts, segments every image and prints one Mark
 overall, then per reconstruction method, DN contrast third, true DN volume third, slice thickness,
 voxel orientation, age and referencing. "review" and "failed" count images the engine marked so (an
 image under review is scored as it is, a failed one as empty); "image ceiling" is the mean Dice of a
-perfect reader of the image: the truth's partial-volume fractions (the DN's share of each voxel's signal before reconstruction and noise) above one half,
-against the labels at the voxel centres (`segment_accuracy.image_ceiling`): the part of the gap to 1
-that the image leaves unknowable (thick slices). "planned-grid ceiling" is the mean
-Dice a perfect network at the segmentation model's planned spacing would reach
-(`segment_accuracy.spacing_ceiling`): the part of the gap to 1 that is the grid's.
+perfect reader of the image: the truth's partial-volume fractions (the DN's share of each voxel's
+signal before reconstruction and noise) above one half, against the labels at the voxel centres
+(`segment_accuracy.image_ceiling`): the part of the gap to 1 that the image leaves unknowable (thick
+slices). "planned-grid ceiling" is the mean Dice a perfect network at the segmentation model's planned
+spacing would reach (`segment_accuracy.spacing_ceiling`): the part of the gap to 1 that is the grid's.
 """
 
 from __future__ import annotations
