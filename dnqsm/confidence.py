@@ -24,9 +24,10 @@ DEFAULTS: dict[str, float] = {
     "min_volume_mm3": 250.0,  # far below any traced DN (manual QSM tracings ~1 cm3 per side; atrophy -20..30 %)
     "max_volume_mm3": 4000.0,  # twice the atlas DN (1.8-2.1 cm3 per side)
     "max_lr_volume_ratio": 2.0,  # left/right (or right/left) volume; DN asymmetry is normally < 20 %
-    # (mean in label - mean of a 1-3 voxel shell) / SD of the shell; >= 2.66 on every side of 84 benchmark
-    # and demo images, 1.2-1.7 where a strong total-variation penalty had all but erased a child's DN
-    "min_contrast_cnr": 2.0,
+    # (mean in label - mean of a 1-3 voxel shell) / SD of the shell; 1.2-1.7 (and 0.4) where a strong
+    # total-variation penalty had all but erased a child's DN, >= 1.91 on every well-segmented side measured
+    # (>= 2.66 on 84 benchmark and demo images; 1.91-1.95 on two good flags-benchmark sides): a thin gap
+    "min_contrast_cnr": 1.8,
     "min_largest_share": 0.75,  # share of a side's predicted voxels in the kept (largest) component
     "min_midline_offset_mm": 5.0,  # DN centroids lie ~14-15 mm from the midline (MNI)
     "max_midline_offset_mm": 32.0,

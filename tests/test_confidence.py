@@ -83,7 +83,7 @@ def test_a_nucleus_flattened_to_a_faint_contrast_is_reviewed():
     """A reconstruction that all but erases the DN (contrast-to-noise about 1.5: a strongly regularized
     total variation on a child's faint nucleus) is doubted, though a label of the right size was found."""
     verdict = _verdict(*_case(contrast=15.0))
-    assert 1.0 < verdict.sides["left"]["contrast_cnr"] < 2.0
+    assert 1.0 < verdict.sides["left"]["contrast_cnr"] < 1.8
     assert verdict.status == "review" and any("left DN hardly stands out" in r for r in verdict.reasons), verdict.reasons
 
 
