@@ -36,21 +36,21 @@ ADULT, OLDER = STRESS_AGE_STRATA[1][0], STRESS_AGE_STRATA[2][0]
 TARGETS = "stress: mean Dice >= 0.88 per side, >= 0.80 in the lowest-contrast third and on 3 mm slices; test/external >= 0.92"
 
 
+def _thirds(values: pd.Series, unit: str, words: tuple[str, str, str]) -> np.ndarray:
+    """Label each value with its tercile in ``values``, naming the edges (e.g. "lowest (<= 55 ppb)")."""
+    edges = np.quantile(values, [1 / 3, 2 / 3])
+    return np.select([values <= edges[0], values <= edges[1]],
+                     [f"{words[0]} (<= {edges[0]:.0f} {unit})", f"{words[1]} ({edges[0]:.0f}-{edges[1]:.0f} {unit})"],
+                     f"{words[2]} (> {edges[1]:.0f} {unit})")
+
+
 def factor_levels(table: pd.DataFrame) -> pd.DataFrame:
     """Add the factor columns the table is broken down by."""
     t = table.copy()
-    contrast = t[["dn_left_contrast_ppb", "dn_right_contrast_ppb"]].mean(axis=1)
-    edges = np.quantile(contrast, [1 / 3, 2 / 3])
-    t["contrast_third"] = np.select(
-        [contrast <= edges[0], contrast <= edges[1]],
-        [f"lowest (<= {edges[0]:.0f} ppb)", f"middle ({edges[0]:.0f}-{edges[1]:.0f} ppb)"],
-        f"highest (> {edges[1]:.0f} ppb)")
-    volume = t[["true_left_mm3", "true_right_mm3"]].mean(axis=1)
-    edges = np.quantile(volume, [1 / 3, 2 / 3])
-    t["volume_third"] = np.select(
-        [volume <= edges[0], volume <= edges[1]],
-        [f"smallest (<= {edges[0]:.0f} mm³)", f"middle ({edges[0]:.0f}-{edges[1]:.0f} mm³)"],
-        f"largest (> {edges[1]:.0f} mm³)")
+    t["contrast_third"] = _thirds(t[["dn_left_contrast_ppb", "dn_right_contrast_ppb"]].mean(axis=1), "ppb",
+                                  ("lowest", "middle", "highest"))
+    t["volume_third"] = _thirds(t[["true_left_mm3", "true_right_mm3"]].mean(axis=1), "mm³",
+                                ("smallest", "middle", "largest"))
     t["slice_thickness"] = pd.cut(t["voxel_z_mm"], [0, 1.2, 2.4, 10],
                                   labels=["<= 1.2 mm", "1.2-2.4 mm", "2.5-3 mm"]).astype(str)
     t["orientation"] = t["acq_orientation"] + np.where(t["acq_oblique_deg"].abs() > 0, " oblique", "")
