@@ -1,7 +1,7 @@
 """Test-retest error of the DN measures: what a trial's sample size depends on.
 
 Usage: python benchmarks/retest.py [--subjects 12] [--sessions 2] [--methods nnunet longitudinal atlas]
-                                   [--out scans.tsv | --table scans.tsv] [--keep DIR [--reuse]] [--prior-weight W]
+                                   [--out scans.tsv | --table scans.tsv] [--keep DIR [--reuse]] [--prior-weight W] [--no-mirroring]
 Generates a fresh `retest` cohort (seed 4001: every yearly visit scanned twice the same day, same
 nucleus, new pose, grid, noise and reconstruction, a quarter of the rescans on another site's
 protocol), segments every scan with each method (the bundled nnU-Net models; the atlas baseline with
@@ -51,12 +51,12 @@ EXCESS = {"volume_mm3": ("%", _ATAXIA.volume_pct_per_year - _CONTROL.volume_pct_
 MEASURES = {"volume_mm3": "volume (mm³)", "chi_mean_ppb": "mean χ (ppb)", "chi_mass_ppb_mm3": "χ mass (ppb·mm³)"}
 
 
-def engines(methods: list[str], tmp: Path) -> dict:
+def engines(methods: list[str], tmp: Path, mirroring: bool = True) -> dict:
     out = {}
     if "nnunet" in methods or "longitudinal" in methods:
         from dnqsm.segment import DentateSegmenter, load_model_set
 
-        out["nnunet"] = DentateSegmenter(load_model_set(), device="cpu", threads=2)
+        out["nnunet"] = DentateSegmenter(load_model_set(), device="cpu", threads=2, mirroring=mirroring)
     if "atlas" in methods:
         from dnqsm.atlas import AtlasSegmenter, atlas_pairs, load_atlases
 
@@ -73,8 +73,9 @@ def check_kept(truth: pd.DataFrame, args: argparse.Namespace) -> None:
                          f"--subjects {args.subjects} --sessions {args.sessions}; rerun without --reuse")
 
 
-def check_models(records: list[dict], folder: Path) -> None:
-    """Kept network results must come from the models this run would load (compared by sha256)."""
+def check_models(records: list[dict], folder: Path, mirroring: bool) -> None:
+    """Kept network results must come from the models this run would load (compared by sha256) and
+    the same test-time mirroring."""
     from dnqsm.nnunet import BUNDLED_MODELS, sha256
 
     wanted = {role: sha256(BUNDLED_MODELS / f"{role}.zip") for role in ("localization", "segmentation")}
@@ -83,6 +84,10 @@ def check_models(records: list[dict], folder: Path) -> None:
         if used != wanted:
             raise SystemExit(f"{folder / record['stem']}: segmented with other models ({used}) than the current "
                              f"ones ({wanted}); rerun without --reuse")
+        if record.get("options", {}).get("mirroring") != mirroring:
+            raise SystemExit(f"{folder / record['stem']}: segmented with mirroring "
+                             f"{record.get('options', {}).get('mirroring')}, this run asks for {mirroring}; "
+                             "rerun without --reuse or with the same --mirroring/--no-mirroring")
 
 
 def scans(args: argparse.Namespace) -> pd.DataFrame:
@@ -106,9 +111,9 @@ def scans(args: argparse.Namespace) -> pd.DataFrame:
                     results[method] = ([json.loads((tmp / method / s / f"{s}_metadata.json").read_text())
                                         for s in stems], tmp / method)
             if "nnunet" in results:
-                check_models(results["nnunet"][0], tmp / "nnunet")
+                check_models(results["nnunet"][0], tmp / "nnunet", args.mirroring)
         else:
-            for method, engine in engines(args.methods, tmp).items():
+            for method, engine in engines(args.methods, tmp, args.mirroring).items():
                 results[method] = (engine.run(images, tmp / method), tmp / method)
         if "longitudinal" in args.methods:  # every scan of a subject (visits and rescans alike) in one template
             from dnqsm.longitudinal import longitudinal_subject
@@ -228,6 +233,8 @@ def main() -> None:
     parser.add_argument("--table", default=None, help="summarise a per-scan table written by --out instead")
     parser.add_argument("--prior-weight", type=float, default=None,
                         help="the longitudinal mode's longitudinal.prior_weight (default: the config's default)")
+    parser.add_argument("--mirroring", action=argparse.BooleanOptionalAction, default=True,
+                        help="test-time mirroring (dnqsm's default; --no-mirroring: one pass, about 5x faster on CPU)")
     parser.add_argument("--reuse", action="store_true",
                         help="with --keep: reuse the cohort and the nnunet/atlas results an earlier --keep run left "
                              "there (same --subjects and --sessions) and run only the longitudinal mode again")

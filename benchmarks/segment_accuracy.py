@@ -1,6 +1,6 @@
 """Accuracy of the two-step engine against synthetic truth, on cohorts never used for training.
 
-Usage: python benchmarks/segment_accuracy.py [--subjects 12] [--models models/demo] [--mirroring]
+Usage: python benchmarks/segment_accuracy.py [--subjects 12] [--models models/demo] [--no-mirroring]
 Generates fresh `test` and `external` cohorts (fixed seeds, disjoint from the training streams),
 segments every image in one process and prints Dice per side, volume ICC(A,1) and Pearson r.
 """
@@ -108,7 +108,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subjects", type=int, default=12)
     parser.add_argument("--models", default=None)
-    parser.add_argument("--mirroring", action="store_true")
+    parser.add_argument("--mirroring", action=argparse.BooleanOptionalAction, default=True,
+                        help="test-time mirroring (dnqsm's default; --no-mirroring: one pass, about 5x faster on CPU)")
     parser.add_argument("--out", default=None, help="also write the per-image table here (TSV)")
     parser.add_argument("--table", default=None, help="summarise a per-image table written by --out instead")
     args = parser.parse_args()

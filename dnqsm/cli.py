@@ -123,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--segmentation-model", default=None, metavar="PATH", help="nnU-Net model folder or exported zip")
     seg.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto", help="default: auto")
     seg.add_argument("--folds", nargs="+", default=None, help="folds to ensemble (default: all trained folds)")
-    seg.add_argument("--mirroring", action=argparse.BooleanOptionalAction, default="auto",
-                     help="test-time mirroring (8 passes in 3D; default: on with a GPU, off on CPU)")
+    seg.add_argument("--mirroring", action=argparse.BooleanOptionalAction, default=True,
+                     help="test-time mirroring, nnU-Net's default (8 passes in 3D, about 5x the time on CPU; "
+                          "default: on; --no-mirroring for speed)")
     seg.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     seg.add_argument("--localization-spacing-mm", type=float, default=None, help=argparse.SUPPRESS)
     seg.add_argument("--margin-mm", type=float, default=None,

@@ -11,14 +11,14 @@ import matplotlib.image as mpimg
 import nibabel as nib
 import numpy as np
 import pytest
-import yaml
 
 from dnqsm.io import bids_path, read_tsv
 from dnqsm.metrics import dice
 from dnqsm.nnunet import sha256
 from dnqsm.segment import BUNDLED_MODELS
 from dnqsm.viz import world_centroid
-from test_workflow import REPO, jobs_by_rule, plan_with_new_visit, snakemake
+from config_helpers import default_config
+from test_workflow import jobs_by_rule, plan_with_new_visit, snakemake
 
 TRUTH = "derivatives/manual"
 CORRUPT, SLAB, DANGLING = ("900", "01"), ("901", "01"), ("902", "01")
@@ -27,7 +27,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def cohort_config(tmp: Path, **changes) -> dict:
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = default_config()
     config.update(bids_dir=str(tmp / "bids"), output_dir=str(tmp / "out"), work_dir=str(tmp / "work"))
     config["inference"]["batch_size"] = 3  # the bad sessions share batches with good ones
     for key, value in changes.items():

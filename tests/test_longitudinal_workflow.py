@@ -14,12 +14,12 @@ import shutil
 
 import numpy as np
 import pytest
-import yaml
 
 from dnqsm.io import read_tsv
 from dnqsm.synth.cohort import DEFAULT_EFFECTS
+from config_helpers import default_config
 from test_stats import planted_volume_interaction
-from test_workflow import REPO, plan_with_new_visit, snakemake
+from test_workflow import plan_with_new_visit, snakemake
 
 TRUTH = "derivatives/manual"
 TERM = "years:C(group)[T.ataxia]"
@@ -37,7 +37,7 @@ def planted_chi_interaction(truth, table, side: str) -> float:
 
 
 def config_for(tmp, bids, longitudinal: bool) -> dict:
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = default_config()
     config.update(bids_dir=str(bids), output_dir=str(tmp / "out"), work_dir=str(tmp / "work"))
     config["inference"]["batch_size"] = 12
     config["stats"]["covariates"] = ["baseline_age", "sex"]

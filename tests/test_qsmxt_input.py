@@ -13,11 +13,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import yaml
 
 from dnqsm.io import bids_path, read_tsv
 from dnqsm.preprocess import preprocess
-from test_workflow import REPO, snakemake
+from config_helpers import default_config
+from test_workflow import snakemake
 
 
 def qsmxt_dataset(root: Path, demo: Path) -> Path:
@@ -43,7 +43,7 @@ def qsmxt_dataset(root: Path, demo: Path) -> Path:
 
 def test_qsmxt_derivative_with_two_reconstructions_of_a_session(tmp_path, small_cohort):
     bids = qsmxt_dataset(tmp_path, small_cohort)
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = default_config()
     config.update(bids_dir=str(bids), output_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "work"))
     config["inference"]["batch_size"] = 3
     run = snakemake(tmp_path, config)

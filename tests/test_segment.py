@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import gzip
+import inspect
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from scipy.spatial.transform import Rotation
 
@@ -23,8 +26,8 @@ TRUTH = "derivatives/manual"
 
 
 @pytest.fixture(scope="module")
-def segmenter():
-    return DentateSegmenter(load_model_set(BUNDLED_MODELS), device="cpu", threads=2)
+def segmenter():  # one pass per image (mirroring, the default, is tested on its own below): 5x faster here
+    return DentateSegmenter(load_model_set(BUNDLED_MODELS), device="cpu", threads=2, mirroring=False)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +123,7 @@ def test_bad_images_fail_alone_with_clear_messages(fresh, tmp_path):
     nib.save(canonical.slicer[:, :, k:], slab)
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "dnqsm.cli", "segment", "-i", str(image), str(corrupt), str(four_d),
-                          str(all_nan), str(slab), "-o", str(out), "--device", "cpu", "--threads", "2"],
+                          str(all_nan), str(slab), "-o", str(out), "--device", "cpu", "--threads", "2", "--no-mirroring"],
                          capture_output=True, text=True)
     assert run.returncode == 1, run.stderr
     meta = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/*_metadata.json")}
@@ -151,21 +154,25 @@ def test_review_status_reasons_exit_codes_and_threshold_overrides(fresh, tmp_pat
     run, meta = segment("--check", "min_volume_mm3=100000")
     assert run.returncode == 0, run.stderr
     assert meta["status"] == "review"
-    assert meta["options"]["mirroring"] is False, "mirroring defaults to auto: off on CPU"
+    assert meta["options"]["mirroring"] is True, "test-time mirroring is on by default, on CPU too"
+    assert meta["confidence"]["sides"]["left"]["mirror_agreement"] > 0.9
     assert any(r.startswith("left DN volume") and "below the plausible 100000 mm³" in r for r in meta["review_reasons"])
     assert meta["confidence"]["thresholds"]["min_volume_mm3"] == 100000
     assert 0.5 < meta["confidence"]["sides"]["left"]["mean_probability"] <= 1.0
     assert meta["confidence"]["sides"]["right"]["contrast_cnr"] > 1.0
     assert f"review  {stem}:" in run.stdout and "needs review: left DN volume" in run.stdout
     assert "0 ok, 1 need review, 0 failed" in run.stdout
-    run, meta = segment("--check", "min_volume_mm3=100000", "--strict")
-    assert run.returncode == 3 and meta["status"] == "review"
+    run, meta = segment("--check", "min_volume_mm3=100000", "--strict", "--no-mirroring")
+    assert run.returncode == 3 and meta["status"] == "review" and meta["options"]["mirroring"] is False
     run = subprocess.run([sys.executable, "-m", "dnqsm.cli", "segment", "-i", str(image), "-o", str(tmp_path / "x"),
                           "--check", "min_volume=3"], capture_output=True, text=True)
     assert run.returncode == 2 and "unknown confidence check 'min_volume'" in run.stderr
 
 
-def test_mirroring_auto_is_on_with_a_gpu_only():
+def test_mirroring_is_on_by_default_and_auto_is_on_with_a_gpu_only():
+    assert inspect.signature(DentateSegmenter).parameters["mirroring"].default is True
+    config = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+    assert config["inference"]["mirroring"] is True
     assert resolve_mirroring("auto", "cuda") is True and resolve_mirroring("auto", "cpu") is False
     assert resolve_mirroring(True, "cpu") is True and resolve_mirroring(False, "cuda") is False
     with pytest.raises(ValueError, match="mirroring must be true, false or 'auto'"):

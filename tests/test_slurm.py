@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from config_helpers import default_config
 from test_workflow import REPO, snakemake
 
 # The only test-specific settings: how often the plugin polls (the test cluster has no accounting
@@ -36,7 +37,7 @@ def slurm_or_skip():
 
 
 def config_for(tmp: Path, bids: Path) -> dict:
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = default_config()
     config.update(bids_dir=str(bids), output_dir=str(tmp / "out"), work_dir=str(tmp / "work"))
     config["inference"]["batch_size"] = 2
     return config
