@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from segment_accuracy import evaluate
+from segment_accuracy import evaluate, mirroring_used
 
 from dnqsm.segment import DentateSegmenter, load_model_set
 from dnqsm.synth.cohort import STRESS_AGE_STRATA
@@ -116,11 +116,10 @@ def main() -> None:
             if args.reference_subjects:
                 parts += [evaluate(segmenter, "test", args.reference_subjects, 1001, Path(tmp), args.cohorts),
                           evaluate(segmenter, "external", args.reference_subjects, 1002, Path(tmp), args.cohorts)]
-            table = pd.concat(parts).assign(mirroring=segmenter.mirroring)
+            table = pd.concat(parts)
     if args.out:
         table.to_csv(args.out, sep="\t", index=False)
-    mirroring = {True: "on", False: "off"}.get(table["mirroring"].iloc[0], "?") if "mirroring" in table else "?"
-    print(f"targets: {TARGETS}; test-time mirroring: {mirroring}\n")
+    print(f"targets: {TARGETS}; test-time mirroring: {mirroring_used(table)}\n")
     print("\n".join(rows(table)))
 
 

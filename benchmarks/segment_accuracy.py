@@ -82,7 +82,8 @@ def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int,
     planned = planned_configuration(segmenter.models.segmentation.folder)
     rows = []
     for r, rec in zip(truth.itertuples(), records):
-        row = {"preset": preset, "image": rec["stem"], "status": rec["status"], "seconds": seconds}
+        row = {"preset": preset, "image": rec["stem"], "status": rec["status"], "seconds": seconds,
+               "mirroring": segmenter.mirroring}
         row.update({k: getattr(r, k) for k in FACTORS if hasattr(r, k)})
         labels_img = nib.load(bids_path(root / "derivatives/manual", r.participant_id[4:], r.session_id[4:], "dseg",
                                         desc="dentate"))
@@ -104,6 +105,14 @@ def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int,
     return pd.DataFrame(rows)
 
 
+def mirroring_used(table: pd.DataFrame) -> str:
+    """How a per-image table was segmented: "on", "off", or "not recorded" (tables written before the
+    column existed)."""
+    if "mirroring" not in table:
+        return "not recorded"
+    return ", ".join(sorted({"on" if used else "off" for used in table["mirroring"]}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subjects", type=int, default=12)
@@ -122,7 +131,7 @@ def main() -> None:
                                evaluate(segmenter, "external", args.subjects, 1002, Path(tmp))])
     if args.out:
         table.to_csv(args.out, sep="\t", index=False)
-    print(f"mirroring: {'on' if args.mirroring else 'off'}; images per cohort: {table.groupby('preset').size().to_dict()}\n")
+    print(f"test-time mirroring: {mirroring_used(table)}; images per cohort: {table.groupby('preset').size().to_dict()}\n")
     print("| cohort | images | review | failed | Dice left (mean ± SD) | Dice right (mean ± SD) | volume ICC(A,1) L / R "
           "| Pearson r L / R | s per image |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

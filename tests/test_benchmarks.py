@@ -89,3 +89,12 @@ def test_retest_truth_error_and_floor():
     # the one accepted pair (sub-1): truth left identical (CV 0), right 100 vs 80: sqrt(20^2 / 2) / 90
     assert truth_error(table)[2] == "| longitudinal | 3 | +0.0 / +8.3 | 1 | 0.0 / 15.7 |"
     assert truth_error(table.drop(columns="left_truth_volume_mm3")) == [], "an older table: no row"
+
+
+def test_tables_say_whether_they_were_mirrored():
+    from segment_accuracy import mirroring_used
+
+    assert mirroring_used(pd.DataFrame({"mirroring": [True, True]})) == "on"
+    assert mirroring_used(pd.DataFrame({"mirroring": [False]})) == "off"
+    assert mirroring_used(pd.DataFrame({"mirroring": [True, False]})) == "off, on"
+    assert mirroring_used(pd.DataFrame({"dice_left": [0.9]})) == "not recorded"
