@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from segment_accuracy import add_mirroring_argument
+
 from dnqsm.io import bids_path, read_tsv, save_nifti
 from dnqsm.metrics import dice
 from dnqsm.segment import DentateSegmenter, load_model_set
@@ -137,8 +139,7 @@ def main() -> None:
     parser.add_argument("--models", default=None)
     parser.add_argument("--out", default=None, help="also write the per-result table here (TSV)")
     parser.add_argument("--table", default=None, help="summarise a per-result table written by --out instead")
-    parser.add_argument("--mirroring", action=argparse.BooleanOptionalAction, default=True,
-                        help="test-time mirroring (dnqsm's default; --no-mirroring: one pass, about 5x faster on CPU)")
+    add_mirroring_argument(parser)
     parser.add_argument("--cut-truth", action="store_true", help="score a cut field of view against the visible half")
     args = parser.parse_args()
     global CUT_TRUTH

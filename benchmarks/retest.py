@@ -34,6 +34,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from segment_accuracy import add_mirroring_argument
+
 from dnqsm.io import bids_path, read_tsv
 from dnqsm.measure import measure
 from dnqsm.metrics import volume_agreement
@@ -233,8 +235,7 @@ def main() -> None:
     parser.add_argument("--table", default=None, help="summarise a per-scan table written by --out instead")
     parser.add_argument("--prior-weight", type=float, default=None,
                         help="the longitudinal mode's longitudinal.prior_weight (default: the config's default)")
-    parser.add_argument("--mirroring", action=argparse.BooleanOptionalAction, default=True,
-                        help="test-time mirroring (dnqsm's default; --no-mirroring: one pass, about 5x faster on CPU)")
+    add_mirroring_argument(parser)
     parser.add_argument("--reuse", action="store_true",
                         help="with --keep: reuse the cohort and the nnunet/atlas results an earlier --keep run left "
                              "there (same --subjects and --sessions) and run only the longitudinal mode again")

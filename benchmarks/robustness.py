@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from segment_accuracy import evaluate, mirroring_used
+from segment_accuracy import add_mirroring_argument, evaluate, mirroring_used
 
 from dnqsm.segment import DentateSegmenter, load_model_set
 from dnqsm.synth.cohort import STRESS_AGE_STRATA
@@ -103,9 +103,7 @@ def main() -> None:
     parser.add_argument("--cohorts", default=None, type=Path,
                         help="keep the generated cohorts here and reuse them in later runs (compare model sets "
                              "on the same images)")
-    parser.add_argument("--mirroring", action=argparse.BooleanOptionalAction, default=True,
-                        help="test-time mirroring (dnqsm's and nnU-Net's default; --no-mirroring: one pass, about "
-                             "5x faster on CPU)")
+    add_mirroring_argument(parser)
     args = parser.parse_args()
     if args.table:
         table = pd.read_csv(args.table, sep="\t")

@@ -105,6 +105,12 @@ def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int,
     return pd.DataFrame(rows)
 
 
+def add_mirroring_argument(parser: argparse.ArgumentParser) -> None:
+    """``--mirroring/--no-mirroring``, the same in every benchmark: on by default, as in dnqsm."""
+    parser.add_argument("--mirroring", action=argparse.BooleanOptionalAction, default=True,
+                        help="test-time mirroring (dnqsm's default; --no-mirroring: one pass, about 5x faster on CPU)")
+
+
 def mirroring_used(table: pd.DataFrame) -> str:
     """How a per-image table was segmented: "on", "off", or "not recorded" (tables written before the
     column existed)."""
@@ -117,8 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subjects", type=int, default=12)
     parser.add_argument("--models", default=None)
-    parser.add_argument("--mirroring", action=argparse.BooleanOptionalAction, default=True,
-                        help="test-time mirroring (dnqsm's default; --no-mirroring: one pass, about 5x faster on CPU)")
+    add_mirroring_argument(parser)
     parser.add_argument("--out", default=None, help="also write the per-image table here (TSV)")
     parser.add_argument("--table", default=None, help="summarise a per-image table written by --out instead")
     args = parser.parse_args()

@@ -7,7 +7,6 @@ import inspect
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -21,6 +20,8 @@ from dnqsm.metrics import dice
 from dnqsm.segment import BUNDLED_MODELS, DentateSegmenter, load_model_set, resolve_mirroring
 from dnqsm.synth import write_dataset
 from dnqsm.viz import world_centroid
+
+from config_helpers import REPO
 
 TRUTH = "derivatives/manual"
 
@@ -171,8 +172,7 @@ def test_review_status_reasons_exit_codes_and_threshold_overrides(fresh, tmp_pat
 
 def test_mirroring_is_on_by_default_and_auto_is_on_with_a_gpu_only():
     assert inspect.signature(DentateSegmenter).parameters["mirroring"].default is True
-    config = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
-    assert config["inference"]["mirroring"] is True
+    assert yaml.safe_load((REPO / "config" / "config.yaml").read_text())["inference"]["mirroring"] is True
     assert resolve_mirroring("auto", "cuda") is True and resolve_mirroring("auto", "cpu") is False
     assert resolve_mirroring(True, "cpu") is True and resolve_mirroring(False, "cuda") is False
     with pytest.raises(ValueError, match="mirroring must be true, false or 'auto'"):

@@ -12,7 +12,7 @@ import yaml
 
 from dnqsm.io import bids_path
 
-REPO = Path(__file__).resolve().parents[1]
+from config_helpers import REPO
 
 
 def snakemake(workdir: Path, config: dict, *args: str, snakefile: Path = REPO / "Snakefile") -> subprocess.CompletedProcess:
