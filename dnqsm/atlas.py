@@ -33,7 +33,7 @@ from scipy import ndimage
 
 from dnqsm.bids import dentate_labels, select_sessions
 from dnqsm.io import InputError, load_image
-from dnqsm.localize import coarse_grid, crop, region_box, region_components, region_slices
+from dnqsm.localize import coarse_grid, crop, region_box, region_components, region_slices, support_mask
 from dnqsm.nnunet import sha256
 from dnqsm.preprocess import preprocess
 from dnqsm.registration import ants_image, remove_transforms
@@ -94,13 +94,8 @@ def atlas_pairs(bids_dir: str | Path | None = None, labels_dir: str | Path | Non
 
 
 def head_support(img: nib.Nifti1Image) -> np.ndarray:
-    """The head as a filled mask: voxels that differ from the background value (the image's most
-    common value: 0 after preprocessing, or a constant offset that some scanners store)."""
-    data = img.get_fdata(dtype=np.float32)
-    values, counts = np.unique(data[::2, ::2, ::2], return_counts=True)
-    support = data != values[np.argmax(counts)]
-    support = ndimage.binary_opening(support, iterations=1)
-    return ndimage.binary_fill_holes(support)
+    """The head as a filled mask (:func:`dnqsm.localize.support_mask` of the image's values)."""
+    return support_mask(img.get_fdata(dtype=np.float32))
 
 
 def _support_image(img: nib.Nifti1Image, spacing_mm: float):
@@ -229,6 +224,7 @@ class AtlasSegmenter(Engine):
                              timings, f"{path}: no atlas label survived registration to the localized region",
                              None, self.checks, region_name="atlas region")
         result.geometry["atlases_used"] = [a.name for a in atlases]
+        result.geometry["localization"] = {"locator": "atlas", "reasons": [], "refined": False}
         return result
 
     def _fuse(self, target, warped_chi: list, warped_labels: list) -> np.ndarray:

@@ -47,6 +47,8 @@ QC_COLUMNS = {
     "input_unit_source": ("", "sidecar, config or detected from values"),
     "orientation": ("", "voxel axis codes of the input image (nibabel aff2axcodes)"),
     "localization_components": ("count", "connected regions the localization model found (2 expected)"),
+    "locator": ("", "what placed the crop: network, registration (the network found nothing) or "
+                    "network+registration (the registration's second opinion disagreed with the network)"),
     "box_touches_image_edge": ("", "the crop box reached the image edge: the DN may be cut off"),
     "missing_sides": ("", "sides with no dentate found, comma-separated"),
     "segmentation_mode": ("", "cross-sectional (each visit on its own) or longitudinal (each visit with its "

@@ -128,3 +128,174 @@ def region_slices(img: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndar
 def crop(img: nib.Nifti1Image, slices) -> nib.Nifti1Image:
     """A lossless voxel crop with the matching affine (no resampling)."""
     return img.slicer[slices]
+
+
+# --- a second opinion: where an affine registration of the MNI brain puts the nuclei ----------------
+
+#: Half the Diedrichsen atlas DN bounding box (DOMAIN.md: about 15-16 x 21-22 x 19-20 mm), in MNI mm:
+#: each nucleus is proposed as an ellipsoid of these semi-axes around its MNI centroid.
+DN_SEMI_AXES_MNI_MM = (8.0, 11.0, 10.0)
+#: How far around the registration's expected nuclei its region reaches: the support registration
+#: put the nuclei within 6-9 mm of the truth on synthetic whole brains, slabs and a real slab.
+REGISTRATION_REACH_MM = 12.0
+#: The network's region must hold a voxel within this distance of each expected nucleus, else the
+#: registration's region is added to the crop.
+AGREEMENT_MM = 20.0
+LOCATORS = ("network", "registration", "network+registration")
+
+
+def support_mask(data: np.ndarray) -> np.ndarray:
+    """Where an image holds data, as a filled mask: voxels that differ from the background value (the
+    most common value: 0 for a masked QSM map, or a constant offset that some scanners store)."""
+    values, counts = np.unique(data[::2, ::2, ::2], return_counts=True)
+    support = data != values[np.argmax(counts)]
+    support = ndimage.binary_opening(support, iterations=1)
+    return ndimage.binary_fill_holes(support)
+
+
+@dataclass
+class Localization:
+    """Where step two crops, and why: the region on the coarse grid and which locator gave it."""
+
+    region: np.ndarray  # bool, coarse grid
+    grid_affine: np.ndarray
+    locator: str  # one of LOCATORS
+    reasons: list[str]  # why the registration was consulted for the crop (empty: the network alone)
+    network_components: int
+    expected: dict[str, list[float] | None]  # registration's expected nucleus centres (world mm)
+    refined: bool = False  # step two ran again on the crop around what it found in the wide crop
+
+    def record(self) -> dict:
+        return {"locator": self.locator, "reasons": list(self.reasons), "network_components": self.network_components,
+                "registration_expected_mm": self.expected, "refined": self.refined}
+
+
+class RegistrationLocator:
+    """An affine registration (antspyx, mean squares on smoothed masks) of the MNI152 brain mask onto the
+    image's data support, on the coarse grid; the MNI dentate ellipsoids it carries across are where it
+    expects the nuclei. It looks at the brain's outline only, never at the image's contrast, so it
+    cannot be fooled by a look the network has not seen; the metric is computed over the image's own
+    field of view, so a slab is matched by the part of the brain it holds."""
+
+    def __init__(self, spacing_mm: float, reach_mm: float = REGISTRATION_REACH_MM):
+        self.spacing_mm = float(spacing_mm)
+        self.reach_mm = float(reach_mm)
+        self._template = None
+
+    def _moving(self):
+        """(smoothed MNI brain support, MNI nuclei 1 left 2 right) as ANTs images at the coarse spacing."""
+        if self._template is None:
+            import ants
+
+            from dnqsm.registration import ants_image
+            from dnqsm.synth.template import DN_CENTROID_MNI, axes_mm, load_template
+
+            tpl = load_template()
+            brain = ants_image((tpl.brain > 0.5).astype(np.float32), tpl.affine)
+            brain = ants.resample_image(brain, (self.spacing_mm,) * 3, use_voxels=False, interp_type=0)
+            x, y, z = np.meshgrid(*axes_mm(tpl.affine, tpl.shape), indexing="ij", sparse=True)
+            nuclei = np.zeros(tpl.shape, np.float32)
+            for label, side in ((1, "left"), (2, "right")):
+                c, s = DN_CENTROID_MNI[side], DN_SEMI_AXES_MNI_MM
+                nuclei[((x - c[0]) / s[0]) ** 2 + ((y - c[1]) / s[1]) ** 2 + ((z - c[2]) / s[2]) ** 2 <= 1] = label
+            self._template = (ants.smooth_image(brain, 1.5, sigma_in_physical_coordinates=False),
+                              ants_image(nuclei, tpl.affine))
+        return self._template
+
+    def expected_nuclei(self, coarse: np.ndarray, grid_affine: np.ndarray) -> np.ndarray:
+        """The MNI nuclei (1 left, 2 right) carried onto the coarse grid; all zero where they fall outside."""
+        import ants
+
+        from dnqsm.registration import ants_image, remove_transforms
+
+        brain, nuclei = self._moving()
+        support = support_mask(coarse).astype(np.float32)
+        if not support.any():
+            return np.zeros(coarse.shape, np.uint8)
+        fixed = ants.smooth_image(ants_image(support, grid_affine), 1.5, sigma_in_physical_coordinates=False)
+        fit = ants.registration(fixed, brain, type_of_transform="Affine", aff_metric="meansquares")
+        try:
+            carried = ants.apply_transforms(fixed, nuclei, fit["fwdtransforms"], interpolator="genericLabel")
+        finally:
+            remove_transforms([fit])
+        return np.rint(carried.numpy()).astype(np.uint8)
+
+    def region(self, nuclei: np.ndarray) -> np.ndarray:
+        """The expected nuclei widened by ``reach_mm`` (the registration's error), on the same grid."""
+        if not nuclei.any():
+            return np.zeros(nuclei.shape, bool)
+        return ndimage.distance_transform_edt(nuclei == 0) * self.spacing_mm <= self.reach_mm
+
+
+def centres_mm(nuclei: np.ndarray, grid_affine: np.ndarray) -> dict[str, list[float] | None]:
+    """World centre of each expected nucleus (1 left, 2 right), None where it fell outside the grid."""
+    out: dict[str, list[float] | None] = {}
+    for label, side in ((1, "left"), (2, "right")):
+        idx = np.argwhere(nuclei == label)
+        out[side] = [round(float(v), 1) for v in nib.affines.apply_affine(grid_affine, idx.mean(0))] if len(idx) else None
+    return out
+
+
+def second_opinion(network: np.ndarray, grid_affine: np.ndarray, expected: dict[str, list[float] | None],
+                   min_box_mm: float, max_box_mm: float, agreement_mm: float = AGREEMENT_MM) -> list[str]:
+    """Why the network's region (coarse grid) is not enough on its own: missing, implausibly sized, or
+    holding nothing near one of the nuclei the registration expects. Empty when it is fine."""
+    box = region_box(network, grid_affine)
+    if box is None:
+        return ["the localization network found no dentate region"]
+    reasons = []
+    extent = box.hi - box.lo
+    if extent.min() < min_box_mm or extent.max() > max_box_mm:
+        reasons.append(f"the localization network's region measures {' x '.join(f'{e:.0f}' for e in extent)} mm "
+                       f"(expected {min_box_mm:g}-{max_box_mm:g} mm along each axis)")
+    points = nib.affines.apply_affine(grid_affine, np.argwhere(network))
+    for side, centre in expected.items():
+        if centre is None:
+            continue
+        distance = float(np.linalg.norm(points - np.asarray(centre), axis=1).min())
+        if distance > agreement_mm:
+            reasons.append(f"the localization network's region is {distance:.0f} mm from where registration expects "
+                           f"the {side} nucleus (more than {agreement_mm:g} mm)")
+    return reasons
+
+
+def localize(network: np.ndarray, coarse: np.ndarray, grid_affine: np.ndarray,
+             registration: RegistrationLocator | None, min_box_mm: float, max_box_mm: float) -> Localization:
+    """The crop's region: the network's where the registration's second opinion finds nothing wrong
+    with it; the registration's where the network found nothing; both together where they disagree (so
+    the crop holds both candidates and step two decides). Without a registration: the network's."""
+    components = int(ndimage.label(network)[1])
+    if registration is None:
+        return Localization(network, grid_affine, "network", [], components, {})
+    nuclei = registration.expected_nuclei(coarse, grid_affine)
+    expected = centres_mm(nuclei, grid_affine)
+    reasons = second_opinion(network, grid_affine, expected, min_box_mm, max_box_mm)
+    if not reasons:
+        return Localization(network, grid_affine, "network", [], components, expected)
+    proposed = registration.region(nuclei)
+    if not network.any():
+        return Localization(proposed, grid_affine, "registration", reasons, components, expected)
+    return Localization(network | proposed, grid_affine, "network+registration", reasons, components, expected)
+
+
+def refine_region(mask: np.ndarray, mask_affine: np.ndarray, grid_affine: np.ndarray, grid_shape,
+                  expected: dict[str, list[float] | None], agreement_mm: float = AGREEMENT_MM) -> np.ndarray:
+    """A DN region on the coarse grid from step two's mask on a wide crop, built as the training target
+    is (:func:`label_region`: any DN fraction, filled, dilated): per nucleus the registration expects,
+    the part nearest to it, if within ``agreement_mm`` (a wide crop also holds veins and sinuses that
+    step two may mark; the nuclei are where the registration expects them, give or take its error).
+    Without expected nuclei: the two largest parts. Empty when nothing is left."""
+    fraction = resample_to_grid(mask.astype(np.float32), mask_affine, grid_affine, grid_shape, order=1, smooth=False)
+    region = ndimage.binary_dilation(ndimage.binary_fill_holes(fraction > 0.05), iterations=2)
+    centres = [np.asarray(c) for c in expected.values() if c is not None]
+    if not centres or not region.any():
+        return region_components(region, min_voxels=1, keep=2)
+    parts, n = ndimage.label(region)
+    points = [nib.affines.apply_affine(grid_affine, np.argwhere(parts == part)) for part in range(1, n + 1)]
+    chosen = set()
+    for centre in centres:
+        distances = [float(np.linalg.norm(p - centre, axis=1).min()) for p in points]
+        nearest = int(np.argmin(distances))
+        if distances[nearest] <= agreement_mm:
+            chosen.add(nearest + 1)
+    return np.isin(parts, sorted(chosen))

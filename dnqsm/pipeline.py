@@ -156,6 +156,7 @@ def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, 
             "method": meta["method"],
             "segmentation_mode": (meta.get("longitudinal") or {}).get("mode", "cross-sectional"),
             "localization_components": meta["localization_components"],
+            "locator": (meta.get("localization") or {}).get("locator", "network"),
             "box_touches_image_edge": meta["box_touches_image_edge"], "missing_sides": meta["missing_sides"],
             "box": meta["box"], "erosion_voxels": erosion_voxels,
         })

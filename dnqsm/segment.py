@@ -24,7 +24,8 @@ from scipy import ndimage
 from dnqsm import __version__
 from dnqsm.confidence import DEFAULTS as CHECK_DEFAULTS, Confidence, assess, side_numbers
 from dnqsm.io import InputError, fractions_8bit, load_image, save_nifti, staged_folder, write_json
-from dnqsm.localize import crop, localization_input, region_box, region_components, region_slices, resample_to_grid
+from dnqsm.localize import (RegistrationLocator, crop, localization_input, localize, refine_region, region_box,
+                            region_components, region_slices, resample_to_grid)
 from dnqsm.measure import NUCLEUS_CONNECTIVITY
 from dnqsm.nnunet import BUNDLED_MODELS, from_nnunet, model_folder, sha256, to_nnunet  # noqa: F401
 
@@ -190,7 +191,8 @@ class DentateSegmenter(Engine):
     method = "nnunet"
 
     def __init__(self, models: ModelSet, device: str = "cpu", folds: tuple | None = None, mirroring: bool | str = True,
-                 threads: int | None = None, tile_step_size: float = 0.5, probabilities: bool = True):
+                 threads: int | None = None, tile_step_size: float = 0.5, probabilities: bool = True,
+                 second_opinion: bool = True):
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -199,6 +201,9 @@ class DentateSegmenter(Engine):
         register_trainers()  # models trained by dnqsm name its trainer class
         self.models = models
         self.probabilities = probabilities  # keep the segmentation network's probabilities for the checks
+        # the registration's second opinion on the localization network's region (dnqsm.localize.localize)
+        spacing = float(models.geometry["localization_spacing_mm"])
+        self.registration = RegistrationLocator(spacing) if second_opinion else None
         self.device = resolve_device(device)
         self.mirroring = resolve_mirroring(mirroring, self.device)
         self.folds = folds
@@ -237,14 +242,39 @@ class DentateSegmenter(Engine):
         data, props = to_nnunet(coarse, [spacing] * 3)
         region = from_nnunet(self.predictors["localization"].predict_single_npy_array(data, props)) > 0
         region = region_components(region, min_voxels=MIN_REGION_VOXELS, keep=2)
-        box = region_box(region, grid_affine)
         timings["localization"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        checks = {**CHECK_DEFAULTS, **self.checks}
+        located = localize(region, coarse, grid_affine, self.registration, checks["min_box_mm"], checks["max_box_mm"])
+        region = located.region
+        box = region_box(region, grid_affine)
+        timings["registration"] = time.perf_counter() - tick
         if box is None:
-            raise SegmentationFailure(f"{path}: the localization model found no dentate region "
-                                      "(does the image cover the cerebellum?)")
+            raise SegmentationFailure(f"{path}: neither the localization model nor the registration of the MNI brain "
+                                      "found a dentate region (does the image cover the cerebellum?)")
         tick = time.perf_counter()
         canonical = nib.as_closest_canonical(img)
         margin = float(self.models.geometry["margin_mm"])
+        slices, touches_edge, cropped, raw, foreground, single_pass = self._segment_crop(canonical, region, grid_affine,
+                                                                                         margin)
+        if located.locator != "network":  # a wide crop: segment again on the crop around what it found
+            refined = refine_region(raw, cropped.affine, grid_affine, region.shape, located.expected)
+            if refined.any():
+                region, box = refined, region_box(refined, grid_affine)
+                located.refined = True
+                slices, touches_edge, cropped, raw, foreground, single_pass = self._segment_crop(
+                    canonical, region, grid_affine, margin)
+        timings["segmentation"] = time.perf_counter() - tick
+
+        result = postprocess(img, canonical, slices, cropped, raw, region, grid_affine, box, margin, touches_edge,
+                             timings, f"{path}: no dentate nucleus found in the localized region", foreground,
+                             self.checks, single_pass)
+        result.geometry["localization"] = located.record()
+        return result
+
+    def _segment_crop(self, canonical: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray, margin: float):
+        """Step two on the crop around a coarse-grid region: (slices, touches_edge, cropped, binary DN
+        mask, foreground probability or None, the plain pass's mask when mirroring is on, else None)."""
         slices, touches_edge = region_slices(canonical, region, grid_affine, margin)
         cropped = crop(canonical, slices)
         values = cropped.get_fdata(dtype=np.float32)
@@ -261,17 +291,14 @@ class DentateSegmenter(Engine):
                 single_pass = (from_nnunet(predictor.predict_single_npy_array(data, props)) > 0).astype(np.uint8)
             finally:
                 predictor.use_mirroring = True
-        timings["segmentation"] = time.perf_counter() - tick
-
-        return postprocess(img, canonical, slices, cropped, raw, region, grid_affine, box, margin, touches_edge,
-                           timings, f"{path}: no dentate nucleus found in the localized region", foreground,
-                           self.checks, single_pass)
+        return slices, touches_edge, cropped, raw, foreground, single_pass
 
     def describe(self) -> dict[str, Any]:
         return {"models": {"localization": self.models.localization.describe(),
                            "segmentation": self.models.segmentation.describe()},
                 "geometry_parameters": self.models.geometry,
                 "options": {"device": self.device, "mirroring": self.mirroring,
+                            "second_opinion": "registration" if self.registration else None,
                             "folds": list(self.folds) if self.folds else "all available", "threads": self.threads}}
 
 
