@@ -7,8 +7,9 @@ Every caller removes them with :func:`remove_transforms` once the transforms are
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import nibabel as nib
 import numpy as np
@@ -28,3 +29,18 @@ def remove_transforms(fits: Iterable[dict[str, Any]]) -> None:
     for fit in fits:
         for path in list(fit.get("fwdtransforms", [])) + list(fit.get("invtransforms", [])):
             Path(path).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def seeded(seed: int = 1) -> Iterator[None]:
+    """ANTs registrations inside draw their metric's sample points from ``seed`` (antspyx passes
+    ``--random-seed`` from ``ants.config``), so the same image gives the same transform on every run;
+    unseeded, an affine fit on the coarse grid moved by up to 10 mm between two runs of one image."""
+    import ants
+
+    before = ants.config._random_seed
+    ants.config._random_seed = seed
+    try:
+        yield
+    finally:
+        ants.config._random_seed = before

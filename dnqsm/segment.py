@@ -245,7 +245,7 @@ class DentateSegmenter(Engine):
         timings["localization"] = time.perf_counter() - tick
         tick = time.perf_counter()
         checks = {**CHECK_DEFAULTS, **self.checks}
-        located = localize(region, coarse, grid_affine, self.registration, checks["min_box_mm"], checks["max_box_mm"])
+        located = localize(region, img, grid_affine, self.registration, checks["min_box_mm"], checks["max_box_mm"])
         region = located.region
         box = region_box(region, grid_affine)
         timings["registration"] = time.perf_counter() - tick

@@ -91,19 +91,23 @@ def _slab(img: nib.Nifti1Image, labels: nib.Nifti1Image, below_mm: float) -> nib
     return img.slicer[:, :, k:]
 
 
-def test_registration_finds_both_nuclei_where_the_network_gives_nothing(synthetic):
+def test_registration_finds_both_nuclei_where_the_network_gives_nothing(synthetic, tmp_path, monkeypatch):
     """The second opinion alone (the network's region empty) places a region holding both nuclei, on a
-    whole brain and on a slab cut 17 mm under the nuclei."""
+    whole brain and on a slab cut 17 mm under the nuclei; ANTs's transform files are removed."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where ants.registration puts its transforms
     image, labels = synthetic
     locator = RegistrationLocator(SPACING)
     for img in (image, _slab(image, labels, 17.0)):
         coarse, grid_affine = localization_input(img, SPACING)
-        located = localize(np.zeros(coarse.shape, bool), coarse, grid_affine, locator, 15.0, 130.0)
+        located = localize(np.zeros(coarse.shape, bool), img, grid_affine, locator, 15.0, 130.0)
         assert located.locator == "registration" and located.reasons
         assert _holds_both_nuclei(located.region, grid_affine, labels)
         for side, label in (("left", 1), ("right", 2)):  # the expected centres lie near the true ones
             truth = world_centroid(np.asarray(labels.dataobj) == label, labels.affine)
             assert np.linalg.norm(np.asarray(located.expected[side]) - truth) < 12.0, side
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_network_is_not_thrown_by_slabs_fields_of_view_or_units(synthetic):
