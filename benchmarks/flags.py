@@ -5,7 +5,11 @@ Usage: python benchmarks/flags.py [--subjects 12] [--models models/demo] [--no-m
 Generates a fresh `stress` cohort and degraded copies of every image (DN made invisible, heavy noise,
 heavy blur, wrong unit, field of view cut through the cerebellum), segments all with `dnqsm segment`'s
 engine and scores each result against the truth (labels cut with the image where the field of view
-is cut). Prints one Markdown table: per degradation, how many results are poor (worse side Dice < 0.7)
+is cut). What users fear most, a label confidently too small or too large, is scored too: the
+network's label on each clean image eroded or dilated by one voxel (``eroded``, ``dilated``), its
+checks recomputed from the engine's crop, probabilities and metadata (the pass-agreement check needs
+a network pass and is left out there); and the clean images are reported again per physics factor
+(uncorrected TKD, 2.5 mm slices or thicker, the lowest DN-contrast third). Prints one Markdown table: per degradation, how many results are poor (worse side Dice < 0.7)
 and the share of them marked review or failed (sensitivity), how many are good (worse side Dice >= 0.85)
 and the share of them marked review (false-review rate); then the cost of probabilities and checks
 against the segmentation time (a second pass without probabilities on the clean images).
@@ -24,6 +28,7 @@ from scipy import ndimage
 
 from segment_accuracy import add_mirroring_argument
 
+from dnqsm.confidence import assess, side_numbers, thresholds
 from dnqsm.io import bids_path, read_tsv, save_nifti
 from dnqsm.metrics import dice
 from dnqsm.segment import DentateSegmenter, load_model_set
@@ -68,6 +73,9 @@ def cut_fov(img: nib.Nifti1Image, labels: np.ndarray) -> tuple[nib.Nifti1Image, 
 
 CUT_TRUTH = False  # --cut-truth: score a cut field of view against the visible part of the nucleus only
 KINDS = ("clean", "invisible", "heavy_noise", "heavy_blur", "wrong_unit", "cut_fov")
+LABEL_KINDS = ("eroded", "dilated")  # the network's label on a clean image made too small / too large
+CHECK_COLUMNS = ("data_edge_mm", "smoothness_fwhm_mm", "contrast_cnr", "mean_probability", "bright_shell_share",
+                 "dark_rim_share", "registration_offset_mm")
 
 
 def build(root: Path, tmp: Path) -> list[dict]:
@@ -82,7 +90,7 @@ def build(root: Path, tmp: Path) -> list[dict]:
         values = img.get_fdata(dtype=np.float32)
         for kind in KINDS:
             if kind == "clean":
-                cases.append({"kind": kind, "image": image, "labels": labels})
+                cases.append({"kind": kind, "image": image, "labels": labels, "truth": truth_row(r)})
                 continue
             if kind == "cut_fov":
                 out_img, out_labels = cut_fov(img, labels)
@@ -93,8 +101,54 @@ def build(root: Path, tmp: Path) -> list[dict]:
                 out_img.header.set_slope_inter(1.0, 0.0)
             path = tmp / "degraded" / f"{image.name.removesuffix('.nii.gz')}_{kind}.nii.gz"
             save_nifti(path, out_img)
-            cases.append({"kind": kind, "image": path, "labels": out_labels})
+            cases.append({"kind": kind, "image": path, "labels": out_labels, "truth": truth_row(r)})
     return cases
+
+
+def truth_row(r) -> dict:
+    """What the per-factor rows need from truth.tsv."""
+    return {"inversion": r.recon_inversion, "thickest_mm": max(r.voxel_x_mm, r.voxel_y_mm, r.voxel_z_mm),
+            "dn_contrast_ppb": (r.dn_left_contrast_ppb + r.dn_right_contrast_ppb) / 2}
+
+
+def relabel(kind: str, folder: Path, meta: dict, truth: np.ndarray) -> dict:
+    """The checks on the engine's label of one image made too small (``eroded``) or too large
+    (``dilated``) by one voxel per side, recomputed from the engine's crop, probabilities and metadata;
+    Dice against the truth on the same crop."""
+    stem = meta["stem"]
+    cropped = nib.load(folder / f"{stem}_cropped.nii.gz")
+    labeled = np.asarray(nib.load(folder / f"{stem}_cropped_seg_labeled.nii.gz").dataobj)
+    probability = nib.load(folder / f"{stem}_cropped_prob.nii.gz").get_fdata(dtype=np.float32)
+    values = cropped.get_fdata(dtype=np.float32)
+    changed = np.zeros_like(labeled)
+    for label in (1, 2):
+        side = labeled == label
+        side = ndimage.binary_erosion(side) if kind == "eroded" else ndimage.binary_dilation(side) & (changed == 0)
+        changed[side & ((labeled == 0) | (labeled == label))] = label
+    expected = (meta.get("localization") or {}).get("registration_expected_mm") or {}
+    voxel_mm3 = float(abs(np.linalg.det(cropped.affine[:3, :3])))
+    sides, volumes = {}, {}
+    for side, label in (("left", 1), ("right", 2)):
+        voxels = int((changed == label).sum())
+        sides[side] = side_numbers(values, changed, label, probability, voxels, cropped.affine, meta["midline_x_mm"],
+                                   None, expected.get(side))
+        volumes[side] = voxels * voxel_mm3
+    verdict = assess(sides, volumes, meta["box"], meta["image"]["spacing_mm"],
+                     thresholds(meta["confidence"]["thresholds"]))
+    row = {"status": verdict.status, "reasons": "; ".join(verdict.reasons)}
+    for side, label in (("left", 1), ("right", 2)):
+        row[f"dice_{side}"] = dice(changed == label, truth == label)
+        for check in CHECK_COLUMNS:
+            row[f"{check}_{side}"] = sides[side].get(check)
+    return row
+
+
+def truth_on_crop(labels: np.ndarray, image: Path, meta: dict) -> np.ndarray:
+    """The truth on the engine's canonical crop (``crop_voxels_canonical`` of the metadata)."""
+    img = nib.load(image)
+    canonical = nib.as_closest_canonical(nib.Nifti1Image(labels.astype(np.uint8), img.affine))
+    slices = tuple(slice(a, b) for a, b in meta["crop_voxels_canonical"])
+    return np.asarray(canonical.dataobj)[slices]
 
 
 def score(segmenter: DentateSegmenter, cases: list[dict], out: Path) -> pd.DataFrame:
@@ -111,9 +165,17 @@ def score(segmenter: DentateSegmenter, cases: list[dict], out: Path) -> pd.DataF
         row["dice_worse"] = np.nanmin([row["dice_left"], row["dice_right"]])
         sides = (rec.get("confidence") or {}).get("sides") or {}
         for side in ("left", "right"):  # the numbers behind the checks, to see where a threshold falls
-            for check in ("data_edge_mm", "smoothness_fwhm_mm", "contrast_cnr", "mean_probability"):
+            for check in CHECK_COLUMNS:
                 row[f"{check}_{side}"] = (sides.get(side) or {}).get(check)
+        row.update(case["truth"])
         rows.append(row)
+        if case["kind"] == "clean" and rec["status"] != "failed":
+            truth = truth_on_crop(case["labels"], case["image"], rec)
+            for kind in LABEL_KINDS:
+                changed = {"kind": kind, "image": rec["stem"], "seconds": np.nan, **case["truth"],
+                           **relabel(kind, out / rec["stem"], rec, truth)}
+                changed["dice_worse"] = np.nanmin([changed["dice_left"], changed["dice_right"]])
+                rows.append(changed)
     return pd.DataFrame(rows)
 
 
@@ -127,9 +189,16 @@ def summary(table: pd.DataFrame) -> list[str]:
         false = f"{(good.status == 'review').mean():.2f}" if len(good) else "n/a"
         return f"| {name} | {len(t)} | {len(poor)} | {sens} | {len(good)} | {false} |"
 
-    for kind in KINDS:
+    for kind in KINDS + LABEL_KINDS:
         out.append(line(kind.replace("_", " "), table[table.kind == kind]))
     out.append(line("**all**", table))
+    if "inversion" in table:  # the clean images again, per physics factor
+        clean = table[table.kind == "clean"]
+        third = clean.dn_contrast_ppb.quantile(1 / 3)
+        for name, rows in (("clean, TKD without correction", clean[clean.inversion == "tkd"]),
+                           ("clean, slices >= 2.5 mm", clean[clean.thickest_mm >= 2.5]),
+                           (f"clean, lowest DN-contrast third (<= {third:.0f} ppb)", clean[clean.dn_contrast_ppb <= third])):
+            out.append(line(name, rows))
     return out
 
 

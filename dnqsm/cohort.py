@@ -41,6 +41,12 @@ CONFIDENCE_COLUMNS = {
     "mirror_agreement": ("", "Dice of the label with a pass without test-time mirroring (mirroring on only)"),
     "smoothness_fwhm_mm": ("mm", "image smoothness (FWHM) within 10 mm of the label, along its sharpest axis"),
     "data_edge_mm": ("mm", "distance from the label to where the image has no data (zero or not finite)"),
+    "bright_shell_share": ("", "share of the shell 1-2 voxels outside the label as bright as the nucleus's edge "
+                               "(high: the label stops inside the nucleus)"),
+    "dark_rim_share": ("", "share of the label's border voxels darker than the nucleus's edge (high: the label "
+                           "spills into white matter)"),
+    "registration_offset_mm": ("mm", "distance from the label's centroid to where registration of the MNI brain "
+                                     "expects the nucleus"),
 }
 QC_COLUMNS = {
     "input_unit": ("", "unit of the input image (ppm or ppb) and how it was decided: see input_unit_source"),

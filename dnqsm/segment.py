@@ -268,7 +268,7 @@ class DentateSegmenter(Engine):
 
         result = postprocess(img, canonical, slices, cropped, raw, region, grid_affine, box, margin, touches_edge,
                              timings, f"{path}: no dentate nucleus found in the localized region", foreground,
-                             self.checks, single_pass)
+                             self.checks, single_pass, expected=located.expected)
         result.geometry["localization"] = located.record()
         return result
 
@@ -321,12 +321,14 @@ def postprocess(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, croppe
                 region: np.ndarray, grid_affine: np.ndarray, box, margin: float, touches_edge: bool,
                 timings: dict[str, float], nothing_found: str,
                 probability: np.ndarray | None = None, checks: dict[str, float] | None = None,
-                single_pass: np.ndarray | None = None, region_name: str = "localization") -> Result:
+                single_pass: np.ndarray | None = None, region_name: str = "localization",
+                expected: dict[str, list[float] | None] | None = None) -> Result:
     """What every method does with its binary DN mask on the canonical crop: the midline
     (:func:`midline`; ``region_name`` is what its first source is called in the record), sides by it
     and the largest component per side (:func:`assign_sides`), then the labels back on the input's own
     grid with the geometry record and the confidence verdict (``probability``: the method's foreground
-    probability on the crop, if it has one). Raises SegmentationFailure(``nothing_found``) when no DN
+    probability on the crop, if it has one; ``expected``: where an independent registration expects each
+    nucleus, world mm, for the registration check). Raises SegmentationFailure(``nothing_found``) when no DN
     is left."""
     tick = time.perf_counter()
     midline_x, midline_source = midline(img, region, grid_affine, raw, cropped.affine, region_name)
@@ -354,7 +356,8 @@ def postprocess(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, croppe
     tick = time.perf_counter()
     values = cropped.get_fdata(dtype=np.float32)
     numbers = {name: side_numbers(values, labeled, label, probability, sides[name]["predicted_voxels"],
-                                  cropped.affine, midline_x, single_pass) for name, label in (("left", LEFT), ("right", RIGHT))}
+                                  cropped.affine, midline_x, single_pass, (expected or {}).get(name))
+               for name, label in (("left", LEFT), ("right", RIGHT))}
     verdict = assess(numbers, {n: sides[n]["volume_mm3"] for n in ("left", "right")}, box.as_dict(),
                      [float(z) for z in img.header.get_zooms()[:3]], checks or CHECK_DEFAULTS)
     timings["confidence"] = time.perf_counter() - tick

@@ -199,3 +199,54 @@ def test_a_cut_nucleus_whose_label_stops_short_of_the_data_edge_is_still_reviewe
     assert any(r.startswith("the left DN reaches the edge of the image data") for r in verdict.reasons), verdict.reasons
     lenient = _verdict(short, cut, probability, checks=thresholds({"min_data_edge_mm": 2.0}))
     assert not any("edge of the image data" in r for r in lenient.reasons), "the threshold is the config's"
+
+
+def _blurred_case(seed: int = 0):
+    """The two nuclei with the partial-volume edge a real image has (Gaussian blur of 1 voxel)."""
+    from scipy import ndimage
+
+    labels, values, probability = _case(seed)
+    return labels, ndimage.gaussian_filter(values, 1.0), probability
+
+
+def test_a_label_eroded_inside_a_bright_nucleus_is_reviewed_and_the_exact_one_is_not():
+    """Under-segmentation: the label stops two voxels inside the nucleus, confidently (probabilities
+    high, contrast high, one piece): only the boundary against the image can tell."""
+    from scipy import ndimage
+
+    labels, values, probability = _blurred_case()
+    exact = _verdict(labels, values, probability)
+    assert exact.status == "ok", exact.reasons
+    assert exact.sides["left"]["bright_shell_share"] < 0.2
+    eroded = np.zeros_like(labels)
+    for label in (1, 2):
+        eroded[ndimage.binary_erosion(labels == label, iterations=2)] = label
+    verdict = _verdict(eroded, values, np.where(eroded > 0, 0.95, 0.02).astype(np.float32))
+    assert verdict.sides["left"]["bright_shell_share"] > 0.8
+    assert any("left DN label stops inside a bright region" in r for r in verdict.reasons), verdict.reasons
+    assert not any("hardly stands out" in r or "unsure" in r for r in verdict.reasons)  # no other check saw it
+
+
+def test_a_label_spilling_into_white_matter_is_reviewed():
+    from scipy import ndimage
+
+    labels, values, probability = _blurred_case()
+    dilated = np.zeros_like(labels)
+    for label in (1, 2):
+        dilated[ndimage.binary_dilation(labels == label, iterations=2)] = label
+    verdict = _verdict(dilated, values, np.where(dilated > 0, 0.95, 0.02).astype(np.float32))
+    assert verdict.sides["right"]["dark_rim_share"] > 0.8
+    assert any("right DN label spills into darker tissue" in r for r in verdict.reasons), verdict.reasons
+
+
+def test_a_label_far_from_where_registration_expects_the_nucleus_is_reviewed():
+    labels, values, probability = _case()
+    sides = {name: side_numbers(values, labels, label, probability, int((labels == label).sum()), AFFINE, 0.0,
+                                expected_mm=expected)
+             for name, label, expected in (("left", 1, [-15.5, -0.5, -0.5]), ("right", 2, [14.5, 24.5 + 5, -0.5]))}
+    volumes = {name: float((labels == label).sum()) for name, label in (("left", 1), ("right", 2))}
+    verdict = assess(sides, volumes, BOX, [1.0, 1.0, 1.0], thresholds())
+    assert sides["left"]["registration_offset_mm"] < 1 and sides["right"]["registration_offset_mm"] > 25
+    assert verdict.reasons == ["the right DN label lies 30 mm from where registration of the MNI brain expects it "
+                               "(expected ≤ 20 mm)"]
+    assert assess(sides, volumes, BOX, [1.0, 1.0, 1.0], thresholds({"max_registration_offset_mm": 35})).status == "ok"
