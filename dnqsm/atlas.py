@@ -33,7 +33,7 @@ from scipy import ndimage
 
 from dnqsm.bids import dentate_labels, select_sessions
 from dnqsm.io import InputError, load_image
-from dnqsm.localize import coarse_grid, crop, region_box, region_components, region_slices, support_mask
+from dnqsm.localize import coarse_grid, crop, region_box, region_components, region_slices, data_support, filled
 from dnqsm.nnunet import sha256
 from dnqsm.preprocess import preprocess
 from dnqsm.registration import ants_image, remove_transforms
@@ -94,8 +94,8 @@ def atlas_pairs(bids_dir: str | Path | None = None, labels_dir: str | Path | Non
 
 
 def head_support(img: nib.Nifti1Image) -> np.ndarray:
-    """The head as a filled mask (:func:`dnqsm.localize.support_mask` of the image's values)."""
-    return support_mask(img.get_fdata(dtype=np.float32))
+    """The head as a filled mask (:func:`dnqsm.localize.data_support`, :func:`dnqsm.localize.filled`)."""
+    return filled(data_support(img))
 
 
 def _support_image(img: nib.Nifti1Image, spacing_mm: float):

@@ -209,6 +209,14 @@ def _blurred_case(seed: int = 0):
     return labels, ndimage.gaussian_filter(values, 1.0), probability
 
 
+def _reshaped(labels: np.ndarray, values: np.ndarray, morph) -> object:
+    """The verdict on each side's label changed by ``morph`` (two voxels), the network sure of it."""
+    changed = np.zeros_like(labels)
+    for label in (1, 2):
+        changed[morph(labels == label, iterations=2)] = label
+    return _verdict(changed, values, np.where(changed > 0, 0.95, 0.02).astype(np.float32))
+
+
 def test_a_label_eroded_inside_a_bright_nucleus_is_reviewed_and_the_exact_one_is_not():
     """Under-segmentation: the label stops two voxels inside the nucleus, confidently (probabilities
     high, contrast high, one piece): only the boundary against the image can tell."""
@@ -218,10 +226,7 @@ def test_a_label_eroded_inside_a_bright_nucleus_is_reviewed_and_the_exact_one_is
     exact = _verdict(labels, values, probability)
     assert exact.status == "ok", exact.reasons
     assert exact.sides["left"]["bright_shell_share"] < 0.2
-    eroded = np.zeros_like(labels)
-    for label in (1, 2):
-        eroded[ndimage.binary_erosion(labels == label, iterations=2)] = label
-    verdict = _verdict(eroded, values, np.where(eroded > 0, 0.95, 0.02).astype(np.float32))
+    verdict = _reshaped(labels, values, ndimage.binary_erosion)
     assert verdict.sides["left"]["bright_shell_share"] > 0.8
     assert any("left DN label stops inside a bright region" in r for r in verdict.reasons), verdict.reasons
     assert not any("hardly stands out" in r or "unsure" in r for r in verdict.reasons)  # no other check saw it
@@ -230,11 +235,8 @@ def test_a_label_eroded_inside_a_bright_nucleus_is_reviewed_and_the_exact_one_is
 def test_a_label_spilling_into_white_matter_is_reviewed():
     from scipy import ndimage
 
-    labels, values, probability = _blurred_case()
-    dilated = np.zeros_like(labels)
-    for label in (1, 2):
-        dilated[ndimage.binary_dilation(labels == label, iterations=2)] = label
-    verdict = _verdict(dilated, values, np.where(dilated > 0, 0.95, 0.02).astype(np.float32))
+    labels, values, _ = _blurred_case()
+    verdict = _reshaped(labels, values, ndimage.binary_dilation)
     assert verdict.sides["right"]["dark_rim_share"] > 0.8
     assert any("right DN label spills into darker tissue" in r for r in verdict.reasons), verdict.reasons
 

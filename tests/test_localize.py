@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from dnqsm.io import bids_path
-from dnqsm.localize import (AGREEMENT_MM, RegistrationLocator, centres_mm, localization_input, localize, refine_region,
-                            region_components, second_opinion)
+from dnqsm.localize import (AGREEMENT_MM, RegistrationLocator, centres_mm, data_support, localization_input, localize,
+                            refine_region, region_components, second_opinion)
 from dnqsm.nnunet import from_nnunet, to_nnunet
 from dnqsm.segment import BUNDLED_MODELS, MIN_REGION_VOXELS, DentateSegmenter, load_model_set
 from dnqsm.viz import world_centroid
@@ -65,6 +65,21 @@ def test_refine_keeps_the_parts_nearest_the_expected_nuclei_not_the_largest():
         assert np.linalg.norm(np.asarray(found[side]) - EXPECTED[side]) < 3.0
     # nothing near the expected nuclei: nothing is kept
     assert not refine_region(mask.astype(np.uint8), grid, grid, mask.shape, {"left": [0, 0, 200.0]}).any()
+
+
+def test_data_support_is_the_same_whatever_the_background_is_stored_as():
+    """Zeros, NaN, or an int16 image whose intercept makes its background a constant offset: the
+    registration sees the same brain."""
+    rng = np.random.default_rng(0)
+    brain = np.zeros((20, 20, 20), bool)
+    brain[5:15, 4:16, 6:14] = True
+    values = np.where(brain, rng.normal(0, 50, brain.shape), 0).astype(np.float32)
+    stored = nib.Nifti1Image(np.rint(values).astype(np.int16), np.eye(4))
+    stored.header.set_slope_inter(0.001, -0.002)  # background reads as -0.002 ppm
+    for img in (nib.Nifti1Image(values, np.eye(4)), nib.Nifti1Image(np.where(brain, values, np.nan), np.eye(4)),
+                stored):
+        support = data_support(img)
+        assert not support[~brain].any() and support[brain].mean() > 0.95
 
 
 @pytest.fixture(scope="module")
