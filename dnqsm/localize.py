@@ -141,7 +141,6 @@ REGISTRATION_REACH_MM = 12.0
 #: The network's region must hold a voxel within this distance of each expected nucleus, else the
 #: registration's region is added to the crop (the fit was 17 mm off on one of 28 synthetic images).
 AGREEMENT_MM = 20.0
-LOCATORS = ("network", "registration", "network+registration")
 
 
 def data_support(img: nib.Nifti1Image) -> np.ndarray:
@@ -166,8 +165,7 @@ class Localization:
     """Where step two crops, and why: the region on the coarse grid and which locator gave it."""
 
     region: np.ndarray  # bool, coarse grid
-    grid_affine: np.ndarray
-    locator: str  # one of LOCATORS
+    locator: str  # network, registration or network+registration
     reasons: list[str]  # why the registration was consulted for the crop, or why it could not be
     network_components: int
     expected: dict[str, list[float] | None]  # registration's expected nucleus centres (world mm)
@@ -279,20 +277,20 @@ def localize(network: np.ndarray, img: nib.Nifti1Image, grid_affine: np.ndarray,
     the crop holds both candidates and step two decides). Without a registration: the network's."""
     components = int(ndimage.label(network)[1])
     if registration is None:
-        return Localization(network, grid_affine, "network", [], components, {})
+        return Localization(network, "network", [], components, {})
     try:
         nuclei = registration.expected_nuclei(img, grid_affine, network.shape)
     except RuntimeError as exc:  # ITK's errors: a second opinion that fails must not fail the image
         message = (str(exc).strip().splitlines() or ["no message"])[-1][:200]
-        return Localization(network, grid_affine, "network", [f"the registration failed: {message}"], components, {})
+        return Localization(network, "network", [f"the registration failed: {message}"], components, {})
     expected = centres_mm(nuclei, grid_affine)
     reasons = second_opinion(network, grid_affine, expected, min_box_mm, max_box_mm)
     if not reasons:
-        return Localization(network, grid_affine, "network", [], components, expected)
+        return Localization(network, "network", [], components, expected)
     proposed = registration.region(nuclei)
     if not network.any():
-        return Localization(proposed, grid_affine, "registration", reasons, components, expected)
-    return Localization(network | proposed, grid_affine, "network+registration", reasons, components, expected)
+        return Localization(proposed, "registration", reasons, components, expected)
+    return Localization(network | proposed, "network+registration", reasons, components, expected)
 
 
 def refine_region(mask: np.ndarray, mask_affine: np.ndarray, grid_affine: np.ndarray, grid_shape,
