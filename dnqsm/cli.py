@@ -27,6 +27,23 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _randomize(args: argparse.Namespace) -> int:
+    from dnqsm.synth import SynthError
+    from dnqsm.synth.randomized import write_randomized
+
+    start = time.perf_counter()
+    try:
+        out = write_randomized(args.out, args.images, args.seed, args.phantom, args.first_label, args.jobs,
+                               args.overwrite)
+    except SynthError as exc:
+        print(f"dnqsm randomize: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"dnqsm randomize: wrote {out} ({time.perf_counter() - start:.1f} s)")
+    print(f"  images: {out}/sub-*/anat/*_Chimap.nii.gz")
+    print(f"  labels: {out}/derivatives/manual (and drawn.tsv: what each image drew)")
+    return 0
+
+
 def _checks(pairs: list[str]) -> dict[str, float]:
     """``NAME=VALUE`` pairs of --check into threshold overrides (dnqsm.confidence.DEFAULTS names)."""
     from dnqsm.confidence import thresholds
@@ -109,6 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "without shared labels; the images do not depend on it (default: 1)")
     synth.set_defaults(func=_synth)
 
+    rand = sub.add_parser("randomize", help="generate domain-randomized labelled training images (SynthSeg-style)",
+                          description="Draw QSM-like training images from label maps with random intensities per "
+                                      "structure (the dentate kept above its white matter), pose, deformation, "
+                                      "field of view, resolution, texture, background field, blur and noise.")
+    rand.add_argument("--out", required=True, help="output BIDS directory (must be new or empty unless --overwrite)")
+    rand.add_argument("--images", type=int, default=40, help="number of images, one participant each (default: 40)")
+    rand.add_argument("--phantom", default=None, metavar="NIFTI",
+                      help="a head segmentation in the QSM Challenge 2.0 labels (SegmentedModel.nii.gz; dentate 5) "
+                           "drawn for every other image; without it every image is drawn from the MNI template")
+    rand.add_argument("--seed", type=int, default=0, help="random seed; same arguments give the same images")
+    rand.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default: 1)")
+    rand.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output directory")
+    rand.add_argument("--first-label", type=int, default=1, metavar="N",
+                      help="number participants from N, so the images can be pooled with another cohort (default: 1)")
+    rand.set_defaults(func=_randomize)
+
     seg = sub.add_parser("segment", help="segment the dentate nuclei of one or more QSM images",
                          description="Two-step nnU-Net dentate segmentation. Writes DentateSeg's layout per image: "
                                      "OUTDIR/<stem>/<stem>_seg.nii.gz (left 1, right 2 on the input grid), _cropped, "
@@ -136,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--strict", action="store_true",
                      help="exit with code 3 when any image needs review (default: review exits 0)")
     seg.add_argument("--check", action="append", default=None, metavar="NAME=VALUE",
-                     help="override a plausibility threshold, e.g. --check min_volume_mm3=300 (names: README)")
+                     help="override a plausibility threshold, e.g. --check min_volume_mm3=300 (names: docs/status.md)")
     seg.set_defaults(func=_segment)
     return parser
 
