@@ -5,11 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := results/demo
 
-.PHONY: demo test venv bench clean demo-models comparison
+.PHONY: demo test venv bench clean demo-models comparison docs
 
 venv: $(STAMP)
 
-# torch/torchvision are pinned to the builds that work with nnU-Net here (see README).
+# torch/torchvision are pinned to the builds that work with nnU-Net here (see docs/install.md).
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -39,7 +39,12 @@ demo: $(STAMP)
 # worker, the longest modules first (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20
+
+# The documentation site (MkDocs + Material): served at http://127.0.0.1:8000; `make test` builds it strictly.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/synth_speed.py
@@ -76,9 +81,9 @@ demo-models: $(STAMP)
 	   results/train8/models/provenance.json models/demo/
 
 # The paper's comparison on synthetic cohorts: three labelled `train` subjects (one per site) are the
-# atlases, the deep-learning method (bundled demo models, trained on that preset) and the atlas
-# baseline segment a `test` and an `external` cohort, and the table lands in
-# results/comparison/<cohort>/dnqsm/validation/desc-comparison_table.md.
+# atlases, the deep-learning method (bundled demo models) and the atlas baseline segment a `test` and
+# an `external` cohort; the tables land in results/comparison/<cohort>/dnqsm/validation/ and on the
+# documentation's page docs/benchmarks/comparison.md.
 CMP := results/comparison
 comparison: $(STAMP)
 	$(BIN)/dnqsm synth --preset train --seed 1 --subjects 6 --out $(CMP)/atlases --overwrite --jobs 2
@@ -90,4 +95,4 @@ comparison: $(STAMP)
 	    "atlas={bids_dir: $(CMP)/atlases, labels_dir: $(CMP)/atlases/derivatives/manual, participant_label: ['001', '002', '003']}" \
 	  || exit 1; \
 	done
-	cat $(CMP)/test/dnqsm/validation/desc-comparison_table.md $(CMP)/external/dnqsm/validation/desc-comparison_table.md
+	$(BIN)/python benchmarks/comparison.py --root $(CMP)

@@ -247,4 +247,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dnqsm.benchmark_page import publish
+
+    publish("flags", "Does dnqsm say when it is wrong?", main, __doc__)

@@ -63,4 +63,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dnqsm.benchmark_page import publish
+
+    publish("localization_target", "Localization target: DN region or cerebellum", main, __doc__)

@@ -90,4 +90,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dnqsm.benchmark_page import publish
+
+    publish("longitudinal_speed", "Longitudinal mode: time per subject", main, __doc__)

@@ -250,4 +250,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dnqsm.benchmark_page import publish
+
+    publish("retest", "Test-retest error", main, __doc__)

@@ -5,7 +5,7 @@ Usage: python benchmarks/robustness.py [--subjects 30] [--reference-subjects 12]
 Generates a fresh `stress` cohort (its own random streams; every factor varied per image: the DN's
 anatomy (the wider family), dipole inversion, referencing, noise model, DN contrast from child to adult
 with an iron gradient, 0.5 mm isotropic to 3 mm slices, orientation and obliquity, head pitch against
-B0) plus `test` and `external` cohorts, segments every image and prints one Markdown table for README:
+B0) plus `test` and `external` cohorts, segments every image and prints one Markdown table:
 overall, then per reconstruction method, DN contrast third, true DN volume third, slice thickness,
 voxel orientation, age and referencing. "review" and "failed" count images the engine marked so (an
 image under review is scored as it is, a failed one as empty); "image ceiling" is the mean Dice of a
@@ -122,4 +122,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dnqsm.benchmark_page import publish
+
+    publish("robustness", "Robustness across the looks of real QSM", main, __doc__)

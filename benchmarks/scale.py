@@ -150,4 +150,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dnqsm.benchmark_page import publish
+
+    publish("scale", "Planning cost of big cohorts", main, __doc__)

@@ -149,4 +149,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dnqsm.benchmark_page import publish
+
+    publish("segment_accuracy", "Accuracy against synthetic truth", main, __doc__)

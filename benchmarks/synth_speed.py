@@ -1,7 +1,7 @@
 """Benchmark: wall time and peak memory of `dnqsm synth`, per subject-session, on this machine.
 
 Usage: python benchmarks/synth_speed.py [--images N]
-Prints a Markdown table (one row per preset) for the README.
+Prints a Markdown table (one row per preset).
 """
 
 from __future__ import annotations
@@ -42,4 +42,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dnqsm.benchmark_page import publish
+
+    publish("synth_speed", "Synthetic cohort generation speed", main, __doc__)

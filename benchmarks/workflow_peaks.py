@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/workflow_peaks.py results/demo/work/benchmarks
 
-Prints a Markdown table (the README's resource sizing comes from it).
+Prints a Markdown table (the profiles' resource sizing comes from it).
 """
 
 import sys
@@ -27,4 +27,7 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "results/demo/work/benchmarks")
+    from dnqsm.benchmark_page import publish
+
+    publish("workflow_peaks", "Workflow resources per rule",
+            lambda: main(sys.argv[1] if len(sys.argv) > 1 else "results/demo/work/benchmarks"), __doc__)

@@ -265,3 +265,18 @@ def dseg_lut() -> pd.DataFrame:
     """BIDS ``dseg.tsv`` look-up table of the label images."""
     return pd.DataFrame(DSEG_LABELS, columns=["index", "name", "abbreviation", "color"])
 
+
+
+def column_reference_markdown() -> str:
+    """Every column the cohort table can hold, with its unit and description, as a Markdown table (the
+    documentation's outputs page is written from it; visit metadata columns come from the BIDS dataset)."""
+    confidence = [f"{side}_{key}" for side in ("left", "right") for key in CONFIDENCE_COLUMNS]
+    columns = (ID_COLUMNS + [ENTITIES_COLUMN, "acq_time", "age", "baseline_age", "years_since_baseline"]
+               + STATUS_COLUMNS + list(measure_columns()) + list(QC_COLUMNS) + confidence)
+    described = cohort_sidecar(pd.DataFrame(columns=columns), Path("/nonexistent"))
+    lines = ["| column | unit | description |", "| --- | --- | --- |"]
+    for column in columns:
+        entry = described[column]
+        text = str(entry.get("Description", "")).replace("|", "\\|")
+        lines.append(f"| `{column}` | {entry.get('Units', '')} | {text} |")
+    return "\n".join(lines) + "\n"

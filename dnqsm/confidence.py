@@ -4,7 +4,7 @@ human reasons) or ``failed`` (set where a step fails; not here).
 
 Pure functions on the canonical crop (labels, image values, foreground probability), called where
 the labels are made (``dnqsm.segment``); everything downstream reads the status, none recomputes it.
-Every threshold has its default in :data:`DEFAULTS` (sources in README) and can be overridden in
+Every threshold has its default in :data:`DEFAULTS` (sources in docs/status.md) and can be overridden in
 config (``confidence:``) and on the CLI (``dnqsm segment --check NAME=VALUE``).
 """
 
@@ -19,7 +19,7 @@ from scipy import ndimage
 
 STATUSES = ("ok", "review", "failed")
 
-#: Thresholds of the plausibility checks (README, "Know when it is wrong", says where each comes from).
+#: Thresholds of the plausibility checks (docs/status.md says where each comes from).
 DEFAULTS: dict[str, float] = {
     "min_volume_mm3": 250.0,  # far below any traced DN (manual QSM tracings ~1 cm3 per side; atrophy -20..30 %)
     "max_volume_mm3": 4000.0,  # twice the atlas DN (1.8-2.1 cm3 per side)

@@ -97,7 +97,7 @@ def resolve_device(device: str) -> str:
 
 def resolve_mirroring(mirroring: bool | str, device: str) -> bool:
     """Test-time mirroring (nnU-Net's default, and dnqsm's: a small, consistent gain on unseen sites,
-    README): ``True``/``False`` force it; ``"auto"`` turns it on only where it is cheap (a CUDA GPU) and
+    docs/engine.md): ``True``/``False`` force it; ``"auto"`` turns it on only where it is cheap (a CUDA GPU) and
     off on CPU, where its 8 passes take about five times as long."""
     if mirroring == "auto":
         return device == "cuda"

@@ -1,0 +1,247 @@
+"""Benchmark pages: each benchmark script writes its table as a Markdown page of the documentation.
+
+A page names what produced its numbers (the command, the date, the commit, the hash of the models it
+measured and the machine), so the documentation shows measured tables, never hand-copied numbers; the
+documentation build (``docs/hooks.py``) marks a page stale when its models' hash is not that of the
+bundled models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = REPO / "docs" / "benchmarks"
+BUNDLED_MODELS = REPO / "models" / "demo"
+MODEL_FILES = ("localization.zip", "segmentation.zip")
+
+
+def models_hash(models_dir: str | Path | None = None) -> str:
+    """First 12 hex digits of the sha256 over both model zips (the bundled ones by default); ``none``
+    where the folder holds no models."""
+    folder = Path(models_dir) if models_dir else BUNDLED_MODELS
+    digest = hashlib.sha256()
+    found = False
+    for name in MODEL_FILES:
+        path = folder / name
+        if path.exists():
+            digest.update(path.read_bytes())
+            found = True
+    return digest.hexdigest()[:12] if found else "none"
+
+
+def commit() -> str:
+    """The checked-out commit (short), with ``+changes`` when tracked files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
+def machine() -> str:
+    """CPU model and core count, and the GPU where torch sees one."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            text += f", GPU {torch.cuda.get_device_name(0)}"
+        else:
+            text += ", no GPU"
+    except ImportError:
+        pass
+    return text
+
+
+def write_page(name: str, title: str, body: str, models_dir: str | Path | None = None,
+               argv: list[str] | None = None, pages: Path = PAGES) -> Path:
+    """Write ``pages/<name>.md``: front matter and a header naming the command, date, commit, models'
+    hash and machine, then ``body`` (the benchmark's Markdown). Replaces an earlier page of that name."""
+    argv = sys.argv if argv is None else argv
+    script = Path(argv[0])
+    try:
+        script = script.resolve().relative_to(REPO)
+    except ValueError:
+        pass
+    facts = {
+        "title": title,
+        "command": shlex.join(["python", str(script), *argv[1:]]),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit(),
+        "models_hash": models_hash(models_dir),
+        "models": str(models_dir or "models/demo (bundled)"),
+        "machine": machine(),
+    }
+    header = "\n".join([
+        f"# {title}", "",
+        "| measured | |", "| --- | --- |",
+        f"| command | `{facts['command']}` |",
+        f"| date | {facts['date']} |",
+        f"| commit | `{facts['commit']}` |",
+        f"| models | {facts['models']}, hash `{facts['models_hash']}` |",
+        f"| machine | {facts['machine']} |", "",
+        "Written by the benchmark script; rerun the command to replace this page.", ""])
+    pages.mkdir(parents=True, exist_ok=True)
+    path = pages / f"{name}.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("---\n" + yaml.safe_dump(facts, sort_keys=False, allow_unicode=True) + "---\n\n" + header + "\n"
+                   + body.rstrip() + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_facts(text: str) -> dict:
+    """The front matter of a benchmark page (empty when it has none)."""
+    if not text.startswith("---\n"):
+        return {}
+    end = text.find("\n---", 4)
+    return yaml.safe_load(text[4:end]) or {} if end > 0 else {}
+
+
+class _Tee:
+    """Standard output that is also kept."""
+
+    def __init__(self, stream):
+        self.stream, self.kept = stream, []
+
+    def write(self, text: str) -> int:
+        self.kept.append(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def publish(name: str, title: str, main, doc: str | None = None, argv: list[str] | None = None) -> None:
+    """Run a benchmark's ``main()`` and, when it succeeds, write what it printed to standard output
+    (its Markdown tables) as the page ``docs/benchmarks/<name>.md``, after the script's description
+    (``doc``, its module docstring). The models are the folder after ``--models`` when given."""
+    argv = sys.argv if argv is None else argv
+    models_dir = argv[argv.index("--models") + 1] if "--models" in argv[:-1] else None
+    tee = _Tee(sys.stdout)
+    sys.stdout = tee
+    try:
+        main()
+    finally:
+        sys.stdout = tee.stream
+    about = (doc or "").strip()
+    body = (f"## What it measures\n\n```text\n{about}\n```\n\n" if about else "") + "## Results\n\n" + "".join(tee.kept)
+    path = write_page(name, title, body, models_dir, argv)
+    update_readme()
+    print(f"page: {path.relative_to(REPO) if path.is_relative_to(REPO) else path}", file=sys.stderr)
+
+
+def result_rows(text: str) -> list[dict[str, str]]:
+    """The rows of every Markdown table under a page's ``## Results``, as {header: cell}."""
+    rows: list[dict[str, str]] = []
+    header: list[str] | None = None
+    for line in text.split("## Results", 1)[-1].splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif not all(set(cell) <= set("-: ") for cell in cells):
+            rows.append(dict(zip(header, cells)))
+    return rows
+
+
+def _row(rows: list[dict[str, str]], first: str) -> dict[str, str] | None:
+    return next((row for row in rows if next(iter(row.values()), None) == first), None)
+
+
+def _dice(rows, cohort: str) -> str | None:
+    row = _row(rows, cohort)
+    if row is None:
+        return None
+    left, right = (row.get(f"Dice {side} (mean ± SD)", "").split(" ±")[0] for side in ("left", "right"))
+    return f"Dice {left} / {right} (left / right)"
+
+
+def _real(rows) -> str | None:
+    if not rows:
+        return None
+    found = sum(1 for row in rows if row.get("status") == "ok" and row.get("left mm³", "0") not in ("", "0")
+                and row.get("right mm³", "0") not in ("", "0"))
+    return f"both nuclei found, status ok: {found} of {len(rows)} map{'s' if len(rows) != 1 else ''}"
+
+
+def _flags(rows) -> str | None:
+    row = _row(rows, "**all**")
+    return None if row is None else (f"sensitivity {row.get('sensitivity')}, false-review rate "
+                                     f"{row.get('false-review rate')}")
+
+
+def _speed(rows) -> str | None:
+    one = _row(rows, "batch of 4 in one process, mirroring off")
+    mirrored = _row(rows, "batch, mirroring on")
+    if one is None or mirrored is None:
+        return None
+    key = "wall s per image (incl. start-up)"
+    return f"{one.get(key)} s per image in one pass, {mirrored.get(key)} s mirrored"
+
+
+#: README's headline numbers: (page, what, how the number is read from the page's tables).
+HEADLINES = (
+    ("real", "real QSM maps", _real),
+    ("robustness", "synthetic stress cohort (every look varied)", lambda rows: _dice(rows, "stress cohort")),
+    ("robustness", "synthetic `test` cohort", lambda rows: _dice(rows, "test cohort")),
+    ("robustness", "synthetic `external` sites", lambda rows: _dice(rows, "external cohort")),
+    ("flags", "poor results flagged / good results doubted", _flags),
+    ("segment_speed", "engine on a 1 mm image, 2 CPU cores", _speed),
+)
+
+
+def headlines_markdown(pages: Path = PAGES, link_prefix: str = "docs/benchmarks/") -> str:
+    """README's headline table, read from the benchmark pages (a page whose models are not the bundled
+    ones is marked stale)."""
+    bundled = models_hash()
+    lines = ["| what | measured | page |", "| --- | --- | --- |"]
+    for name, what, read in HEADLINES:
+        path = pages / f"{name}.md"
+        if not path.exists():
+            continue
+        text = path.read_text()
+        value = read(result_rows(text))
+        if value is None:
+            continue
+        facts = read_facts(text)
+        stale = "" if facts.get("models_hash") == bundled else " **(stale: other models)**"
+        lines.append(f"| {what} | {value}{stale} | [{facts.get('title', name)}]({link_prefix}{name}.md) |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path = REPO / "README.md", pages: Path = PAGES) -> bool:
+    """Rewrite the headline block of README (between its headlines markers); True if it changed."""
+    start, end = "<!-- headlines:start -->", "<!-- headlines:end -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        return False
+    before, rest = text.split(start, 1)
+    after = rest.split(end, 1)[1]
+    updated = f"{before}{start}\n{headlines_markdown(pages)}\n{end}{after}"
+    if updated != text:
+        readme.write_text(updated)
+    return updated != text

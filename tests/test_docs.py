@@ -1,0 +1,99 @@
+"""The documentation: README as a short front door, the configuration reference written from the schema,
+benchmark pages that name what produced them, and stale pages marked."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from dnqsm import benchmark_page
+from dnqsm.config import ConfigError, reference_markdown, schema_keys
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "config" / "config.schema.yaml"
+
+
+def test_readme_is_a_short_front_door_without_dates():
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    assert not re.search(r"\b20\d\d-\d\d-\d\d\b", text), "README describes the current state: no dates"
+    for target in re.findall(r"\]\(((?:docs|models)/[^)#]+)", text):
+        assert (REPO / target).exists(), f"README links to a missing {target}"
+
+
+def test_readme_headlines_are_the_benchmark_pages_numbers():
+    text = (REPO / "README.md").read_text()
+    block = text.split("<!-- headlines:start -->\n", 1)[1].split("\n<!-- headlines:end -->", 1)[0]
+    assert block == benchmark_page.headlines_markdown(), "run a benchmark, or benchmark_page.update_readme()"
+    assert block.count("\n") >= 3, "the headline table has rows"
+
+
+def test_every_schema_key_is_documented_in_the_reference():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    reference = reference_markdown(SCHEMA, REPO / "config" / "config.yaml")
+    keys = [path for path, _ in schema_keys(schema)]
+    assert len(keys) > 100
+    for path in keys:
+        assert f"`{path}`" in reference, path
+    assert "| `inference.batch_size` | integer | `6` |" in reference  # default read from config.yaml
+
+
+def test_a_key_without_description_fails_the_reference(tmp_path):
+    schema = yaml.safe_load(SCHEMA.read_text())
+    del schema["properties"]["inference"]["properties"]["threads"]["description"]
+    broken = tmp_path / "schema.yaml"
+    broken.write_text(yaml.safe_dump(schema))
+    with pytest.raises(ConfigError, match="inference.threads"):
+        reference_markdown(broken)
+
+
+def test_benchmark_page_names_command_commit_models_and_machine(tmp_path):
+    path = benchmark_page.write_page("demo_bench", "A demo", "## Results\n\n| a | b |\n| --- | --- |\n| x | 1 |\n",
+                                     argv=["benchmarks/demo_bench.py", "--images", "2"], pages=tmp_path)
+    text = path.read_text()
+    facts = benchmark_page.read_facts(text)
+    assert facts["command"] == "python benchmarks/demo_bench.py --images 2"
+    assert facts["models_hash"] == benchmark_page.models_hash() != "none"
+    assert facts["commit"] and facts["machine"] and re.match(r"20\d\d-\d\d-\d\d \d\d:\d\d UTC", facts["date"])
+    assert benchmark_page.result_rows(text) == [{"a": "x", "b": "1"}]
+
+
+def test_every_benchmark_script_writes_its_page():
+    for script in (REPO / "benchmarks").glob("*.py"):
+        assert "publish(" in script.read_text(), f"{script.name} does not write its page"
+
+
+def test_a_page_of_other_models_is_marked_stale(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", REPO / "docs" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+
+    def render(models_hash: str) -> str:
+        page = SimpleNamespace(meta={"models_hash": models_hash}, file=SimpleNamespace(src_uri="benchmarks/x.md"))
+        return hooks.on_page_markdown("# X\n\nnumbers", page, None, None)
+
+    assert "Stale" in render("0123456789ab")
+    assert "Stale" not in render(benchmark_page.models_hash())
+
+
+def test_every_page_in_the_navigation_exists():
+    nav = yaml.safe_load((REPO / "mkdocs.yml").read_text().replace("!!python", ""))["nav"]
+
+    def files(node):
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            for value in node.values():
+                yield from files(value)
+        else:
+            for item in node:
+                yield from files(item)
+
+    for page in files(nav):
+        assert (REPO / "docs" / page).exists(), page
