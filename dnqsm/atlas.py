@@ -33,7 +33,7 @@ from scipy import ndimage
 
 from dnqsm.bids import dentate_labels, select_sessions
 from dnqsm.io import InputError, load_image
-from dnqsm.localize import coarse_grid, crop, region_box, region_components, region_slices, data_support, filled
+from dnqsm.localize import coarse_grid, crop_around, data_support, filled, region_components
 from dnqsm.nnunet import sha256
 from dnqsm.preprocess import preprocess
 from dnqsm.registration import ants_image, remove_transforms
@@ -193,18 +193,15 @@ class AtlasSegmenter(Engine):
             coarse_labels |= carried.numpy() > 0
         region = ndimage.binary_dilation(ndimage.binary_fill_holes(coarse_labels), iterations=2)
         region = region_components(region, min_voxels=1, keep=2)
-        box = region_box(region, grid_affine)
         timings["localization"] = time.perf_counter() - tick
-        if box is None:
+        if not region.any():
             raise SegmentationFailure(f"{path}: no atlas's dentate nuclei landed inside the image after affine "
                                       "registration (does the image cover the cerebellum?)")
 
         # segmentation: SyN per atlas on the crop, labels fused on the crop's native voxels
         tick = time.perf_counter()
-        canonical = nib.as_closest_canonical(img)
-        margin = float(self.settings["margin_mm"])
-        slices, touches_edge = region_slices(canonical, region, grid_affine, margin)
-        cropped = crop(canonical, slices)
+        area = crop_around(nib.as_closest_canonical(img), region, grid_affine, float(self.settings["margin_mm"]))
+        cropped = area.image
         values = np.clip(np.nan_to_num(cropped.get_fdata(dtype=np.float32)), lo, hi)
         target = ants_image(values, cropped.affine)
         fixed = ants.resample_image(target, (float(self.settings["syn_spacing_mm"]),) * 3, use_voxels=False,
@@ -220,8 +217,8 @@ class AtlasSegmenter(Engine):
         raw = (fused > 0).astype(np.uint8)
         timings["segmentation"] = time.perf_counter() - tick
 
-        result = postprocess(img, canonical, slices, cropped, raw, region, grid_affine, box, margin, touches_edge,
-                             timings, f"{path}: no atlas label survived registration to the localized region",
+        result = postprocess(img, area, raw, timings,
+                             f"{path}: no atlas label survived registration to the localized region",
                              None, self.checks, region_name="atlas region")
         result.geometry["atlases_used"] = [a.name for a in atlases]
         result.geometry["localization"] = {"locator": "atlas", "reasons": [], "refined": False}

@@ -130,6 +130,34 @@ def crop(img: nib.Nifti1Image, slices) -> nib.Nifti1Image:
     return img.slicer[slices]
 
 
+@dataclass
+class Crop:
+    """Where step two works, whichever locator placed it (network, registration, atlas, training labels):
+    a DN region on the coarse world grid, its world box, and the lossless crop of the canonically
+    oriented image around it (the region's voxels plus ``margin_mm``)."""
+
+    canonical: nib.Nifti1Image
+    region: np.ndarray
+    grid_affine: np.ndarray
+    box: Box
+    margin_mm: float
+    slices: tuple[slice, slice, slice]
+    touches_edge: bool
+    image: nib.Nifti1Image
+
+
+def crop_around(canonical: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray, margin_mm: float,
+                jitter_mm: np.ndarray | None = None) -> Crop | None:
+    """The :class:`Crop` of ``canonical`` (an image in its closest canonical orientation) around a coarse
+    region (:func:`region_slices`; ``jitter_mm`` moves each face, for training), or None where the region
+    is empty."""
+    box = region_box(region, grid_affine)
+    if box is None:
+        return None
+    slices, touches_edge = region_slices(canonical, region, grid_affine, margin_mm, jitter_mm)
+    return Crop(canonical, region, grid_affine, box, margin_mm, slices, touches_edge, crop(canonical, slices))
+
+
 # --- a second opinion: where an affine registration of the MNI brain puts the nuclei ----------------
 
 #: Half the Diedrichsen atlas DN bounding box (DOMAIN.md: about 15-16 x 21-22 x 19-20 mm), in MNI mm:

@@ -24,8 +24,8 @@ from scipy import ndimage
 from dnqsm import __version__
 from dnqsm.confidence import DEFAULTS as CHECK_DEFAULTS, Confidence, assess, side_numbers
 from dnqsm.io import InputError, fractions_8bit, load_image, save_nifti, staged_folder, write_json
-from dnqsm.localize import (RegistrationLocator, crop, localization_input, localize, refine_region, region_box,
-                            region_components, region_slices, resample_to_grid)
+from dnqsm.localize import (Crop, RegistrationLocator, crop_around, localization_input, localize, refine_region,
+                            region_components, resample_to_grid)
 from dnqsm.measure import NUCLEUS_CONNECTIVITY
 from dnqsm.nnunet import BUNDLED_MODELS, from_nnunet, model_folder, sha256, to_nnunet  # noqa: F401
 
@@ -246,37 +246,31 @@ class DentateSegmenter(Engine):
         tick = time.perf_counter()
         checks = {**CHECK_DEFAULTS, **self.checks}
         located = localize(region, img, grid_affine, self.registration, checks["min_box_mm"], checks["max_box_mm"])
-        region = located.region
-        box = region_box(region, grid_affine)
         timings["registration"] = time.perf_counter() - tick
-        if box is None:
+        if not located.region.any():
             raise SegmentationFailure(f"{path}: neither the localization model nor the registration of the MNI brain "
                                       "found a dentate region (does the image cover the cerebellum?)")
         tick = time.perf_counter()
         canonical = nib.as_closest_canonical(img)
         margin = float(self.models.geometry["margin_mm"])
-        slices, touches_edge, cropped, raw, foreground, single_pass = self._segment_crop(canonical, region, grid_affine,
-                                                                                         margin)
+        area = crop_around(canonical, located.region, grid_affine, margin)
+        raw, foreground, single_pass = self._segment_crop(area.image)
         if located.locator != "network":  # a wide crop: segment again on the crop around what it found
-            refined = refine_region(raw, cropped.affine, grid_affine, region.shape, located.expected)
+            refined = refine_region(raw, area.image.affine, grid_affine, located.region.shape, located.expected)
             if refined.any():
-                region, box = refined, region_box(refined, grid_affine)
+                area = crop_around(canonical, refined, grid_affine, margin)
                 located.refined = True
-                slices, touches_edge, cropped, raw, foreground, single_pass = self._segment_crop(
-                    canonical, region, grid_affine, margin)
+                raw, foreground, single_pass = self._segment_crop(area.image)
         timings["segmentation"] = time.perf_counter() - tick
 
-        result = postprocess(img, canonical, slices, cropped, raw, region, grid_affine, box, margin, touches_edge,
-                             timings, f"{path}: no dentate nucleus found in the localized region", foreground,
-                             self.checks, single_pass, expected=located.expected)
+        result = postprocess(img, area, raw, timings, f"{path}: no dentate nucleus found in the localized region",
+                             foreground, self.checks, single_pass, expected=located.expected)
         result.geometry["localization"] = located.record()
         return result
 
-    def _segment_crop(self, canonical: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray, margin: float):
-        """Step two on the crop around a coarse-grid region: (slices, touches_edge, cropped, binary DN
-        mask, foreground probability or None, the plain pass's mask when mirroring is on, else None)."""
-        slices, touches_edge = region_slices(canonical, region, grid_affine, margin)
-        cropped = crop(canonical, slices)
+    def _segment_crop(self, cropped: nib.Nifti1Image):
+        """Step two on a crop: (binary DN mask, foreground probability or None, the plain pass's mask when
+        mirroring is on, else None)."""
         values = cropped.get_fdata(dtype=np.float32)
         data, props = to_nnunet(np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), cropped.header.get_zooms()[:3])
         predicted = self.predictors["segmentation"].predict_single_npy_array(data, props, None, None, self.probabilities)
@@ -291,7 +285,7 @@ class DentateSegmenter(Engine):
                 single_pass = (from_nnunet(predictor.predict_single_npy_array(data, props)) > 0).astype(np.uint8)
             finally:
                 predictor.use_mirroring = True
-        return slices, touches_edge, cropped, raw, foreground, single_pass
+        return raw, foreground, single_pass
 
     def describe(self) -> dict[str, Any]:
         return {"models": {"localization": self.models.localization.describe(),
@@ -317,25 +311,24 @@ class Result:
     cropped_probability: np.ndarray | None = None  # the method's foreground probability on the crop
 
 
-def postprocess(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, cropped: nib.Nifti1Image, raw: np.ndarray,
-                region: np.ndarray, grid_affine: np.ndarray, box, margin: float, touches_edge: bool,
-                timings: dict[str, float], nothing_found: str,
+def postprocess(img: nib.Nifti1Image, area: Crop, raw: np.ndarray, timings: dict[str, float], nothing_found: str,
                 probability: np.ndarray | None = None, checks: dict[str, float] | None = None,
                 single_pass: np.ndarray | None = None, region_name: str = "localization",
                 expected: dict[str, list[float] | None] | None = None) -> Result:
-    """What every method does with its binary DN mask on the canonical crop: the midline
-    (:func:`midline`; ``region_name`` is what its first source is called in the record), sides by it
-    and the largest component per side (:func:`assign_sides`), then the labels back on the input's own
+    """What every method does with its binary DN mask ``raw`` on the crop ``area`` (:class:`Crop`): the
+    midline (:func:`midline`; ``region_name`` is what its first source is called in the record), sides by
+    it and the largest component per side (:func:`assign_sides`), then the labels back on the input's own
     grid with the geometry record and the confidence verdict (``probability``: the method's foreground
     probability on the crop, if it has one; ``expected``: where an independent registration expects each
     nucleus, world mm, for the registration check). Raises SegmentationFailure(``nothing_found``) when no DN
     is left."""
+    region, grid_affine, cropped, slices = area.region, area.grid_affine, area.image, area.slices
     tick = time.perf_counter()
     midline_x, midline_source = midline(img, region, grid_affine, raw, cropped.affine, region_name)
     labeled, sides = assign_sides(raw, cropped.affine, midline_x)
     if not labeled.any():
         raise SegmentationFailure(nothing_found)
-    canonical_labels = np.zeros(canonical.shape[:3], np.uint8)
+    canonical_labels = np.zeros(area.canonical.shape[:3], np.uint8)
     canonical_labels[slices] = labeled
     to_input = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(img.affine))
     labels = apply_orientation(canonical_labels, to_input)
@@ -347,10 +340,11 @@ def postprocess(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, croppe
     spacing = float(abs(grid_affine[0, 0]))
     geometry = {
         "localization_spacing_mm": spacing, "localization_grid_shape": list(region.shape),
-        "localization_components": int(ndimage.label(region)[1]), "box": box.as_dict(), "margin_mm": margin,
+        "localization_components": int(ndimage.label(region)[1]), "box": area.box.as_dict(),
+        "margin_mm": area.margin_mm,
         "crop_voxels_canonical": [[s.start, s.stop] for s in slices], "crop_shape": list(cropped.shape[:3]),
         "crop_spacing_mm": [round(float(z), 4) for z in cropped.header.get_zooms()[:3]],
-        "box_touches_image_edge": touches_edge, "midline_x_mm": round(midline_x, 3), "midline_source": midline_source,
+        "box_touches_image_edge": area.touches_edge, "midline_x_mm": round(midline_x, 3), "midline_source": midline_source,
     }
     timings["postprocess"] = time.perf_counter() - tick
     tick = time.perf_counter()
@@ -358,7 +352,7 @@ def postprocess(img: nib.Nifti1Image, canonical: nib.Nifti1Image, slices, croppe
     numbers = {name: side_numbers(values, labeled, label, probability, sides[name]["predicted_voxels"],
                                   cropped.affine, midline_x, single_pass, (expected or {}).get(name))
                for name, label in (("left", LEFT), ("right", RIGHT))}
-    verdict = assess(numbers, {n: sides[n]["volume_mm3"] for n in ("left", "right")}, box.as_dict(),
+    verdict = assess(numbers, {n: sides[n]["volume_mm3"] for n in ("left", "right")}, area.box.as_dict(),
                      [float(z) for z in img.header.get_zooms()[:3]], checks or CHECK_DEFAULTS)
     timings["confidence"] = time.perf_counter() - tick
     return Result(img, labels, mask_on_input.astype(np.uint8), cropped, raw, labeled, sides, geometry, timings,

@@ -14,7 +14,7 @@ import numpy as np
 from dnqsm.bids import Session, chimap_sessions, dentate_labels
 from dnqsm.config import training_cohorts
 from dnqsm.io import InputError, bids_path, load_image
-from dnqsm.localize import crop, label_region, localization_input, region_box, region_slices
+from dnqsm.localize import crop, crop_around, label_region, localization_input
 from dnqsm.nnunet import write_case, write_dataset_json
 
 
@@ -75,8 +75,7 @@ def build_training_datasets(bids_dir: str | Path | list, labels_dir: str | Path 
             continue
         coarse, grid_affine = localization_input(image, spacing_mm)
         region = label_region(labels, grid_affine, coarse.shape)
-        box = region_box(region, grid_affine)
-        if box is None:
+        if not region.any():
             skipped.append({"case": case, "reason": f"{label_path} holds no DN label"})
             continue
         if localization_target == "cerebellum":
@@ -85,11 +84,11 @@ def build_training_datasets(bids_dir: str | Path | list, labels_dir: str | Path 
         else:
             target = region
         write_case(localization_raw, case, coarse, grid_affine, target)
-        # Step two: a lossless crop of the canonically oriented native image; the box is jittered
-        # per face so the network learns to cope with imperfect localization.
-        image_c, labels_c = nib.as_closest_canonical(image), nib.as_closest_canonical(labels)
-        slices, _ = region_slices(image_c, region, grid_affine, margin_mm, rng.uniform(-jitter_mm, jitter_mm, 6))
-        image_crop, labels_crop = crop(image_c, slices), crop(labels_c, slices)
+        # Step two: a lossless crop of the canonically oriented native image, as inference makes it; the
+        # box is jittered per face so the network learns to cope with imperfect localization.
+        area = crop_around(nib.as_closest_canonical(image), region, grid_affine, margin_mm,
+                           rng.uniform(-jitter_mm, jitter_mm, 6))
+        image_crop, labels_crop = area.image, crop(nib.as_closest_canonical(labels), area.slices)
         write_case(segmentation_raw, case, image_crop.get_fdata(dtype=np.float32), image_crop.affine,
                    (np.asarray(labels_crop.dataobj) > 0).astype(np.uint8))
         cases.append(case)

@@ -9,7 +9,8 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from dnqsm.localize import crop, label_region, localization_input, region_box, region_components, region_slices
+from dnqsm.localize import (crop, crop_around, label_region, localization_input, region_box, region_components,
+                            region_slices)
 from dnqsm.nnunet import from_nnunet, to_nnunet
 from dnqsm.segment import LEFT, RIGHT, assign_sides, midline_between_nuclei, postprocess
 
@@ -148,11 +149,8 @@ def test_the_midline_comes_from_the_regions_then_the_segmented_nuclei_then_the_i
              (merged, binary, "localization", "segmented nuclei", 0.0),
              (merged, fragment, "localization", "image centroid", 13.5))
     for region, mask, region_name, source, midline_x in cases:
-        slices, touches = region_slices(img, region, grid_affine, 5.0)
-        cropped = crop(img, slices)
-        result = postprocess(img, img, slices, cropped, mask[slices], region, grid_affine,
-                             region_box(region, grid_affine), 5.0, touches, {}, "nothing found",
-                             region_name=region_name)
+        area = crop_around(img, region, grid_affine, 5.0)
+        result = postprocess(img, area, mask[area.slices], {}, "nothing found", region_name=region_name)
         assert result.geometry["midline_source"] == source
         assert result.geometry["midline_x_mm"] == pytest.approx(midline_x, abs=0.6)
         if source != "image centroid":  # both nuclei whole, one per side
