@@ -52,13 +52,19 @@ bench: $(STAMP)
 clean:
 	rm -rf results .snakemake .pytest_cache
 
-# Reproduce the bundled demo models in five stages: both models trained from scratch by the workflow's
-# train_models target on a fixed-seed `train` cohort (config/config.yaml), then continued on a second,
-# independently drawn cohort (config/train_finetune.yaml), then the segmentation model continued on a
-# third (config/train_stage3.yaml), on a `wide` cohort (config/train_stage4.yaml) and on that cohort
-# pooled with a second `wide` one (config/train_stage5.yaml); the last stage's zips and provenance
-# (which embeds the earlier stages') are copied into models/demo/.
+# Reproduce the bundled demo models in stages: both models trained from scratch by the workflow's
+# train_models target on a fixed-seed `train` cohort (config/config.yaml), then continued on further
+# synthetic cohorts (config/train_finetune.yaml, train_stage3-6), then both continued on domain-randomized
+# images pooled with a physics-based `wide` cohort (config/train_stage8_randomized.yaml), and last the
+# segmentation model on a pool weighted to physics-based images (config/train_stage9_mix.yaml); the last
+# stage's zips and provenance (which embeds the earlier stages') are copied into models/demo/.
+# The last two stages draw half their randomized images from the QSM Challenge 2.0 head phantom's segmentation
+# (Marques et al. 2021, doi 10.34973/m20r-jt17; SegmentedModel.nii.gz), which is not bundled: download it
+# and point HEAD_PHANTOM at it.
+HEAD_PHANTOM ?= ../shared/data/head-phantom/SegmentedModel.nii.gz
 demo-models: $(STAMP)
+	@test -f $(HEAD_PHANTOM) || { echo "demo-models: no head phantom at $(HEAD_PHANTOM); download the QSM Challenge 2.0 \
+	  head phantom (doi 10.34973/m20r-jt17) and run make demo-models HEAD_PHANTOM=/path/to/SegmentedModel.nii.gz"; exit 2; }
 	$(BIN)/dnqsm synth --preset train --seed 1 --out results/train/bids --overwrite --jobs 2
 	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 train_models
 	$(BIN)/dnqsm synth --preset train --seed 2 --out results/train2/bids --overwrite --jobs 2
@@ -76,9 +82,19 @@ demo-models: $(STAMP)
 	$(BIN)/dnqsm synth --preset wide --seed 8 --subjects 48 --first-label 301 --out results/train8/bids --overwrite --jobs 2
 	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
 	   train_models --configfile config/train_stage6_tv.yaml
+	$(BIN)/dnqsm synth --preset wide --seed 9 --subjects 24 --first-label 401 --out results/train9/physics --overwrite --jobs 2
+	$(BIN)/dnqsm randomize --images 80 --seed 10 --first-label 501 --phantom $(HEAD_PHANTOM) \
+	   --out results/train9/randomized --overwrite --jobs 2
+	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
+	   train_models --configfile config/train_stage8_randomized.yaml
+	$(BIN)/dnqsm synth --preset wide --seed 10 --subjects 24 --first-label 601 --out results/train10/physics --overwrite --jobs 2
+	$(BIN)/dnqsm randomize --images 40 --seed 10 --first-label 501 --phantom $(HEAD_PHANTOM) \
+	   --out results/train10/randomized40 --overwrite --jobs 2
+	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
+	   train_models --configfile config/train_stage9_mix.yaml
 	mkdir -p models/demo
-	cp results/train8/models/localization.zip results/train8/models/segmentation.zip \
-	   results/train8/models/provenance.json models/demo/
+	cp results/train10/models/localization.zip results/train10/models/segmentation.zip \
+	   results/train10/models/provenance.json models/demo/
 
 # The paper's comparison on synthetic cohorts: three labelled `train` subjects (one per site) are the
 # atlases, the deep-learning method (bundled demo models) and the atlas baseline segment a `test` and

@@ -194,6 +194,11 @@ def _flags(rows) -> str | None:
                                      f"{row.get('false-review rate')}")
 
 
+def _phantom(rows) -> str | None:
+    row = _row(rows, "all")
+    return None if row is None else f"Dice {row.get('Dice, visible sides')} on visible nuclei ({row.get('visible sides')})"
+
+
 def _speed(rows) -> str | None:
     one = _row(rows, "batch of 4 in one process, mirroring off")
     mirrored = _row(rows, "batch, mirroring on")
@@ -206,6 +211,7 @@ def _speed(rows) -> str | None:
 #: README's headline numbers: (page, what, how the number is read from the page's tables).
 HEADLINES = (
     ("real", "real QSM maps", _real),
+    ("phantom", "physics phantoms of a real head", _phantom),
     ("robustness", "synthetic stress cohort (every look varied)", lambda rows: _dice(rows, "stress cohort")),
     ("robustness", "synthetic `test` cohort", lambda rows: _dice(rows, "test cohort")),
     ("robustness", "synthetic `external` sites", lambda rows: _dice(rows, "external cohort")),
