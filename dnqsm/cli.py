@@ -9,39 +9,45 @@ import time
 from dnqsm import __version__
 
 
-def _synth(args: argparse.Namespace) -> int:
-    from dnqsm.synth import SynthError, write_dataset
-    from dnqsm.synth.dataset import parse_age_strata
+def _generated(command: str, make, where: list[str]) -> int:
+    """Run a generator of a labelled BIDS dataset for ``dnqsm <command>``: one line on success naming
+    the folder and where things are in it, one on a SynthError (exit code 2)."""
+    from dnqsm.synth import SynthError
 
     start = time.perf_counter()
     try:
-        ages = parse_age_strata(args.ages) if args.ages else None
-        out = write_dataset(args.out, args.preset, args.subjects, args.sessions, args.seed, args.overwrite, args.jobs,
-                            age_strata=ages, first_label=args.first_label)
+        out = make()
     except SynthError as exc:
-        print(f"dnqsm synth: error: {exc}", file=sys.stderr)
+        print(f"dnqsm {command}: error: {exc}", file=sys.stderr)
         return 2
-    print(f"dnqsm synth: wrote {out} ({time.perf_counter() - start:.1f} s)")
-    print(f"  images: {out}/sub-*/ses-*/anat/*_Chimap.nii.gz")
-    print(f"  truth:  {out}/derivatives/manual (labels, cerebellum masks, truth.tsv)")
+    print(f"dnqsm {command}: wrote {out} ({time.perf_counter() - start:.1f} s)")
+    for line in where:
+        print(line.format(out=out))
     return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from dnqsm.synth import write_dataset
+    from dnqsm.synth.dataset import parse_age_strata
+
+    def make():
+        ages = parse_age_strata(args.ages) if args.ages else None
+        return write_dataset(args.out, args.preset, args.subjects, args.sessions, args.seed, args.overwrite,
+                             args.jobs, age_strata=ages, first_label=args.first_label)
+
+    return _generated("synth", make, ["  images: {out}/sub-*/ses-*/anat/*_Chimap.nii.gz",
+                                      "  truth:  {out}/derivatives/manual (labels, cerebellum masks, truth.tsv)"])
 
 
 def _randomize(args: argparse.Namespace) -> int:
-    from dnqsm.synth import SynthError
     from dnqsm.synth.randomized import write_randomized
 
-    start = time.perf_counter()
-    try:
-        out = write_randomized(args.out, args.images, args.seed, args.phantom, args.first_label, args.jobs,
-                               args.overwrite)
-    except SynthError as exc:
-        print(f"dnqsm randomize: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"dnqsm randomize: wrote {out} ({time.perf_counter() - start:.1f} s)")
-    print(f"  images: {out}/sub-*/anat/*_Chimap.nii.gz")
-    print(f"  labels: {out}/derivatives/manual (and drawn.tsv: what each image drew)")
-    return 0
+    def make():
+        return write_randomized(args.out, args.images, args.seed, args.phantom, args.first_label, args.jobs,
+                                args.overwrite)
+
+    return _generated("randomize", make, ["  images: {out}/sub-*/anat/*_Chimap.nii.gz",
+                                          "  labels: {out}/derivatives/manual (and drawn.tsv: what each image drew)"])
 
 
 def _checks(pairs: list[str]) -> dict[str, float]:
