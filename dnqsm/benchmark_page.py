@@ -12,12 +12,13 @@ import hashlib
 import os
 import platform
 import shlex
-import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+
+from dnqsm.io import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = REPO / "docs" / "benchmarks"
@@ -40,15 +41,11 @@ def models_hash(models_dir: str | Path | None = None) -> str:
 
 
 def commit() -> str:
-    """The checked-out commit (short), with ``+changes`` when tracked files differ from it."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+changes" if dirty else "")
+    """The checked-out commit, with ``-dirty`` when tracked files differ from it (as the workflow's
+    dataset description records it: :func:`dnqsm.cohort.git_commit`)."""
+    from dnqsm.cohort import git_commit
+
+    return git_commit(REPO)
 
 
 def machine() -> str:
@@ -102,12 +99,10 @@ def write_page(name: str, title: str, body: str, models_dir: str | Path | None =
         f"| models | {facts['models']}, hash `{facts['models_hash']}` |",
         f"| machine | {facts['machine']} |", "",
         "Written by the benchmark script; rerun the command to replace this page.", ""])
-    pages.mkdir(parents=True, exist_ok=True)
     path = pages / f"{name}.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("---\n" + yaml.safe_dump(facts, sort_keys=False, allow_unicode=True) + "---\n\n" + header + "\n"
-                   + body.rstrip() + "\n")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text("---\n" + yaml.safe_dump(facts, sort_keys=False, allow_unicode=True) + "---\n\n" + header
+                       + "\n" + body.rstrip() + "\n")
     return path
 
 

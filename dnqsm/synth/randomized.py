@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -51,11 +52,13 @@ class LabelAnatomy:
     labels: np.ndarray
     affine: np.ndarray
 
+    @cached_property
     def dentate_centre_mm(self) -> np.ndarray:
         """Midpoint of the two nuclei (mm)."""
         voxels = np.argwhere((self.labels == DN_LEFT) | (self.labels == DN_RIGHT)).mean(0)
         return self.affine[:3, :3] @ voxels + self.affine[:3, 3]
 
+    @cached_property
     def head_extent_mm(self) -> tuple[np.ndarray, np.ndarray]:
         """Lowest and highest corner (mm) of the brain."""
         voxels = np.argwhere(np.isin(self.labels[::2, ::2, ::2], BRAIN_LABELS)) * 2
@@ -164,8 +167,8 @@ def draw(anatomy: LabelAnatomy, rng: np.random.Generator, max_voxels: int = 9_00
     pitch, roll, yaw = rng.uniform(-30, 30), rng.uniform(-8, 8), rng.uniform(-8, 8)
     scale = rng.uniform(0.9, 1.1) * rng.uniform(0.96, 1.04, 3)
     rotation = _rotation(pitch, roll, yaw) * scale  # anatomy mm (about the dentate centre) -> scanner mm
-    centre = anatomy.dentate_centre_mm()
-    lo, hi = anatomy.head_extent_mm()
+    centre = anatomy.dentate_centre_mm
+    lo, hi = anatomy.head_extent_mm
     corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1) - centre[:, None]
     extent_lo, extent_hi = (rotation @ corners).min(1) - 4, (rotation @ corners).max(1) + 4
     layout = rng.choice(["head", "brain", "slab"], p=[0.3, 0.35, 0.35])
