@@ -30,6 +30,7 @@ from segment_accuracy import add_mirroring_argument
 
 from dnqsm.confidence import assess, side_numbers, thresholds
 from dnqsm.io import bids_path, read_tsv, save_nifti
+from dnqsm.localize import Expectation
 from dnqsm.metrics import dice
 from dnqsm.segment import DentateSegmenter, load_model_set
 from dnqsm.synth import write_dataset
@@ -75,7 +76,7 @@ CUT_TRUTH = False  # --cut-truth: score a cut field of view against the visible 
 KINDS = ("clean", "invisible", "heavy_noise", "heavy_blur", "wrong_unit", "cut_fov")
 LABEL_KINDS = ("eroded", "dilated")  # the network's label on a clean image made too small / too large
 CHECK_COLUMNS = ("data_edge_mm", "smoothness_fwhm_mm", "contrast_cnr", "mean_probability", "bright_shell_share",
-                 "dark_rim_share", "registration_offset_mm")
+                 "dark_rim_share", "registration_offset_mm", "registration_overlap", "expected_volume_mm3")
 
 
 def build(root: Path, tmp: Path) -> list[dict]:
@@ -125,19 +126,20 @@ def relabel(kind: str, folder: Path, meta: dict, truth: np.ndarray) -> dict:
         side = labeled == label
         side = ndimage.binary_erosion(side) if kind == "eroded" else ndimage.binary_dilation(side) & (changed == 0)
         changed[side & ((labeled == 0) | (labeled == label))] = label
-    expected = (meta.get("localization") or {}).get("registration_expected_mm") or {}
+    expected = Expectation.from_record(meta.get("localization"))
     voxel_mm3 = float(abs(np.linalg.det(cropped.affine[:3, :3])))
     sides, volumes = {}, {}
     for side, label in (("left", 1), ("right", 2)):
         voxels = int((changed == label).sum())
         sides[side] = side_numbers(values, changed, label, probability, voxels, cropped.affine, meta["midline_x_mm"],
-                                   None, expected.get(side))
+                                   None, expected)
         volumes[side] = voxels * voxel_mm3
     verdict = assess(sides, volumes, meta["box"], meta["image"]["spacing_mm"],
                      thresholds(meta["confidence"]["thresholds"]))
     row = {"status": verdict.status, "reasons": "; ".join(verdict.reasons)}
     for side, label in (("left", 1), ("right", 2)):
         row[f"dice_{side}"] = dice(changed == label, truth == label)
+        row[f"volume_mm3_{side}"] = volumes[side]
         for check in CHECK_COLUMNS:
             row[f"{check}_{side}"] = sides[side].get(check)
     return row
@@ -165,6 +167,7 @@ def score(segmenter: DentateSegmenter, cases: list[dict], out: Path) -> pd.DataF
         row["dice_worse"] = np.nanmin([row["dice_left"], row["dice_right"]])
         sides = (rec.get("confidence") or {}).get("sides") or {}
         for side in ("left", "right"):  # the numbers behind the checks, to see where a threshold falls
+            row[f"volume_mm3_{side}"] = ((rec.get("dentate") or {}).get(side) or {}).get("volume_mm3")
             for check in CHECK_COLUMNS:
                 row[f"{check}_{side}"] = (sides.get(side) or {}).get(check)
         row.update(case["truth"])
@@ -202,6 +205,46 @@ def summary(table: pd.DataFrame) -> list[str]:
     return out
 
 
+#: The checks' numbers shown per group of results, with the threshold they are held against.
+RANGE_CHECKS = (("bright_shell_share", "max_bright_shell_share"), ("dark_rim_share", "max_dark_rim_share"),
+                ("registration_offset_mm", "max_registration_offset_mm"),
+                ("registration_overlap", "min_registration_overlap"),
+                ("expected_volume_ratio", "min_expected_volume_ratio"), ("contrast_cnr", "min_contrast_cnr"),
+                ("smoothness_fwhm_mm", "max_smoothness_mm"), ("data_edge_mm", "min_data_edge_mm"))
+
+
+def check_ranges(table: pd.DataFrame) -> list[str]:
+    """Where each check's number falls (min-max over both sides): on good results (worse side Dice
+    >= 0.85) of the clean images, per reconstruction and for thick slices, and on the labels made too
+    small or too large; beside the default threshold. Where a threshold comes from."""
+    from dnqsm.confidence import DEFAULTS
+
+    table = table.copy()
+    for side in ("left", "right"):
+        if {f"volume_mm3_{side}", f"expected_volume_mm3_{side}"} <= set(table.columns):
+            table[f"expected_volume_ratio_{side}"] = table[f"volume_mm3_{side}"] / table[f"expected_volume_mm3_{side}"]
+    clean = table[(table.kind == "clean") & (table.dice_worse >= 0.85)]
+    groups = [("good clean, all", clean)]
+    groups += [(f"good clean, {name}", rows) for name, rows in clean.groupby("inversion")]
+    groups += [("good clean, slices >= 2.5 mm", clean[clean.thickest_mm >= 2.5]),
+               ("eroded", table[table.kind == "eroded"]), ("dilated", table[table.kind == "dilated"])]
+
+    def span(rows: pd.DataFrame, check: str) -> str:
+        values = pd.concat([rows[f"{check}_left"], rows[f"{check}_right"]]).astype(float).dropna()
+        return f"{values.min():.2f}–{values.max():.2f}" if len(values) else "n/a"
+
+    out = ["| check | default threshold | " + " | ".join(f"{name} ({len(rows)})" for name, rows in groups) + " |",
+           "| --- | --- | " + " | ".join("---" for _ in groups) + " |"]
+    for check, threshold in RANGE_CHECKS:
+        if f"{check}_left" not in table:
+            continue
+        bound = ("≥ " if threshold.startswith("min_") else "≤ ") + f"{DEFAULTS[threshold]:g}"
+        if check == "expected_volume_ratio":
+            bound = f"{DEFAULTS['min_expected_volume_ratio']:g}–{DEFAULTS['max_expected_volume_ratio']:g}"
+        out.append(f"| {check} | {bound} | " + " | ".join(span(rows, check) for _, rows in groups) + " |")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subjects", type=int, default=12)
@@ -232,18 +275,23 @@ def main() -> None:
                 timed += segmenter.run([c["image"]], tmp / "timed")
             seg = lambda rs: float(np.median([r["timings_s"]["localization"] + r["timings_s"]["segmentation"] for r in rs]))
             checks = float(np.median([r["timings_s"]["confidence"] for r in timed]))
-            cost = (seg(timed), seg(records), checks)
+            registration = float(np.median([r["timings_s"]["registration"] for r in timed]))
+            cost = (seg(timed), seg(records), checks, registration)
     if args.out:
         table.to_csv(args.out, sep="\t", index=False)
     print(f"targets: {TARGETS}\n")
     print("\n".join(summary(table)))
+    print("\nWhere each check's number falls (both sides; results in brackets):\n")
+    print("\n".join(check_ranges(table)))
     if cost:
-        with_probs, without, checks = cost
-        extra = with_probs - without + checks
-        print("\n| clean images, median s per image | localization + segmentation | checks | cost of confidence |")
-        print("| --- | --- | --- | --- |")
-        print(f"| with probabilities | {with_probs:.2f} | {checks:.3f} | {extra:.2f} s ({100 * extra / without:.0f} % of {without:.2f} s) |")
-        print(f"| without probabilities | {without:.2f} | | |")
+        with_probs, without, checks, registration = cost
+        extra = with_probs - without + checks + registration
+        print("\n| clean images, median s per image | localization + segmentation | registration (second opinion, "
+              "expected nuclei) | checks | cost of confidence |")
+        print("| --- | --- | --- | --- | --- |")
+        print(f"| with probabilities | {with_probs:.2f} | {registration:.2f} | {checks:.3f} | {extra:.2f} s "
+              f"({100 * extra / without:.0f} % of {without:.2f} s) |")
+        print(f"| without probabilities | {without:.2f} | | | |")
 
 
 if __name__ == "__main__":

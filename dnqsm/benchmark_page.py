@@ -72,9 +72,10 @@ def machine() -> str:
 
 
 def write_page(name: str, title: str, body: str, models_dir: str | Path | None = None,
-               argv: list[str] | None = None, pages: Path = PAGES) -> Path:
-    """Write ``pages/<name>.md``: front matter and a header naming the command, date, commit, models'
-    hash and machine, then ``body`` (the benchmark's Markdown). Replaces an earlier page of that name."""
+               argv: list[str] | None = None, pages: Path = PAGES, code: str | None = None) -> Path:
+    """Write ``pages/<name>.md``: front matter and a header naming the command, date, commit (``code``:
+    the one the benchmark started on; else the one checked out now), models' hash and machine, then
+    ``body`` (the benchmark's Markdown). Replaces an earlier page of that name."""
     argv = sys.argv if argv is None else argv
     script = Path(argv[0])
     try:
@@ -85,7 +86,7 @@ def write_page(name: str, title: str, body: str, models_dir: str | Path | None =
         "title": title,
         "command": shlex.join(["python", str(script), *argv[1:]]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit(),
+        "commit": code or commit(),
         "models_hash": models_hash(models_dir),
         "models": str(models_dir or "models/demo (bundled)"),
         "machine": machine(),
@@ -134,6 +135,7 @@ def publish(name: str, title: str, main, doc: str | None = None, argv: list[str]
     (``doc``, its module docstring). The models are the folder after ``--models`` when given."""
     argv = sys.argv if argv is None else argv
     models_dir = argv[argv.index("--models") + 1] if "--models" in argv[:-1] else None
+    code = commit()  # the code that runs is the code checked out when it starts
     tee = _Tee(sys.stdout)
     sys.stdout = tee
     try:
@@ -142,7 +144,7 @@ def publish(name: str, title: str, main, doc: str | None = None, argv: list[str]
         sys.stdout = tee.stream
     about = (doc or "").strip()
     body = (f"## What it measures\n\n```text\n{about}\n```\n\n" if about else "") + "## Results\n\n" + "".join(tee.kept)
-    path = write_page(name, title, body, models_dir, argv)
+    path = write_page(name, title, body, models_dir, argv, code=code)
     update_readme()
     print(f"page: {path.relative_to(REPO) if path.is_relative_to(REPO) else path}", file=sys.stderr)
 

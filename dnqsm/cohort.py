@@ -47,6 +47,10 @@ CONFIDENCE_COLUMNS = {
                            "spills into white matter)"),
     "registration_offset_mm": ("mm", "distance from the label's centroid to where registration of the MNI brain "
                                      "expects the nucleus"),
+    "registration_overlap": ("", "share of the label inside the MNI nucleus the registration carried onto the image "
+                                 "(widened by its error)"),
+    "expected_volume_mm3": ("mm^3", "the volume the registration expects for this head (confidence "
+                                   "expected_volume_mm3 scaled by the fitted head size)"),
 }
 QC_COLUMNS = {
     "input_unit": ("", "unit of the input image (ppm or ppb) and how it was decided: see input_unit_source"),

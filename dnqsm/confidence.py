@@ -11,13 +11,17 @@ config (``confidence:``) and on the CLI (``dnqsm segment --check NAME=VALUE``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+if TYPE_CHECKING:
+    from dnqsm.localize import Expectation
+
 STATUSES = ("ok", "review", "failed")
+SIDES = {1: "left", 2: "right"}  # label -> side
 
 #: Thresholds of the plausibility checks (docs/status.md says where each comes from).
 DEFAULTS: dict[str, float] = {
@@ -46,6 +50,13 @@ DEFAULTS: dict[str, float] = {
     # the label's centroid against where the registration of the MNI brain expects the nucleus: 0.7-9.7 mm
     # on 28 good synthetic images but one (16.7 mm, a tilted 2.5 mm slab); a label on a vein lies farther
     "max_registration_offset_mm": 20.0,
+    # share of the label inside the MNI nucleus the registration carried across (widened by its error)
+    "min_registration_overlap": 0.5,
+    # the volume the registration expects: this reference (a DN in an MNI152-sized head; manual QSM
+    # tracings are on the order of 1 cm3 per side, DOMAIN.md) scaled by the head's size as fitted
+    "expected_volume_mm3": 1000.0,
+    "min_expected_volume_ratio": 0.4,
+    "max_expected_volume_ratio": 2.5,
 }
 
 #: Margin (mm) around a side's label in which the image's smoothness is estimated.
@@ -127,10 +138,11 @@ class Confidence:
 
 def side_numbers(values: np.ndarray, labels: np.ndarray, label: int, probability: np.ndarray | None,
                  predicted_voxels: int, affine: np.ndarray, midline_x: float,
-                 single_pass: np.ndarray | None = None, expected_mm: list[float] | None = None) -> dict[str, Any]:
+                 single_pass: np.ndarray | None = None, expected: Expectation | None = None) -> dict[str, Any]:
     """What the checks need about one side, on the canonical crop. ``single_pass``: the network's
     binary output without test-time mirroring, when the label came from mirrored passes;
-    ``expected_mm``: where an independent registration expects this nucleus (world mm), if known."""
+    ``expected``: where and how large an independent registration expects the nuclei, if known."""
+    side = SIDES[label]
     mask = labels == label
     voxels = int(mask.sum())
     out: dict[str, Any] = {"voxels": voxels, "predicted_voxels": int(predicted_voxels),
@@ -153,8 +165,14 @@ def side_numbers(values: np.ndarray, labels: np.ndarray, label: int, probability
     shares = boundary_shares(values, mask, both & ~mask)
     if shares:
         out.update(shares)
-    if expected_mm is not None:
-        out["registration_offset_mm"] = round(float(np.linalg.norm(centroid - np.asarray(expected_mm))), 2)
+    if expected is not None:
+        centre = expected.centres_mm.get(side)
+        if centre is not None:
+            out["registration_offset_mm"] = round(float(np.linalg.norm(centroid - np.asarray(centre))), 2)
+        overlap = expected.overlap(side, nib.affines.apply_affine(affine, np.argwhere(mask)))
+        if overlap is not None:
+            out["registration_overlap"] = round(overlap, 4)
+            out["registration_volume_scale"] = round(expected.volume_scale, 4)
     zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))
     where = np.argwhere(mask)
     margin = np.ceil(SMOOTHNESS_MARGIN_MM / zooms).astype(int)
@@ -240,6 +258,18 @@ def assess(sides: dict[str, dict[str, Any]], volumes_mm3: dict[str, float], box:
             reasons.append(f"the {side} DN label spills into darker tissue: {100 * dark:.0f} % of its border is "
                            f"darker than the nucleus's edge (expected ≤ {100 * c['max_dark_rim_share']:.0f} %): the "
                            f"nucleus may be smaller than labelled")
+        scale = s.get("registration_volume_scale")
+        if scale:  # recorded with the thresholds' reference, so that a changed reference shows in the tables
+            s["expected_volume_mm3"] = round(c["expected_volume_mm3"] * scale, 1)
+            ratio = volume / s["expected_volume_mm3"]
+            if not c["min_expected_volume_ratio"] <= ratio <= c["max_expected_volume_ratio"]:
+                reasons.append(f"{side} DN volume {volume:.0f} mm³ is {ratio:.2f} times the {s['expected_volume_mm3']:.0f} "
+                               f"mm³ that registration of the MNI brain expects for this head (expected "
+                               f"{c['min_expected_volume_ratio']:g}–{c['max_expected_volume_ratio']:g} times)")
+        overlap = s.get("registration_overlap")
+        if overlap is not None and overlap < c["min_registration_overlap"]:
+            reasons.append(f"only {100 * overlap:.0f} % of the {side} DN label lies where registration of the MNI "
+                           f"brain expects the nucleus (expected ≥ {100 * c['min_registration_overlap']:.0f} %)")
         away = s.get("registration_offset_mm")
         if away is not None and away > c["max_registration_offset_mm"]:
             reasons.append(f"the {side} DN label lies {away:.0f} mm from where registration of the MNI brain "

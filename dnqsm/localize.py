@@ -8,7 +8,7 @@ region, plus a margin in millimetres, selects the native-resolution crop for ste
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nibabel as nib
 import numpy as np
@@ -169,6 +169,9 @@ REGISTRATION_REACH_MM = 12.0
 #: The network's region must hold a voxel within this distance of each expected nucleus, else the
 #: registration's region is added to the crop (the fit was 17 mm off on one of 28 synthetic images).
 AGREEMENT_MM = 20.0
+#: How far beyond the MNI ellipsoid a label still counts as where the registration expects it (the
+#: registration's error; :meth:`Expectation.overlap`).
+OVERLAP_MARGIN_MM = 6.0
 
 
 def data_support(img: nib.Nifti1Image) -> np.ndarray:
@@ -189,6 +192,49 @@ def filled(mask: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class Expectation:
+    """Where the affine registration of the MNI brain expects the nuclei, and how large, without asking
+    any network: each nucleus's world centre on the image and the fitted map from the image's world mm
+    to MNI mm. Empty (no centres, no map) where the registration was off or failed."""
+
+    centres_mm: dict[str, list[float] | None] = field(default_factory=dict)  # None: outside the grid
+    to_template: np.ndarray | None = None  # 4 x 4, image world mm -> MNI mm (RAS)
+
+    @property
+    def volume_scale(self) -> float | None:
+        """Volume on the image per volume in MNI space (1 / the fitted map's determinant): how much larger
+        or smaller than the MNI152 brain the registration found this head."""
+        if self.to_template is None:
+            return None
+        return 1.0 / abs(float(np.linalg.det(self.to_template[:3, :3])))
+
+    def overlap(self, side: str, points_mm: np.ndarray, margin_mm: float = OVERLAP_MARGIN_MM) -> float | None:
+        """Share of ``points_mm`` (world, N x 3) inside the MNI nucleus of ``side`` (the DN ellipsoid
+        widened by ``margin_mm``, the registration's error) once carried into MNI space."""
+        if self.to_template is None or not len(points_mm):
+            return None
+        from dnqsm.synth.template import DN_CENTROID_MNI
+
+        mni = nib.affines.apply_affine(self.to_template, points_mm)
+        semi = np.asarray(DN_SEMI_AXES_MNI_MM) + margin_mm
+        inside = ((((mni - np.asarray(DN_CENTROID_MNI[side])) / semi) ** 2).sum(1) <= 1)
+        return float(inside.mean())
+
+    def record(self) -> dict:
+        return {"registration_expected_mm": self.centres_mm,
+                "registration_to_template": None if self.to_template is None
+                else [[round(float(v), 6) for v in row] for row in self.to_template],
+                "registration_volume_scale": None if self.volume_scale is None else round(self.volume_scale, 4)}
+
+    @classmethod
+    def from_record(cls, record: dict | None) -> "Expectation":
+        """The expectation as :meth:`record` (the engine's metadata ``localization``) kept it."""
+        record = record or {}
+        matrix = record.get("registration_to_template")
+        return cls(record.get("registration_expected_mm") or {}, None if matrix is None else np.asarray(matrix, float))
+
+
+@dataclass
 class Localization:
     """Where step two crops, and why: the region on the coarse grid and which locator gave it."""
 
@@ -196,12 +242,12 @@ class Localization:
     locator: str  # network, registration or network+registration
     reasons: list[str]  # why the registration was consulted for the crop, or why it could not be
     network_components: int
-    expected: dict[str, list[float] | None]  # registration's expected nucleus centres (world mm)
+    expected: Expectation  # where and how large the registration expects the nuclei
     refined: bool = False  # step two ran again on the crop around what it found in the wide crop
 
     def record(self) -> dict:
         return {"locator": self.locator, "reasons": list(self.reasons), "network_components": self.network_components,
-                "registration_expected_mm": self.expected, "refined": self.refined}
+                **self.expected.record(), "refined": self.refined}
 
 
 class RegistrationLocator:
@@ -236,8 +282,10 @@ class RegistrationLocator:
                               ants_image(nuclei, tpl.affine))
         return self._template
 
-    def expected_nuclei(self, img: nib.Nifti1Image, grid_affine: np.ndarray, grid_shape) -> np.ndarray:
-        """The MNI nuclei (1 left, 2 right) carried onto the coarse grid; all zero where they fall outside."""
+    def expected_nuclei(self, img: nib.Nifti1Image, grid_affine: np.ndarray,
+                        grid_shape) -> tuple[np.ndarray, np.ndarray | None]:
+        """The MNI nuclei (1 left, 2 right) carried onto the coarse grid (all zero where they fall outside)
+        and the fitted map from the image's world mm to MNI mm (None where the image holds no data)."""
         import ants
 
         from dnqsm.registration import ants_image, remove_transforms, seeded
@@ -249,21 +297,35 @@ class RegistrationLocator:
                                   order=1, smooth=False) > 0.5
         support = filled(native).astype(np.float32)
         if not support.any():
-            return np.zeros(tuple(grid_shape), np.uint8)
+            return np.zeros(tuple(grid_shape), np.uint8), None
         fixed = ants.smooth_image(ants_image(support, grid_affine), 1.5, sigma_in_physical_coordinates=False)
         with seeded():
             fit = ants.registration(fixed, brain, type_of_transform="Affine", aff_metric="meansquares")
         try:
             carried = ants.apply_transforms(fixed, nuclei, fit["fwdtransforms"], interpolator="genericLabel")
+            to_template = world_map(ants.read_transform(fit["fwdtransforms"][0]))
         finally:
             remove_transforms([fit])
-        return np.rint(carried.numpy()).astype(np.uint8)
+        return np.rint(carried.numpy()).astype(np.uint8), to_template
 
     def region(self, nuclei: np.ndarray) -> np.ndarray:
         """The expected nuclei widened by ``reach_mm`` (the registration's error), on the same grid."""
         if not nuclei.any():
             return np.zeros(nuclei.shape, bool)
         return ndimage.distance_transform_edt(nuclei == 0) * self.spacing_mm <= self.reach_mm
+
+
+def world_map(transform) -> np.ndarray:
+    """An ITK affine transform (ANTs' forward transform of a fit: points of the fixed image to the
+    moving one, in LPS mm, about its centre) as a 4 x 4 map between RAS world coordinates, nibabel's."""
+    matrix = np.asarray(transform.parameters[:9], float).reshape(3, 3)
+    translation = np.asarray(transform.parameters[9:12], float)
+    centre = np.asarray(transform.fixed_parameters[:3], float)
+    lps = np.eye(4)
+    lps[:3, :3] = matrix
+    lps[:3, 3] = translation + centre - matrix @ centre
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    return flip @ lps @ flip
 
 
 def centres_mm(nuclei: np.ndarray, grid_affine: np.ndarray) -> dict[str, list[float] | None]:
@@ -305,14 +367,14 @@ def localize(network: np.ndarray, img: nib.Nifti1Image, grid_affine: np.ndarray,
     the crop holds both candidates and step two decides). Without a registration: the network's."""
     components = int(ndimage.label(network)[1])
     if registration is None:
-        return Localization(network, "network", [], components, {})
+        return Localization(network, "network", [], components, Expectation())
     try:
-        nuclei = registration.expected_nuclei(img, grid_affine, network.shape)
+        nuclei, to_template = registration.expected_nuclei(img, grid_affine, network.shape)
     except RuntimeError as exc:  # ITK's errors: a second opinion that fails must not fail the image
         message = (str(exc).strip().splitlines() or ["no message"])[-1][:200]
-        return Localization(network, "network", [f"the registration failed: {message}"], components, {})
-    expected = centres_mm(nuclei, grid_affine)
-    reasons = second_opinion(network, grid_affine, expected, min_box_mm, max_box_mm)
+        return Localization(network, "network", [f"the registration failed: {message}"], components, Expectation())
+    expected = Expectation(centres_mm(nuclei, grid_affine), to_template)
+    reasons = second_opinion(network, grid_affine, expected.centres_mm, min_box_mm, max_box_mm)
     if not reasons:
         return Localization(network, "network", [], components, expected)
     proposed = registration.region(nuclei)

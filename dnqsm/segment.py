@@ -24,8 +24,8 @@ from scipy import ndimage
 from dnqsm import __version__
 from dnqsm.confidence import DEFAULTS as CHECK_DEFAULTS, Confidence, assess, side_numbers
 from dnqsm.io import InputError, fractions_8bit, load_image, save_nifti, staged_folder, write_json
-from dnqsm.localize import (Crop, RegistrationLocator, crop_around, localization_input, localize, refine_region,
-                            region_components, resample_to_grid)
+from dnqsm.localize import (Crop, Expectation, RegistrationLocator, crop_around, localization_input, localize,
+                            refine_region, region_components, resample_to_grid)
 from dnqsm.measure import NUCLEUS_CONNECTIVITY
 from dnqsm.nnunet import BUNDLED_MODELS, from_nnunet, model_folder, sha256, to_nnunet  # noqa: F401
 
@@ -256,7 +256,8 @@ class DentateSegmenter(Engine):
         area = crop_around(canonical, located.region, grid_affine, margin)
         raw, foreground, single_pass = self._segment_crop(area.image)
         if located.locator != "network":  # a wide crop: segment again on the crop around what it found
-            refined = refine_region(raw, area.image.affine, grid_affine, located.region.shape, located.expected)
+            refined = refine_region(raw, area.image.affine, grid_affine, located.region.shape,
+                                        located.expected.centres_mm)
             if refined.any():
                 area = crop_around(canonical, refined, grid_affine, margin)
                 located.refined = True
@@ -314,13 +315,13 @@ class Result:
 def postprocess(img: nib.Nifti1Image, area: Crop, raw: np.ndarray, timings: dict[str, float], nothing_found: str,
                 probability: np.ndarray | None = None, checks: dict[str, float] | None = None,
                 single_pass: np.ndarray | None = None, region_name: str = "localization",
-                expected: dict[str, list[float] | None] | None = None) -> Result:
+                expected: Expectation | None = None) -> Result:
     """What every method does with its binary DN mask ``raw`` on the crop ``area`` (:class:`Crop`): the
     midline (:func:`midline`; ``region_name`` is what its first source is called in the record), sides by
     it and the largest component per side (:func:`assign_sides`), then the labels back on the input's own
     grid with the geometry record and the confidence verdict (``probability``: the method's foreground
-    probability on the crop, if it has one; ``expected``: where an independent registration expects each
-    nucleus, world mm, for the registration check). Raises SegmentationFailure(``nothing_found``) when no DN
+    probability on the crop, if it has one; ``expected``: where and how large an independent registration
+    expects each nucleus, for the registration checks). Raises SegmentationFailure(``nothing_found``) when no DN
     is left."""
     region, grid_affine, cropped, slices = area.region, area.grid_affine, area.image, area.slices
     tick = time.perf_counter()
@@ -350,7 +351,7 @@ def postprocess(img: nib.Nifti1Image, area: Crop, raw: np.ndarray, timings: dict
     tick = time.perf_counter()
     values = cropped.get_fdata(dtype=np.float32)
     numbers = {name: side_numbers(values, labeled, label, probability, sides[name]["predicted_voxels"],
-                                  cropped.affine, midline_x, single_pass, (expected or {}).get(name))
+                                  cropped.affine, midline_x, single_pass, expected)
                for name, label in (("left", LEFT), ("right", RIGHT))}
     verdict = assess(numbers, {n: sides[n]["volume_mm3"] for n in ("left", "right")}, area.box.as_dict(),
                      [float(z) for z in img.header.get_zooms()[:3]], checks or CHECK_DEFAULTS)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dnqsm.confidence import DEFAULTS, assess, reassess, side_numbers, thresholds
+from dnqsm.localize import Expectation
 
 SHAPE = (60, 40, 30)
 AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
@@ -241,14 +242,82 @@ def test_a_label_spilling_into_white_matter_is_reviewed():
     assert any("right DN label spills into darker tissue" in r for r in verdict.reasons), verdict.reasons
 
 
+def _expectation(centres: dict | None = None, scale: float = 1.0) -> Expectation:
+    """An affine registration's result on this test's world: the nuclei's centres where it expects them,
+    and a map to MNI that puts the two test nuclei onto the MNI ones, the head ``scale`` times MNI's size."""
+    to_template = np.diag([1 / scale] * 3 + [1.0])
+    to_template[:3, 3] = (0.0, -60.0, -34.0)  # test nuclei at (-15.5 | 14.5, -0.5, -0.5) -> MNI (-14 | 15, -60, -34)
+    return Expectation(centres or {"left": [-15.5, -0.5, -0.5], "right": [14.5, -0.5, -0.5]}, to_template)
+
+
+def _registered_verdict(labels, values, probability, expected: Expectation, checks=None):
+    sides = {name: side_numbers(values, labels, label, probability, int((labels == label).sum()), AFFINE, 0.0,
+                                expected=expected)
+             for name, label in (("left", 1), ("right", 2))}
+    volumes = {name: float((labels == label).sum()) for name, label in (("left", 1), ("right", 2))}
+    return sides, volumes, assess(sides, volumes, BOX, [1.0, 1.0, 1.0], checks or thresholds())
+
+
 def test_a_label_far_from_where_registration_expects_the_nucleus_is_reviewed():
     labels, values, probability = _case()
-    sides = {name: side_numbers(values, labels, label, probability, int((labels == label).sum()), AFFINE, 0.0,
-                                expected_mm=expected)
-             for name, label, expected in (("left", 1, [-15.5, -0.5, -0.5]), ("right", 2, [14.5, 24.5 + 5, -0.5]))}
-    volumes = {name: float((labels == label).sum()) for name, label in (("left", 1), ("right", 2))}
-    verdict = assess(sides, volumes, BOX, [1.0, 1.0, 1.0], thresholds())
+    expected = _expectation({"left": [-15.5, -0.5, -0.5], "right": [14.5, 24.5 + 5, -0.5]})
+    sides, volumes, verdict = _registered_verdict(labels, values, probability, expected)
     assert sides["left"]["registration_offset_mm"] < 1 and sides["right"]["registration_offset_mm"] > 25
     assert verdict.reasons == ["the right DN label lies 30 mm from where registration of the MNI brain expects it "
                                "(expected ≤ 20 mm)"]
     assert assess(sides, volumes, BOX, [1.0, 1.0, 1.0], thresholds({"max_registration_offset_mm": 35})).status == "ok"
+
+
+def test_a_label_of_the_size_registration_expects_is_ok_and_a_far_smaller_one_is_reviewed():
+    """The registration's volume: the reference DN (1000 mm³ in an MNI-sized head) scaled by the
+    fitted head size. Each test nucleus holds 1000 mm³: right for an MNI-sized head, under half of
+    what a head 1.5 times MNI's size along each axis (3.4 times the volume) is expected to hold."""
+    labels, values, probability = _case()
+    sides, volumes, verdict = _registered_verdict(labels, values, probability, _expectation())
+    assert verdict.status == "ok", verdict.reasons
+    assert sides["left"]["registration_overlap"] == 1.0 and sides["left"]["expected_volume_mm3"] == 1000.0
+    sides, volumes, verdict = _registered_verdict(labels, values, probability, _expectation(scale=1.5))
+    assert sides["right"]["registration_volume_scale"] == pytest.approx(3.375)
+    assert verdict.reasons[0] == ("left DN volume 1000 mm³ is 0.30 times the 3375 mm³ that registration of the MNI "
+                                  "brain expects for this head (expected 0.4–2.5 times)"), verdict.reasons
+    assert len(verdict.reasons) == 2  # and the right side's
+    lenient = thresholds({"min_expected_volume_ratio": 0.25})
+    assert assess(sides, volumes, BOX, [1.0, 1.0, 1.0], lenient).status == "ok", "the threshold is the config's"
+    smaller = thresholds({"expected_volume_mm3": 500})  # a reference of another labelling convention
+    assert assess(sides, volumes, BOX, [1.0, 1.0, 1.0], smaller).status == "ok"
+
+
+def test_a_label_mostly_outside_where_registration_expects_the_nucleus_is_reviewed():
+    """A label that runs along a vein away from the nucleus: most of it outside the MNI nucleus the
+    registration carried across (its ellipsoid widened by the registration's error), even with its
+    centroid within reach of the expected centre."""
+    expected = _expectation()
+    nucleus = np.argwhere(np.ones((10, 10, 10))) + (9.5, -5.5, -5.5)  # the right test nucleus, world mm
+    vein = np.stack([np.full(121, 14.5), np.linspace(-60, 60, 121), np.full(121, -0.5)], axis=1)  # 1 mm steps
+    assert expected.overlap("right", nucleus) == 1.0
+    assert expected.overlap("right", np.concatenate([nucleus[:20], vein])) < 0.5
+    assert expected.overlap("left", nucleus) == 0.0  # the other side's nucleus
+    labels, values, probability = _case()
+    sides, volumes, _ = _registered_verdict(labels, values, probability, expected)
+    sides["right"]["registration_overlap"] = 0.3
+    verdict = assess(sides, volumes, BOX, [1.0, 1.0, 1.0], thresholds())
+    assert verdict.reasons == ["only 30 % of the right DN label lies where registration of the MNI brain expects "
+                               "the nucleus (expected ≥ 50 %)"]
+
+
+def test_an_ants_transform_becomes_a_map_between_world_coordinates():
+    """ANTs (ITK) fits map points of the fixed image to the moving one in LPS about a centre; the
+    map between RAS world coordinates must send every point where ANTs sends it."""
+    import ants
+
+    from dnqsm.localize import world_map
+
+    rng = np.random.default_rng(2)
+    matrix = np.eye(3) * 1.1 + rng.normal(0, 0.1, (3, 3))
+    transform = ants.create_ants_transform(transform_type="AffineTransform", dimension=3, matrix=matrix,
+                                           translation=(3.0, -7.0, 11.0), center=(10.0, -20.0, 5.0))
+    to_template = world_map(transform)
+    for ras in rng.normal(0, 50, (5, 3)):
+        lps = ants.apply_ants_transform_to_point(transform, (-ras[0], -ras[1], ras[2]))
+        assert np.allclose(to_template[:3, :3] @ ras + to_template[:3, 3], (-lps[0], -lps[1], lps[2]), atol=1e-4)
+    assert Expectation(to_template=to_template).volume_scale == pytest.approx(1 / abs(np.linalg.det(matrix)))

@@ -121,7 +121,11 @@ def test_registration_finds_both_nuclei_where_the_network_gives_nothing(syntheti
         assert _holds_both_nuclei(located.region, grid_affine, labels)
         for side, label in (("left", 1), ("right", 2)):  # the expected centres lie near the true ones
             truth = world_centroid(np.asarray(labels.dataobj) == label, labels.affine)
-            assert np.linalg.norm(np.asarray(located.expected[side]) - truth) < 12.0, side
+            assert np.linalg.norm(np.asarray(located.expected.centres_mm[side]) - truth) < 12.0, side
+            mask = np.asarray(labels.dataobj) == label  # the true nucleus lies where the registration expects it
+            points = nib.affines.apply_affine(labels.affine, np.argwhere(mask))
+            assert located.expected.overlap(side, points) > 0.9, side
+        assert 0.6 < located.expected.volume_scale < 1.6  # a head of about the MNI brain's size
     assert list(tmp_path.iterdir()) == []
 
 
