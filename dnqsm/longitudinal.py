@@ -43,6 +43,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 
 from dnqsm.confidence import STANDING_REASONS, assess, side_numbers, thresholds
 from dnqsm.io import save_nifti, staged_folder, write_json
+from dnqsm.localize import Expectation
 from dnqsm.registration import ants_image, remove_transforms
 from dnqsm.segment import LEFT, RIGHT, assign_sides
 
@@ -275,8 +276,10 @@ def relabel(engine_dir: Path, stem: str, guide: tuple[Visit, np.ndarray] | None,
     for name, label in (("left", LEFT), ("right", RIGHT)):
         sides[name]["volume_mm3"] = round(float((labels == label).sum()) * voxel_mm3, 3)
     values = cropped.get_fdata(dtype=np.float32)
+    expected = Expectation.from_record(meta.get("localization"))  # the registration's, as the visit's own result
     numbers = {name: side_numbers(values, labeled, label, own, sides[name]["predicted_voxels"], cropped.affine,
-                                  float(meta["midline_x_mm"])) for name, label in (("left", LEFT), ("right", RIGHT))}
+                                  float(meta["midline_x_mm"]), expected=expected)
+               for name, label in (("left", LEFT), ("right", RIGHT))}
     verdict = assess(numbers, {n: sides[n]["volume_mm3"] for n in ("left", "right")}, meta["box"],
                      meta["image"]["spacing_mm"], thresholds(checks))
     header = nib.load(source / f"{stem}_seg.nii.gz").header

@@ -55,7 +55,11 @@ def _visit(folder: Path, stem: str, shift_mm: tuple[float, float, float], seed: 
         "midline_x_mm": float(shift_mm[0]), "crop_voxels_canonical": [[0, s] for s in SHAPE],
         "image": {"shape": list(SHAPE), "affine": affine.tolist(), "spacing_mm": [1.0, 1.0, 1.0]},
         "box": {"min_mm": [-26.0 + shift_mm[0], -8.0, -6.0], "max_mm": [26.0 + shift_mm[0], 8.0, 6.0]},
-        "confidence": {"sides": {}, "thresholds": {}}})
+        "confidence": {"sides": {}, "thresholds": {}},
+        # where the registration of the MNI brain expected the nuclei (its map to MNI: a shift)
+        "localization": {"registration_expected_mm": {"left": list(nib.affines.apply_affine(affine, (15, 20, 15))),
+                                                      "right": list(nib.affines.apply_affine(affine, (45, 20, 15)))},
+                         "registration_to_template": [[1, 0, 0, 0], [0, 1, 0, -60], [0, 0, 1, -34], [0, 0, 0, 1]]}})
     return truth
 
 
@@ -98,6 +102,9 @@ def test_visits_share_a_prior_and_their_volumes_agree_better(tmp_path):
     labels = _labels(tmp_path / "long", "v2")
     assert set(np.unique(labels)) == {0, 1, 2} and (labels[:30] != 2).all() and (labels[30:] != 1).all()
     assert metas[1]["status"] in ("ok", "review") and metas[1]["confidence"]["sides"]["left"]["voxels"] > 0
+    # the relabelled visits are checked against the registration's expectation as their own results were
+    assert metas[1]["confidence"]["sides"]["right"]["registration_offset_mm"] < 5
+    assert metas[1]["confidence"]["sides"]["right"]["expected_volume_mm3"] == 1000.0
 
 
 def test_no_registration_file_is_left_in_the_temporary_folder(tmp_path, monkeypatch):
