@@ -54,9 +54,12 @@ DEFAULTS: dict[str, float] = {
     "min_registration_overlap": 0.5,
     # the volume the registration expects: this reference (a DN in an MNI152-sized head; manual QSM
     # tracings are on the order of 1 cm3 per side, DOMAIN.md) scaled by the head's size as fitted
+    # only gross errors: DN volumes differ threefold between people and labelling conventions (the
+    # flags benchmark's good labels measured 1.3-2.8 times this reference), and a fit on a slab
+    # misjudges the head's size
     "expected_volume_mm3": 1000.0,
-    "min_expected_volume_ratio": 0.4,
-    "max_expected_volume_ratio": 2.5,
+    "min_expected_volume_ratio": 0.3,
+    "max_expected_volume_ratio": 4.0,
 }
 
 #: Margin (mm) around a side's label in which the image's smoothness is estimated.
