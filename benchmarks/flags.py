@@ -28,11 +28,11 @@ from scipy import ndimage
 
 from segment_accuracy import add_mirroring_argument
 
-from dnqsm.confidence import assess, side_numbers, thresholds
+from dnqsm.engine.confidence import assess, side_numbers, thresholds
 from dnqsm.io import bids_path, read_tsv, save_nifti
-from dnqsm.localize import Expectation
-from dnqsm.metrics import dice
-from dnqsm.segment import DentateSegmenter, load_model_set
+from dnqsm.engine.localize import Expectation
+from dnqsm.analysis.metrics import dice
+from dnqsm.engine.segment import DentateSegmenter, load_model_set
 from dnqsm.synth import write_dataset
 
 TARGETS = "sensitivity >= 0.95 and false-review rate <= 0.10; probabilities + checks <= 15 % of segmentation time"
@@ -217,7 +217,7 @@ def check_ranges(table: pd.DataFrame) -> list[str]:
     """Where each check's number falls (min-max over both sides): on good results (worse side Dice
     >= 0.85) of the clean images, per reconstruction and for thick slices, and on the labels made too
     small or too large; beside the default threshold. Where a threshold comes from."""
-    from dnqsm.confidence import DEFAULTS
+    from dnqsm.engine.confidence import DEFAULTS
 
     table = table.copy()
     for side in ("left", "right"):

@@ -19,9 +19,9 @@ import nibabel as nib
 import numpy as np
 import yaml
 
-from dnqsm.bids import chimap_sessions, dentate_labels
+from dnqsm.workflow.bids import chimap_sessions, dentate_labels
 from dnqsm.io import bids_path
-from dnqsm.localize import label_region, localization_input, region_slices
+from dnqsm.engine.localize import label_region, localization_input, region_slices
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ Usage: python benchmarks/longitudinal_speed.py --keep DIR [--subjects 4] [--comp
        [--registration-spacing 1.0]
 ``DIR`` is a kept test-retest run (``benchmarks/retest.py --keep DIR``: its ``retest/`` cohort and the
 networks' results in ``nnunet/``). For each of the first ``--subjects`` subjects, all its scans go through
-``dnqsm.longitudinal.longitudinal_subject`` twice in this process, one subject after another (ANTs
+``dnqsm.engine.longitudinal.longitudinal_subject`` twice in this process, one subject after another (ANTs
 single-threaded, as the workflow runs it), the defaults otherwise:
 - ``--compare grid``: aligned on the template grid itself (``registration_spacing_mm: null``, the mode
   before 2026-12-01), then on the coarser grid of ``--registration-spacing``;
@@ -25,8 +25,8 @@ from pathlib import Path
 import nibabel as nib
 
 from dnqsm.io import read_tsv
-from dnqsm.longitudinal import longitudinal_subject
-from dnqsm.metrics import dice
+from dnqsm.engine.longitudinal import longitudinal_subject
+from dnqsm.analysis.metrics import dice
 
 
 def markdown(rows: list[dict]) -> list[str]:

@@ -96,8 +96,8 @@ def run(phantom: Path, out: Path, models: str | None = None, mirroring: bool = T
     """Make, segment and score every phantom image."""
     import nibabel as nib
 
-    from dnqsm.metrics import dice
-    from dnqsm.segment import DentateSegmenter, load_model_set
+    from dnqsm.analysis.metrics import dice
+    from dnqsm.engine.segment import DentateSegmenter, load_model_set
 
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)

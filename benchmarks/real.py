@@ -60,9 +60,9 @@ def run(folders: list[Path], out: Path, models: str | None = None, mirroring: bo
     import numpy as np
 
     from dnqsm.io import save_nifti
-    from dnqsm.preprocess import preprocess
-    from dnqsm.qc import render_snapshot
-    from dnqsm.segment import DentateSegmenter, load_model_set
+    from dnqsm.workflow.preprocess import preprocess
+    from dnqsm.qc.snapshots import render_snapshot
+    from dnqsm.engine.segment import DentateSegmenter, load_model_set
 
     out.mkdir(parents=True, exist_ok=True)
     segmenter = DentateSegmenter(load_model_set(models), device="cpu", threads=2, mirroring=mirroring)

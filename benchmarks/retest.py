@@ -6,15 +6,15 @@ Generates a fresh `retest` cohort (seed 4001: every yearly visit scanned twice t
 nucleus, new pose, grid, noise and reconstruction, a quarter of the rescans on another site's
 protocol), segments every scan with each method (the bundled nnU-Net models; the atlas baseline with
 three labelled `train` subjects as atlases; `longitudinal`: the nnU-Net results of each subject's
-scans combined through the longitudinal mode, `dnqsm.longitudinal`), measures each side (`dnqsm.measure`, on the image
+scans combined through the longitudinal mode, `dnqsm.engine.longitudinal`), measures each side (`dnqsm.analysis.measure`, on the image
 converted to ppb as the workflow does) and, per measure and side, over the same-day pairs:
 - within-subject coefficient of variation: sqrt(mean of d^2 / 2) / grand mean, d = scan - rescan;
-- ICC(A,1) of scan against rescan (`dnqsm.metrics.volume_agreement`, pingouin);
+- ICC(A,1) of scan against rescan (`dnqsm.analysis.metrics.volume_agreement`, pingouin);
 - smallest detectable change: 1.96 x sqrt(2) x SEM, SEM = sqrt(mean of d^2 / 2), also in % of the mean;
 - participants per arm for a trial that slows the ataxia group's planted excess change (volume -2.7 %
   and mean chi +3.5 ppb a year beyond the controls', `dnqsm.synth.cohort.DEFAULT_EFFECTS`) by 30 %, with
   visits at 0, 1 and 2 years, when the per-subject slopes vary by this measurement error alone
-  (slope SD = SEM / sqrt(sum (t - mean t)^2)); two-sided alpha 0.05, power 0.8 (`dnqsm.stats`,
+  (slope SD = SEM / sqrt(sum (t - mean t)^2)); two-sided alpha 0.05, power 0.8 (`dnqsm.analysis.stats`,
   statsmodels). True between-subject variation of progression adds to it in a real trial, so these are
   lower bounds that compare the modes, not a trial's size.
 Prints one Markdown table, then per method the mean volume error against the truth labels on the scans'
@@ -37,11 +37,11 @@ import pandas as pd
 from segment_accuracy import add_mirroring_argument
 
 from dnqsm.io import bids_path, read_tsv
-from dnqsm.measure import measure
-from dnqsm.metrics import volume_agreement
-from dnqsm.stats import participants_per_arm
+from dnqsm.analysis.measure import measure
+from dnqsm.analysis.metrics import volume_agreement
+from dnqsm.analysis.stats import participants_per_arm
 from dnqsm.synth.cohort import DEFAULT_EFFECTS
-from dnqsm.preprocess import preprocess
+from dnqsm.workflow.preprocess import preprocess
 from dnqsm.synth import write_dataset
 
 TRIAL_YEARS = (0.0, 1.0, 2.0)
@@ -56,11 +56,11 @@ MEASURES = {"volume_mm3": "volume (mm³)", "chi_mean_ppb": "mean χ (ppb)", "chi
 def engines(methods: list[str], tmp: Path, mirroring: bool = True) -> dict:
     out = {}
     if "nnunet" in methods or "longitudinal" in methods:
-        from dnqsm.segment import DentateSegmenter, load_model_set
+        from dnqsm.engine.segment import DentateSegmenter, load_model_set
 
         out["nnunet"] = DentateSegmenter(load_model_set(), device="cpu", threads=2, mirroring=mirroring)
     if "atlas" in methods:
-        from dnqsm.atlas import AtlasSegmenter, atlas_pairs, load_atlases
+        from dnqsm.engine.atlas import AtlasSegmenter, atlas_pairs, load_atlases
 
         atlases = write_dataset(tmp / "atlases", "train", subjects=3, sessions=1, seed=1, jobs=2)
         out["atlas"] = AtlasSegmenter(load_atlases(atlas_pairs(atlases, atlases / "derivatives" / "manual")), threads=2)
@@ -78,7 +78,7 @@ def check_kept(truth: pd.DataFrame, args: argparse.Namespace) -> None:
 def check_models(records: list[dict], folder: Path, mirroring: bool) -> None:
     """Kept network results must come from the models this run would load (compared by sha256) and
     the same test-time mirroring."""
-    from dnqsm.nnunet import BUNDLED_MODELS, sha256
+    from dnqsm.engine.nnunet import BUNDLED_MODELS, sha256
 
     wanted = {role: sha256(BUNDLED_MODELS / f"{role}.zip") for role in ("localization", "segmentation")}
     for record in records:
@@ -118,7 +118,7 @@ def scans(args: argparse.Namespace) -> pd.DataFrame:
             for method, engine in engines(args.methods, tmp, args.mirroring).items():
                 results[method] = (engine.run(images, tmp / method), tmp / method)
         if "longitudinal" in args.methods:  # every scan of a subject (visits and rescans alike) in one template
-            from dnqsm.longitudinal import longitudinal_subject
+            from dnqsm.engine.longitudinal import longitudinal_subject
 
             records, folders = [None] * len(images), {}
             settings = {} if args.prior_weight is None else {"prior_weight": args.prior_weight}

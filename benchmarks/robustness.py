@@ -27,7 +27,7 @@ import pandas as pd
 
 from segment_accuracy import add_mirroring_argument, evaluate, mirroring_used
 
-from dnqsm.segment import DentateSegmenter, load_model_set
+from dnqsm.engine.segment import DentateSegmenter, load_model_set
 from dnqsm.synth.cohort import STRESS_AGE_STRATA
 
 # age groups as the stress preset draws them: children, adults, older people

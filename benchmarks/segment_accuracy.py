@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from dnqsm.io import bids_path, read_tsv
-from dnqsm.metrics import dice, volume_agreement
-from dnqsm.nnunet import CONFIGURATION, from_nnunet, to_nnunet
-from dnqsm.segment import DentateSegmenter, load_model_set
+from dnqsm.analysis.metrics import dice, volume_agreement
+from dnqsm.engine.nnunet import CONFIGURATION, from_nnunet, to_nnunet
+from dnqsm.engine.segment import DentateSegmenter, load_model_set
 from dnqsm.synth import write_dataset
 
 

@@ -20,14 +20,14 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-from dnqsm.segment import DentateSegmenter, load_model_set
+from dnqsm.engine.segment import DentateSegmenter, load_model_set
 args = json.loads(sys.argv[1])
 seg = DentateSegmenter(load_model_set(args["models"]), device="cpu", mirroring=args["mirroring"], threads=2)
 load = time.perf_counter() - t0
 start = time.perf_counter()
 if args["baseline"]:
     import nibabel as nib, numpy as np
-    from dnqsm.nnunet import to_nnunet
+    from dnqsm.engine.nnunet import to_nnunet
     for path in args["images"]:
         img = nib.as_closest_canonical(nib.load(path))
         data, props = to_nnunet(np.nan_to_num(img.get_fdata(dtype=np.float32)), img.header.get_zooms()[:3])

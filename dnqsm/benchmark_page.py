@@ -42,8 +42,8 @@ def models_hash(models_dir: str | Path | None = None) -> str:
 
 def commit() -> str:
     """The checked-out commit, with ``-dirty`` when tracked files differ from it (as the workflow's
-    dataset description records it: :func:`dnqsm.cohort.git_commit`)."""
-    from dnqsm.cohort import git_commit
+    dataset description records it: :func:`dnqsm.analysis.cohort.git_commit`)."""
+    from dnqsm.analysis.cohort import git_commit
 
     return git_commit(REPO)
 

@@ -51,8 +51,8 @@ def _randomize(args: argparse.Namespace) -> int:
 
 
 def _checks(pairs: list[str]) -> dict[str, float]:
-    """``NAME=VALUE`` pairs of --check into threshold overrides (dnqsm.confidence.DEFAULTS names)."""
-    from dnqsm.confidence import thresholds
+    """``NAME=VALUE`` pairs of --check into threshold overrides (dnqsm.engine.confidence.DEFAULTS names)."""
+    from dnqsm.engine.confidence import thresholds
 
     overrides = {}
     for pair in pairs:
@@ -67,7 +67,7 @@ def _checks(pairs: list[str]) -> dict[str, float]:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from dnqsm.segment import DentateSegmenter, load_model_set
+    from dnqsm.engine.segment import DentateSegmenter, load_model_set
 
     try:
         checks = _checks(args.check or [])

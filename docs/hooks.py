@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dnqsm.benchmark_page import models_hash
-from dnqsm.cohort import column_reference_markdown
-from dnqsm.config import reference_markdown
+from dnqsm.analysis.cohort import column_reference_markdown
+from dnqsm.workflow.config import reference_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_MARK = "<!-- configuration reference -->"

@@ -21,7 +21,7 @@ from dnqsm.io import bids_path, read_tsv
 from dnqsm.synth import write_dataset
 from dnqsm.synth.acquisition import pose_from_truth
 from dnqsm.units import to_ppb
-from dnqsm.viz import reslice, world_centroid
+from dnqsm.qc.views import reslice, world_centroid
 
 GRAY = matplotlib.colormaps["gray"].with_extremes(bad="black")
 PRESETS = (("demo", 1), ("train", 2), ("train", 5), ("external", 4), ("stress", 3), ("stress", 8))

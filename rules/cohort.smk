@@ -49,7 +49,7 @@ rule dataset_description:
 
 rule stats:
     """Longitudinal mixed models, annualised change, baseline differences, slopes, sample sizes and
-    their figures, from the cohort table minus the sessions rated fail in QC (dnqsm.stats)."""
+    their figures, from the cohort table minus the sessions rated fail in QC (dnqsm.analysis.stats)."""
     input:
         table=cohort_path("desc-dentate_measures.tsv"),
         ratings=RATINGS,
@@ -73,7 +73,7 @@ rule stats:
 
 rule qc_page:
     """The self-contained QC review page: every session's snapshot, measures and flags; ratings are
-    kept in the browser and exported as qc_ratings.tsv (dnqsm.review)."""
+    kept in the browser and exported as qc_ratings.tsv (dnqsm.qc.page)."""
     input:
         table=cohort_path("desc-dentate_measures.tsv"),
         derivatives=lambda wc: all_batches(measure_folder),

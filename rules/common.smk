@@ -5,13 +5,13 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from dnqsm.batches import EMPTY as EMPTY_PLAN, plan_batches, read_plan
-from dnqsm.bids import dentate_labels, select_sessions
-from dnqsm.config import ConfigError, check as check_config, training_cohorts
+from dnqsm.workflow.batches import EMPTY as EMPTY_PLAN, plan_batches, read_plan
+from dnqsm.workflow.bids import dentate_labels, select_sessions
+from dnqsm.workflow.config import ConfigError, check as check_config, training_cohorts
 from dnqsm.io import InputError, bids_path, check_writable, prefix
-from dnqsm.nnunet import model_files
+from dnqsm.engine.nnunet import model_files
 
-try:  # command-line values typed by the schema, its defaults set, one clear line for a problem (dnqsm.config)
+try:  # command-line values typed by the schema, its defaults set, one clear line for a problem (dnqsm.workflow.config)
     check_config(config, Path(workflow.basedir) / "config" / "config.schema.yaml")
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
@@ -43,7 +43,7 @@ def synth_generator(wildcards):
 # Discovered only when the BIDS directory exists, so that `snakemake synth_cohort` (which makes the
 # demo cohort) and `snakemake train_models` work before there is a cohort to segment.
 # The main process discovers the sessions and plans stable batches: a session keeps its batch across
-# runs (dnqsm.batches; work_dir/batches.tsv), new ones get new batches. That manifest lists every
+# runs (dnqsm.workflow.batches; work_dir/batches.tsv), new ones get new batches. That manifest lists every
 # session, so the jobs of the run (cluster jobs parse this file again) read it and never rediscover.
 PLAN = WORK_DIR / "batches.tsv"
 BATCH_SIZE = config["inference"]["batch_size"]
@@ -157,7 +157,7 @@ def all_batches(folder):
 @functools.cache
 def atlas_files():
     """(image, labels) of every configured atlas, found once; a clear error when there is none."""
-    from dnqsm.atlas import atlas_pairs  # imported only when the atlas method is used: jobs parse faster
+    from dnqsm.engine.atlas import atlas_pairs  # imported only when the atlas method is used: jobs parse faster
 
     spec = config["atlas"]
     try:

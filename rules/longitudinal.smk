@@ -1,5 +1,5 @@
 # Longitudinal mode (config longitudinal.enabled): per subject, every visit relabelled with a prior
-# from an unbiased subject template (dnqsm.longitudinal). A visit added later changes its subject's
+# from an unbiased subject template (dnqsm.engine.longitudinal). A visit added later changes its subject's
 # inputs, so that subject's job (and only it) reruns with the new template.
 
 

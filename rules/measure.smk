@@ -3,7 +3,7 @@
 
 
 rule measure:
-    """DN labels, per-side measures (dnqsm.measure) and the QC snapshot of every session of a batch;
+    """DN labels, per-side measures (dnqsm.analysis.measure) and the QC snapshot of every session of a batch;
     each session's anat and figures folders are then published into the output dataset."""
     input:
         preprocessed=preproc_folder(),

@@ -1,4 +1,4 @@
-# Per batch: validate each session's image, settle its unit, convert to ppb (dnqsm.preprocess).
+# Per batch: validate each session's image, settle its unit, convert to ppb (dnqsm.workflow.preprocess).
 
 
 rule preprocess:

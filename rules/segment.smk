@@ -8,7 +8,7 @@
 
 rule segment:
     """nnU-Net: localize, crop and segment every session of a batch with both models loaded once
-    (dnqsm.segment); asks for a GPU when inference.device is cuda."""
+    (dnqsm.engine.segment); asks for a GPU when inference.device is cuda."""
     input:
         preprocessed=preproc_folder(),
         models=MODEL_FILES,
@@ -38,7 +38,7 @@ rule segment:
 
 rule segment_atlas:
     """The registration baseline: every session of a batch against the atlases, loaded once
-    (dnqsm.atlas); CPU only."""
+    (dnqsm.engine.atlas); CPU only."""
     input:
         preprocessed=preproc_folder(),
         atlases=lambda wc: engine_files("atlas"),

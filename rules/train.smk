@@ -11,7 +11,7 @@ except ValueError as exc:
 
 
 rule train_datasets:
-    """nnU-Net raw datasets for both models from a labelled BIDS cohort (dnqsm.training)."""
+    """nnU-Net raw datasets for both models from a labelled BIDS cohort (dnqsm.training.datasets)."""
     input:
         descriptions=[str(bids / "dataset_description.json") for bids, _ in TRAIN_COHORTS],
     output:
@@ -32,7 +32,7 @@ rule train_preprocess:
     """nnU-Net fingerprint, planner (then small custom plans) and preprocessing for one model."""
     input:
         raw=lambda wc: nnunet_raw(wc.model),
-        # fine-tuning keeps the source model's axis order and target spacing (dnqsm.nnunet.keep_source_geometry)
+        # fine-tuning keeps the source model's axis order and target spacing (dnqsm.engine.nnunet.keep_source_geometry)
         init_from=train_init_from,
     output:
         plans=train_path("preprocessed/{model}.plans.json"),

@@ -3,7 +3,7 @@
 
 rule validation:
     """Dice, HD95, volume and chi differences per session; Dice, ICC, r and Bland-Altman per cohort,
-    site and group (dnqsm.validate)."""
+    site and group (dnqsm.analysis.agreement)."""
     input:
         table=cohort_path("desc-dentate_measures.tsv"),
         derivatives=lambda wc: labelled_batches(measure_folder),

@@ -1,10 +1,10 @@
-"""Snakemake entry point: the cohort table, its sidecar and failures.tsv (dnqsm.cohort)."""
+"""Snakemake entry point: the cohort table, its sidecar and failures.tsv (dnqsm.analysis.cohort)."""
 
 import pandas as pd
 
-from dnqsm.cohort import PROBLEM_COLUMNS, cohort_sidecar, cohort_table, failures_table, review_table
+from dnqsm.analysis.cohort import PROBLEM_COLUMNS, cohort_sidecar, cohort_table, failures_table, review_table
 from dnqsm.io import script_log, write_tsv
-from dnqsm.pipeline import read_measures
+from dnqsm.workflow.pipeline import read_measures
 
 snakemake = globals()["snakemake"]
 with script_log(snakemake.log[0]):

@@ -1,16 +1,16 @@
 """Snakemake entry point: the deep-learning method against the atlas baseline on labelled sessions
-(dnqsm.validate: the paper's comparison table)."""
+(dnqsm.analysis.agreement: the paper's comparison table)."""
 
 import json
 from pathlib import Path
 
 import pandas as pd
 
-from dnqsm import plots
-from dnqsm.cohort import visit_metadata
+from dnqsm.analysis import plots
+from dnqsm.analysis.cohort import visit_metadata
 from dnqsm.io import atomic_path, script_log, write_tsv
-from dnqsm.pipeline import batch_labels, batch_metadata, preproc_files
-from dnqsm.validate import agreement, comparison_markdown, comparison_table, load_reference, sidecar
+from dnqsm.workflow.pipeline import batch_labels, batch_metadata, preproc_files
+from dnqsm.analysis.agreement import agreement, comparison_markdown, comparison_table, load_reference, sidecar
 
 
 

@@ -1,10 +1,10 @@
-"""Snakemake entry point: the output dataset's dataset_description.json and dseg.tsv (dnqsm.cohort)."""
+"""Snakemake entry point: the output dataset's dataset_description.json and dseg.tsv (dnqsm.analysis.cohort)."""
 
 from pathlib import Path
 
-from dnqsm.cohort import dataset_description, dseg_lut, git_commit
+from dnqsm.analysis.cohort import dataset_description, dseg_lut, git_commit
 from dnqsm.io import script_log, write_json, write_tsv
-from dnqsm.nnunet import sha256
+from dnqsm.engine.nnunet import sha256
 
 snakemake = globals()["snakemake"]
 p = snakemake.params

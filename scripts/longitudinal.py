@@ -1,7 +1,7 @@
-"""Snakemake entry point: one subject's visits in the longitudinal mode (dnqsm.longitudinal)."""
+"""Snakemake entry point: one subject's visits in the longitudinal mode (dnqsm.engine.longitudinal)."""
 
 from dnqsm.io import script_log
-from dnqsm.longitudinal import longitudinal_subject, visit_years
+from dnqsm.engine.longitudinal import longitudinal_subject, visit_years
 
 snakemake = globals()["snakemake"]
 p = snakemake.params

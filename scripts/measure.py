@@ -1,8 +1,8 @@
 """Snakemake entry point: a batch's derivatives and QC snapshots, published into the output dataset
-(dnqsm.pipeline.measure_batch, publish)."""
+(dnqsm.workflow.pipeline.measure_batch, publish)."""
 
 from dnqsm.io import script_log
-from dnqsm.pipeline import measure_batch, publish
+from dnqsm.workflow.pipeline import measure_batch, publish
 
 snakemake = globals()["snakemake"]
 p = snakemake.params

@@ -1,7 +1,7 @@
-"""Snakemake entry point: validate and convert every image of a batch (dnqsm.pipeline.preprocess_batch)."""
+"""Snakemake entry point: validate and convert every image of a batch (dnqsm.workflow.pipeline.preprocess_batch)."""
 
 from dnqsm.io import script_log
-from dnqsm.pipeline import preprocess_batch
+from dnqsm.workflow.pipeline import preprocess_batch
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 p = snakemake.params

@@ -1,10 +1,10 @@
-"""Snakemake entry point: the QC review page (dnqsm.review)."""
+"""Snakemake entry point: the QC review page (dnqsm.qc.page)."""
 
 import os
 from pathlib import Path
 
 from dnqsm.io import read_tsv, script_log
-from dnqsm.review import page_records, read_ratings, write_page
+from dnqsm.qc.page import page_records, read_ratings, write_page
 
 snakemake = globals()["snakemake"]
 page = Path(snakemake.output.page)

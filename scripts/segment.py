@@ -6,15 +6,15 @@ from dnqsm.io import script_log
 
 
 def engine(method: str, p, threads: int):
-    """The batch's segmenter: nnU-Net (dnqsm.segment) or the atlas baseline (dnqsm.atlas)."""
+    """The batch's segmenter: nnU-Net (dnqsm.engine.segment) or the atlas baseline (dnqsm.engine.atlas)."""
     if method == "atlas":
-        from dnqsm.atlas import DEFAULTS, AtlasSegmenter, load_atlases
+        from dnqsm.engine.atlas import DEFAULTS, AtlasSegmenter, load_atlases
 
         settings = {key: value for key, value in p.atlas.items() if key in DEFAULTS}
         print(f"loading {len(p.atlas_pairs)} atlases")
         # atlases settle their own unit (sidecar, else values): a cohort's forced unit is about its images
         return AtlasSegmenter(load_atlases(p.atlas_pairs, "auto", settings), settings, threads=threads)
-    from dnqsm.segment import DentateSegmenter, load_model_set
+    from dnqsm.engine.segment import DentateSegmenter, load_model_set
 
     print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}; requested device: {p.device}")
     segmenter = DentateSegmenter(load_model_set(p.models_dir), p.device, folds=tuple(p.folds) if p.folds else None,
@@ -25,7 +25,7 @@ def engine(method: str, p, threads: int):
 
 def main() -> None:
     snakemake = globals()["snakemake"]
-    from dnqsm.pipeline import segment_batch
+    from dnqsm.workflow.pipeline import segment_batch
 
     with script_log(snakemake.log[0]):
         segmenter = engine(snakemake.params.method, snakemake.params, snakemake.threads)

@@ -1,13 +1,13 @@
-"""Snakemake entry point: longitudinal statistics and their figures (dnqsm.stats, dnqsm.plots)."""
+"""Snakemake entry point: longitudinal statistics and their figures (dnqsm.analysis.stats, dnqsm.analysis.plots)."""
 
 import logging
 import sys
 from pathlib import Path
 
-from dnqsm import plots
+from dnqsm.analysis import plots
 from dnqsm.io import read_tsv, script_log, write_tsv
-from dnqsm.review import read_ratings
-from dnqsm.stats import Settings, analyse, sidecar
+from dnqsm.qc.page import read_ratings
+from dnqsm.analysis.stats import Settings, analyse, sidecar
 
 snakemake = globals()["snakemake"]
 out = snakemake.output

@@ -1,8 +1,8 @@
-"""Snakemake entry point: nnU-Net raw datasets for both models (see dnqsm.training)."""
+"""Snakemake entry point: nnU-Net raw datasets for both models (see dnqsm.training.datasets)."""
 
 
 from dnqsm.io import script_log, write_json
-from dnqsm.training import build_training_datasets
+from dnqsm.training.datasets import build_training_datasets
 
 
 def main() -> None:

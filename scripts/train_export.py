@@ -4,7 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
-from dnqsm.nnunet import use_workdir
+from dnqsm.engine.nnunet import use_workdir
 
 
 def main() -> None:
@@ -12,13 +12,13 @@ def main() -> None:
     train, model = snakemake.params.train, snakemake.wildcards.model
     use_workdir(Path(train["work_dir"]) / "nnunet")
     from dnqsm.io import script_log, write_json
-    from dnqsm.nnunet import export_zip
+    from dnqsm.engine.nnunet import export_zip
 
     with script_log(snakemake.log[0]):
         spec = train[model]
         if spec.get("keep"):  # carried over unchanged from an earlier stage (train_provenance links its record)
             from dnqsm.io import atomic_path
-            from dnqsm.nnunet import sha256
+            from dnqsm.engine.nnunet import sha256
 
             with atomic_path(snakemake.output.zip) as tmp:
                 shutil.copyfile(spec["keep"], tmp)

@@ -4,7 +4,7 @@ import shutil
 import time
 from pathlib import Path
 
-from dnqsm.nnunet import use_workdir
+from dnqsm.engine.nnunet import use_workdir
 
 
 def main() -> None:
@@ -14,7 +14,7 @@ def main() -> None:
     import torch
 
     from dnqsm.io import script_log, write_json
-    from dnqsm.nnunet import train as train_fold, validation_dice
+    from dnqsm.engine.nnunet import train as train_fold, validation_dice
 
     with script_log(snakemake.log[0]):
         torch.set_num_threads(snakemake.threads)

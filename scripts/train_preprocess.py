@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-from dnqsm.nnunet import use_workdir
+from dnqsm.engine.nnunet import use_workdir
 
 
 def main() -> None:
@@ -11,7 +11,7 @@ def main() -> None:
     train, model = snakemake.params.train, snakemake.wildcards.model
     use_workdir(Path(train["work_dir"]) / "nnunet")
     from dnqsm.io import script_log
-    from dnqsm.nnunet import plan_and_preprocess  # nnU-Net reads its folders at import
+    from dnqsm.engine.nnunet import plan_and_preprocess  # nnU-Net reads its folders at import
 
     with script_log(snakemake.log[0]):
         spec = train[model]

@@ -7,8 +7,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 from dnqsm.io import write_json
-from dnqsm.nnunet import TRAINER, sha256
-from dnqsm.nnunet_trainers.nnUNetTrainerDNQSM import QSM_AUGMENTATION
+from dnqsm.engine.nnunet import TRAINER, sha256
+from dnqsm.engine.nnunet_trainers.nnUNetTrainerDNQSM import QSM_AUGMENTATION
 
 snakemake = globals()["snakemake"]
 train = snakemake.params.train

@@ -1,11 +1,11 @@
-"""Snakemake entry point: agreement with manual labels (dnqsm.validate)."""
+"""Snakemake entry point: agreement with manual labels (dnqsm.analysis.agreement)."""
 
 import pandas as pd
 
-from dnqsm import plots
+from dnqsm.analysis import plots
 from dnqsm.io import read_tsv, script_log, write_tsv
-from dnqsm.pipeline import preproc_files, read_measures
-from dnqsm.validate import session_agreement, sidecar, summarise
+from dnqsm.workflow.pipeline import preproc_files, read_measures
+from dnqsm.analysis.agreement import session_agreement, sidecar, summarise
 
 snakemake = globals()["snakemake"]
 p = snakemake.params

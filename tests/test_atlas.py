@@ -8,10 +8,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from dnqsm.atlas import AtlasSegmenter, atlas_pairs, head_support, load_atlases
+from dnqsm.engine.atlas import AtlasSegmenter, atlas_pairs, head_support, load_atlases
 from dnqsm.io import InputError, bids_path
-from dnqsm.pipeline import preprocess_session, preproc_files
-from dnqsm.registration import ants_image
+from dnqsm.workflow.pipeline import preprocess_session, preproc_files
+from dnqsm.engine.registration import ants_image
 
 TRUTH = "derivatives/manual"
 

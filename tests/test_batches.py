@@ -1,11 +1,11 @@
-"""Stable segmentation batches (dnqsm.batches): adding sessions never moves an existing one."""
+"""Stable segmentation batches (dnqsm.workflow.batches): adding sessions never moves an existing one."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dnqsm.batches import plan_batches
-from dnqsm.bids import Session
+from dnqsm.workflow.batches import plan_batches
+from dnqsm.workflow.bids import Session
 
 
 def _sessions(*keys: str) -> list[Session]:
@@ -42,7 +42,7 @@ def test_a_new_batch_size_plans_afresh(tmp_path):
 
 
 def test_the_plan_lists_the_sessions_for_jobs_that_must_not_rediscover(tmp_path):
-    from dnqsm.batches import read_plan
+    from dnqsm.workflow.batches import read_plan
 
     manifest = tmp_path / "batches.tsv"
     assert read_plan(manifest) == {}, "no plan yet: discover"
@@ -58,7 +58,7 @@ def test_the_plan_lists_the_sessions_for_jobs_that_must_not_rediscover(tmp_path)
 
 
 def test_a_manifest_with_quoted_fields_and_entities_reads_back(tmp_path):
-    from dnqsm.batches import read_plan
+    from dnqsm.workflow.batches import read_plan
 
     manifest = tmp_path / "batches.tsv"
     sessions = [Session("1", None, Path('/data/my "study"/sub-1_rec-tkd_Chimap.nii.gz'), (("rec", "tkd"),)),

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dnqsm.segment import load_model_set
+from dnqsm.engine.segment import load_model_set
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))  # the scripts import each other as top-level modules

@@ -1,10 +1,10 @@
-"""Session discovery (dnqsm.bids): entities, bids_filters and what an ambiguous session says."""
+"""Session discovery (dnqsm.workflow.bids): entities, bids_filters and what an ambiguous session says."""
 
 from __future__ import annotations
 
 import pytest
 
-from dnqsm.bids import select_sessions
+from dnqsm.workflow.bids import select_sessions
 
 
 def _touch(root, *names):
@@ -61,7 +61,7 @@ def test_filters_that_match_nothing_list_what_is_there(qsmxt_like):
 def test_file_names_split_into_the_entities_pybids_reads(name, tmp_path):
     from bids.layout import parse_file_entities
 
-    from dnqsm.bids import file_entities
+    from dnqsm.workflow.bids import file_entities
 
     path = tmp_path / name
     by_pybids = parse_file_entities(str(path))

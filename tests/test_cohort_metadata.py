@@ -1,11 +1,11 @@
-"""Visit metadata problems are listed with the fallback applied, never silent (dnqsm.cohort)."""
+"""Visit metadata problems are listed with the fallback applied, never silent (dnqsm.analysis.cohort)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from dnqsm.cohort import cohort_table
+from dnqsm.analysis.cohort import cohort_table
 
 
 def _records(*keys):

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from dnqsm.io import bids_path, read_tsv
-from dnqsm.metrics import dice
-from dnqsm.nnunet import sha256
-from dnqsm.segment import BUNDLED_MODELS
-from dnqsm.viz import world_centroid
+from dnqsm.analysis.metrics import dice
+from dnqsm.engine.nnunet import sha256
+from dnqsm.engine.segment import BUNDLED_MODELS
+from dnqsm.qc.views import world_centroid
 from config_helpers import default_config
 from test_workflow import jobs_by_rule, plan_with_new_visit, snakemake
 

@@ -1,12 +1,12 @@
-"""Hand-made known cases for every plausibility check (dnqsm.confidence)."""
+"""Hand-made known cases for every plausibility check (dnqsm.engine.confidence)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dnqsm.confidence import DEFAULTS, assess, reassess, side_numbers, thresholds
-from dnqsm.localize import Expectation
+from dnqsm.engine.confidence import DEFAULTS, assess, reassess, side_numbers, thresholds
+from dnqsm.engine.localize import Expectation
 
 SHAPE = (60, 40, 30)
 AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
@@ -151,7 +151,7 @@ def test_mirrored_and_plain_passes_that_disagree_are_reviewed():
 def test_smoothness_estimator_recovers_a_known_blur():
     from scipy import ndimage
 
-    from dnqsm.confidence import smoothness_fwhm_mm
+    from dnqsm.engine.confidence import smoothness_fwhm_mm
 
     noise = np.random.default_rng(3).normal(0, 1, (64, 64, 64))
     for sigma_voxels, voxel_mm in ((2.0, 1.0), (3.0, 0.5)):
@@ -310,7 +310,7 @@ def test_an_ants_transform_becomes_a_map_between_world_coordinates():
     map between RAS world coordinates must send every point where ANTs sends it."""
     import ants
 
-    from dnqsm.localize import world_map
+    from dnqsm.engine.localize import world_map
 
     rng = np.random.default_rng(2)
     matrix = np.eye(3) * 1.1 + rng.normal(0, 0.1, (3, 3))

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from dnqsm import benchmark_page
-from dnqsm.config import ConfigError, reference_markdown, schema_keys
+from dnqsm.workflow.config import ConfigError, reference_markdown, schema_keys
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "config.schema.yaml"

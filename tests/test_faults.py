@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from dnqsm.io import bids_path, read_tsv
-from dnqsm.viz import world_centroid
+from dnqsm.qc.views import world_centroid
 from test_cohort_workflow import TRUTH, cohort_config
 from test_workflow import REPO
 

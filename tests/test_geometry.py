@@ -9,10 +9,10 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from dnqsm.localize import (crop, crop_around, label_region, localization_input, region_box, region_components,
+from dnqsm.engine.localize import (crop, crop_around, label_region, localization_input, region_box, region_components,
                             region_slices)
-from dnqsm.nnunet import from_nnunet, to_nnunet
-from dnqsm.segment import LEFT, RIGHT, assign_sides, midline_between_nuclei, postprocess
+from dnqsm.engine.nnunet import from_nnunet, to_nnunet
+from dnqsm.engine.segment import LEFT, RIGHT, assign_sides, midline_between_nuclei, postprocess
 
 
 def _affine(axes: np.ndarray, zooms, origin) -> np.ndarray:

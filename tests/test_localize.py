@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from dnqsm.io import bids_path
-from dnqsm.localize import (AGREEMENT_MM, RegistrationLocator, centres_mm, data_support, localization_input, localize,
+from dnqsm.engine.localize import (AGREEMENT_MM, RegistrationLocator, centres_mm, data_support, localization_input, localize,
                             refine_region, region_components, second_opinion)
-from dnqsm.nnunet import from_nnunet, to_nnunet
-from dnqsm.segment import BUNDLED_MODELS, MIN_REGION_VOXELS, DentateSegmenter, load_model_set
-from dnqsm.viz import world_centroid
+from dnqsm.engine.nnunet import from_nnunet, to_nnunet
+from dnqsm.engine.segment import BUNDLED_MODELS, MIN_REGION_VOXELS, DentateSegmenter, load_model_set
+from dnqsm.qc.views import world_centroid
 
 from config_helpers import REPO
 

@@ -1,4 +1,4 @@
-"""The longitudinal mode's library (dnqsm.longitudinal) on hand-made engine results: a subject whose two
+"""The longitudinal mode's library (dnqsm.engine.longitudinal) on hand-made engine results: a subject whose two
 visits show the same nuclei in another head position, each with its own noisy probabilities."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from scipy import ndimage
 
 from dnqsm.io import save_nifti, write_json
-from dnqsm.longitudinal import longitudinal_subject
-from dnqsm.metrics import dice
+from dnqsm.engine.longitudinal import longitudinal_subject
+from dnqsm.analysis.metrics import dice
 
 SHAPE = (60, 40, 30)
 
@@ -193,7 +193,7 @@ def test_starting_each_round_from_the_last_alignment_gives_the_labels_of_identit
 
 def test_subject_prior_refuses_zero_template_rounds():
     """The config schema refuses iterations < 1; a library caller gets the same answer, not a NameError."""
-    from dnqsm.longitudinal import subject_prior
+    from dnqsm.engine.longitudinal import subject_prior
 
     with pytest.raises(ValueError, match="iterations must be at least 1"):
         subject_prior([], [], None, {"iterations": 0})

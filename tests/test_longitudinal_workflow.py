@@ -106,7 +106,7 @@ def test_a_later_visit_reruns_only_its_subject(modes):
 def test_sample_sizes_are_given_for_both_modes(modes):
     """The trial sizes each mode's measurement error leads to (README table): per arm, for slowing the
     patients' excess change by 30 %, from each mode's own subject slopes."""
-    from dnqsm.stats import participants_per_arm
+    from dnqsm.analysis.stats import participants_per_arm
 
     _, _, results = modes
     lines, slope_sd = [], {}

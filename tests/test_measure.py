@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from dnqsm.measure import asymmetry, measure
+from dnqsm.analysis.measure import asymmetry, measure
 
 
 def images(voxel=(1.0, 1.0, 2.0)):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dnqsm.metrics import dice, hd95, volume_agreement
+from dnqsm.analysis.metrics import dice, hd95, volume_agreement
 
 
 def test_dice_known_answers():

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from dnqsm.io import InputError
-from dnqsm.pipeline import preproc_files, preprocess_session
-from dnqsm.preprocess import preprocess
+from dnqsm.workflow.pipeline import preproc_files, preprocess_session
+from dnqsm.workflow.preprocess import preprocess
 
 
 def qsm(tmp_path, name="img", scale=1.0, units=None, nan_outside=False, dtype=np.float32):

@@ -6,8 +6,8 @@ import matplotlib.image as mpimg
 import nibabel as nib
 import numpy as np
 
-from dnqsm.qc import overview_centre, render_snapshot
-from dnqsm.viz import reslice
+from dnqsm.qc.snapshots import overview_centre, render_snapshot
+from dnqsm.qc.views import reslice
 
 
 def two_nuclei(affine: np.ndarray) -> tuple[nib.Nifti1Image, nib.Nifti1Image, dict]:
@@ -59,7 +59,7 @@ def _reslice_whole_volume(data, affine, center, view, half_width, step, order):
     only the block the slice passes through."""
     from scipy import ndimage
 
-    from dnqsm.viz import VIEWS
+    from dnqsm.qc.views import VIEWS
 
     h_axis, v_axis, fixed = VIEWS[view]
     offsets = np.arange(-half_width, half_width + step / 2, step)

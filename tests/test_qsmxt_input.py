@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from dnqsm.io import bids_path, read_tsv
-from dnqsm.preprocess import preprocess
+from dnqsm.workflow.preprocess import preprocess
 from config_helpers import default_config
 from test_workflow import snakemake
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from dnqsm.bids import chimap_sessions, dentate_labels
+from dnqsm.workflow.bids import chimap_sessions, dentate_labels
 from dnqsm.synth import SynthError
 from dnqsm.synth.randomized import DN_LEFT, DN_RIGHT, draw, phantom_anatomy, template_anatomy, write_randomized
 

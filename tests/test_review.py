@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dnqsm.review import _script_json, page_records, read_ratings, session_flags
+from dnqsm.qc.page import _script_json, page_records, read_ratings, session_flags
 
 
 def cohort(n=8):

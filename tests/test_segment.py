@@ -16,10 +16,10 @@ from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from scipy.spatial.transform import Rotation
 
 from dnqsm.io import bids_path, read_tsv
-from dnqsm.metrics import dice
-from dnqsm.segment import BUNDLED_MODELS, DentateSegmenter, load_model_set, resolve_mirroring
+from dnqsm.analysis.metrics import dice
+from dnqsm.engine.segment import BUNDLED_MODELS, DentateSegmenter, load_model_set, resolve_mirroring
 from dnqsm.synth import write_dataset
-from dnqsm.viz import world_centroid
+from dnqsm.qc.views import world_centroid
 
 from config_helpers import REPO
 

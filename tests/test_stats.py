@@ -10,7 +10,7 @@ import pytest
 import statsmodels.formula.api as smf
 
 from dnqsm.io import read_tsv
-from dnqsm.stats import Settings, analyse, sample_size
+from dnqsm.analysis.stats import Settings, analyse, sample_size
 from dnqsm.synth.cohort import DEFAULT_EFFECTS
 from truth_helpers import calibrated_chi
 
@@ -169,7 +169,7 @@ def test_tables_without_rows_keep_their_header(planted, tmp_path):
 
 
 def test_sessions_with_several_images_count_once():
-    from dnqsm.stats import one_image_per_session
+    from dnqsm.analysis.stats import one_image_per_session
 
     table = pd.DataFrame({"participant_id": ["sub-1", "sub-1", "sub-1", "sub-2"],
                           "session_id": ["ses-1", "ses-1", "ses-2", "ses-1"],

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from dnqsm.cli import main
 from dnqsm.io import bids_path, read_tsv
-from dnqsm.metrics import dice
+from dnqsm.analysis.metrics import dice
 from dnqsm.synth import dataset as synth_dataset
 from dnqsm.synth import SynthError, write_dataset
 from dnqsm.synth.acquisition import (ORIENTATIONS, Acquisition, head_pose, pose_from_truth, render,
@@ -30,7 +30,7 @@ from dnqsm.synth import physics
 from dnqsm.synth.physics import Recon
 from dnqsm.synth.dentate import DentateShape, dentate_sdf, sample_dentate, vary_dentate
 from dnqsm.synth.template import DN_CENTROID_MNI
-from dnqsm.viz import world_centroid
+from dnqsm.qc.views import world_centroid
 from truth_helpers import calibrated_chi
 
 TRUTH = Path("derivatives") / "manual"

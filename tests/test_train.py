@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dnqsm.config import training_cohorts
+from dnqsm.workflow.config import training_cohorts
 from dnqsm.io import InputError
-from dnqsm.nnunet import model_folder, sha256
-from dnqsm.training import build_training_datasets
+from dnqsm.engine.nnunet import model_folder, sha256
+from dnqsm.training.datasets import build_training_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
         assert any(n.endswith("plans.json") for n in names) and any(n.endswith("dataset.json") for n in names)
         assert provenance["models"][role]["training"][0]["seconds"] > 0
     # the exported models load in nnU-Net's predictor, through dnqsm's loader (unpacked once, by checksum)
-    from dnqsm.segment import DentateSegmenter, load_model_set
+    from dnqsm.engine.segment import DentateSegmenter, load_model_set
 
     segmenter = DentateSegmenter(load_model_set(models), device="cpu", threads=1)
     plans = json.loads((model_folder(models / "segmentation.zip", tmp_path / "cache") / "plans.json").read_text())
@@ -80,7 +80,7 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
     # fine-tuning starts from the exported model's weights (a learning rate of ~0 keeps them)
     import torch
 
-    from dnqsm.nnunet import initial_weights
+    from dnqsm.engine.nnunet import initial_weights
 
     # a second stage starts from the first stage's zip, kept beside its provenance (as make demo-models does)
     stage1 = tmp_path / "stage1"
@@ -208,7 +208,7 @@ def bundled_architecture(tmp_path: Path, features: list[int] | None = None):
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from dnqsm.nnunet import BUNDLED_MODELS, CONFIGURATION, small_plans
+    from dnqsm.engine.nnunet import BUNDLED_MODELS, CONFIGURATION, small_plans
 
     folder = model_folder(BUNDLED_MODELS / "segmentation.zip", tmp_path / "cache")
     plans = json.loads((folder / "plans.json").read_text())
@@ -225,7 +225,7 @@ def bundled_architecture(tmp_path: Path, features: list[int] | None = None):
 def test_a_narrower_model_is_embedded_in_a_wider_network_computing_the_same_function(tmp_path):
     import torch
 
-    from dnqsm.nnunet import BUNDLED_MODELS, embed_weights, initial_weights
+    from dnqsm.engine.nnunet import BUNDLED_MODELS, embed_weights, initial_weights
 
     weights = initial_weights(BUNDLED_MODELS / "segmentation.zip", 0)
     narrow = bundled_architecture(tmp_path)
@@ -269,7 +269,7 @@ def test_plans_put_patch_and_spacing_on_nnunets_planned_axes(tmp_path):
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from dnqsm.nnunet import (BUNDLED_MODELS, CONFIGURATION, keep_source_geometry, planned_spacing_xyz, small_plans,
+    from dnqsm.engine.nnunet import (BUNDLED_MODELS, CONFIGURATION, keep_source_geometry, planned_spacing_xyz, small_plans,
                               source_plans)
 
     bundled = source_plans(BUNDLED_MODELS / "segmentation.zip")

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from dnqsm.metrics import volume_agreement
-from dnqsm.validate import comparison_markdown, comparison_table, session_agreement, sidecar, summarise
+from dnqsm.analysis.metrics import volume_agreement
+from dnqsm.analysis.agreement import comparison_markdown, comparison_table, session_agreement, sidecar, summarise
 
 
 def sessions_of(method: str, left_dice, right_dice, volumes, manual, seconds, status=None) -> pd.DataFrame:

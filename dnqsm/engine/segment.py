@@ -22,12 +22,12 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from scipy import ndimage
 
 from dnqsm import __version__
-from dnqsm.confidence import DEFAULTS as CHECK_DEFAULTS, Confidence, assess, side_numbers
+from dnqsm.engine.confidence import DEFAULTS as CHECK_DEFAULTS, Confidence, assess, side_numbers
 from dnqsm.io import InputError, fractions_8bit, load_image, save_nifti, staged_folder, write_json
-from dnqsm.localize import (Crop, Expectation, RegistrationLocator, crop_around, localization_input, localize,
+from dnqsm.engine.localize import (Crop, Expectation, RegistrationLocator, crop_around, localization_input, localize,
                             refine_region, region_components, resample_to_grid)
-from dnqsm.measure import NUCLEUS_CONNECTIVITY
-from dnqsm.nnunet import BUNDLED_MODELS, from_nnunet, model_folder, sha256, to_nnunet  # noqa: F401
+from dnqsm.analysis.measure import NUCLEUS_CONNECTIVITY
+from dnqsm.engine.nnunet import BUNDLED_MODELS, from_nnunet, model_folder, sha256, to_nnunet  # noqa: F401
 
 LEFT, RIGHT = 1, 2
 #: Predicted localization components smaller than this (coarse voxels) are noise, not a DN region.
@@ -112,7 +112,7 @@ class Engine:
     Subclasses implement ``segment`` (one image to a :class:`Result`) and ``describe``."""
 
     method = "engine"
-    #: thresholds of the plausibility checks (dnqsm.confidence.thresholds); callers may replace them
+    #: thresholds of the plausibility checks (dnqsm.engine.confidence.thresholds); callers may replace them
     checks: dict[str, float] = CHECK_DEFAULTS
     #: accept images whose sform and qform codes are both 0 (their default affine taken as scanner space)
     allow_unknown_orientation: bool = False
@@ -196,12 +196,12 @@ class DentateSegmenter(Engine):
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-        from dnqsm.nnunet import register_trainers
+        from dnqsm.engine.nnunet import register_trainers
 
         register_trainers()  # models trained by dnqsm name its trainer class
         self.models = models
         self.probabilities = probabilities  # keep the segmentation network's probabilities for the checks
-        # the registration's second opinion on the localization network's region (dnqsm.localize.localize)
+        # the registration's second opinion on the localization network's region (dnqsm.engine.localize.localize)
         spacing = float(models.geometry["localization_spacing_mm"])
         self.registration = RegistrationLocator(spacing) if second_opinion else None
         self.device = resolve_device(device)

@@ -3,7 +3,7 @@ plausibility checks that need no cohort, combined into a status: ``ok``, ``revie
 human reasons) or ``failed`` (set where a step fails; not here).
 
 Pure functions on the canonical crop (labels, image values, foreground probability), called where
-the labels are made (``dnqsm.segment``); everything downstream reads the status, none recomputes it.
+the labels are made (``dnqsm.engine.segment``); everything downstream reads the status, none recomputes it.
 Every threshold has its default in :data:`DEFAULTS` (sources in docs/status.md) and can be overridden in
 config (``confidence:``) and on the CLI (``dnqsm segment --check NAME=VALUE``).
 """
@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 if TYPE_CHECKING:
-    from dnqsm.localize import Expectation
+    from dnqsm.engine.localize import Expectation
 
 STATUSES = ("ok", "review", "failed")
 SIDES = {1: "left", 2: "right"}  # label -> side

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dnqsm.bids import Session
+from dnqsm.workflow.bids import Session
 from dnqsm.io import write_tsv
 
 COLUMNS = ["session_key", "batch", "batch_size", "subject", "session", "image", "entities"]

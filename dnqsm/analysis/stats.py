@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dnqsm.cohort import ENTITIES_COLUMN, ID_COLUMNS, entry_key
+from dnqsm.analysis.cohort import ENTITIES_COLUMN, ID_COLUMNS, entry_key
 
 #: Measures modelled over time: column -> (label, unit).
 MEASURES: dict[str, tuple[str, str]] = {

@@ -12,7 +12,7 @@ import pandas as pd
 
 from dnqsm import __version__
 from dnqsm.io import column_doc, read_tsv
-from dnqsm.measure import measure_columns
+from dnqsm.analysis.measure import measure_columns
 
 DAYS_PER_YEAR = 365.25
 ID_COLUMNS = ["participant_id", "session_id"]
@@ -32,7 +32,7 @@ def entry_columns(records: list[dict[str, Any]]) -> list[str]:
     """The columns that identify a row: participant, session and, where any image has them, entities."""
     return ID_COLUMNS + ([ENTITIES_COLUMN] if any(r.get(ENTITIES_COLUMN) for r in records) else [])
 STATUS_COLUMNS = ["status", "review_reasons", "failed_stage", "error"]
-#: Per-side confidence numbers of the engine (dnqsm.confidence.side_numbers) kept in the cohort table.
+#: Per-side confidence numbers of the engine (dnqsm.engine.confidence.side_numbers) kept in the cohort table.
 CONFIDENCE_COLUMNS = {
     "mean_probability": ("", "network's mean foreground probability inside the label (nnU-Net only)"),
     "uncertain_share": ("", "voxels with probability 0.2-0.8 next to the label, per label voxel"),

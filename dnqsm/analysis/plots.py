@@ -13,8 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
-from dnqsm.stats import MEASURES, SUBJECT, TIME, Analysis, Fit  # noqa: E402
-from dnqsm.viz import save_figure  # noqa: E402
+from dnqsm.analysis.stats import MEASURES, SUBJECT, TIME, Analysis, Fit  # noqa: E402
+from dnqsm.qc.views import save_figure  # noqa: E402
 
 GROUP_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
@@ -147,7 +147,7 @@ def residuals(analysis: Analysis, path: str | Path) -> Path:
 
 def bland_altman(sessions: pd.DataFrame, path: str | Path) -> Path:
     """Bland-Altman plots of dentate volume, automatic against manual, per side."""
-    from dnqsm.validate import bland_altman as limits
+    from dnqsm.analysis.agreement import bland_altman as limits
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
     for ax, side in zip(axes, ("left", "right")):
@@ -172,7 +172,7 @@ def bland_altman(sessions: pd.DataFrame, path: str | Path) -> Path:
 def method_dice(sessions: pd.DataFrame, path: str | Path) -> Path:
     """Dice per session of each method against manual labels, per side; lines join a session's
     results across methods (the paired comparison the table tests)."""
-    from dnqsm.validate import METHOD_NAMES, method_order
+    from dnqsm.analysis.agreement import METHOD_NAMES, method_order
 
     methods = method_order(sessions)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.6), sharey=True)

@@ -1,6 +1,6 @@
 """Training data for the two nnU-Net models, built from any labelled BIDS cohort.
 
-Both datasets are built with the same functions that inference uses (``dnqsm.localize``), so the
+Both datasets are built with the same functions that inference uses (``dnqsm.engine.localize``), so the
 networks see at training time exactly what they will see in use.
 """
 
@@ -11,11 +11,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from dnqsm.bids import Session, chimap_sessions, dentate_labels
-from dnqsm.config import training_cohorts
+from dnqsm.workflow.bids import Session, chimap_sessions, dentate_labels
+from dnqsm.workflow.config import training_cohorts
 from dnqsm.io import InputError, bids_path, load_image
-from dnqsm.localize import crop, crop_around, label_region, localization_input
-from dnqsm.nnunet import write_case, write_dataset_json
+from dnqsm.engine.localize import crop, crop_around, label_region, localization_input
+from dnqsm.engine.nnunet import write_case, write_dataset_json
 
 
 def check_case_names(cohorts: list[list[Session]]) -> None:

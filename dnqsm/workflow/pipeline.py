@@ -20,12 +20,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from dnqsm.confidence import reassess, thresholds
+from dnqsm.engine.confidence import reassess, thresholds
 from dnqsm.io import InputError, atomic_path, bids_name, load_image, save_nifti, staged_folder, write_json
-from dnqsm.measure import measure
-from dnqsm.preprocess import preprocess
-from dnqsm.qc import render_failure, render_snapshot, summary_lines
-from dnqsm.segment import image_stem
+from dnqsm.analysis.measure import measure
+from dnqsm.workflow.preprocess import preprocess
+from dnqsm.qc.snapshots import render_failure, render_snapshot, summary_lines
+from dnqsm.engine.segment import image_stem
 
 PREPROC = "desc-preproc_Chimap"
 
@@ -90,7 +90,7 @@ def preprocess_batch(sessions: list[tuple[str | Path, str]], out_dir: str | Path
 
 def segment_batch(preproc_dirs: list[str | Path], out_dir: str | Path, segmenter) -> list[dict[str, Any]]:
     """Segment every successfully preprocessed session of a batch into ``out_dir/<stem>/`` (models
-    loaded once by ``segmenter``, a :class:`dnqsm.segment.Engine`); earlier failures get a
+    loaded once by ``segmenter``, a :class:`dnqsm.engine.segment.Engine`); earlier failures get a
     metadata record there too, so each session has exactly one."""
     with staged_folder(out_dir) as folder:
         images = []

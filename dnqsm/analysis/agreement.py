@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from dnqsm.io import column_doc, load_image
-from dnqsm.metrics import dice, hd95, volume_agreement
+from dnqsm.analysis.metrics import dice, hd95, volume_agreement
 
 SIDES = {"left": 1, "right": 2}
 

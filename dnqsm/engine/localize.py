@@ -267,7 +267,7 @@ class RegistrationLocator:
         if self._template is None:
             import ants
 
-            from dnqsm.registration import ants_image
+            from dnqsm.engine.registration import ants_image
             from dnqsm.synth.template import DN_CENTROID_MNI, axes_mm, load_template
 
             tpl = load_template()
@@ -288,7 +288,7 @@ class RegistrationLocator:
         and the fitted map from the image's world mm to MNI mm (None where the image holds no data)."""
         import ants
 
-        from dnqsm.registration import ants_image, remove_transforms, seeded
+        from dnqsm.engine.registration import ants_image, remove_transforms, seeded
 
         brain, nuclei = self._moving()
         # the support is found on the stored values and then resampled: on the coarse grid, the zeros

@@ -12,7 +12,7 @@ augmentation this trainer adds, after the spatial transforms and before mirrorin
 - low-resolution simulation per axis (down to 0.3 of the resolution, axes drawn independently), as
   thick clinical slices in any direction look.
 
-It is found the nnU-Net way: ``dnqsm.nnunet.register_trainers`` puts this folder on
+It is found the nnU-Net way: ``dnqsm.engine.nnunet.register_trainers`` puts this folder on
 ``nnUNet_extTrainer``, which nnU-Net searches for trainer classes in training and inference. The
 network architecture is nnU-Net's, unchanged, so the trained models also run where only the name
 of this class is resolvable.

@@ -21,11 +21,11 @@ import numpy as np
 #: nnU-Net configuration dnqsm trains (with small custom plans, see ``small_plans``).
 CONFIGURATION = "3d_fullres"
 PLANS = "nnUNetPlans"
-TRAINER = "nnUNetTrainerDNQSM"  # nnUNetTrainer + QSM intensity augmentation (dnqsm/nnunet_trainers)
+TRAINER = "nnUNetTrainerDNQSM"  # nnUNetTrainer + QSM intensity augmentation (dnqsm/engine/nnunet_trainers)
 CHANNEL = "QSM"
 TRAINERS_DIR = Path(__file__).parent / "nnunet_trainers"
 #: Where the bundled demo models live in a source checkout.
-BUNDLED_MODELS = Path(__file__).resolve().parents[1] / "models" / "demo"
+BUNDLED_MODELS = Path(__file__).resolve().parents[2] / "models" / "demo"
 
 
 def register_trainers() -> None:

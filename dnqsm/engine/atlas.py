@@ -1,7 +1,7 @@
 """The registration baseline: multi-atlas dentate segmentation with antspyx.
 
 The method the deep-learning tool is compared with, built to produce exactly the same outputs (the
-engine layout of :class:`dnqsm.segment.Engine`) so that measures, QC and validation treat both alike:
+engine layout of :class:`dnqsm.engine.segment.Engine`) so that measures, QC and validation treat both alike:
 
 1. *localization*: each atlas (a labelled QSM image) is registered affinely to the session's image
    on smoothed head-support masks at the localization spacing (QSM contrast alone is too sparse for
@@ -31,13 +31,13 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from dnqsm.bids import dentate_labels, select_sessions
+from dnqsm.workflow.bids import dentate_labels, select_sessions
 from dnqsm.io import InputError, load_image
-from dnqsm.localize import coarse_grid, crop_around, data_support, filled, region_components
-from dnqsm.nnunet import sha256
-from dnqsm.preprocess import preprocess
-from dnqsm.registration import ants_image, remove_transforms
-from dnqsm.segment import LEFT, RIGHT, Engine, Result, SegmentationFailure, image_stem, postprocess
+from dnqsm.engine.localize import coarse_grid, crop_around, data_support, filled, region_components
+from dnqsm.engine.nnunet import sha256
+from dnqsm.workflow.preprocess import preprocess
+from dnqsm.engine.registration import ants_image, remove_transforms
+from dnqsm.engine.segment import LEFT, RIGHT, Engine, Result, SegmentationFailure, image_stem, postprocess
 
 DEFAULTS: dict[str, Any] = {
     "localization_spacing_mm": 3.0,  # the coarse grid of the affine step and of the DN region
@@ -94,7 +94,7 @@ def atlas_pairs(bids_dir: str | Path | None = None, labels_dir: str | Path | Non
 
 
 def head_support(img: nib.Nifti1Image) -> np.ndarray:
-    """The head as a filled mask (:func:`dnqsm.localize.data_support`, :func:`dnqsm.localize.filled`)."""
+    """The head as a filled mask (:func:`dnqsm.engine.localize.data_support`, :func:`dnqsm.engine.localize.filled`)."""
     return filled(data_support(img))
 
 

@@ -19,7 +19,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from dnqsm.viz import VIEWS, reslice, save_figure, world_centroid  # noqa: E402
+from dnqsm.qc.views import VIEWS, reslice, save_figure, world_centroid  # noqa: E402
 
 #: Grey-scale window of every snapshot, in ppb.
 CHI_WINDOW_PPB = (-120.0, 220.0)

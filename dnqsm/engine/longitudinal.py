@@ -41,11 +41,11 @@ import numpy as np
 import pandas as pd
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-from dnqsm.confidence import STANDING_REASONS, assess, side_numbers, thresholds
+from dnqsm.engine.confidence import STANDING_REASONS, assess, side_numbers, thresholds
 from dnqsm.io import save_nifti, staged_folder, write_json
-from dnqsm.localize import Expectation
-from dnqsm.registration import ants_image, remove_transforms
-from dnqsm.segment import LEFT, RIGHT, assign_sides
+from dnqsm.engine.localize import Expectation
+from dnqsm.engine.registration import ants_image, remove_transforms
+from dnqsm.engine.segment import LEFT, RIGHT, assign_sides
 
 #: Settings of the longitudinal mode (config ``longitudinal``).
 DEFAULTS: dict[str, Any] = {
@@ -299,7 +299,7 @@ def relabel(engine_dir: Path, stem: str, guide: tuple[Visit, np.ndarray] | None,
 def visit_years(bids_dir: str | Path, subject: str, sessions: list[str | None]) -> list[float | None]:
     """Years since the subject's first visit for each session label (the cohort table's
     ``years_since_baseline``: sessions.tsv acq_time, else age); None where the dataset does not say."""
-    from dnqsm.cohort import visit_metadata
+    from dnqsm.analysis.cohort import visit_metadata
 
     _, visits = visit_metadata(bids_dir, [subject], [])
     known = {}

@@ -1,0 +1,1 @@
+"""Looking at results: QC snapshots, the QC review page, and world-aligned views of images."""

@@ -1,0 +1,1 @@
+"""Training data and provenance for the two nnU-Net models."""
