@@ -202,99 +202,126 @@ def side_numbers(values: np.ndarray, labels: np.ndarray, label: int, probability
     return out
 
 
+@dataclass(frozen=True)
+class Check:
+    """One plausibility check on a number: the number's key, the threshold it is held against (a
+    :data:`DEFAULTS` name; ``min_...`` fails below it, ``max_...`` above it; ``fixed``: a limit that is
+    no setting, held as a maximum) and the review reason, a format string of ``side``, ``value``,
+    ``limit``, their percentages ``pct``/``limit_pct``, every threshold and the side's other numbers.
+    ``missing``: the text a number that could not be measured shows (it then fails; None: it passes),
+    with ``shown`` the format of a measured one (the reason then gets ``value`` as text)."""
+
+    key: str
+    threshold: str
+    reason: str
+    missing: str | None = None
+    shown: str = ""
+    fixed: float | None = None
+
+    def reason_for(self, numbers: dict[str, Any], checks: dict[str, float], side: str = "") -> str | None:
+        """The reason, where ``numbers`` fail this check under ``checks``; else None."""
+        value = numbers.get(self.key)
+        if value is None and self.missing is None:
+            return None
+        limit = self.fixed if self.fixed is not None else checks[self.threshold]
+        below = self.fixed is None and self.threshold.startswith("min_")
+        if value is not None and ((value >= limit) if below else (value <= limit)):
+            return None
+        fields = {**checks, **{k: v for k, v in numbers.items() if isinstance(v, (int, float))}}
+        fields.update(side=side, value=value, limit=limit, limit_pct=100 * limit,
+                      pct=None if value is None else 100 * value)
+        if self.shown or value is None:
+            fields["value"] = self.missing if value is None else format(value, self.shown)
+        return self.reason.format(**fields)
+
+
+#: Per-side checks, in the order their reasons are listed (:func:`side_numbers` gives the numbers;
+#: ``volume_mm3`` and ``expected_volume_ratio`` are added by :func:`assess`).
+SIDE_CHECKS: tuple[Check, ...] = (
+    Check("volume_mm3", "min_volume_mm3", "{side} DN volume {value:.0f} mm³ is below the plausible {limit:.0f} mm³"),
+    Check("volume_mm3", "max_volume_mm3", "{side} DN volume {value:.0f} mm³ is above the plausible {limit:.0f} mm³"),
+    Check("contrast_cnr", "min_contrast_cnr", "{side} DN hardly stands out from its surroundings "
+          "(contrast-to-noise {value}, expected ≥ {limit:g})", missing="unknown", shown=".2f"),
+    Check("largest_share", "min_largest_share", "{side} DN prediction was in pieces: the kept piece holds "
+          "{pct:.0f} % (expected ≥ {limit_pct:.0f} %)"),
+    Check("midline_offset_mm", "min_midline_offset_mm", "{side} DN centroid is {value:.0f} mm from the midline "
+          "(expected {limit:g}–{max_midline_offset_mm:g} mm)"),
+    Check("midline_offset_mm", "max_midline_offset_mm", "{side} DN centroid is {value:.0f} mm from the midline "
+          "(expected {min_midline_offset_mm:g}–{limit:g} mm)"),
+    Check("box_outside_mm", "", "{side} DN centroid lies outside the localization box", fixed=0.0),
+    Check("mean_probability", "min_mean_probability", "network unsure of the {side} DN: mean probability "
+          "{value:.2f} (expected ≥ {limit:g})"),
+    Check("mirror_agreement", "min_mirror_agreement", "mirrored and plain passes disagree on the {side} DN "
+          "(Dice {value:.2f}, expected ≥ {limit:g})"),
+    Check("data_edge_mm", "min_data_edge_mm", "the {side} DN reaches the edge of the image data ({value:.1f} mm "
+          "away): the field of view or the brain mask may cut the nucleus"),
+    Check("smoothness_fwhm_mm", "max_smoothness_mm", "the image around the {side} DN is blurred: smoothness "
+          "{value:.1f} mm FWHM (expected ≤ {limit:g} mm)"),
+    Check("bright_shell_share", "max_bright_shell_share", "the {side} DN label stops inside a bright region: "
+          "{pct:.0f} % of the shell around it is as bright as the nucleus (expected ≤ {limit_pct:.0f} %): the "
+          "nucleus may be larger than labelled"),
+    Check("dark_rim_share", "max_dark_rim_share", "the {side} DN label spills into darker tissue: {pct:.0f} % of "
+          "its border is darker than the nucleus's edge (expected ≤ {limit_pct:.0f} %): the nucleus may be "
+          "smaller than labelled"),
+    Check("expected_volume_ratio", "min_expected_volume_ratio", "{side} DN volume {volume_mm3:.0f} mm³ is "
+          "{value:.2f} times the {expected_volume_mm3:.0f} mm³ that registration of the MNI brain expects for this "
+          "head (expected {limit:g}–{max_expected_volume_ratio:g} times)"),
+    Check("expected_volume_ratio", "max_expected_volume_ratio", "{side} DN volume {volume_mm3:.0f} mm³ is "
+          "{value:.2f} times the {expected_volume_mm3:.0f} mm³ that registration of the MNI brain expects for this "
+          "head (expected {min_expected_volume_ratio:g}–{limit:g} times)"),
+    Check("registration_overlap", "min_registration_overlap", "only {pct:.0f} % of the {side} DN label lies where "
+          "registration of the MNI brain expects the nucleus (expected ≥ {limit_pct:.0f} %)"),
+    Check("registration_offset_mm", "max_registration_offset_mm", "the {side} DN label lies {value:.0f} mm from "
+          "where registration of the MNI brain expects it (expected ≤ {limit:g} mm)"),
+    Check("uncertain_share", "max_uncertain_share", "network unsure of the {side} DN boundary: {pct:.0f} % "
+          "uncertain voxels (expected ≤ {limit_pct:.0f} %)"),
+)
+#: Checks on the whole image: ``lr_volume_ratio`` (larger over smaller side), the localization box's
+#: smallest and largest extent, the thickest voxel side.
+IMAGE_CHECKS: tuple[Check, ...] = (
+    Check("lr_volume_ratio", "max_lr_volume_ratio", "left/right volume ratio {left_right:.2f} is implausible "
+          "(expected {inverse_limit:.2f}–{limit:g})"),
+    Check("thickest_mm", "max_slice_mm", "{value:.1f} mm voxels are coarser than the method is validated for "
+          "(≤ {limit:g} mm)"),
+)
+
+
 def assess(sides: dict[str, dict[str, Any]], volumes_mm3: dict[str, float], box: dict[str, list[float]],
            spacing_mm: list[float], checks: dict[str, float]) -> Confidence:
-    """Apply every check; ``review`` with one sentence per problem, else ``ok``. ``box`` is the
-    localization box (``min_mm``/``max_mm``, world), ``sides`` what :func:`side_numbers` gave."""
+    """Apply every check (:data:`SIDE_CHECKS`, then :data:`IMAGE_CHECKS` and the localization box's
+    extent); ``review`` with one sentence per problem, else ``ok``. ``box`` is the localization box
+    (``min_mm``/``max_mm``, world), ``sides`` what :func:`side_numbers` gave; each side's record gains
+    ``expected_volume_mm3`` (the registration's expected volume under these thresholds' reference)."""
     c = checks
     reasons: list[str] = []
     lo, hi = np.asarray(box["min_mm"], float), np.asarray(box["max_mm"], float)
     for side in ("left", "right"):
         s = sides[side]
-        volume = volumes_mm3[side]
         if not s["voxels"]:
             reasons.append(f"no {side} DN was found")
             continue
-        if volume < c["min_volume_mm3"]:
-            reasons.append(f"{side} DN volume {volume:.0f} mm³ is below the plausible {c['min_volume_mm3']:.0f} mm³")
-        elif volume > c["max_volume_mm3"]:
-            reasons.append(f"{side} DN volume {volume:.0f} mm³ is above the plausible {c['max_volume_mm3']:.0f} mm³")
-        cnr = s.get("contrast_cnr")
-        if cnr is None or cnr < c["min_contrast_cnr"]:
-            shown = "unknown" if cnr is None else f"{cnr:.2f}"
-            reasons.append(f"{side} DN hardly stands out from its surroundings "
-                           f"(contrast-to-noise {shown}, expected ≥ {c['min_contrast_cnr']:g})")
-        share = s.get("largest_share")
-        if share is not None and share < c["min_largest_share"]:
-            reasons.append(f"{side} DN prediction was in pieces: the kept piece holds {100 * share:.0f} % "
-                           f"(expected ≥ {100 * c['min_largest_share']:.0f} %)")
-        offset = s.get("midline_offset_mm")
-        if offset is not None and not c["min_midline_offset_mm"] <= offset <= c["max_midline_offset_mm"]:
-            reasons.append(f"{side} DN centroid is {offset:.0f} mm from the midline "
-                           f"(expected {c['min_midline_offset_mm']:g}–{c['max_midline_offset_mm']:g} mm)")
+        numbers = {**s, "volume_mm3": volumes_mm3[side]}
         centre = s.get("centroid_mm")
-        if centre is not None and not np.all((np.asarray(centre) >= lo - 1) & (np.asarray(centre) <= hi + 1)):
-            reasons.append(f"{side} DN centroid lies outside the localization box")
-        p = s.get("mean_probability")
-        if p is not None and p < c["min_mean_probability"]:
-            reasons.append(f"network unsure of the {side} DN: mean probability {p:.2f} "
-                           f"(expected ≥ {c['min_mean_probability']:g})")
-        m = s.get("mirror_agreement")
-        if m is not None and m < c["min_mirror_agreement"]:
-            reasons.append(f"mirrored and plain passes disagree on the {side} DN (Dice {m:.2f}, "
-                           f"expected ≥ {c['min_mirror_agreement']:g})")
-        edge = s.get("data_edge_mm")
-        if edge is not None and edge < c["min_data_edge_mm"]:
-            reasons.append(f"the {side} DN reaches the edge of the image data ({edge:.1f} mm away): the field of "
-                           f"view or the brain mask may cut the nucleus")
-        blur = s.get("smoothness_fwhm_mm")
-        if blur is not None and blur > c["max_smoothness_mm"]:
-            reasons.append(f"the image around the {side} DN is blurred: smoothness {blur:.1f} mm FWHM "
-                           f"(expected ≤ {c['max_smoothness_mm']:g} mm)")
-        bright = s.get("bright_shell_share")
-        if bright is not None and bright > c["max_bright_shell_share"]:
-            reasons.append(f"the {side} DN label stops inside a bright region: {100 * bright:.0f} % of the shell "
-                           f"around it is as bright as the nucleus (expected ≤ {100 * c['max_bright_shell_share']:.0f} "
-                           f"%): the nucleus may be larger than labelled")
-        dark = s.get("dark_rim_share")
-        if dark is not None and dark > c["max_dark_rim_share"]:
-            reasons.append(f"the {side} DN label spills into darker tissue: {100 * dark:.0f} % of its border is "
-                           f"darker than the nucleus's edge (expected ≤ {100 * c['max_dark_rim_share']:.0f} %): the "
-                           f"nucleus may be smaller than labelled")
+        if centre is not None:  # how far the centroid lies outside the box (+1 mm tolerance)
+            numbers["box_outside_mm"] = float(np.max(np.maximum(lo - 1 - centre, np.asarray(centre) - hi - 1)))
         scale = s.get("registration_volume_scale")
         if scale:  # recorded with the thresholds' reference, so that a changed reference shows in the tables
             s["expected_volume_mm3"] = round(c["expected_volume_mm3"] * scale, 1)
-            ratio = volume / s["expected_volume_mm3"]
-            if not c["min_expected_volume_ratio"] <= ratio <= c["max_expected_volume_ratio"]:
-                reasons.append(f"{side} DN volume {volume:.0f} mm³ is {ratio:.2f} times the {s['expected_volume_mm3']:.0f} "
-                               f"mm³ that registration of the MNI brain expects for this head (expected "
-                               f"{c['min_expected_volume_ratio']:g}–{c['max_expected_volume_ratio']:g} times)")
-        overlap = s.get("registration_overlap")
-        if overlap is not None and overlap < c["min_registration_overlap"]:
-            reasons.append(f"only {100 * overlap:.0f} % of the {side} DN label lies where registration of the MNI "
-                           f"brain expects the nucleus (expected ≥ {100 * c['min_registration_overlap']:.0f} %)")
-        away = s.get("registration_offset_mm")
-        if away is not None and away > c["max_registration_offset_mm"]:
-            reasons.append(f"the {side} DN label lies {away:.0f} mm from where registration of the MNI brain "
-                           f"expects it (expected ≤ {c['max_registration_offset_mm']:g} mm)")
-        u = s.get("uncertain_share")
-        if u is not None and u > c["max_uncertain_share"]:
-            reasons.append(f"network unsure of the {side} DN boundary: {100 * u:.0f} % uncertain voxels "
-                           f"(expected ≤ {100 * c['max_uncertain_share']:.0f} %)")
+            numbers["expected_volume_mm3"] = s["expected_volume_mm3"]
+            numbers["expected_volume_ratio"] = volumes_mm3[side] / s["expected_volume_mm3"]
+        reasons += [r for check in SIDE_CHECKS if (r := check.reason_for(numbers, c, side))]
+    image: dict[str, Any] = {"thickest_mm": max(spacing_mm)}
     left, right = volumes_mm3["left"], volumes_mm3["right"]
     if left > 0 and right > 0:
-        ratio = left / right
-        if max(ratio, 1 / ratio) > c["max_lr_volume_ratio"]:
-            reasons.append(f"left/right volume ratio {ratio:.2f} is implausible "
-                           f"(expected {1 / c['max_lr_volume_ratio']:.2f}–{c['max_lr_volume_ratio']:g})")
+        image["left_right"] = left / right
+        image["lr_volume_ratio"] = max(left / right, right / left)
+        image["inverse_limit"] = 1 / c["max_lr_volume_ratio"]
+    reasons += [r for check in IMAGE_CHECKS[:1] if (r := check.reason_for(image, c))]
     for axis, extent in zip("xyz", hi - lo):
         if not c["min_box_mm"] <= extent <= c["max_box_mm"]:
             reasons.append(f"localization box is {extent:.0f} mm along {axis} "
                            f"(expected {c['min_box_mm']:g}–{c['max_box_mm']:g} mm)")
-    thickest = max(spacing_mm)
-    if thickest > c["max_slice_mm"]:
-        reasons.append(f"{thickest:.1f} mm voxels are coarser than the method is validated for "
-                       f"(≤ {c['max_slice_mm']:g} mm)")
+    reasons += [r for check in IMAGE_CHECKS[1:] if (r := check.reason_for(image, c))]
     return Confidence("review" if reasons else "ok", reasons, sides, dict(c))
 
 
