@@ -13,6 +13,14 @@ configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    batch=r"\d+",
+    subject="[a-zA-Z0-9]+",
+    method="|".join(METHODS),
+
+
 include: "rules/synth.smk"
 include: "rules/train.smk"
 include: "rules/preprocess.smk"

@@ -31,6 +31,7 @@ from segment_accuracy import add_mirroring_argument
 from dnqsm.engine.confidence import assess, side_numbers, thresholds
 from dnqsm.io import bids_path, read_tsv, save_nifti
 from dnqsm.engine.localize import Expectation
+from dnqsm.names import dentate_labels, engine_file, engine_result
 from dnqsm.analysis.metrics import dice
 from dnqsm.engine.segment import DentateSegmenter, load_model_set
 from dnqsm.synth import write_dataset
@@ -87,7 +88,7 @@ def build(root: Path, tmp: Path) -> list[dict]:
         sub, ses = r.participant_id[4:], r.session_id[4:]
         image = bids_path(root, sub, ses, "Chimap")
         img = nib.load(image)
-        labels = np.asarray(nib.load(bids_path(root / "derivatives/manual", sub, ses, "dseg", desc="dentate")).dataobj)
+        labels = np.asarray(nib.load(dentate_labels(root / "derivatives/manual", sub, ses)).dataobj)
         values = img.get_fdata(dtype=np.float32)
         for kind in KINDS:
             if kind == "clean":
@@ -117,9 +118,9 @@ def relabel(kind: str, folder: Path, meta: dict, truth: np.ndarray) -> dict:
     (``dilated``) by one voxel per side, recomputed from the engine's crop, probabilities and metadata;
     Dice against the truth on the same crop."""
     stem = meta["stem"]
-    cropped = nib.load(folder / f"{stem}_cropped.nii.gz")
-    labeled = np.asarray(nib.load(folder / f"{stem}_cropped_seg_labeled.nii.gz").dataobj)
-    probability = nib.load(folder / f"{stem}_cropped_prob.nii.gz").get_fdata(dtype=np.float32)
+    cropped = nib.load(engine_file(folder, stem, "crop"))
+    labeled = np.asarray(nib.load(engine_file(folder, stem, "crop_labels")).dataobj)
+    probability = nib.load(engine_file(folder, stem, "crop_probability")).get_fdata(dtype=np.float32)
     values = cropped.get_fdata(dtype=np.float32)
     changed = np.zeros_like(labeled)
     for label in (1, 2):
@@ -160,7 +161,7 @@ def score(segmenter: DentateSegmenter, cases: list[dict], out: Path) -> pd.DataF
         row = {"kind": case["kind"], "image": rec["stem"], "status": rec["status"],
                "reasons": "; ".join(rec.get("review_reasons") or []) or rec.get("error") or "",
                "seconds": rec["timings_s"]["total"]}
-        pred = (np.asarray(nib.load(out / rec["stem"] / f"{rec['stem']}_seg.nii.gz").dataobj)
+        pred = (np.asarray(nib.load(engine_result(out, rec["stem"], "labels")).dataobj)
                 if rec["status"] != "failed" else np.zeros_like(case["labels"]))
         for side, label in (("left", 1), ("right", 2)):
             row[f"dice_{side}"] = dice(pred == label, case["labels"] == label) if (case["labels"] == label).any() else np.nan

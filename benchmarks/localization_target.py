@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from dnqsm.workflow.bids import chimap_sessions, dentate_labels
-from dnqsm.io import bids_path
+from dnqsm.names import structure_labels
 from dnqsm.engine.localize import label_region, localization_input, region_slices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,8 +50,8 @@ def main() -> None:
         img = nib.load(session.image)
         coarse, grid = localization_input(img, spacing)
         masks = {"DN region": nib.load(dentate_labels(train["labels_dir"], session)),
-                 "cerebellum": nib.load(bids_path(train["labels_dir"], session.subject, session.session, "mask",
-                                                  desc="cerebellum"))}
+                 "cerebellum": nib.load(structure_labels(train["labels_dir"], session.subject, session.session,
+                                                         "cerebellum"))}
         for name, mask in masks.items():
             region = label_region(mask, grid, coarse.shape, dilate_voxels=2 if name == "DN region" else 0)
             slices, _ = region_slices(img, region, grid, margin)

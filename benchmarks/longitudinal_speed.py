@@ -27,6 +27,7 @@ import nibabel as nib
 from dnqsm.io import read_tsv
 from dnqsm.engine.longitudinal import longitudinal_subject
 from dnqsm.analysis.metrics import dice
+from dnqsm.names import engine_result
 
 
 def markdown(rows: list[dict]) -> list[str]:
@@ -70,8 +71,8 @@ def main() -> None:
             scores = {"left": [], "right": []}
             worst = 0.0
             for a, b in zip(before_metas, after_metas):
-                la = nib.load(before_dir / a["stem"] / f"{a['stem']}_seg.nii.gz").get_fdata()
-                lb = nib.load(after_dir / b["stem"] / f"{b['stem']}_seg.nii.gz").get_fdata()
+                la = nib.load(engine_result(before_dir, a["stem"], "labels")).get_fdata()
+                lb = nib.load(engine_result(after_dir, b["stem"], "labels")).get_fdata()
                 for side, label in (("left", 1), ("right", 2)):
                     scores[side].append(dice(la == label, lb == label))
                     va, vb = a["dentate"][side]["volume_mm3"], b["dentate"][side]["volume_mm3"]

@@ -98,6 +98,7 @@ def run(phantom: Path, out: Path, models: str | None = None, mirroring: bool = T
 
     from dnqsm.analysis.metrics import dice
     from dnqsm.engine.segment import DentateSegmenter, load_model_set
+    from dnqsm.names import engine_result
 
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -108,7 +109,7 @@ def run(phantom: Path, out: Path, models: str | None = None, mirroring: bool = T
         meta = segmenter.run([path], out / "engine")[0]
         truth = np.asarray(nib.load(images / f"{row['image']}_truth.nii.gz").dataobj)
         image = nib.load(path).get_fdata(dtype=np.float32)
-        labels = (np.asarray(nib.load(out / "engine" / meta["stem"] / f"{meta['stem']}_seg.nii.gz").dataobj)
+        labels = (np.asarray(nib.load(engine_result(out / "engine", meta["stem"], "labels")).dataobj)
                   if meta["status"] != "failed" else np.zeros_like(truth))
         row["status"] = meta["status"]
         row["locator"] = (meta.get("localization") or {}).get("locator", "n/a")

@@ -63,6 +63,7 @@ def run(folders: list[Path], out: Path, models: str | None = None, mirroring: bo
     from dnqsm.workflow.preprocess import preprocess
     from dnqsm.qc.snapshots import render_snapshot
     from dnqsm.engine.segment import DentateSegmenter, load_model_set
+    from dnqsm.names import engine_result
 
     out.mkdir(parents=True, exist_ok=True)
     segmenter = DentateSegmenter(load_model_set(models), device="cpu", threads=2, mirroring=mirroring)
@@ -73,7 +74,7 @@ def run(folders: list[Path], out: Path, models: str | None = None, mirroring: bo
             ppb = Path(scratch) / path.name
             save_nifti(ppb, chi)
             meta = segmenter.run([ppb], out / "engine")[0]
-            seg_path = out / "engine" / meta["stem"] / f"{meta['stem']}_seg.nii.gz"
+            seg_path = engine_result(out / "engine", meta["stem"], "labels")
             means: dict[str, float | None] = {}
             if meta["status"] != "failed":
                 labels = np.asarray(nib.load(seg_path).dataobj)

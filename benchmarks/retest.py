@@ -43,6 +43,7 @@ from dnqsm.analysis.stats import participants_per_arm
 from dnqsm.synth.cohort import DEFAULT_EFFECTS
 from dnqsm.workflow.preprocess import preprocess
 from dnqsm.synth import write_dataset
+from dnqsm.names import engine_result
 
 TRIAL_YEARS = (0.0, 1.0, 2.0)
 SLOWING = 0.3
@@ -110,7 +111,7 @@ def scans(args: argparse.Namespace) -> pd.DataFrame:
             stems = [image.name.split(".")[0] for image in images]
             for method in ("nnunet", "atlas"):
                 if method in args.methods or (method == "nnunet" and "longitudinal" in args.methods):
-                    results[method] = ([json.loads((tmp / method / s / f"{s}_metadata.json").read_text())
+                    results[method] = ([json.loads(engine_result(tmp / method, s, "metadata").read_text())
                                         for s in stems], tmp / method)
             if "nnunet" in results:
                 check_models(results["nnunet"][0], tmp / "nnunet", args.mirroring)
@@ -141,7 +142,7 @@ def scans(args: argparse.Namespace) -> pd.DataFrame:
                        "left_truth_volume_mm3": r.dn_left_volume_mm3, "right_truth_volume_mm3": r.dn_right_volume_mm3}
                 if record["status"] != "failed":
                     chi, _ = preprocess(image, "auto")
-                    labels = nib.load(Path(record.get("folder") or folder) / record["stem"] / f"{record['stem']}_seg.nii.gz")
+                    labels = nib.load(engine_result(record.get("folder") or folder, record["stem"], "labels"))
                     row.update(measure(chi, labels))
                 rows.append(row)
     return pd.DataFrame(rows)

@@ -20,6 +20,7 @@ from dnqsm.io import bids_path, read_tsv
 from dnqsm.analysis.metrics import dice, volume_agreement
 from dnqsm.engine.nnunet import CONFIGURATION, from_nnunet, to_nnunet
 from dnqsm.engine.segment import DentateSegmenter, load_model_set
+from dnqsm.names import dentate_fractions, dentate_labels, engine_result
 from dnqsm.synth import write_dataset
 
 
@@ -85,16 +86,15 @@ def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int,
         row = {"preset": preset, "image": rec["stem"], "status": rec["status"], "seconds": seconds,
                "mirroring": segmenter.mirroring}
         row.update({k: getattr(r, k) for k in FACTORS if hasattr(r, k)})
-        labels_img = nib.load(bids_path(root / "derivatives/manual", r.participant_id[4:], r.session_id[4:], "dseg",
-                                        desc="dentate"))
+        labels_img = nib.load(dentate_labels(root / "derivatives/manual", r.participant_id[4:], r.session_id[4:]))
         labels = np.asarray(labels_img.dataobj)
         # an image under review still has labels, scored as they are; a failed one has none
         found = rec["status"] != "failed"
-        pred = (np.asarray(nib.load(tmp / f"{preset}_out" / rec["stem"] / f"{rec['stem']}_seg.nii.gz").dataobj)
+        pred = (np.asarray(nib.load(engine_result(tmp / f"{preset}_out", rec["stem"], "labels")).dataobj)
                 if found else np.zeros_like(labels))
         ceiling = spacing_ceiling(labels_img, planned)
-        readable = image_ceiling(nib.load(bids_path(root / "derivatives/manual", r.participant_id[4:], r.session_id[4:],
-                                                    "probseg", desc="dentate")), labels)
+        readable = image_ceiling(nib.load(dentate_fractions(root / "derivatives/manual", r.participant_id[4:],
+                                                            r.session_id[4:])), labels)
         for side, label in (("left", 1), ("right", 2)):
             row[f"dice_{side}"] = dice(pred == label, labels == label)
             row[f"ceiling_{side}"] = ceiling[side]

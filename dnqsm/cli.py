@@ -7,6 +7,7 @@ import sys
 import time
 
 from dnqsm import __version__
+from dnqsm.names import ENGINE_FILES
 
 
 def _generated(command: str, make, where: list[str]) -> int:
@@ -150,10 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     seg = sub.add_parser("segment", help="segment the dentate nuclei of one or more QSM images",
                          description="Two-step nnU-Net dentate segmentation. Writes DentateSeg's layout per image: "
-                                     "OUTDIR/<stem>/<stem>_seg.nii.gz (left 1, right 2 on the input grid), _cropped, "
-                                     "_cropped_seg, _cropped_seg_labeled, _cerebellar_mask (the localized region) "
-                                     "and _metadata.json (status ok, review with review_reasons, or failed). "
-                                     "Exit code 1 if any image failed; 3 with --strict if any needs review.")
+                                     f"OUTDIR/<stem>/<stem>{ENGINE_FILES['labels']} (left 1, right 2 on the input "
+                                     f"grid), {', '.join(v for k, v in ENGINE_FILES.items() if k not in ('labels', 'metadata'))} "
+                                     f"and {ENGINE_FILES['metadata']} (status ok, review with review_reasons, or "
+                                     "failed). Exit code 1 if any image failed; 3 with --strict if any needs review.")
     seg.add_argument("-i", "--input", nargs="+", required=True, metavar="IMG", help="QSM NIfTI images")
     seg.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     seg.add_argument("--models", default=None, metavar="DIR",

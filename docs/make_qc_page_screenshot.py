@@ -8,7 +8,9 @@ import shutil
 
 from playwright.sync_api import sync_playwright
 
-PAGE = Path("results/demo/dnqsm/qc.html").resolve()
+from dnqsm.names import cohort_file
+
+PAGE = cohort_file("results/demo/dnqsm", "qc_page").resolve()
 with sync_playwright() as p:
     browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
     page = browser.new_page(viewport={"width": 1200, "height": 820})

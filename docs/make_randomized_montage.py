@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from dnqsm.io import bids_path
+from dnqsm.names import dentate_labels
 
 
 def main() -> None:
@@ -31,8 +32,7 @@ def main() -> None:
     for row, (_, record) in zip(np.atleast_2d(axes), drawn.iterrows()):
         label = record.participant_id.removeprefix("sub-")
         image = nib.load(bids_path(args.data, label, None, "Chimap"))
-        dseg = np.asarray(nib.load(bids_path(args.data / "derivatives" / "manual", label, None, "dseg",
-                                             desc="dentate")).dataobj)
+        dseg = np.asarray(nib.load(dentate_labels(args.data / "derivatives" / "manual", label, None)).dataobj)
         values = image.get_fdata(dtype=np.float32)
         zooms = image.header.get_zooms()[:3]
         centre = np.argwhere(dseg > 0).mean(0).round().astype(int)

@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from dnqsm.io import bids_path, read_tsv
+from dnqsm.names import dentate_labels
 from dnqsm.synth import write_dataset
 from dnqsm.synth.acquisition import pose_from_truth
 from dnqsm.units import to_ppb
@@ -42,7 +43,7 @@ def main() -> None:
             image = nib.load(bids_path(root, "001", "01", "Chimap"))
             unit = json.loads(bids_path(root, "001", "01", "Chimap", ".json").read_text())["Units"]
             values = to_ppb(image.get_fdata(), unit)
-            seg_img = nib.load(bids_path(root / "derivatives/manual", "001", "01", "dseg", desc="dentate"))
+            seg_img = nib.load(dentate_labels(root / "derivatives/manual", "001", "01"))
             seg = np.asarray(seg_img.dataobj)
             left, right = world_centroid(seg == 1, seg_img.affine), world_centroid(seg == 2, seg_img.affine)
             pose = pose_from_truth(truth)

@@ -9,18 +9,18 @@ rule cohort_table:
         metadata=lambda wc: [str(p) for p in [BIDS_DIR / "participants.tsv", *BIDS_DIR.glob("sub-*/sub-*_sessions.tsv")]
                              if p.exists()],
     output:
-        table=report(cohort_path("desc-dentate_measures.tsv"), caption="../report/cohort_table.rst",
+        table=report(cohort_path("measures"), caption="../report/cohort_table.rst",
                      category="Cohort"),
-        sidecar=cohort_path("desc-dentate_measures.json"),
-        failures=report(cohort_path("failures.tsv"), caption="../report/failures.rst", category="Cohort"),
-        review=report(cohort_path("review.tsv"), caption="../report/review.rst", category="Cohort"),
-        problems=report(cohort_path("metadata_problems.tsv"), caption="../report/metadata_problems.rst",
+        sidecar=cohort_path("measures_sidecar"),
+        failures=report(cohort_path("failures"), caption="../report/failures.rst", category="Cohort"),
+        review=report(cohort_path("review"), caption="../report/review.rst", category="Cohort"),
+        problems=report(cohort_path("metadata_problems"), caption="../report/metadata_problems.rst",
                         category="Cohort"),
     params:
         measures=lambda wc: [measures_record(s) for s in BATCHES.sessions],
         bids_dir=str(BIDS_DIR),
     log:
-        str(WORK_DIR / "logs" / "cohort_table.log"),
+        log_path("cohort_table", None),
     conda:
         "../envs/dnqsm.yaml"
     script:
@@ -33,14 +33,14 @@ rule dataset_description:
     input:
         models=engine_files(METHOD),
     output:
-        description=str(OUTPUT_DIR / "dataset_description.json"),
-        lut=str(OUTPUT_DIR / "desc-dentate_dseg.tsv"),
+        description=cohort_path("dataset_description"),
+        lut=cohort_path("labels_lookup"),
     params:
         bids_dir=str(BIDS_DIR),
-        workflow_dir=workflow.basedir,
+        workflow_dir=lambda wildcards: workflow.basedir,  # the code's git commit is read there
         parameters={key: config[key] for key in ("method", "units", "measure", *(("atlas",) if METHOD == "atlas" else ("models", "inference")))},
     log:
-        str(WORK_DIR / "logs" / "dataset_description.log"),
+        log_path("dataset_description", None),
     conda:
         "../envs/dnqsm.yaml"
     script:
@@ -51,7 +51,7 @@ rule stats:
     """Longitudinal mixed models, annualised change, baseline differences, slopes, sample sizes and
     their figures, from the cohort table minus the sessions rated fail in QC (dnqsm.analysis.stats)."""
     input:
-        table=cohort_path("desc-dentate_measures.tsv"),
+        table=cohort_path("measures"),
         ratings=RATINGS,
     output:
         tables=[stats_path(f"{name}.tsv") for name in STATS_TABLES],
@@ -62,9 +62,9 @@ rule stats:
     params:
         settings=config["stats"],
     benchmark:
-        str(WORK_DIR / "benchmarks" / "stats.tsv")
+        benchmark_path("stats", None)
     log:
-        str(WORK_DIR / "logs" / "stats.log"),
+        log_path("stats", None),
     conda:
         "../envs/dnqsm.yaml"
     script:
@@ -75,15 +75,15 @@ rule qc_page:
     """The self-contained QC review page: every session's snapshot, measures and flags; ratings are
     kept in the browser and exported as qc_ratings.tsv (dnqsm.qc.page)."""
     input:
-        table=cohort_path("desc-dentate_measures.tsv"),
+        table=cohort_path("measures"),
         derivatives=lambda wc: all_batches(measure_folder),
         ratings=RATINGS,
     output:
-        page=str(OUTPUT_DIR / "qc.html"),
+        page=cohort_path("qc_page"),
     params:
         snapshots=snapshots,
     log:
-        str(WORK_DIR / "logs" / "qc_page.log"),
+        log_path("qc_page", None),
     conda:
         "../envs/dnqsm.yaml"
     script:

@@ -9,6 +9,7 @@ from dnqsm.workflow.batches import EMPTY as EMPTY_PLAN, plan_batches, read_plan
 from dnqsm.workflow.bids import dentate_labels, select_sessions
 from dnqsm.workflow.config import ConfigError, check as check_config, training_cohorts
 from dnqsm.io import InputError, bids_path, check_writable, prefix
+from dnqsm import names
 from dnqsm.engine.nnunet import model_files
 
 try:  # command-line values typed by the schema, its defaults set, one clear line for a problem (dnqsm.workflow.config)
@@ -65,25 +66,19 @@ LONGITUDINAL = config["longitudinal"]  # every key set: the schema's defaults fi
 if LONGITUDINAL["enabled"] and METHOD != "nnunet":
     raise WorkflowError("longitudinal.enabled needs method: nnunet (the mode combines the network's probabilities)")
 
-wildcard_constraints:
-    batch=r"\d+",
-    subject="[a-zA-Z0-9]+",
-    method="|".join(METHODS),
-
-
 def _ses(session):
     """The session label; sessionless datasets have none."""
     return session if HAS_SESSIONS else None
 
 
-def derivative(suffix, ext=".nii.gz", datatype="anat", subject="{subject}", session="{session}", root=OUTPUT_DIR, **entities):
-    """A per-session file of the output derivative dataset (or of another ``root`` laid out like it)."""
-    return str(bids_path(root, subject, _ses(session), suffix, ext, datatype, **entities))
+def derivative(role, s, root=OUTPUT_DIR):
+    """One entry's derivative of ``role`` (dnqsm.names.DERIVATIVES) in the output dataset, or under ``root``."""
+    return str(names.derivative_path(root, s.subject, _ses(s.session), role, **s.kept))
 
 
 def session_folder(datatype, subject="{subject}", session="{session}", root=OUTPUT_DIR):
     """A per-session folder of the output dataset (or ``root``), e.g. sub-01/ses-01/anat."""
-    return str(Path(derivative("x", "", datatype, subject, session, root)).parent)
+    return str(bids_path(root, subject, _ses(session), "x", "", datatype).parent)
 
 
 # --- batches: the unit of work of every per-session step (jobs scale with batches, not sessions) ---
@@ -114,7 +109,7 @@ def longitudinal_folder(subject="{subject}"):
 
 def engine_stem(s):
     """The name of an entry's result in a segmentation batch folder (its preprocessed image's stem)."""
-    return f"{session_name(s)}_desc-preproc_Chimap"
+    return names.preproc_stem(session_name(s))
 
 
 def labels_folder(s):
@@ -130,14 +125,12 @@ def measure_folder(batch="{batch}"):
 
 def measures_record(s, root=None):
     """One entry's measures record (JSON) in its batch's measure folder, or under ``root``."""
-    root = measure_folder(BATCH_OF[s.key]) if root is None else root
-    return derivative("measures", ".json", "anat", s.subject, s.session or "", root, **s.kept, desc="dentate")
+    return derivative("measures", s, measure_folder(BATCH_OF[s.key]) if root is None else root)
 
 
 def dentate_dseg(s, root=None):
     """One entry's DN label image in its batch's measure folder, or under ``root``."""
-    root = measure_folder(BATCH_OF[s.key]) if root is None else root
-    return derivative("dseg", ".nii.gz", "anat", s.subject, s.session or "", root, **s.kept, desc="dentate")
+    return derivative("dseg", s, measure_folder(BATCH_OF[s.key]) if root is None else root)
 
 
 def batch_sessions(batch):
@@ -173,19 +166,20 @@ def engine_files(method):
     return MODEL_FILES
 
 
-def cohort_path(name):
-    """A cohort-level file of the output dataset."""
-    return str(OUTPUT_DIR / "cohort" / name)
+def cohort_path(role):
+    """A cohort-level file of the output dataset (dnqsm.names.COHORT_FILES)."""
+    return str(names.cohort_file(OUTPUT_DIR, role))
 
 
-def benchmark_path(step, batch="{batch}"):
-    """Snakemake benchmark record (wall time, peak memory) of one batch's job of a step."""
-    return str(WORK_DIR / "benchmarks" / step / f"batch-{batch}.tsv")
+def benchmark_path(step, job="batch-{batch}", root=None):
+    """Snakemake benchmark record (wall time, peak memory) of a job of a step (one per batch by default;
+    ``job`` None: a step of one job)."""
+    return str(names.benchmark_file(WORK_DIR if root is None else root, step, job))
 
 
-def log_path(step, batch="{batch}"):
-    """Log of one batch's job of a step."""
-    return str(WORK_DIR / "logs" / step / f"batch-{batch}.log")
+def log_path(step, job="batch-{batch}", root=None):
+    """Log of a job of a step, laid out as benchmark_path."""
+    return str(names.log_file(WORK_DIR if root is None else root, step, job))
 
 
 def require_cohort(wildcards=None):
@@ -215,14 +209,14 @@ def stats_path(name):
 
 def snapshots(wildcards=None):
     """Every entry's QC snapshot in the output dataset (published by the measure jobs)."""
-    return [derivative("qc", ".png", "figures", s.subject, s.session or "", **s.kept, desc="dentate") for s in BATCHES.sessions]
+    return [derivative("snapshot", s) for s in BATCHES.sessions]
 
 
 LABELS_DIR = config["validation"]["labels_dir"]
 
 
 def manual_labels(session):
-    """A session's manual DN labels (desc-dentate_dseg, left 1, right 2) in validation.labels_dir."""
+    """A session's manual DN labels (left 1, right 2) in validation.labels_dir."""
     return dentate_labels(LABELS_DIR, session)
 
 
@@ -247,10 +241,9 @@ def labelled_batches(folder):
 
 
 def cohort_outputs(wildcards=None):
-    """Everything `rule all` asks for (an input function: built only in the main process)."""
-    return [str(OUTPUT_DIR / "dataset_description.json"), cohort_path("desc-dentate_measures.tsv"),
-            cohort_path("failures.tsv"), cohort_path("review.tsv"), cohort_path("metadata_problems.tsv"),
-            str(OUTPUT_DIR / "qc.html")] + all_batches(measure_folder) + \
+    """Everything the target all asks for (an input function: built only in the main process)."""
+    return [cohort_path(role) for role in ("dataset_description", "measures", "failures", "review",
+                                            "metadata_problems", "qc_page")] + all_batches(measure_folder) + \
         [stats_path(f"{name}.tsv") for name in STATS_TABLES] + [stats_path(f"{name}.png") for name in STATS_FIGURES] + \
         ([validation_path("desc-agreement_summary.tsv")] if labelled() else [])
 
@@ -288,11 +281,11 @@ def readable_or_nothing(path):
 
 def report_failures():
     """After a run: say how many sessions failed or need review, and where they are listed."""
-    for name, what in (("failures.tsv", "session(s) failed"),
-                       ("review.tsv", "session(s) need review (labels made, a plausibility check doubts them)"),
-                       ("metadata_problems.tsv", "visit metadata problem(s), each with the fallback applied")):
-        listing = Path(cohort_path(name))
+    for role, what in (("failures", "session(s) failed"),
+                       ("review", "session(s) need review (labels made, a plausibility check doubts them)"),
+                       ("metadata_problems", "visit metadata problem(s), each with the fallback applied")):
+        listing = Path(cohort_path(role))
         if listing.exists():
             n = len(listing.read_text().splitlines()) - 1
             if n:
-                print(f"dnqsm: {n} {what}; see {listing} (and {cohort_path('desc-dentate_measures.tsv')})")
+                print(f"dnqsm: {n} {what}; see {listing} (and {cohort_path('measures')})")

@@ -24,9 +24,9 @@ rule longitudinal:
         mem_mb=LONGITUDINAL["mem_mb"],
         runtime=LONGITUDINAL["runtime_min"],
     benchmark:
-        str(WORK_DIR / "benchmarks" / "longitudinal" / "sub-{subject}.tsv")
+        benchmark_path("longitudinal", "sub-{subject}")
     log:
-        str(WORK_DIR / "logs" / "longitudinal" / "sub-{subject}.log"),
+        log_path("longitudinal", "sub-{subject}"),
     conda:
         "../envs/dnqsm.yaml"
     script:

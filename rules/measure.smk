@@ -13,7 +13,7 @@ rule measure:
     output:
         folder=report(
             directory(measure_folder()),
-            patterns=["{name}_desc-dentate_qc.png"],
+            patterns=["{name}" + names.derivative_ending("snapshot")],
             caption="../report/qc_snapshot.rst",
             category="QC snapshots",
         ),

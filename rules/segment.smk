@@ -27,9 +27,9 @@ rule segment:
         runtime=config["inference"]["runtime_min"],
         gpu=1 if config["inference"]["device"] == "cuda" else 0,
     benchmark:
-        str(WORK_DIR / "benchmarks" / "segment" / "nnunet" / "batch-{batch}.tsv")
+        benchmark_path("segment/nnunet")
     log:
-        str(WORK_DIR / "logs" / "segment" / "nnunet" / "batch-{batch}.log"),
+        log_path("segment/nnunet"),
     conda:
         "../envs/dnqsm.yaml"
     script:
@@ -54,9 +54,9 @@ rule segment_atlas:
         mem_mb=config["atlas"]["mem_mb"],
         runtime=config["atlas"]["runtime_min"],
     benchmark:
-        str(WORK_DIR / "benchmarks" / "segment" / "atlas" / "batch-{batch}.tsv")
+        benchmark_path("segment/atlas")
     log:
-        str(WORK_DIR / "logs" / "segment" / "atlas" / "batch-{batch}.log"),
+        log_path("segment/atlas"),
     conda:
         "../envs/dnqsm.yaml"
     script:

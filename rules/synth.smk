@@ -11,7 +11,7 @@ rule synth_cohort:
         generator=synth_generator,  # another generator: Snakemake's params trigger makes the cohort again
     threads: 2
     log:
-        "results/logs/synth_cohort.log",
+        log_path("synth_cohort", None, "results"),
     conda:
         "../envs/dnqsm.yaml"
     script:

@@ -21,7 +21,7 @@ rule train_datasets:
     params:
         train=config["train"],
     log:
-        train_path("logs/train_datasets.log"),
+        log_path("train_datasets", None, train_path()),
     conda:
         "../envs/dnqsm.yaml"
     script:
@@ -40,7 +40,7 @@ rule train_preprocess:
         train=config["train"],
     threads: config["train"]["threads"]
     log:
-        train_path("logs/train_preprocess_{model}.log"),
+        log_path("train_preprocess_{model}", None, train_path()),
     conda:
         "../envs/dnqsm.yaml"
     script:
@@ -63,7 +63,7 @@ rule train_fold:
         mem_mb=config["train"]["mem_mb"],
         runtime=config["train"]["runtime_min"],
     log:
-        train_path("logs/train_fold_{model}_{fold}.log"),
+        log_path("train_fold_{model}_{fold}", None, train_path()),
     conda:
         "../envs/dnqsm.yaml"
     script:
@@ -83,7 +83,7 @@ rule train_export:
     params:
         train=config["train"],
     log:
-        train_path("logs/train_export_{model}.log"),
+        log_path("train_export_{model}", None, train_path()),
     conda:
         "../envs/dnqsm.yaml"
     script:
@@ -99,6 +99,8 @@ rule train_models:
         provenance=models_path("provenance.json"),
     params:
         train=config["train"],
+    log:
+        log_path("train_provenance", None, train_path()),
     conda:
         "../envs/dnqsm.yaml"
     script:

@@ -5,7 +5,7 @@ rule validation:
     """Dice, HD95, volume and chi differences per session; Dice, ICC, r and Bland-Altman per cohort,
     site and group (dnqsm.analysis.agreement)."""
     input:
-        table=cohort_path("desc-dentate_measures.tsv"),
+        table=cohort_path("measures"),
         derivatives=lambda wc: labelled_batches(measure_folder),
         preprocessed=lambda wc: labelled_batches(preproc_folder),
         labels=lambda wc: [str(manual_labels(s)) for s in labelled()],
@@ -21,7 +21,7 @@ rule validation:
         preprocessed=lambda wc: [preproc_session(s) for s in labelled()],
         method=METHOD,
     log:
-        str(WORK_DIR / "logs" / "validation.log"),
+        log_path("validation", None),
     conda:
         "../envs/dnqsm.yaml"
     script:
@@ -49,7 +49,7 @@ rule comparison:
                             for s in labelled()],
         bids_dir=str(BIDS_DIR),
     log:
-        str(WORK_DIR / "logs" / "comparison.log"),
+        log_path("comparison", None),
     conda:
         "../envs/dnqsm.yaml"
     script:

@@ -9,7 +9,8 @@ import pandas as pd
 from dnqsm.analysis import plots
 from dnqsm.analysis.cohort import visit_metadata
 from dnqsm.io import atomic_path, script_log, write_tsv
-from dnqsm.workflow.pipeline import batch_labels, batch_metadata, preproc_files
+from dnqsm.names import preproc_files
+from dnqsm.workflow.pipeline import batch_labels, batch_metadata
 from dnqsm.analysis.agreement import agreement, comparison_markdown, comparison_table, load_reference, sidecar
 
 

@@ -4,7 +4,8 @@ import pandas as pd
 
 from dnqsm.analysis import plots
 from dnqsm.io import read_tsv, script_log, write_tsv
-from dnqsm.workflow.pipeline import preproc_files, read_measures
+from dnqsm.names import preproc_files
+from dnqsm.workflow.pipeline import read_measures
 from dnqsm.analysis.agreement import session_agreement, sidecar, summarise
 
 snakemake = globals()["snakemake"]

@@ -12,6 +12,7 @@ import pandas as pd
 
 from dnqsm import __version__
 from dnqsm.io import column_doc, read_tsv
+from dnqsm.names import COHORT_FILES
 from dnqsm.analysis.measure import measure_columns
 
 DAYS_PER_YEAR = 365.25
@@ -196,7 +197,8 @@ def cohort_sidecar(table: pd.DataFrame, bids_dir: str | Path) -> dict[str, Any]:
         ENTITIES_COLUMN: {"Description": "the image's other BIDS entities (acq, rec, run, ...), which tell several "
                                          "images of one session apart; empty for an image without any"},
         "status": {"Description": "ok; review: labels and measures are there but a plausibility check doubts "
-                                  "them (review_reasons; listed in review.tsv); failed (listed in failures.tsv)"},
+                                  f"them (review_reasons; listed in {Path(COHORT_FILES['review']).name}); failed "
+                                  f"(listed in {Path(COHORT_FILES['failures']).name})"},
         "review_reasons": {"Description": "why the segmentation needs review, one sentence per check, '; '-separated"},
         "failed_stage": {"Description": "preprocess or segment: where a failed session stopped"},
         "error": {"Description": "why the session failed"},

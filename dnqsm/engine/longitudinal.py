@@ -43,6 +43,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 
 from dnqsm.engine.confidence import STANDING_REASONS, assess, side_numbers, thresholds
 from dnqsm.io import save_nifti, staged_folder, write_json
+from dnqsm.names import ENGINE_FILES, engine_file, engine_result
 from dnqsm.engine.localize import Expectation
 from dnqsm.engine.registration import ants_image, remove_transforms
 from dnqsm.engine.segment import LEFT, RIGHT, assign_sides
@@ -130,8 +131,8 @@ class Visit:
 
     @classmethod
     def load(cls, folder: Path, stem: str, settings: dict[str, Any]) -> Visit:
-        crop = nib.load(folder / f"{stem}_cropped.nii.gz")
-        probability = nib.load(folder / f"{stem}_cropped_prob.nii.gz").get_fdata(dtype=np.float32)
+        crop = nib.load(engine_file(folder, stem, "crop"))
+        probability = nib.load(engine_file(folder, stem, "crop_probability")).get_fdata(dtype=np.float32)
         distance = signed_distance(probability > 0.5, crop.header.get_zooms()[:3], settings["distance_clip_mm"])
         return cls(crop, probability, distance)
 
@@ -225,7 +226,7 @@ def keep_own(source: Path, target: Path, meta: dict[str, Any], record: dict[str,
     for a subject with one usable visit, or a visit the prior does not fit."""
     target.mkdir(parents=True, exist_ok=True)
     for item in sorted(source.iterdir()):
-        if not item.name.endswith("_metadata.json"):
+        if not item.name.endswith(ENGINE_FILES["metadata"]):
             shutil.copyfile(item, target / item.name)
     return {**meta, "longitudinal": {**record, "mode": mode}}
 
@@ -237,11 +238,11 @@ def relabel(engine_dir: Path, stem: str, guide: tuple[Visit, np.ndarray] | None,
     input grid, metadata with the new volumes, confidence numbers and a ``longitudinal`` record).
     ``guide`` None copies the visit's cross-sectional result (a subject with one usable visit)."""
     source = engine_dir / stem
-    meta = json.loads((source / f"{stem}_metadata.json").read_text())
+    meta = json.loads((engine_file(source, stem, "metadata")).read_text())
     target = out_dir / stem
     if guide is None:
         meta = keep_own(source, target, meta, record, "cross-sectional (one usable visit)")
-        write_json(target / f"{stem}_metadata.json", meta)
+        write_json(engine_file(target, stem, "metadata"), meta)
         return meta
     visit, prior = guide
     cropped, own = visit.crop, visit.probability
@@ -259,7 +260,7 @@ def relabel(engine_dir: Path, stem: str, guide: tuple[Visit, np.ndarray] | None,
         # a standing reason: measure applies the checks again (confidence.reassess) and keeps it
         meta.update(status="review", review_reasons=list(meta.get("review_reasons") or []) + [reason],
                     **{STANDING_REASONS: list(meta.get(STANDING_REASONS) or []) + [reason]})
-        write_json(target / f"{stem}_metadata.json", meta)
+        write_json(engine_file(target, stem, "metadata"), meta)
         return meta
     target.mkdir(parents=True, exist_ok=True)
     shape = meta["image"]["shape"]
@@ -282,17 +283,17 @@ def relabel(engine_dir: Path, stem: str, guide: tuple[Visit, np.ndarray] | None,
                for name, label in (("left", LEFT), ("right", RIGHT))}
     verdict = assess(numbers, {n: sides[n]["volume_mm3"] for n in ("left", "right")}, meta["box"],
                      meta["image"]["spacing_mm"], thresholds(checks))
-    header = nib.load(source / f"{stem}_seg.nii.gz").header
-    save_nifti(target / f"{stem}_seg.nii.gz", nib.Nifti1Image(labels.astype(np.uint8), affine, header))
-    for name in (f"{stem}_cerebellar_mask.nii.gz", f"{stem}_cropped.nii.gz"):
-        shutil.copyfile(source / name, target / name)
-    save_nifti(target / f"{stem}_cropped_seg_labeled.nii.gz",
+    header = nib.load(engine_file(source, stem, "labels")).header
+    save_nifti(engine_file(target, stem, "labels"), nib.Nifti1Image(labels.astype(np.uint8), affine, header))
+    for role in ("region", "crop"):
+        shutil.copyfile(engine_file(source, stem, role), engine_file(target, stem, role))
+    save_nifti(engine_file(target, stem, "crop_labels"),
                nib.Nifti1Image(labeled.astype(np.uint8), cropped.affine))
     meta.update(dentate=sides, status=verdict.status, review_reasons=verdict.reasons,
                 missing_sides=[s for s in ("left", "right") if sides[s]["voxels"] == 0],
                 confidence={"sides": verdict.sides, "thresholds": verdict.checks},
                 longitudinal={**record, "mode": "longitudinal", "prior_weight": weight})
-    write_json(target / f"{stem}_metadata.json", meta)
+    write_json(engine_file(target, stem, "metadata"), meta)
     return meta
 
 
@@ -316,9 +317,9 @@ def longitudinal_subject(visits: list[tuple[Path, str]], out_dir: str | Path, se
     engine segmented, then each visit relabelled; failed visits keep their record. The folder appears
     only when every visit is written."""
     settings = {**DEFAULTS, **(settings or {})}
-    metas = [json.loads((Path(d) / s / f"{s}_metadata.json").read_text()) for d, s in visits]
+    metas = [json.loads(engine_result(d, s, "metadata").read_text()) for d, s in visits]
     usable = [i for i, m in enumerate(metas) if m["status"] != "failed"
-              and (Path(visits[i][0]) / visits[i][1] / f"{visits[i][1]}_cropped_prob.nii.gz").exists()]
+              and engine_result(*visits[i], "crop_probability").exists()]
     priors: dict[int, np.ndarray] = {}
     loaded: dict[int, Visit] = {}
     record: dict[str, Any] = {"visits": len(usable)}

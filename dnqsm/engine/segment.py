@@ -24,6 +24,7 @@ from scipy import ndimage
 from dnqsm import __version__
 from dnqsm.engine.confidence import DEFAULTS as CHECK_DEFAULTS, Confidence, assess, side_numbers
 from dnqsm.io import InputError, fractions_8bit, load_image, save_nifti, staged_folder, write_json
+from dnqsm.names import engine_file
 from dnqsm.engine.localize import (Crop, Expectation, RegistrationLocator, crop_around, localization_input, localize,
                             refine_region, region_components, resample_to_grid)
 from dnqsm.analysis.measure import NUCLEUS_CONNECTIVITY
@@ -154,7 +155,7 @@ class Engine:
         meta = {"status": "failed", "error": message, **self._base_metadata(path, stem),
                 "timings_s": {"total": round(seconds, 3)}}
         with staged_folder(Path(out_dir) / stem) as folder:
-            write_json(folder / f"{stem}_metadata.json", meta)
+            write_json(engine_file(folder, stem, "metadata"), meta)
         return meta
 
     def _write_result(self, path, out_dir, stem, result: "Result", start: float) -> dict:
@@ -170,18 +171,18 @@ class Engine:
                 "missing_sides": [s for s in ("left", "right") if result.sides[s]["voxels"] == 0],
                 "confidence": {"sides": verdict.sides, "thresholds": verdict.checks}}
         with staged_folder(Path(out_dir) / stem) as folder:
-            save_nifti(folder / f"{stem}_seg.nii.gz", _like(img, result.labels))
-            save_nifti(folder / f"{stem}_cerebellar_mask.nii.gz", _like(img, result.region_on_input))
-            save_nifti(folder / f"{stem}_cropped.nii.gz", result.cropped)
-            save_nifti(folder / f"{stem}_cropped_seg.nii.gz", _like(result.cropped, result.cropped_raw))
-            save_nifti(folder / f"{stem}_cropped_seg_labeled.nii.gz", _like(result.cropped, result.cropped_labels))
+            save_nifti(engine_file(folder, stem, "labels"), _like(img, result.labels))
+            save_nifti(engine_file(folder, stem, "region"), _like(img, result.region_on_input))
+            save_nifti(engine_file(folder, stem, "crop"), result.cropped)
+            save_nifti(engine_file(folder, stem, "crop_raw"), _like(result.cropped, result.cropped_raw))
+            save_nifti(engine_file(folder, stem, "crop_labels"), _like(result.cropped, result.cropped_labels))
             if result.cropped_probability is not None:  # 8 bits (steps of 1/255): the longitudinal mode's input
-                save_nifti(folder / f"{stem}_cropped_prob.nii.gz",
+                save_nifti(engine_file(folder, stem, "crop_probability"),
                            fractions_8bit(result.cropped_probability, result.cropped.affine))
             result.timings["write"] = time.perf_counter() - tick
             result.timings["total"] = time.perf_counter() - start
             meta["timings_s"] = {k: round(v, 3) for k, v in result.timings.items()}
-            write_json(folder / f"{stem}_metadata.json", meta)
+            write_json(engine_file(folder, stem, "metadata"), meta)
         return meta
 
 

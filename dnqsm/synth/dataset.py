@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from dnqsm import __version__
+from dnqsm import names
 from dnqsm.io import bids_path, fractions_8bit, save_nifti, write_json, write_tsv
 from dnqsm.synth.acquisition import LABEL_LEFT, LABEL_RIGHT, render, sample_acquisition
 from dnqsm.synth.anatomy import SubjectAnatomy, build_anatomy
@@ -194,15 +195,15 @@ def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, 
         "Name": "Ground-truth dentate nucleus labels", "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
         "GeneratedBy": [generator], "SourceDatasets": [{"URL": "../.."}],
     })
-    write_tsv(deriv / "desc-dentate_dseg.tsv", pd.DataFrame({
+    write_tsv(deriv / names.TRUTH_LOOKUP, pd.DataFrame({
         "index": [LABEL_LEFT, LABEL_RIGHT], "name": ["left dentate nucleus", "right dentate nucleus"],
         "abbreviation": ["DN_L", "DN_R"],
     }))
-    write_json(deriv / "desc-dentate_probseg.json", {
+    write_json(deriv / names.TRUTH_FRACTIONS_SIDECAR, {
         "Description": "Share of each voxel's signal that comes from the dentate nucleus as the image holds it "
                        "(the voxel's in-plane resolution, averaged across the slice thickness), before QSM "
                        "reconstruction and noise: what a perfect reader of the image could know of the labels "
-                       "at best. The labels (desc-dentate_dseg) are the analytic nucleus at each voxel centre.",
+                       f"at best. The labels ({names.DENTATE_LABELS}) are the analytic nucleus at each voxel centre.",
         "Volumes": ["left dentate nucleus", "right dentate nucleus"],
     })
     write_tsv(deriv / "truth.tsv", truth, _truth_sidecar(preset, seed))
@@ -289,8 +290,8 @@ def _scan(task: tuple) -> dict:
         img = nib.Nifti1Image(data, out.affine, header)
         img.set_sform(out.affine, code=1)
         img.set_qform(out.affine, code=1)
-        save_nifti(bids_path(deriv, sub, ses, "dseg" if name == "dentate" else "mask", desc=name), img)
-    save_nifti(bids_path(deriv, sub, ses, "probseg", desc="dentate"), fraction_image(out.dentate_fraction, out.affine))
+        save_nifti(names.structure_labels(deriv, sub, ses, name), img)
+    save_nifti(names.dentate_fractions(deriv, sub, ses), fraction_image(out.dentate_fraction, out.affine))
     voxel_mm3 = float(abs(np.linalg.det(out.affine[:3, :3])))
     row = {
         "participant_id": f"sub-{sub}", "session_id": f"ses-{ses}", "group": person.group, "sex": person.sex,

@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import ndimage
 
 from dnqsm import __version__
+from dnqsm import names
 from dnqsm.io import bids_path, save_nifti, write_json, write_tsv
 
 from dnqsm.synth.anatomy import NUCLEI, _add_veins, _blob
@@ -260,7 +261,7 @@ def _draw_case(task: tuple[Path, int, int, str, int]) -> dict:
     anatomy = _PHANTOM if use_phantom else template_anatomy(rng)
     drawn = draw(anatomy, rng)
     save_nifti(bids_path(out, label, None, "Chimap"), drawn.image)
-    save_nifti(bids_path(out / TRUTH_DERIVATIVE, label, None, "dseg", desc="dentate"), drawn.dseg)
+    save_nifti(names.dentate_labels(out / TRUTH_DERIVATIVE, label, None), drawn.dseg)
     return {"participant_id": f"sub-{label}", **drawn.record}
 
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from dnqsm.workflow.bids import Session, chimap_sessions, dentate_labels
 from dnqsm.workflow.config import training_cohorts
-from dnqsm.io import InputError, bids_path, load_image
+from dnqsm.io import InputError, load_image
+from dnqsm.names import structure_labels
 from dnqsm.engine.localize import crop, crop_around, label_region, localization_input
 from dnqsm.engine.nnunet import write_case, write_dataset_json
 
@@ -79,7 +80,7 @@ def build_training_datasets(bids_dir: str | Path | list, labels_dir: str | Path 
             skipped.append({"case": case, "reason": f"{label_path} holds no DN label"})
             continue
         if localization_target == "cerebellum":
-            mask_path = bids_path(cohort_labels, session.subject, session.session, "mask", desc="cerebellum")
+            mask_path = structure_labels(cohort_labels, session.subject, session.session, "cerebellum")
             target = label_region(nib.load(mask_path), grid_affine, coarse.shape, dilate_voxels=0)
         else:
             target = region

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dnqsm.io import bids_name, bids_path
+from dnqsm.io import bids_name
+from dnqsm import names
 
 # entities a filename may carry besides sub- and ses- (BIDS keys, as in file names)
 FILTER_ENTITIES = ("acq", "ce", "rec", "run", "echo", "flip", "inv", "mt", "part", "chunk", "desc", "space")
@@ -143,8 +144,8 @@ def matches(session: Session, bids_filters: dict[str, Any]) -> bool:
 
 
 def dentate_labels(labels_dir: str | Path, session: Session) -> Path:
-    """Path of a session's DN labels in a derivative dataset (``desc-dentate_dseg``, left 1, right 2)."""
-    return bids_path(labels_dir, session.subject, session.session, "dseg", desc="dentate")
+    """Path of a session's DN labels (left 1, right 2) in a labelled derivative dataset."""
+    return names.dentate_labels(labels_dir, session.subject, session.session)
 
 
 def _label(value: str, entity: str) -> str:

@@ -21,34 +21,24 @@ from pathlib import Path
 from typing import Any
 
 from dnqsm.engine.confidence import reassess, thresholds
-from dnqsm.io import InputError, atomic_path, bids_name, load_image, save_nifti, staged_folder, write_json
+from dnqsm.io import InputError, atomic_path, load_image, save_nifti, staged_folder, write_json
+from dnqsm.names import DERIVATIVES, derivative_path, engine_result, preproc_files
 from dnqsm.analysis.measure import measure
 from dnqsm.workflow.preprocess import preprocess
 from dnqsm.qc.snapshots import render_failure, render_snapshot, summary_lines
 from dnqsm.engine.segment import image_stem
 
-PREPROC = "desc-preproc_Chimap"
-
-
-def preproc_files(folder: str | Path) -> tuple[Path, Path]:
-    """(image, record) of a preprocessing folder."""
-    folder = Path(folder)
-    return folder / f"{folder.name}_{PREPROC}.nii.gz", folder / f"{folder.name}_{PREPROC}.json"
-
-
 def derivative_files(anat_dir: str | Path, entities: dict[str, str] | None = None) -> dict[str, Path]:
-    """An entry's derivative files by role, from its folder ``sub-<label>[/ses-<label>]/anat`` and the
-    image's kept entities (``{"rec": "tkd"}``: several images of one session share the folder)."""
+    """An entry's derivative files by role (:data:`dnqsm.names.DERIVATIVES`), from its folder
+    ``sub-<label>[/ses-<label>]/anat`` and the image's kept entities (``{"rec": "tkd"}``: several
+    images of one session share the folder)."""
     anat_dir = Path(anat_dir)
     has_session = anat_dir.parent.name.startswith("ses-")
     session = anat_dir.parent.name.removeprefix("ses-") if has_session else None
-    subject = (anat_dir.parent.parent if has_session else anat_dir.parent).name.removeprefix("sub-")
-    name = lambda suffix, ext=".nii.gz", desc="dentate": bids_name(suffix, ext, sub=subject, ses=session,  # noqa: E731
-                                                                   **(entities or {}), desc=desc)
-    figures = anat_dir.parent / "figures"
-    return {"dseg": anat_dir / name("dseg"), "dseg_sidecar": anat_dir / name("dseg", ".json"),
-            "mask": anat_dir / name("mask", desc="localization"), "measures": anat_dir / name("measures", ".json"),
-            "snapshot": figures / name("qc", ".png")}
+    subject_dir = anat_dir.parent.parent if has_session else anat_dir.parent
+    subject = subject_dir.name.removeprefix("sub-")
+    return {role: derivative_path(subject_dir.parent, subject, session, role, **(entities or {}))
+            for role in DERIVATIVES}
 
 
 def read_measures(path: str | Path) -> dict[str, Any]:
@@ -101,7 +91,7 @@ def segment_batch(preproc_dirs: list[str | Path], out_dir: str | Path, segmenter
                 images.append(image)
             else:
                 stem = image_stem(image)
-                write_json(folder / stem / f"{stem}_metadata.json", {**record, "stem": stem})
+                write_json(engine_result(folder, stem, "metadata"), {**record, "stem": stem})
         records = segmenter.run(images, folder)
     return records
 
@@ -109,12 +99,12 @@ def segment_batch(preproc_dirs: list[str | Path], out_dir: str | Path, segmenter
 def batch_metadata(batch_dir: str | Path, preproc_dir: str | Path) -> dict[str, Any]:
     """A session's engine record in a segmentation batch folder (either method)."""
     stem = image_stem(preproc_files(preproc_dir)[0])
-    return json.loads((Path(batch_dir) / stem / f"{stem}_metadata.json").read_text())
+    return json.loads(engine_result(batch_dir, stem, "metadata").read_text())
 
 
 def batch_labels(batch_dir: str | Path, meta: dict[str, Any]) -> Path:
     """The engine's label image (1 left, 2 right, input grid) of the session ``meta`` describes."""
-    return Path(batch_dir) / meta["stem"] / f"{meta['stem']}_seg.nii.gz"
+    return engine_result(batch_dir, meta["stem"], "labels")
 
 
 def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, batch_dir: str | Path,
@@ -144,33 +134,43 @@ def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, 
             error = error.replace(name, str(record["source"]))
         record.update(status="failed", failed_stage="segment", error=error)
     else:
-        engine_dir = Path(batch_dir) / meta["stem"]
-        chi = load_image(preproc_files(preproc_dir)[0])
-        seg = batch_labels(batch_dir, meta)
-        dseg = load_image(seg, allow_unknown_orientation=True)
-        components = {side: meta["dentate"][side]["components"] for side in ("left", "right")}
-        record["measures"] = measure(chi, dseg, erosion_voxels, components)
-        verdict = reassess(meta, thresholds(checks))
-        record.update(status=verdict.status, review_reasons=list(verdict.reasons), confidence=verdict.sides)
-        record.update({
-            "method": meta["method"],
-            "segmentation_mode": (meta.get("longitudinal") or {}).get("mode", "cross-sectional"),
-            "localization_components": meta["localization_components"],
-            "locator": (meta.get("localization") or {}).get("locator", "network"),
-            "box_touches_image_edge": meta["box_touches_image_edge"], "missing_sides": meta["missing_sides"],
-            "box": meta["box"], "erosion_voxels": erosion_voxels,
-        })
-        shutil.copyfile(seg, files["dseg"])
-        shutil.copyfile(engine_dir / f"{meta['stem']}_cerebellar_mask.nii.gz", files["mask"])
-        write_json(files["dseg_sidecar"], {
-            "Sources": [record["source"]], "Description": "dentate nuclei: 1 left, 2 right (dnqsm)",
-            "Method": meta["method"],
-            "Models": meta["models"], "Options": {k: v for k, v in meta["options"].items() if k != "threads"},
-            **{key: meta[key] for key in ("box", "margin_mm", "localization_spacing_mm", "crop_voxels_canonical",
-                                          "midline_x_mm", "midline_source", "box_touches_image_edge")},
-        })
+        record.update(measured_session(meta, preproc_dir, batch_dir, erosion_voxels, checks))
+        write_labels(meta, batch_dir, files, record["source"])
     write_json(files["measures"], record)
     return record
+
+
+def measured_session(meta: dict[str, Any], preproc_dir: str | Path, batch_dir: str | Path, erosion_voxels: int,
+                     checks: dict[str, float] | None) -> dict[str, Any]:
+    """What the measures record says of a segmented entry: the measures on its preprocessed image,
+    the status under ``checks`` (:func:`dnqsm.engine.confidence.reassess`) and the engine's QC fields."""
+    chi = load_image(preproc_files(preproc_dir)[0])
+    dseg = load_image(batch_labels(batch_dir, meta), allow_unknown_orientation=True)
+    components = {side: meta["dentate"][side]["components"] for side in ("left", "right")}
+    verdict = reassess(meta, thresholds(checks))
+    return {
+        "measures": measure(chi, dseg, erosion_voxels, components),
+        "status": verdict.status, "review_reasons": list(verdict.reasons), "confidence": verdict.sides,
+        "method": meta["method"],
+        "segmentation_mode": (meta.get("longitudinal") or {}).get("mode", "cross-sectional"),
+        "localization_components": meta["localization_components"],
+        "locator": (meta.get("localization") or {}).get("locator", "network"),
+        "box_touches_image_edge": meta["box_touches_image_edge"], "missing_sides": meta["missing_sides"],
+        "box": meta["box"], "erosion_voxels": erosion_voxels,
+    }
+
+
+def write_labels(meta: dict[str, Any], batch_dir: str | Path, files: dict[str, Path], source: str | None) -> None:
+    """An entry's labels, localization mask and the labels' sidecar into its derivative ``files``."""
+    shutil.copyfile(batch_labels(batch_dir, meta), files["dseg"])
+    shutil.copyfile(engine_result(batch_dir, meta["stem"], "region"), files["mask"])
+    write_json(files["dseg_sidecar"], {
+        "Sources": [source], "Description": "dentate nuclei: 1 left, 2 right (dnqsm)",
+        "Method": meta["method"],
+        "Models": meta["models"], "Options": {k: v for k, v in meta["options"].items() if k != "threads"},
+        **{key: meta[key] for key in ("box", "margin_mm", "localization_spacing_mm", "crop_voxels_canonical",
+                                      "midline_x_mm", "midline_source", "box_touches_image_edge")},
+    })
 
 
 def measure_batch(sessions: list[dict[str, Any]], preproc_dir: str | Path, batch_dir: str | Path,
