@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := results/demo
 
-.PHONY: demo test venv bench clean demo-models comparison docs
+.PHONY: demo test venv bench clean demo-models comparison docs lint format
 
 venv: $(STAMP)
 
@@ -38,9 +38,22 @@ demo: $(STAMP)
 # Two pytest-xdist workers, one per core (TEST_WORKERS=1 runs serially); each test module stays on one
 # worker, the longest modules first (tests/conftest.py).
 TEST_WORKERS ?= 2
-test: $(STAMP)
+test: $(STAMP) lint
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20
+
+# Formatting and lint, run first by `make test`: ruff (Python: lint and format), snakefmt (the rules)
+# and Snakemake's own linter. `make format` applies both formatters.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint --cores 1 --quiet
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/snakefmt Snakefile rules
 
 # The documentation site (MkDocs + Material): served at http://127.0.0.1:8000; `make test` builds it strictly.
 docs: $(STAMP)
@@ -54,9 +67,9 @@ clean:
 
 # Reproduce the bundled demo models in stages: both models trained from scratch by the workflow's
 # train_models target on a fixed-seed `train` cohort (config/config.yaml), then continued on further
-# synthetic cohorts (config/train_finetune.yaml, train_stage3-6), then both continued on domain-randomized
-# images pooled with a physics-based `wide` cohort (config/train_stage8_randomized.yaml), and last the
-# segmentation model on a pool weighted to physics-based images (config/train_stage9_mix.yaml); the last
+# synthetic cohorts (config/training/finetune.yaml, stage3-6), then both continued on domain-randomized
+# images pooled with a physics-based `wide` cohort (config/training/stage8_randomized.yaml), and last the
+# segmentation model on a pool weighted to physics-based images (config/training/stage9_mix.yaml); the last
 # stage's zips and provenance (which embeds the earlier stages') are copied into models/demo/.
 # The last two stages draw half their randomized images from the QSM Challenge 2.0 head phantom's segmentation
 # (Marques et al. 2021, doi 10.34973/m20r-jt17; SegmentedModel.nii.gz), which is not bundled: download it
@@ -69,29 +82,29 @@ demo-models: $(STAMP)
 	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 train_models
 	$(BIN)/dnqsm synth --preset train --seed 2 --out results/train2/bids --overwrite --jobs 2
 	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
-	   train_models --configfile config/train_finetune.yaml
+	   train_models --configfile config/training/finetune.yaml
 	$(BIN)/dnqsm synth --preset train --seed 3 --out results/train3/bids --overwrite --jobs 2
 	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
-	   train_models --configfile config/train_stage3.yaml
+	   train_models --configfile config/training/stage3.yaml
 	$(BIN)/dnqsm synth --preset wide --seed 4 --out results/train4/bids --overwrite --jobs 2
 	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
-	   train_models --configfile config/train_stage4.yaml
+	   train_models --configfile config/training/stage4.yaml
 	$(BIN)/dnqsm synth --preset wide --seed 5 --first-label 101 --out results/train5/bids --overwrite --jobs 2
 	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
-	   train_models --configfile config/train_stage5.yaml
+	   train_models --configfile config/training/stage5.yaml
 	$(BIN)/dnqsm synth --preset wide --seed 8 --subjects 48 --first-label 301 --out results/train8/bids --overwrite --jobs 2
 	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
-	   train_models --configfile config/train_stage6_tv.yaml
+	   train_models --configfile config/training/stage6_tv.yaml
 	$(BIN)/dnqsm synth --preset wide --seed 9 --subjects 24 --first-label 401 --out results/train9/physics --overwrite --jobs 2
 	$(BIN)/dnqsm randomize --images 80 --seed 10 --first-label 501 --phantom $(HEAD_PHANTOM) \
 	   --out results/train9/randomized --overwrite --jobs 2
 	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
-	   train_models --configfile config/train_stage8_randomized.yaml
+	   train_models --configfile config/training/stage8_randomized.yaml
 	$(BIN)/dnqsm synth --preset wide --seed 10 --subjects 24 --first-label 601 --out results/train10/physics --overwrite --jobs 2
 	$(BIN)/dnqsm randomize --images 40 --seed 10 --first-label 501 --phantom $(HEAD_PHANTOM) \
 	   --out results/train10/randomized40 --overwrite --jobs 2
 	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
-	   train_models --configfile config/train_stage9_mix.yaml
+	   train_models --configfile config/training/stage9_mix.yaml
 	mkdir -p models/demo
 	cp results/train10/models/localization.zip results/train10/models/segmentation.zip \
 	   results/train10/models/provenance.json models/demo/

@@ -9,7 +9,8 @@ is cut). What users fear most, a label confidently too small or too large, is sc
 network's label on each clean image eroded or dilated by one voxel (``eroded``, ``dilated``), its
 checks recomputed from the engine's crop, probabilities and metadata (the pass-agreement check needs
 a network pass and is left out there); and the clean images are reported again per physics factor
-(uncorrected TKD, 2.5 mm slices or thicker, the lowest DN-contrast third). Prints one Markdown table: per degradation, how many results are poor (worse side Dice < 0.7)
+(uncorrected TKD, 2.5 mm slices or thicker, the lowest DN-contrast third). Prints one Markdown table:
+per degradation, how many results are poor (worse side Dice < 0.7)
 and the share of them marked review or failed (sensitivity), how many are good (worse side Dice >= 0.85)
 and the share of them marked review (false-review rate); then the cost of probabilities and checks
 against the segmentation time (a second pass without probabilities on the clean images).
@@ -25,15 +26,14 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-
 from segment_accuracy import add_mirroring_argument
 
-from dnqsm.engine.confidence import assess, side_numbers, thresholds
-from dnqsm.io import bids_path, read_tsv, save_nifti
-from dnqsm.engine.localize import Expectation
-from dnqsm.names import dentate_labels, engine_file, engine_result
 from dnqsm.analysis.metrics import dice
+from dnqsm.engine.confidence import assess, side_numbers, thresholds
+from dnqsm.engine.localize import Expectation
 from dnqsm.engine.segment import DentateSegmenter, load_model_set
+from dnqsm.io import bids_path, read_tsv, save_nifti
+from dnqsm.names import dentate_labels, engine_file, engine_result
 from dnqsm.synth import write_dataset
 
 TARGETS = "sensitivity >= 0.95 and false-review rate <= 0.10; probabilities + checks <= 15 % of segmentation time"
@@ -70,14 +70,25 @@ def cut_fov(img: nib.Nifti1Image, labels: np.ndarray) -> tuple[nib.Nifti1Image, 
     level = z[labels > 0].mean()
     below = z < level
     data[below] = 0
-    return nib.Nifti1Image(data, img.affine, img.header), (np.where(below, 0, labels) if CUT_TRUTH else labels).astype(np.uint8)
+    return nib.Nifti1Image(data, img.affine, img.header), (np.where(below, 0, labels) if CUT_TRUTH else labels).astype(
+        np.uint8
+    )
 
 
 CUT_TRUTH = False  # --cut-truth: score a cut field of view against the visible part of the nucleus only
 KINDS = ("clean", "invisible", "heavy_noise", "heavy_blur", "wrong_unit", "cut_fov")
 LABEL_KINDS = ("eroded", "dilated")  # the network's label on a clean image made too small / too large
-CHECK_COLUMNS = ("data_edge_mm", "smoothness_fwhm_mm", "contrast_cnr", "mean_probability", "bright_shell_share",
-                 "dark_rim_share", "registration_offset_mm", "registration_overlap", "expected_volume_mm3")
+CHECK_COLUMNS = (
+    "data_edge_mm",
+    "smoothness_fwhm_mm",
+    "contrast_cnr",
+    "mean_probability",
+    "bright_shell_share",
+    "dark_rim_share",
+    "registration_offset_mm",
+    "registration_overlap",
+    "expected_volume_mm3",
+)
 
 
 def build(root: Path, tmp: Path) -> list[dict]:
@@ -109,8 +120,11 @@ def build(root: Path, tmp: Path) -> list[dict]:
 
 def truth_row(r) -> dict:
     """What the per-factor rows need from truth.tsv."""
-    return {"inversion": r.recon_inversion, "thickest_mm": max(r.voxel_x_mm, r.voxel_y_mm, r.voxel_z_mm),
-            "dn_contrast_ppb": (r.dn_left_contrast_ppb + r.dn_right_contrast_ppb) / 2}
+    return {
+        "inversion": r.recon_inversion,
+        "thickest_mm": max(r.voxel_x_mm, r.voxel_y_mm, r.voxel_z_mm),
+        "dn_contrast_ppb": (r.dn_left_contrast_ppb + r.dn_right_contrast_ppb) / 2,
+    }
 
 
 def relabel(kind: str, folder: Path, meta: dict, truth: np.ndarray) -> dict:
@@ -132,11 +146,13 @@ def relabel(kind: str, folder: Path, meta: dict, truth: np.ndarray) -> dict:
     sides, volumes = {}, {}
     for side, label in (("left", 1), ("right", 2)):
         voxels = int((changed == label).sum())
-        sides[side] = side_numbers(values, changed, label, probability, voxels, cropped.affine, meta["midline_x_mm"],
-                                   None, expected)
+        sides[side] = side_numbers(
+            values, changed, label, probability, voxels, cropped.affine, meta["midline_x_mm"], None, expected
+        )
         volumes[side] = voxels * voxel_mm3
-    verdict = assess(sides, volumes, meta["box"], meta["image"]["spacing_mm"],
-                     thresholds(meta["confidence"]["thresholds"]))
+    verdict = assess(
+        sides, volumes, meta["box"], meta["image"]["spacing_mm"], thresholds(meta["confidence"]["thresholds"])
+    )
     row = {"status": verdict.status, "reasons": "; ".join(verdict.reasons)}
     for side, label in (("left", 1), ("right", 2)):
         row[f"dice_{side}"] = dice(changed == label, truth == label)
@@ -158,13 +174,22 @@ def score(segmenter: DentateSegmenter, cases: list[dict], out: Path) -> pd.DataF
     records = segmenter.run([c["image"] for c in cases], out)
     rows = []
     for case, rec in zip(cases, records):
-        row = {"kind": case["kind"], "image": rec["stem"], "status": rec["status"],
-               "reasons": "; ".join(rec.get("review_reasons") or []) or rec.get("error") or "",
-               "seconds": rec["timings_s"]["total"]}
-        pred = (np.asarray(nib.load(engine_result(out, rec["stem"], "labels")).dataobj)
-                if rec["status"] != "failed" else np.zeros_like(case["labels"]))
+        row = {
+            "kind": case["kind"],
+            "image": rec["stem"],
+            "status": rec["status"],
+            "reasons": "; ".join(rec.get("review_reasons") or []) or rec.get("error") or "",
+            "seconds": rec["timings_s"]["total"],
+        }
+        pred = (
+            np.asarray(nib.load(engine_result(out, rec["stem"], "labels")).dataobj)
+            if rec["status"] != "failed"
+            else np.zeros_like(case["labels"])
+        )
         for side, label in (("left", 1), ("right", 2)):
-            row[f"dice_{side}"] = dice(pred == label, case["labels"] == label) if (case["labels"] == label).any() else np.nan
+            row[f"dice_{side}"] = (
+                dice(pred == label, case["labels"] == label) if (case["labels"] == label).any() else np.nan
+            )
         row["dice_worse"] = np.nanmin([row["dice_left"], row["dice_right"]])
         sides = (rec.get("confidence") or {}).get("sides") or {}
         for side in ("left", "right"):  # the numbers behind the checks, to see where a threshold falls
@@ -176,16 +201,23 @@ def score(segmenter: DentateSegmenter, cases: list[dict], out: Path) -> pd.DataF
         if case["kind"] == "clean" and rec["status"] != "failed":
             truth = truth_on_crop(case["labels"], case["image"], rec)
             for kind in LABEL_KINDS:
-                changed = {"kind": kind, "image": rec["stem"], "seconds": np.nan, **case["truth"],
-                           **relabel(kind, out / rec["stem"], rec, truth)}
+                changed = {
+                    "kind": kind,
+                    "image": rec["stem"],
+                    "seconds": np.nan,
+                    **case["truth"],
+                    **relabel(kind, out / rec["stem"], rec, truth),
+                }
                 changed["dice_worse"] = np.nanmin([changed["dice_left"], changed["dice_right"]])
                 rows.append(changed)
     return pd.DataFrame(rows)
 
 
 def summary(table: pd.DataFrame) -> list[str]:
-    out = ["| degradation | results | poor (Dice < 0.7) | sensitivity | good (Dice >= 0.85) | false-review rate |",
-           "| --- | --- | --- | --- | --- | --- |"]
+    out = [
+        "| degradation | results | poor (Dice < 0.7) | sensitivity | good (Dice >= 0.85) | false-review rate |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
 
     def line(name: str, t: pd.DataFrame) -> str:
         poor, good = t[t.dice_worse < 0.7], t[t.dice_worse >= 0.85]
@@ -199,19 +231,26 @@ def summary(table: pd.DataFrame) -> list[str]:
     if "inversion" in table:  # the clean images again, per physics factor
         clean = table[table.kind == "clean"]
         third = clean.dn_contrast_ppb.quantile(1 / 3)
-        for name, rows in (("clean, TKD without correction", clean[clean.inversion == "tkd"]),
-                           ("clean, slices >= 2.5 mm", clean[clean.thickest_mm >= 2.5]),
-                           (f"clean, lowest DN-contrast third (<= {third:.0f} ppb)", clean[clean.dn_contrast_ppb <= third])):
+        for name, rows in (
+            ("clean, TKD without correction", clean[clean.inversion == "tkd"]),
+            ("clean, slices >= 2.5 mm", clean[clean.thickest_mm >= 2.5]),
+            (f"clean, lowest DN-contrast third (<= {third:.0f} ppb)", clean[clean.dn_contrast_ppb <= third]),
+        ):
             out.append(line(name, rows))
     return out
 
 
 #: The checks' numbers shown per group of results, with the threshold they are held against.
-RANGE_CHECKS = (("bright_shell_share", "max_bright_shell_share"), ("dark_rim_share", "max_dark_rim_share"),
-                ("registration_offset_mm", "max_registration_offset_mm"),
-                ("registration_overlap", "min_registration_overlap"),
-                ("expected_volume_ratio", "min_expected_volume_ratio"), ("contrast_cnr", "min_contrast_cnr"),
-                ("smoothness_fwhm_mm", "max_smoothness_mm"), ("data_edge_mm", "min_data_edge_mm"))
+RANGE_CHECKS = (
+    ("bright_shell_share", "max_bright_shell_share"),
+    ("dark_rim_share", "max_dark_rim_share"),
+    ("registration_offset_mm", "max_registration_offset_mm"),
+    ("registration_overlap", "min_registration_overlap"),
+    ("expected_volume_ratio", "min_expected_volume_ratio"),
+    ("contrast_cnr", "min_contrast_cnr"),
+    ("smoothness_fwhm_mm", "max_smoothness_mm"),
+    ("data_edge_mm", "min_data_edge_mm"),
+)
 
 
 def check_ranges(table: pd.DataFrame) -> list[str]:
@@ -227,15 +266,20 @@ def check_ranges(table: pd.DataFrame) -> list[str]:
     clean = table[(table.kind == "clean") & (table.dice_worse >= 0.85)]
     groups = [("good clean, all", clean)]
     groups += [(f"good clean, {name}", rows) for name, rows in clean.groupby("inversion")]
-    groups += [("good clean, slices >= 2.5 mm", clean[clean.thickest_mm >= 2.5]),
-               ("eroded", table[table.kind == "eroded"]), ("dilated", table[table.kind == "dilated"])]
+    groups += [
+        ("good clean, slices >= 2.5 mm", clean[clean.thickest_mm >= 2.5]),
+        ("eroded", table[table.kind == "eroded"]),
+        ("dilated", table[table.kind == "dilated"]),
+    ]
 
     def span(rows: pd.DataFrame, check: str) -> str:
         values = pd.concat([rows[f"{check}_left"], rows[f"{check}_right"]]).astype(float).dropna()
         return f"{values.min():.2f}–{values.max():.2f}" if len(values) else "n/a"
 
-    out = ["| check | default threshold | " + " | ".join(f"{name} ({len(rows)})" for name, rows in groups) + " |",
-           "| --- | --- | " + " | ".join("---" for _ in groups) + " |"]
+    out = [
+        "| check | default threshold | " + " | ".join(f"{name} ({len(rows)})" for name, rows in groups) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in groups) + " |",
+    ]
     for check, threshold in RANGE_CHECKS:
         if f"{check}_left" not in table:
             continue
@@ -274,7 +318,10 @@ def main() -> None:
             for c in clean:  # alternating, so that load on the machine touches both alike
                 records += plain.run([c["image"]], tmp / "plain")
                 timed += segmenter.run([c["image"]], tmp / "timed")
-            seg = lambda rs: float(np.median([r["timings_s"]["localization"] + r["timings_s"]["segmentation"] for r in rs]))
+
+            def seg(rs: list[dict]) -> float:
+                return float(np.median([r["timings_s"]["localization"] + r["timings_s"]["segmentation"] for r in rs]))
+
             checks = float(np.median([r["timings_s"]["confidence"] for r in timed]))
             registration = float(np.median([r["timings_s"]["registration"] for r in timed]))
             cost = (seg(timed), seg(records), checks, registration)
@@ -287,15 +334,21 @@ def main() -> None:
     if cost:
         with_probs, without, checks, registration = cost
         extra = with_probs - without + checks
-        print("\n| clean images, median s per image | localization + segmentation | checks | cost of confidence "
-              "(probabilities + checks) | registration (the localization's second opinion) |")
+        print(
+            "\n| clean images, median s per image | localization + segmentation | checks | cost of confidence "
+            "(probabilities + checks) | registration (the localization's second opinion) |"
+        )
         print("| --- | --- | --- | --- | --- |")
-        print(f"| with probabilities | {with_probs:.2f} | {checks:.3f} | {extra:.2f} s ({100 * extra / without:.0f} % "
-              f"of {without:.2f} s) | {registration:.2f} |")
+        print(
+            f"| with probabilities | {with_probs:.2f} | {checks:.3f} | {extra:.2f} s ({100 * extra / without:.0f} % "
+            f"of {without:.2f} s) | {registration:.2f} |"
+        )
         print(f"| without probabilities | {without:.2f} | | | |")
-        print("\nThe registration places the crop where the localization network fails and carries the MNI nuclei "
-              "onto the image; the registration checks (place, overlap, expected volume) reuse its fit at no cost "
-              "of their own.")
+        print(
+            "\nThe registration places the crop where the localization network fails and carries the MNI nuclei "
+            "onto the image; the registration checks (place, overlap, expected volume) reuse its fit at no cost "
+            "of their own."
+        )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ import nibabel as nib
 import numpy as np
 import yaml
 
-from dnqsm.workflow.bids import chimap_sessions, dentate_labels
-from dnqsm.names import structure_labels
 from dnqsm.engine.localize import label_region, localization_input, region_slices
+from dnqsm.names import structure_labels
+from dnqsm.workflow.bids import chimap_sessions, dentate_labels
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,18 +40,26 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     target = str(work / "results/localization/fold_0/checkpoint_final.pth")
-    subprocess.run([sys.executable, "-m", "snakemake", target, "--cores", "2", "--configfile",
-                    str(work / "config.yaml")], check=True, cwd=REPO)
-    records = {"DN region": json.loads(dn_record.read_text()),
-               "cerebellum": json.loads((work / "results/localization/fold_0/training.json").read_text())}
+    subprocess.run(
+        [sys.executable, "-m", "snakemake", target, "--cores", "2", "--configfile", str(work / "config.yaml")],
+        check=True,
+        cwd=REPO,
+    )
+    records = {
+        "DN region": json.loads(dn_record.read_text()),
+        "cerebellum": json.loads((work / "results/localization/fold_0/training.json").read_text()),
+    }
     spacing, margin = train["localization"]["spacing_mm"], train["segmentation"]["margin_mm"]
     crops = {"DN region": [], "cerebellum": []}
     for session in chimap_sessions(train["bids_dir"])[:10]:
         img = nib.load(session.image)
         coarse, grid = localization_input(img, spacing)
-        masks = {"DN region": nib.load(dentate_labels(train["labels_dir"], session)),
-                 "cerebellum": nib.load(structure_labels(train["labels_dir"], session.subject, session.session,
-                                                         "cerebellum"))}
+        masks = {
+            "DN region": nib.load(dentate_labels(train["labels_dir"], session)),
+            "cerebellum": nib.load(
+                structure_labels(train["labels_dir"], session.subject, session.session, "cerebellum")
+            ),
+        }
         for name, mask in masks.items():
             region = label_region(mask, grid, coarse.shape, dilate_voxels=2 if name == "DN region" else 0)
             slices, _ = region_slices(img, region, grid, margin)

@@ -24,17 +24,20 @@ from pathlib import Path
 
 import nibabel as nib
 
-from dnqsm.io import read_tsv
-from dnqsm.engine.longitudinal import longitudinal_subject
 from dnqsm.analysis.metrics import dice
+from dnqsm.engine.longitudinal import longitudinal_subject
+from dnqsm.io import read_tsv
 from dnqsm.names import engine_result
 
 
 def markdown(rows: list[dict]) -> list[str]:
     """A Markdown table of dicts with the same keys."""
     head = list(rows[0])
-    return ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head),
-            *("| " + " | ".join(str(r[k]) for k in head) + " |" for r in rows)]
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + " --- |" * len(head),
+        *("| " + " | ".join(str(r[k]) for k in head) + " |" for r in rows),
+    ]
 
 
 def run(keep: Path, rows, out: Path, settings: dict) -> tuple[float, list[dict]]:
@@ -42,8 +45,7 @@ def run(keep: Path, rows, out: Path, settings: dict) -> tuple[float, list[dict]]
     stems = [f"{r.participant_id}_{r.session_id}_Chimap" for r in rows.itertuples()]
     years = [float(v) - 1.0 for v in rows.visit]
     tick = time.perf_counter()
-    metas = longitudinal_subject([(keep / "nnunet", s) for s in stems], out,
-                                 settings=settings, years=years)
+    metas = longitudinal_subject([(keep / "nnunet", s) for s in stems], out, settings=settings, years=years)
     return time.perf_counter() - tick, metas
 
 
@@ -55,8 +57,10 @@ def main() -> None:
     parser.add_argument("--registration-spacing", type=float, default=1.0)
     args = parser.parse_args()
     if args.compare == "grid":
-        ways = (("template grid", {"registration_spacing_mm": None}),
-                (f"{args.registration_spacing:g} mm grid", {"registration_spacing_mm": args.registration_spacing}))
+        ways = (
+            ("template grid", {"registration_spacing_mm": None}),
+            (f"{args.registration_spacing:g} mm grid", {"registration_spacing_mm": args.registration_spacing}),
+        )
     else:
         ways = (("identity starts", {"warm_start": False}), ("warm starts", {"warm_start": True}))
     truth = read_tsv(args.keep / "retest" / "derivatives" / "manual" / "truth.tsv")
@@ -78,14 +82,20 @@ def main() -> None:
                     va, vb = a["dentate"][side]["volume_mm3"], b["dentate"][side]["volume_mm3"]
                     worst = max(worst, 100.0 * abs(vb - va) / max(va, 1e-9))
             record = before_metas[0]["longitudinal"]
-            rows.append({"subject": subject, "scans": len(before_metas),
-                         "template grid": f"{record['template_shape']} at {record['template_spacing_mm']:.2f} mm",
-                         f"s, {before}": round(before_s, 1),
-                         f"s, {after}": round(after_s, 1),
-                         "speed-up": f"{before_s / after_s:.1f}x",
-                         "Dice between the two, left / right (lowest scan)":
-                             f"{min(scores['left']):.3f} / {min(scores['right']):.3f}",
-                         "largest volume difference %": round(worst, 2)})
+            rows.append(
+                {
+                    "subject": subject,
+                    "scans": len(before_metas),
+                    "template grid": f"{record['template_shape']} at {record['template_spacing_mm']:.2f} mm",
+                    f"s, {before}": round(before_s, 1),
+                    f"s, {after}": round(after_s, 1),
+                    "speed-up": f"{before_s / after_s:.1f}x",
+                    "Dice between the two, left / right (lowest scan)": (
+                        f"{min(scores['left']):.3f} / {min(scores['right']):.3f}"
+                    ),
+                    "largest volume difference %": round(worst, 2),
+                }
+            )
             print(rows[-1], flush=True)
     print("\n".join(markdown(rows)))
 

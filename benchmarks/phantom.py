@@ -25,8 +25,20 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PHANTOM = REPO.parent / "shared" / "data" / "head-phantom" / "SegmentedModel.nii.gz"
 #: Total susceptibility per label (ppm) of the phantom's SusceptibilityValues.mat; outside the brain 0.
-CHI_PPM = {1: 0.044, 2: 0.1305, 3: 0.038, 4: 0.1, 5: 0.152, 6: 0.111, 7: 0.02, 8: -0.03, 9: 0.02, 10: 0.019,
-           11: 0.19, 16: -0.3}
+CHI_PPM = {
+    1: 0.044,
+    2: 0.1305,
+    3: 0.038,
+    4: 0.1,
+    5: 0.152,
+    6: 0.111,
+    7: 0.02,
+    8: -0.03,
+    9: 0.02,
+    10: 0.019,
+    11: 0.19,
+    16: -0.3,
+}
 BRAIN = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 16)
 CONTRASTS = (0.25, 0.5, 0.75, 1.0)  # share of the adult DN-white matter contrast
 SLICES_MM = (1.0, 2.0, 3.0)
@@ -64,11 +76,12 @@ def phantom_images(path: Path, out: Path, seed: int = 7) -> list[dict]:
         chi_1 = to_1mm(chi) * brain_1
         grid = physics.Grid(chi_1.shape, 1.0, np.array([0.0, 0.0, 1.0]))
         field = physics.forward_field(chi_1, grid) + rng.normal(0, 0.004, chi_1.shape).astype(np.float32)
-        recon = (physics.tkd(field, grid, 0.2) if inversion == "tkd"
-                 else physics.closed_form_l2(field, grid, 0.03)) * brain_1
+        recon = (
+            physics.tkd(field, grid, 0.2) if inversion == "tkd" else physics.closed_form_l2(field, grid, 0.03)
+        ) * brain_1
         k = int(slice_mm)
         nz = recon.shape[2] // k
-        thick = lambda a: a[:, :, : nz * k].reshape(a.shape[0], a.shape[1], nz, k).mean(-1)  # noqa: E731
+        thick = lambda a: a[:, :, : nz * k].reshape(a.shape[0], a.shape[1], nz, k).mean(-1)  # noqa: E731, B023
         image = thick(recon) + rng.normal(0, 0.003, (recon.shape[0], recon.shape[1], nz)).astype(np.float32)
         image *= thick(brain_1.astype(np.float32)) >= 0.5
         truth = np.zeros(image.shape, np.uint8)
@@ -109,8 +122,11 @@ def run(phantom: Path, out: Path, models: str | None = None, mirroring: bool = T
         meta = segmenter.run([path], out / "engine")[0]
         truth = np.asarray(nib.load(images / f"{row['image']}_truth.nii.gz").dataobj)
         image = nib.load(path).get_fdata(dtype=np.float32)
-        labels = (np.asarray(nib.load(engine_result(out / "engine", meta["stem"], "labels")).dataobj)
-                  if meta["status"] != "failed" else np.zeros_like(truth))
+        labels = (
+            np.asarray(nib.load(engine_result(out / "engine", meta["stem"], "labels")).dataobj)
+            if meta["status"] != "failed"
+            else np.zeros_like(truth)
+        )
         row["status"] = meta["status"]
         row["locator"] = (meta.get("localization") or {}).get("locator", "n/a")
         for name, side in (("left", 1), ("right", 2)):
@@ -124,24 +140,33 @@ def summary(rows: list[dict]) -> list[str]:
     import pandas as pd
 
     table = pd.DataFrame(rows)
-    lines = ["| group | images | review | failed | Dice left | Dice right | visible sides | Dice, visible sides |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| group | images | review | failed | Dice left | Dice right | visible sides | Dice, visible sides |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
 
     def line(name: str, t: pd.DataFrame) -> str:
         visible = [t.loc[t[f"{s} cnr"] >= 2, f"{s} dice"] for s in ("left", "right")]
         both = pd.concat(visible)
-        return (f"| {name} | {len(t)} | {(t.status == 'review').sum()} | {(t.status == 'failed').sum()} | "
-                f"{t['left dice'].mean():.3f} | {t['right dice'].mean():.3f} | {len(both)} of {2 * len(t)} | "
-                f"{both.mean():.3f} |" if len(both) else f"| {name} | {len(t)} | {(t.status == 'review').sum()} | "
-                f"{(t.status == 'failed').sum()} | {t['left dice'].mean():.3f} | {t['right dice'].mean():.3f} | 0 | n/a |")
+        return (
+            f"| {name} | {len(t)} | {(t.status == 'review').sum()} | {(t.status == 'failed').sum()} | "
+            f"{t['left dice'].mean():.3f} | {t['right dice'].mean():.3f} | {len(both)} of {2 * len(t)} | "
+            f"{both.mean():.3f} |"
+            if len(both)
+            else f"| {name} | {len(t)} | {(t.status == 'review').sum()} | "
+            f"{(t.status == 'failed').sum()} | {t['left dice'].mean():.3f} | {t['right dice'].mean():.3f} | 0 | n/a |"
+        )
 
     lines.append(line("all", table))
     for factor in ("contrast", "slice_mm", "inversion"):
         for level, t in table.groupby(factor):
             lines.append(line(f"{factor} {level}", t))
     invisible = table[(table["left cnr"] < 2) | (table["right cnr"] < 2)]
-    lines += ["", f"Images with a nucleus not visible (contrast-to-noise < 2): {len(invisible)}; of these "
-                  f"marked ok: {(invisible.status == 'ok').sum()}."]
+    lines += [
+        "",
+        f"Images with a nucleus not visible (contrast-to-noise < 2): {len(invisible)}; of these "
+        f"marked ok: {(invisible.status == 'ok').sum()}.",
+    ]
     return lines
 
 
@@ -153,15 +178,19 @@ def main() -> None:
     parser.add_argument("--mirroring", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     if not args.phantom.exists():
-        raise SystemExit(f"{args.phantom}: not found; download the QSM Challenge 2.0 head phantom "
-                         "(doi 10.34973/m20r-jt17) and pass --phantom")
+        raise SystemExit(
+            f"{args.phantom}: not found; download the QSM Challenge 2.0 head phantom "
+            "(doi 10.34973/m20r-jt17) and pass --phantom"
+        )
     rows = run(args.phantom, args.out, args.models, args.mirroring)
     print(f"test-time mirroring: {args.mirroring}\n")
     print("\n".join(summary(rows)))
     print("\n| image | status | locator | Dice left / right | CNR left / right |\n| --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['image']} | {r['status']} | {r['locator']} | {r['left dice']:.3f} / {r['right dice']:.3f} | "
-              f"{r['left cnr']:.1f} / {r['right cnr']:.1f} |")
+        print(
+            f"| {r['image']} | {r['status']} | {r['locator']} | {r['left dice']:.3f} / {r['right dice']:.3f} | "
+            f"{r['left cnr']:.1f} / {r['right cnr']:.1f} |"
+        )
     sys.stdout.flush()
 
 

@@ -35,19 +35,29 @@ def row(meta: dict, chi_means: dict[str, float | None]) -> dict:
     left, right = (sides.get(s, {}).get("volume_mm3") for s in ("left", "right"))
     ratio = left / right if left and right else None
     reasons = meta.get("review_reasons") or ([meta["error"]] if meta.get("error") else [])
-    return {"image": meta["stem"], "status": meta["status"],
-            "locator": (meta.get("localization") or {}).get("locator", "n/a"),
-            "left mm³": left, "right mm³": right, "L/R": ratio,
-            "left ppb": chi_means.get("left"), "right ppb": chi_means.get("right"),
-            "s": meta.get("timings_s", {}).get("total"), "reasons": "; ".join(reasons)}
+    return {
+        "image": meta["stem"],
+        "status": meta["status"],
+        "locator": (meta.get("localization") or {}).get("locator", "n/a"),
+        "left mm³": left,
+        "right mm³": right,
+        "L/R": ratio,
+        "left ppb": chi_means.get("left"),
+        "right ppb": chi_means.get("right"),
+        "s": meta.get("timings_s", {}).get("total"),
+        "reasons": "; ".join(reasons),
+    }
 
 
 def markdown(rows: list[dict]) -> str:
     def cell(value):
         if value is None:
             return "n/a"
-        return f"{value:.2f}" if isinstance(value, float) and abs(value) < 10 else (
-            f"{value:.0f}" if isinstance(value, float) else str(value))
+        return (
+            f"{value:.2f}"
+            if isinstance(value, float) and abs(value) < 10
+            else (f"{value:.0f}" if isinstance(value, float) else str(value))
+        )
 
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(r[c]) for c in COLUMNS) + " |" for r in rows]
@@ -59,11 +69,11 @@ def run(folders: list[Path], out: Path, models: str | None = None, mirroring: bo
     import nibabel as nib
     import numpy as np
 
-    from dnqsm.io import save_nifti
-    from dnqsm.workflow.preprocess import preprocess
-    from dnqsm.qc.snapshots import render_snapshot
     from dnqsm.engine.segment import DentateSegmenter, load_model_set
+    from dnqsm.io import save_nifti
     from dnqsm.names import engine_result
+    from dnqsm.qc.snapshots import render_snapshot
+    from dnqsm.workflow.preprocess import preprocess
 
     out.mkdir(parents=True, exist_ok=True)
     segmenter = DentateSegmenter(load_model_set(models), device="cpu", threads=2, mirroring=mirroring)
@@ -79,11 +89,20 @@ def run(folders: list[Path], out: Path, models: str | None = None, mirroring: bo
             if meta["status"] != "failed":
                 labels = np.asarray(nib.load(seg_path).dataobj)
                 values = chi.get_fdata(dtype=np.float32)
-                means = {side: float(values[labels == value].mean()) if (labels == value).any() else None
-                         for side, value in (("left", 1), ("right", 2))}
+                means = {
+                    side: float(values[labels == value].mean()) if (labels == value).any() else None
+                    for side, value in (("left", 1), ("right", 2))
+                }
                 title = f"{meta['stem']}: {meta['status']}, crop placed by {meta['localization']['locator']}"
-                render_snapshot(out / f"{meta['stem']}.png", chi, nib.load(seg_path), title, meta["box"],
-                                [f"input unit {record['input_unit']}"], meta["review_reasons"])
+                render_snapshot(
+                    out / f"{meta['stem']}.png",
+                    chi,
+                    nib.load(seg_path),
+                    title,
+                    meta["box"],
+                    [f"input unit {record['input_unit']}"],
+                    meta["review_reasons"],
+                )
             rows.append(row(meta, means))
     (out / "real.md").write_text(markdown(rows))
     return rows
@@ -94,8 +113,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folders", nargs="*", type=Path, default=[DEFAULT_FOLDER])
     parser.add_argument("--out", type=Path, default=REPO / "results" / "real")
     parser.add_argument("--models", default=None, help="model folder (default: the bundled demo models)")
-    parser.add_argument("--mirroring", action=argparse.BooleanOptionalAction, default=True,
-                        help="test-time mirroring (the default, as in `dnqsm segment`)")
+    parser.add_argument(
+        "--mirroring",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="test-time mirroring (the default, as in `dnqsm segment`)",
+    )
     args = parser.parse_args(argv)
     rows = run(args.folders, args.out, args.models, args.mirroring)
     sys.stdout.write(markdown(rows))

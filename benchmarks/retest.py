@@ -1,13 +1,15 @@
 """Test-retest error of the DN measures: what a trial's sample size depends on.
 
 Usage: python benchmarks/retest.py [--subjects 12] [--sessions 2] [--methods nnunet longitudinal atlas]
-                                   [--out scans.tsv | --table scans.tsv] [--keep DIR [--reuse]] [--prior-weight W] [--no-mirroring]
+                                   [--out scans.tsv | --table scans.tsv] [--keep DIR [--reuse]]
+                                   [--prior-weight W] [--no-mirroring]
 Generates a fresh `retest` cohort (seed 4001: every yearly visit scanned twice the same day, same
 nucleus, new pose, grid, noise and reconstruction, a quarter of the rescans on another site's
 protocol), segments every scan with each method (the bundled nnU-Net models; the atlas baseline with
 three labelled `train` subjects as atlases; `longitudinal`: the nnU-Net results of each subject's
-scans combined through the longitudinal mode, `dnqsm.engine.longitudinal`), measures each side (`dnqsm.analysis.measure`, on the image
-converted to ppb as the workflow does) and, per measure and side, over the same-day pairs:
+scans combined through the longitudinal mode, `dnqsm.engine.longitudinal`), measures each side
+(`dnqsm.analysis.measure`, on the image converted to ppb as the workflow does) and, per measure and side,
+over the same-day pairs:
 - within-subject coefficient of variation: sqrt(mean of d^2 / 2) / grand mean, d = scan - rescan;
 - ICC(A,1) of scan against rescan (`dnqsm.analysis.metrics.volume_agreement`, pingouin);
 - smallest detectable change: 1.96 x sqrt(2) x SEM, SEM = sqrt(mean of d^2 / 2), also in % of the mean;
@@ -33,24 +35,25 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-
 from segment_accuracy import add_mirroring_argument
 
-from dnqsm.io import bids_path, read_tsv
 from dnqsm.analysis.measure import measure
 from dnqsm.analysis.metrics import volume_agreement
 from dnqsm.analysis.stats import participants_per_arm
+from dnqsm.io import bids_path, read_tsv
+from dnqsm.names import engine_result
+from dnqsm.synth import write_dataset
 from dnqsm.synth.cohort import DEFAULT_EFFECTS
 from dnqsm.workflow.preprocess import preprocess
-from dnqsm.synth import write_dataset
-from dnqsm.names import engine_result
 
 TRIAL_YEARS = (0.0, 1.0, 2.0)
 SLOWING = 0.3
 _ATAXIA, _CONTROL = DEFAULT_EFFECTS["ataxia"], DEFAULT_EFFECTS["control"]
 #: planted excess change a year of the ataxia group: (% of the mean, or absolute) per measure
-EXCESS = {"volume_mm3": ("%", _ATAXIA.volume_pct_per_year - _CONTROL.volume_pct_per_year),
-          "chi_mean_ppb": ("ppb", _ATAXIA.chi_ppb_per_year - _CONTROL.chi_ppb_per_year)}
+EXCESS = {
+    "volume_mm3": ("%", _ATAXIA.volume_pct_per_year - _CONTROL.volume_pct_per_year),
+    "chi_mean_ppb": ("ppb", _ATAXIA.chi_ppb_per_year - _CONTROL.chi_ppb_per_year),
+}
 MEASURES = {"volume_mm3": "volume (mm³)", "chi_mean_ppb": "mean χ (ppb)", "chi_mass_ppb_mm3": "χ mass (ppb·mm³)"}
 
 
@@ -72,8 +75,10 @@ def check_kept(truth: pd.DataFrame, args: argparse.Namespace) -> None:
     """A kept cohort must be the one these arguments would generate (subjects, yearly visits)."""
     kept = (truth.participant_id.nunique(), int(truth.visit.max()))
     if kept != (args.subjects, args.sessions):
-        raise SystemExit(f"{args.keep}: the kept cohort has {kept[0]} subjects x {kept[1]} visits, not "
-                         f"--subjects {args.subjects} --sessions {args.sessions}; rerun without --reuse")
+        raise SystemExit(
+            f"{args.keep}: the kept cohort has {kept[0]} subjects x {kept[1]} visits, not "
+            f"--subjects {args.subjects} --sessions {args.sessions}; rerun without --reuse"
+        )
 
 
 def check_models(records: list[dict], folder: Path, mirroring: bool) -> None:
@@ -85,12 +90,16 @@ def check_models(records: list[dict], folder: Path, mirroring: bool) -> None:
     for record in records:
         used = {role: record.get("models", {}).get(role, {}).get("sha256") for role in wanted}
         if used != wanted:
-            raise SystemExit(f"{folder / record['stem']}: segmented with other models ({used}) than the current "
-                             f"ones ({wanted}); rerun without --reuse")
+            raise SystemExit(
+                f"{folder / record['stem']}: segmented with other models ({used}) than the current "
+                f"ones ({wanted}); rerun without --reuse"
+            )
         if record.get("options", {}).get("mirroring") != mirroring:
-            raise SystemExit(f"{folder / record['stem']}: segmented with mirroring "
-                             f"{record.get('options', {}).get('mirroring')}, this run asks for {mirroring}; "
-                             "rerun without --reuse or with the same --mirroring/--no-mirroring")
+            raise SystemExit(
+                f"{folder / record['stem']}: segmented with mirroring "
+                f"{record.get('options', {}).get('mirroring')}, this run asks for {mirroring}; "
+                "rerun without --reuse or with the same --mirroring/--no-mirroring"
+            )
 
 
 def scans(args: argparse.Namespace) -> pd.DataFrame:
@@ -101,8 +110,9 @@ def scans(args: argparse.Namespace) -> pd.DataFrame:
         if args.reuse:  # the cohort and the engines' results of an earlier --keep run into this folder
             root = tmp / "retest"
         else:
-            root = write_dataset(tmp / "retest", "retest", subjects=args.subjects, sessions=args.sessions, seed=4001,
-                                 jobs=2)
+            root = write_dataset(
+                tmp / "retest", "retest", subjects=args.subjects, sessions=args.sessions, seed=4001, jobs=2
+            )
         truth = read_tsv(root / "derivatives" / "manual" / "truth.tsv")
         images = [bids_path(root, r.participant_id[4:], r.session_id[4:], "Chimap") for r in truth.itertuples()]
         results = {}
@@ -111,8 +121,10 @@ def scans(args: argparse.Namespace) -> pd.DataFrame:
             stems = [image.name.split(".")[0] for image in images]
             for method in ("nnunet", "atlas"):
                 if method in args.methods or (method == "nnunet" and "longitudinal" in args.methods):
-                    results[method] = ([json.loads(engine_result(tmp / method, s, "metadata").read_text())
-                                        for s in stems], tmp / method)
+                    results[method] = (
+                        [json.loads(engine_result(tmp / method, s, "metadata").read_text()) for s in stems],
+                        tmp / method,
+                    )
             if "nnunet" in results:
                 check_models(results["nnunet"][0], tmp / "nnunet", args.mirroring)
         else:
@@ -128,18 +140,29 @@ def scans(args: argparse.Namespace) -> pd.DataFrame:
                 index = [i for i, r in enumerate(truth.itertuples()) if r.participant_id == subject]
                 folders[subject] = tmp / "longitudinal" / subject
                 years = [float(truth.visit.iloc[i]) - 1.0 for i in index]  # yearly visits; rescans share the day
-                metas = longitudinal_subject([(nnunet_dir, nnunet_records[i]["stem"]) for i in index], folders[subject],
-                                             settings=settings, years=years)
+                metas = longitudinal_subject(
+                    [(nnunet_dir, nnunet_records[i]["stem"]) for i in index],
+                    folders[subject],
+                    settings=settings,
+                    years=years,
+                )
                 for i, meta in zip(index, metas):
                     records[i] = {**meta, "folder": folders[subject]}
             results["longitudinal"] = (records, None)
         for method in [m for m in ("nnunet", "longitudinal", "atlas") if m in results]:
             records, folder = results[method]
             for r, image, record in zip(truth.itertuples(), images, records):
-                row = {"method": method, "participant_id": r.participant_id, "visit": r.visit, "rescan": r.rescan,
-                       "site": r.site, "status": record["status"],
-                       # the truth labels' volume on this scan's grid, as the generator counted it
-                       "left_truth_volume_mm3": r.dn_left_volume_mm3, "right_truth_volume_mm3": r.dn_right_volume_mm3}
+                row = {
+                    "method": method,
+                    "participant_id": r.participant_id,
+                    "visit": r.visit,
+                    "rescan": r.rescan,
+                    "site": r.site,
+                    "status": record["status"],
+                    # the truth labels' volume on this scan's grid, as the generator counted it
+                    "left_truth_volume_mm3": r.dn_left_volume_mm3,
+                    "right_truth_volume_mm3": r.dn_right_volume_mm3,
+                }
                 if record["status"] != "failed":
                     chi, _ = preprocess(image, "auto")
                     labels = nib.load(engine_result(record.get("folder") or folder, record["stem"], "labels"))
@@ -184,9 +207,12 @@ def within_cv(a: pd.Series, b: pd.Series) -> float:
 
 
 def summary(table: pd.DataFrame) -> list[str]:
-    out = ["| method | pairs | measure | side | n | within-subject CV % | ICC(A,1) | smallest detectable change (% of mean) "
-           "| per arm, 30 % slowing |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    out = [
+        "| method | pairs | measure | side | n | within-subject CV % | ICC(A,1) "
+        "| smallest detectable change (% of mean) "
+        "| per arm, 30 % slowing |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for (method, subset), pairs in pair_sets(table):
         for key, name in MEASURES.items():
             for side in ("left", "right"):
@@ -199,8 +225,10 @@ def summary(table: pd.DataFrame) -> list[str]:
                     continue
                 icc = volume_agreement(a.to_numpy(), b.to_numpy())["icc_a1"]  # ICC(A,1) via pingouin
                 sdc = 1.96 * np.sqrt(2) * sem
-                out.append(f"| {method} | {subset} | {name} | {side} | {len(a)} | {100 * sem / mean:.1f} | "
-                           f"{icc:.3f} | {sdc:.3g} ({100 * sdc / mean:.1f} %) | {trial_size(key, sem, mean)} |")
+                out.append(
+                    f"| {method} | {subset} | {name} | {side} | {len(a)} | {100 * sem / mean:.1f} | "
+                    f"{icc:.3f} | {sdc:.3g} ({100 * sdc / mean:.1f} %) | {trial_size(key, sem, mean)} |"
+                )
     return out
 
 
@@ -211,17 +239,26 @@ def truth_error(table: pd.DataFrame) -> list[str]:
     a table written before the truth volumes were kept."""
     if "left_truth_volume_mm3" not in table:
         return []
-    out = ["| method | scans | volume error against the truth labels, left / right % "
-           "| accepted pairs | truth labels' own volume CV on them, left / right % |", "| --- | --- | --- | --- | --- |"]
+    out = [
+        "| method | scans | volume error against the truth labels, left / right % "
+        "| accepted pairs | truth labels' own volume CV on them, left / right % |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     accepted = {method: pairs for (method, subset), pairs in pair_sets(table) if subset == "both ok"}
     for method, t in table[table.status != "failed"].groupby("method", sort=False):
-        errors = [100 * np.mean(t[f"{side}_volume_mm3"].astype(float) / t[f"{side}_truth_volume_mm3"] - 1)
-                  for side in ("left", "right")]
+        errors = [
+            100 * np.mean(t[f"{side}_volume_mm3"].astype(float) / t[f"{side}_truth_volume_mm3"] - 1)
+            for side in ("left", "right")
+        ]
         pairs = accepted[method]
-        floor = [within_cv(pairs[f"{side}_truth_volume_mm3_a"], pairs[f"{side}_truth_volume_mm3_b"])
-                 for side in ("left", "right")]
-        out.append(f"| {method} | {len(t)} | {errors[0]:+.1f} / {errors[1]:+.1f} | {len(pairs)} "
-                   f"| {floor[0]:.1f} / {floor[1]:.1f} |")
+        floor = [
+            within_cv(pairs[f"{side}_truth_volume_mm3_a"], pairs[f"{side}_truth_volume_mm3_b"])
+            for side in ("left", "right")
+        ]
+        out.append(
+            f"| {method} | {len(t)} | {errors[0]:+.1f} / {errors[1]:+.1f} | {len(pairs)} "
+            f"| {floor[0]:.1f} / {floor[1]:.1f} |"
+        )
     return out
 
 
@@ -229,17 +266,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subjects", type=int, default=12)
     parser.add_argument("--sessions", type=int, default=2, help="yearly visits, each scanned twice")
-    parser.add_argument("--methods", nargs="+", default=["nnunet", "longitudinal", "atlas"],
-                        choices=["nnunet", "longitudinal", "atlas"])
+    parser.add_argument(
+        "--methods", nargs="+", default=["nnunet", "longitudinal", "atlas"], choices=["nnunet", "longitudinal", "atlas"]
+    )
     parser.add_argument("--out", default=None, help="also write the per-scan table here (TSV)")
-    parser.add_argument("--keep", default=None, help="write the cohort and the results into this folder and keep them (a new folder, or an earlier run's with --reuse)")
+    parser.add_argument(
+        "--keep",
+        default=None,
+        help="write the cohort and the results into this folder and keep them (a new folder, or an earlier "
+        "run's with --reuse)",
+    )
     parser.add_argument("--table", default=None, help="summarise a per-scan table written by --out instead")
-    parser.add_argument("--prior-weight", type=float, default=None,
-                        help="the longitudinal mode's longitudinal.prior_weight (default: the config's default)")
+    parser.add_argument(
+        "--prior-weight",
+        type=float,
+        default=None,
+        help="the longitudinal mode's longitudinal.prior_weight (default: the config's default)",
+    )
     add_mirroring_argument(parser)
-    parser.add_argument("--reuse", action="store_true",
-                        help="with --keep: reuse the cohort and the nnunet/atlas results an earlier --keep run left "
-                             "there (same --subjects and --sessions) and run only the longitudinal mode again")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --keep: reuse the cohort and the nnunet/atlas results an earlier --keep run left "
+        "there (same --subjects and --sessions) and run only the longitudinal mode again",
+    )
     args = parser.parse_args()
     if args.reuse and not (args.keep and (Path(args.keep) / "retest").is_dir()):
         parser.error(f"--reuse needs --keep naming the folder of an earlier run (no retest/ cohort in {args.keep})")

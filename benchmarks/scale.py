@@ -125,28 +125,55 @@ def main() -> None:
         config.update(bids_dir=str(bids), output_dir=str(root / "out"), work_dir=str(root / "work"))
         config["inference"]["batch_size"] = args.batch_size
         (root / "config.yaml").write_text(yaml.safe_dump(config))
-        base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(root),
-                "--configfile", str(root / "config.yaml"), "--cores", "2"]
+        base = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(root),
+            "--configfile",
+            str(root / "config.yaml"),
+            "--cores",
+            "2",
+        ]
         dry_s, dry_gib, text = measured(base + ["-n"], root)
         jobs = jobs_by_rule(text)
         job_parse_s, job_gib = median_seconds(base + ["--mode", "remote", "-l"], root)
         main_parse_s, _, _ = measured(base + ["-l"], root)
-        rows.append({"sessions": n, "jobs": sum(jobs.values()), "dry_s": dry_s, "dry_gib": dry_gib,
-                     "job_parse_s": job_parse_s, "job_gib": job_gib, "main_parse_s": main_parse_s,
-                     "slurm": slurm_submissions(jobs), "made_s": made})
+        rows.append(
+            {
+                "sessions": n,
+                "jobs": sum(jobs.values()),
+                "dry_s": dry_s,
+                "dry_gib": dry_gib,
+                "job_parse_s": job_parse_s,
+                "job_gib": job_gib,
+                "main_parse_s": main_parse_s,
+                "slurm": slurm_submissions(jobs),
+                "made_s": made,
+            }
+        )
         print(f"{n} sessions: {rows[-1]}", file=sys.stderr, flush=True)
         if not args.keep:
             shutil.rmtree(root)
     with tempfile.TemporaryDirectory() as tmp:
         alone_s = snakemake_alone(Path(tmp))
-    print(f"\nbatch_size {args.batch_size}, {os.cpu_count()} CPUs; Snakemake alone (a one-rule Snakefile, "
-          f"`--mode remote -l`): {alone_s:.1f} s\n")
-    print("| sessions | Snakemake jobs | `snakemake -n` s | peak RSS GiB | parse per cluster job s (manifest) "
-          "| same parse with discovery s | SLURM submissions (profiles/slurm) |")
+    print(
+        f"\nbatch_size {args.batch_size}, {os.cpu_count()} CPUs; Snakemake alone (a one-rule Snakefile, "
+        f"`--mode remote -l`): {alone_s:.1f} s\n"
+    )
+    print(
+        "| sessions | Snakemake jobs | `snakemake -n` s | peak RSS GiB | parse per cluster job s (manifest) "
+        "| same parse with discovery s | SLURM submissions (profiles/slurm) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['sessions']:,} | {r['jobs']:,} | {r['dry_s']:.1f} | {r['dry_gib']:.2f} | {r['job_parse_s']:.1f} "
-              f"| {r['main_parse_s']:.1f} | {r['slurm']:,} |")
+        print(
+            f"| {r['sessions']:,} | {r['jobs']:,} | {r['dry_s']:.1f} | {r['dry_gib']:.2f} | {r['job_parse_s']:.1f} "
+            f"| {r['main_parse_s']:.1f} | {r['slurm']:,} |"
+        )
 
 
 if __name__ == "__main__":

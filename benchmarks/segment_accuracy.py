@@ -16,17 +16,28 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from dnqsm.io import bids_path, read_tsv
 from dnqsm.analysis.metrics import dice, volume_agreement
 from dnqsm.engine.nnunet import CONFIGURATION, from_nnunet, to_nnunet
 from dnqsm.engine.segment import DentateSegmenter, load_model_set
+from dnqsm.io import bids_path, read_tsv
 from dnqsm.names import dentate_fractions, dentate_labels, engine_result
 from dnqsm.synth import write_dataset
 
-
 #: Truth-table columns kept per image, so results can be broken down by what made the image.
-FACTORS = ("site", "baseline_age", "acq_orientation", "acq_oblique_deg", "voxel_x_mm", "voxel_z_mm", "recon_inversion",
-           "recon_reference", "recon_snr", "rotation_x_deg", "dn_left_contrast_ppb", "dn_right_contrast_ppb")
+FACTORS = (
+    "site",
+    "baseline_age",
+    "acq_orientation",
+    "acq_oblique_deg",
+    "voxel_x_mm",
+    "voxel_z_mm",
+    "recon_inversion",
+    "recon_reference",
+    "recon_snr",
+    "rotation_x_deg",
+    "dn_left_contrast_ppb",
+    "dn_right_contrast_ppb",
+)
 
 
 def planned_configuration(model_folder: Path):
@@ -45,8 +56,7 @@ def spacing_ceiling(labels: nib.Nifti1Image, config, margin_voxels: int = 8) -> 
     canonical = nib.as_closest_canonical(labels)
     truth = np.asarray(canonical.dataobj).astype(np.uint8)
     found = np.argwhere(truth > 0)
-    box = tuple(slice(max(lo - margin_voxels, 0), hi + margin_voxels + 1)
-                for lo, hi in zip(found.min(0), found.max(0)))
+    box = tuple(slice(max(lo - margin_voxels, 0), hi + margin_voxels + 1) for lo, hi in zip(found.min(0), found.max(0)))
     data, props = to_nnunet(truth[box], canonical.header.get_zooms()[:3])
     classes = np.concatenate([data == label for label in (0, 1, 2)]).astype(np.float32)
     shape = data.shape[1:]
@@ -63,18 +73,29 @@ def image_ceiling(fraction: nib.Nifti1Image, labels: np.ndarray) -> dict[str, fl
     there is the image's (a thick slice averages over what the label at its centre says), not the
     network's."""
     shares = fraction.get_fdata(dtype=np.float32)
-    return {side: dice(shares[..., index] > 0.5, labels == label)
-            for index, (side, label) in enumerate((("left", 1), ("right", 2)))}
+    return {
+        side: dice(shares[..., index] > 0.5, labels == label)
+        for index, (side, label) in enumerate((("left", 1), ("right", 2)))
+    }
 
 
-def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int, tmp: Path,
-             cohorts: Path | None = None) -> pd.DataFrame:
+def evaluate(
+    segmenter: DentateSegmenter, preset: str, subjects: int, seed: int, tmp: Path, cohorts: Path | None = None
+) -> pd.DataFrame:
     """Segment a fresh cohort of ``preset`` and score every image against its truth. With ``cohorts``,
     the cohort is kept there and reused by later runs with the same arguments (synthesis is
     deterministic), so that two model sets are compared on the same images without regenerating them."""
     kept = cohorts is not None
-    root = write_dataset(Path(cohorts) / f"{preset}_subjects-{subjects}_seed-{seed}" if kept else tmp / preset, preset,
-                         subjects=subjects, sessions=1, seed=seed, overwrite=kept, reuse=kept, jobs=2)
+    root = write_dataset(
+        Path(cohorts) / f"{preset}_subjects-{subjects}_seed-{seed}" if kept else tmp / preset,
+        preset,
+        subjects=subjects,
+        sessions=1,
+        seed=seed,
+        overwrite=kept,
+        reuse=kept,
+        jobs=2,
+    )
     truth = read_tsv(root / "derivatives/manual/truth.tsv")
     images = [bids_path(root, r.participant_id[4:], r.session_id[4:], "Chimap") for r in truth.itertuples()]
     start = time.perf_counter()
@@ -83,18 +104,27 @@ def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int,
     planned = planned_configuration(segmenter.models.segmentation.folder)
     rows = []
     for r, rec in zip(truth.itertuples(), records):
-        row = {"preset": preset, "image": rec["stem"], "status": rec["status"], "seconds": seconds,
-               "mirroring": segmenter.mirroring}
+        row = {
+            "preset": preset,
+            "image": rec["stem"],
+            "status": rec["status"],
+            "seconds": seconds,
+            "mirroring": segmenter.mirroring,
+        }
         row.update({k: getattr(r, k) for k in FACTORS if hasattr(r, k)})
         labels_img = nib.load(dentate_labels(root / "derivatives/manual", r.participant_id[4:], r.session_id[4:]))
         labels = np.asarray(labels_img.dataobj)
         # an image under review still has labels, scored as they are; a failed one has none
         found = rec["status"] != "failed"
-        pred = (np.asarray(nib.load(engine_result(tmp / f"{preset}_out", rec["stem"], "labels")).dataobj)
-                if found else np.zeros_like(labels))
+        pred = (
+            np.asarray(nib.load(engine_result(tmp / f"{preset}_out", rec["stem"], "labels")).dataobj)
+            if found
+            else np.zeros_like(labels)
+        )
         ceiling = spacing_ceiling(labels_img, planned)
-        readable = image_ceiling(nib.load(dentate_fractions(root / "derivatives/manual", r.participant_id[4:],
-                                                            r.session_id[4:])), labels)
+        readable = image_ceiling(
+            nib.load(dentate_fractions(root / "derivatives/manual", r.participant_id[4:], r.session_id[4:])), labels
+        )
         for side, label in (("left", 1), ("right", 2)):
             row[f"dice_{side}"] = dice(pred == label, labels == label)
             row[f"ceiling_{side}"] = ceiling[side]
@@ -107,8 +137,12 @@ def evaluate(segmenter: DentateSegmenter, preset: str, subjects: int, seed: int,
 
 def add_mirroring_argument(parser: argparse.ArgumentParser) -> None:
     """``--mirroring/--no-mirroring``, the same in every benchmark: on by default, as in dnqsm."""
-    parser.add_argument("--mirroring", action=argparse.BooleanOptionalAction, default=True,
-                        help="test-time mirroring (dnqsm's default; --no-mirroring: one pass, about 5x faster on CPU)")
+    parser.add_argument(
+        "--mirroring",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="test-time mirroring (dnqsm's default; --no-mirroring: one pass, about 5x faster on CPU)",
+    )
 
 
 def mirroring_used(table: pd.DataFrame) -> str:
@@ -132,20 +166,33 @@ def main() -> None:
     else:
         segmenter = DentateSegmenter(load_model_set(args.models), device="cpu", mirroring=args.mirroring, threads=2)
         with tempfile.TemporaryDirectory() as tmp:
-            table = pd.concat([evaluate(segmenter, "test", args.subjects, 1001, Path(tmp)),
-                               evaluate(segmenter, "external", args.subjects, 1002, Path(tmp))])
+            table = pd.concat(
+                [
+                    evaluate(segmenter, "test", args.subjects, 1001, Path(tmp)),
+                    evaluate(segmenter, "external", args.subjects, 1002, Path(tmp)),
+                ]
+            )
     if args.out:
         table.to_csv(args.out, sep="\t", index=False)
-    print(f"test-time mirroring: {mirroring_used(table)}; images per cohort: {table.groupby('preset').size().to_dict()}\n")
-    print("| cohort | images | review | failed | Dice left (mean ± SD) | Dice right (mean ± SD) | volume ICC(A,1) L / R "
-          "| Pearson r L / R | s per image |")
+    print(
+        f"test-time mirroring: {mirroring_used(table)}; images per cohort: {table.groupby('preset').size().to_dict()}\n"
+    )
+    print(
+        "| cohort | images | review | failed | Dice left (mean ± SD) | Dice right (mean ± SD) | volume ICC(A,1) L / R "
+        "| Pearson r L / R | s per image |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for preset, t in table.groupby("preset", sort=False):
-        agree = {s: volume_agreement(t[f"true_{s}_mm3"].to_numpy(), t[f"pred_{s}_mm3"].to_numpy()) for s in ("left", "right")}
-        print(f"| {preset} | {len(t)} | {(t.status == 'review').sum()} | {(t.status == 'failed').sum()} "
-              f"| {t.dice_left.mean():.3f} ± {t.dice_left.std():.3f} | {t.dice_right.mean():.3f} ± {t.dice_right.std():.3f} "
-              f"| {agree['left']['icc_a1']:.3f} / {agree['right']['icc_a1']:.3f} "
-              f"| {agree['left']['pearson_r']:.3f} / {agree['right']['pearson_r']:.3f} | {t.seconds.iloc[0]:.1f} |")
+        agree = {
+            s: volume_agreement(t[f"true_{s}_mm3"].to_numpy(), t[f"pred_{s}_mm3"].to_numpy()) for s in ("left", "right")
+        }
+        print(
+            f"| {preset} | {len(t)} | {(t.status == 'review').sum()} | {(t.status == 'failed').sum()} "
+            f"| {t.dice_left.mean():.3f} ± {t.dice_left.std():.3f} "
+            f"| {t.dice_right.mean():.3f} ± {t.dice_right.std():.3f} "
+            f"| {agree['left']['icc_a1']:.3f} / {agree['right']['icc_a1']:.3f} "
+            f"| {agree['left']['pearson_r']:.3f} / {agree['right']['pearson_r']:.3f} | {t.seconds.iloc[0]:.1f} |"
+        )
 
 
 if __name__ == "__main__":

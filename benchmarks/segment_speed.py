@@ -43,8 +43,15 @@ print(json.dumps({"load": load, "work": work, "peak_gib": resource.getrusage(res
 
 def child(models, images, out, mirroring=False, baseline=False) -> dict:
     start = time.perf_counter()
-    args = json.dumps({"models": models, "images": [str(i) for i in images], "out": str(out), "mirroring": mirroring,
-                       "baseline": baseline})
+    args = json.dumps(
+        {
+            "models": models,
+            "images": [str(i) for i in images],
+            "out": str(out),
+            "mirroring": mirroring,
+            "baseline": baseline,
+        }
+    )
     run = subprocess.run([sys.executable, "-c", CHILD, args], capture_output=True, text=True)
     if run.returncode != 0:
         raise SystemExit(f"the benchmark's child process failed on {args}:\n{run.stderr[-3000:]}")
@@ -66,18 +73,40 @@ def main() -> None:
         out = Path(tmp) / "out"
         rows = []
         singles = [child(args.models, [img], out) for img in images]
-        rows.append(("one image per process, mirroring off", len(images),
-                     sum(s["wall"] for s in singles) / len(images), sum(s["load"] for s in singles) / len(images),
-                     max(s["peak_gib"] for s in singles)))
+        rows.append(
+            (
+                "one image per process, mirroring off",
+                len(images),
+                sum(s["wall"] for s in singles) / len(images),
+                sum(s["load"] for s in singles) / len(images),
+                max(s["peak_gib"] for s in singles),
+            )
+        )
         batch = child(args.models, images, out)
-        rows.append((f"batch of {len(images)} in one process, mirroring off", len(images), batch["wall"] / len(images),
-                     batch["load"], batch["peak_gib"]))
+        rows.append(
+            (
+                f"batch of {len(images)} in one process, mirroring off",
+                len(images),
+                batch["wall"] / len(images),
+                batch["load"],
+                batch["peak_gib"],
+            )
+        )
         few = images[:2]
         mirrored = child(args.models, few, out, mirroring=True)
-        rows.append(("batch, mirroring on", len(few), mirrored["wall"] / len(few), mirrored["load"], mirrored["peak_gib"]))
+        rows.append(
+            ("batch, mirroring on", len(few), mirrored["wall"] / len(few), mirrored["load"], mirrored["peak_gib"])
+        )
         base = child(args.models, few, out, baseline=True)
-        rows.append(("single-step baseline (segmentation model on the whole image)", len(few), base["wall"] / len(few),
-                     base["load"], base["peak_gib"]))
+        rows.append(
+            (
+                "single-step baseline (segmentation model on the whole image)",
+                len(few),
+                base["wall"] / len(few),
+                base["load"],
+                base["peak_gib"],
+            )
+        )
     print("| configuration | images | wall s per image (incl. start-up) | model load s | peak RSS GiB |")
     print("| --- | --- | --- | --- | --- |")
     for name, n, per, load, peak in rows:

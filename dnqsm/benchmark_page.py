@@ -13,7 +13,7 @@ import os
 import platform
 import shlex
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -71,8 +71,15 @@ def machine() -> str:
     return text
 
 
-def write_page(name: str, title: str, body: str, models_dir: str | Path | None = None,
-               argv: list[str] | None = None, pages: Path = PAGES, code: str | None = None) -> Path:
+def write_page(
+    name: str,
+    title: str,
+    body: str,
+    models_dir: str | Path | None = None,
+    argv: list[str] | None = None,
+    pages: Path = PAGES,
+    code: str | None = None,
+) -> Path:
     """Write ``pages/<name>.md``: front matter and a header naming the command, date, commit (``code``:
     the one the benchmark started on; else the one checked out now), models' hash and machine, then
     ``body`` (the benchmark's Markdown). Replaces an earlier page of that name."""
@@ -85,25 +92,39 @@ def write_page(name: str, title: str, body: str, models_dir: str | Path | None =
     facts = {
         "title": title,
         "command": shlex.join(["python", str(script), *argv[1:]]),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": code or commit(),
         "models_hash": models_hash(models_dir),
         "models": str(models_dir or "models/demo (bundled)"),
         "machine": machine(),
     }
-    header = "\n".join([
-        f"# {title}", "",
-        "| measured | |", "| --- | --- |",
-        f"| command | `{facts['command']}` |",
-        f"| date | {facts['date']} |",
-        f"| commit | `{facts['commit']}` |",
-        f"| models | {facts['models']}, hash `{facts['models_hash']}` |",
-        f"| machine | {facts['machine']} |", "",
-        "Written by the benchmark script; rerun the command to replace this page.", ""])
+    header = "\n".join(
+        [
+            f"# {title}",
+            "",
+            "| measured | |",
+            "| --- | --- |",
+            f"| command | `{facts['command']}` |",
+            f"| date | {facts['date']} |",
+            f"| commit | `{facts['commit']}` |",
+            f"| models | {facts['models']}, hash `{facts['models_hash']}` |",
+            f"| machine | {facts['machine']} |",
+            "",
+            "Written by the benchmark script; rerun the command to replace this page.",
+            "",
+        ]
+    )
     path = pages / f"{name}.md"
     with atomic_path(path) as tmp:
-        tmp.write_text("---\n" + yaml.safe_dump(facts, sort_keys=False, allow_unicode=True) + "---\n\n" + header
-                       + "\n" + body.rstrip() + "\n")
+        tmp.write_text(
+            "---\n"
+            + yaml.safe_dump(facts, sort_keys=False, allow_unicode=True)
+            + "---\n\n"
+            + header
+            + "\n"
+            + body.rstrip()
+            + "\n"
+        )
     return path
 
 
@@ -180,20 +201,30 @@ def _dice(rows, cohort: str) -> str | None:
 def _real(rows) -> str | None:
     if not rows:
         return None
-    found = sum(1 for row in rows if row.get("status") == "ok" and row.get("left mm³", "0") not in ("", "0")
-                and row.get("right mm³", "0") not in ("", "0"))
+    found = sum(
+        1
+        for row in rows
+        if row.get("status") == "ok"
+        and row.get("left mm³", "0") not in ("", "0")
+        and row.get("right mm³", "0") not in ("", "0")
+    )
     return f"both nuclei found, status ok: {found} of {len(rows)} map{'s' if len(rows) != 1 else ''}"
 
 
 def _flags(rows) -> str | None:
     row = _row(rows, "**all**")
-    return None if row is None else (f"sensitivity {row.get('sensitivity')}, false-review rate "
-                                     f"{row.get('false-review rate')}")
+    return (
+        None
+        if row is None
+        else (f"sensitivity {row.get('sensitivity')}, false-review rate {row.get('false-review rate')}")
+    )
 
 
 def _phantom(rows) -> str | None:
     row = _row(rows, "all")
-    return None if row is None else f"Dice {row.get('Dice, visible sides')} on visible nuclei ({row.get('visible sides')})"
+    return (
+        None if row is None else f"Dice {row.get('Dice, visible sides')} on visible nuclei ({row.get('visible sides')})"
+    )
 
 
 def _speed(rows) -> str | None:

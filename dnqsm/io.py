@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import csv
-import re
-
 import json
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,8 +23,23 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 #: BIDS entity order used in file names.
-ENTITY_ORDER = ("sub", "ses", "acq", "ce", "rec", "run", "echo", "flip", "inv", "mt", "part", "chunk", "space",
-                "label", "desc")
+ENTITY_ORDER = (
+    "sub",
+    "ses",
+    "acq",
+    "ce",
+    "rec",
+    "run",
+    "echo",
+    "flip",
+    "inv",
+    "mt",
+    "part",
+    "chunk",
+    "space",
+    "label",
+    "desc",
+)
 
 
 def bids_name(suffix: str, ext: str = ".nii.gz", **entities: str | None) -> str:
@@ -121,7 +136,7 @@ def check_writable(folder: str | Path, what: str) -> None:
         raise InputError(f"{what} {folder}: cannot write in {existing} ({exc.strerror or exc})") from None
 
 
-def fractions_8bit(values, affine, header=None) -> "nib.Nifti1Image":
+def fractions_8bit(values, affine, header=None) -> nib.Nifti1Image:
     """Fractions in [0, 1] (probabilities, partial volumes) as an 8-bit NIfTI with scl_slope 1/255: the
     files stay small and a reader sees fractions in steps of 1/255."""
     import nibabel as nib
@@ -162,8 +177,17 @@ def write_tsv(path: str | Path, table: pd.DataFrame, sidecar: dict[str, Any] | N
     for column in text:
         clean[column] = clean[column].map(lambda v: re.sub(r"[\t\r\n]+", " ", v) if isinstance(v, str) else v)
     with atomic_path(path) as tmp:
-        clean.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n",
-                     quoting=csv.QUOTE_NONE, quotechar="\x00", doublequote=False)
+        clean.to_csv(
+            tmp,
+            sep="\t",
+            index=False,
+            na_rep="n/a",
+            float_format="%.6g",
+            lineterminator="\n",
+            quoting=csv.QUOTE_NONE,
+            quotechar="\x00",
+            doublequote=False,
+        )
     if sidecar is not None:
         write_json(Path(str(path)[: -len(".tsv")] + ".json"), sidecar)
     return Path(path)
@@ -171,8 +195,14 @@ def write_tsv(path: str | Path, table: pd.DataFrame, sidecar: dict[str, Any] | N
 
 def read_tsv(path: str | Path) -> pd.DataFrame:
     """Read a BIDS TSV, treating ``n/a`` as missing."""
-    return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=False, quoting=csv.QUOTE_NONE,
-                       dtype={"participant_id": str, "session_id": str})
+    return pd.read_csv(
+        path,
+        sep="\t",
+        na_values=["n/a"],
+        keep_default_na=False,
+        quoting=csv.QUOTE_NONE,
+        dtype={"participant_id": str, "session_id": str},
+    )
 
 
 def _json_default(value: Any) -> Any:
@@ -224,9 +254,11 @@ def load_image(path: str | Path, allow_unknown_orientation: bool = False) -> nib
     if not np.any(data[finite] != 0):
         raise InputError(f"{path}: all values are zero")
     if not allow_unknown_orientation and int(img.header["sform_code"]) == 0 and int(img.header["qform_code"]) == 0:
-        raise InputError(f"{path}: sform and qform codes are both 0, so left and right cannot be known; "
-                         "fix the header, or override explicitly (workflow: orientation.allow_unknown: true; "
-                         "dnqsm segment: --allow-unknown-orientation)")
+        raise InputError(
+            f"{path}: sform and qform codes are both 0, so left and right cannot be known; "
+            "fix the header, or override explicitly (workflow: orientation.allow_unknown: true; "
+            "dnqsm segment: --allow-unknown-orientation)"
+        )
     # Keep the validated values in memory (float32, scl_slope applied) so later steps never read or
     # decompress the file again; the header keeps its qform/sform codes.
     header = nib.Nifti1Header.from_header(img.header)

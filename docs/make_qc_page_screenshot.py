@@ -3,7 +3,6 @@
 Run after `make demo`: .venv/bin/python docs/make_qc_page_screenshot.py
 """
 
-from pathlib import Path
 import shutil
 
 from playwright.sync_api import sync_playwright

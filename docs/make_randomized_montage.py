@@ -36,15 +36,21 @@ def main() -> None:
         values = image.get_fdata(dtype=np.float32)
         zooms = image.header.get_zooms()[:3]
         centre = np.argwhere(dseg > 0).mean(0).round().astype(int)
-        planes = [(values[:, :, centre[2]], dseg[:, :, centre[2]], zooms[1] / zooms[0]),
-                  (values[:, centre[1], :], dseg[:, centre[1], :], zooms[2] / zooms[0]),
-                  (values[centre[0]], dseg[centre[0]], zooms[2] / zooms[1])]
+        planes = [
+            (values[:, :, centre[2]], dseg[:, :, centre[2]], zooms[1] / zooms[0]),
+            (values[:, centre[1], :], dseg[:, centre[1], :], zooms[2] / zooms[0]),
+            (values[centre[0]], dseg[centre[0]], zooms[2] / zooms[1]),
+        ]
         for ax, (plane, labels, aspect) in zip(row, planes):
             ax.imshow(plane.T, cmap="gray", origin="lower", vmin=-0.1, vmax=0.25, aspect=aspect)
             ax.contour((labels > 0).T, [0.5], colors="#ff4d4d", linewidths=0.6)
             ax.set_axis_off()
-        row[0].set_title(f"{record.anatomy.removesuffix('.nii.gz')}, {record.layout}, pitch {record.pitch_deg:.0f}°, "
-                         f"DN +{record.dn_contrast_ppm:.2f} ppm", fontsize=8, loc="left")
+        row[0].set_title(
+            f"{record.anatomy.removesuffix('.nii.gz')}, {record.layout}, pitch {record.pitch_deg:.0f}°, "
+            f"DN +{record.dn_contrast_ppm:.2f} ppm",
+            fontsize=8,
+            loc="left",
+        )
     fig.tight_layout()
     fig.savefig(args.out, dpi=70)
     print(f"wrote {args.out}")

@@ -6,23 +6,22 @@ rule cohort_table:
     review.tsv (sessions whose segmentation a plausibility check doubts)."""
     input:
         derivatives=lambda wc: all_batches(measure_folder),
-        metadata=lambda wc: [str(p) for p in [BIDS_DIR / "participants.tsv", *BIDS_DIR.glob("sub-*/sub-*_sessions.tsv")]
-                             if p.exists()],
+        metadata=lambda wc: [
+            str(p) for p in [BIDS_DIR / "participants.tsv", *BIDS_DIR.glob("sub-*/sub-*_sessions.tsv")] if p.exists()
+        ],
     output:
-        table=report(cohort_path("measures"), caption="../report/cohort_table.rst",
-                     category="Cohort"),
+        table=report(cohort_path("measures"), caption="../report/cohort_table.rst", category="Cohort"),
         sidecar=cohort_path("measures_sidecar"),
         failures=report(cohort_path("failures"), caption="../report/failures.rst", category="Cohort"),
         review=report(cohort_path("review"), caption="../report/review.rst", category="Cohort"),
-        problems=report(cohort_path("metadata_problems"), caption="../report/metadata_problems.rst",
-                        category="Cohort"),
-    params:
-        measures=lambda wc: [measures_record(s) for s in BATCHES.sessions],
-        bids_dir=str(BIDS_DIR),
+        problems=report(cohort_path("metadata_problems"), caption="../report/metadata_problems.rst", category="Cohort"),
     log:
         log_path("cohort_table", None),
     conda:
         "../envs/dnqsm.yaml"
+    params:
+        measures=lambda wc: [measures_record(s) for s in BATCHES.sessions],
+        bids_dir=str(BIDS_DIR),
     script:
         "../scripts/cohort_table.py"
 
@@ -35,14 +34,17 @@ rule dataset_description:
     output:
         description=cohort_path("dataset_description"),
         lut=cohort_path("labels_lookup"),
-    params:
-        bids_dir=str(BIDS_DIR),
-        workflow_dir=lambda wildcards: workflow.basedir,  # the code's git commit is read there
-        parameters={key: config[key] for key in ("method", "units", "measure", *(("atlas",) if METHOD == "atlas" else ("models", "inference")))},
     log:
         log_path("dataset_description", None),
     conda:
         "../envs/dnqsm.yaml"
+    params:
+        bids_dir=str(BIDS_DIR),
+        workflow_dir=lambda wildcards: workflow.basedir,  # the code's git commit is read there
+        parameters={
+            key: config[key]
+            for key in ("method", "units", "measure", *(("atlas",) if METHOD == "atlas" else ("models", "inference")))
+        },
     script:
         "../scripts/dataset_description.py"
 
@@ -59,14 +61,14 @@ rule stats:
         baseline=report(stats_path("baseline.png"), caption="../report/stats_baseline.rst", category="Statistics"),
         left_right=report(stats_path("left_right.png"), caption="../report/stats_left_right.rst", category="Statistics"),
         residuals=report(stats_path("residuals.png"), caption="../report/stats_residuals.rst", category="Statistics"),
-    params:
-        settings=config["stats"],
-    benchmark:
-        benchmark_path("stats", None)
     log:
         log_path("stats", None),
+    benchmark:
+        benchmark_path("stats", None)
     conda:
         "../envs/dnqsm.yaml"
+    params:
+        settings=config["stats"],
     script:
         "../scripts/stats.py"
 
@@ -80,11 +82,11 @@ rule qc_page:
         ratings=RATINGS,
     output:
         page=cohort_path("qc_page"),
-    params:
-        snapshots=snapshots,
     log:
         log_path("qc_page", None),
     conda:
         "../envs/dnqsm.yaml"
+    params:
+        snapshots=snapshots,
     script:
         "../scripts/qc_page.py"

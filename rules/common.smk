@@ -52,8 +52,17 @@ BATCH_SIZE = config["inference"]["batch_size"]
 BATCHES = EMPTY_PLAN if workflow.is_main_process else read_plan(PLAN)
 if not BATCHES:
     try:
-        _found = (select_sessions(BIDS_DIR, config["participant_label"], config["exclude_participant_label"],
-                                  config["exclude_sessions"], config["bids_filters"]) if BIDS_DIR.exists() else [])
+        _found = (
+            select_sessions(
+                BIDS_DIR,
+                config["participant_label"],
+                config["exclude_participant_label"],
+                config["exclude_sessions"],
+                config["bids_filters"],
+            )
+            if BIDS_DIR.exists()
+            else []
+        )
     except ValueError as exc:  # a typo in a label or filter, an ambiguous session: one clear line
         raise WorkflowError(str(exc)) from None
     BATCHES = plan_batches(_found, PLAN, BATCH_SIZE, write=workflow.is_main_process) if _found else EMPTY_PLAN
@@ -65,6 +74,7 @@ METHODS = ("nnunet", "atlas")
 LONGITUDINAL = config["longitudinal"]  # every key set: the schema's defaults fill what a config leaves out
 if LONGITUDINAL["enabled"] and METHOD != "nnunet":
     raise WorkflowError("longitudinal.enabled needs method: nnunet (the mode combines the network's probabilities)")
+
 
 def _ses(session):
     """The session label; sessionless datasets have none."""
@@ -136,10 +146,17 @@ def dentate_dseg(s, root=None):
 def batch_sessions(batch):
     """What the measure job needs per entry of a batch: labels, entities, its preprocessing folder and
     its derivative folders relative to a dataset root (the batch folder, then the output dataset)."""
-    return [{"subject": s.subject, "session": _ses(s.session), "entities": s.kept, "name": session_name(s),
-             "labels_dir": labels_folder(s),
-             "anat": session_folder("anat", s.subject, s.session or "", "")}
-            for s in BATCHES[batch]]
+    return [
+        {
+            "subject": s.subject,
+            "session": _ses(s.session),
+            "entities": s.kept,
+            "name": session_name(s),
+            "labels_dir": labels_folder(s),
+            "anat": session_folder("anat", s.subject, s.session or "", ""),
+        }
+        for s in BATCHES[batch]
+    ]
 
 
 def all_batches(folder):
@@ -185,8 +202,10 @@ def log_path(step, job="batch-{batch}", root=None):
 def require_cohort(wildcards=None):
     """Fail with a clear message when there is nothing to segment."""
     if not BIDS_DIR.exists():
-        raise WorkflowError(f"bids_dir {BIDS_DIR} does not exist: point config 'bids_dir' at a BIDS dataset "
-                            "(for the demo, run `snakemake synth_cohort` first, or `make demo`)")
+        raise WorkflowError(
+            f"bids_dir {BIDS_DIR} does not exist: point config 'bids_dir' at a BIDS dataset "
+            "(for the demo, run `snakemake synth_cohort` first, or `make demo`)"
+        )
     if not BATCHES:
         raise WorkflowError(f"no _Chimap images selected in {BIDS_DIR} (check participant_label and exclusions)")
     return []
@@ -196,8 +215,15 @@ def wildcard_session(wildcards):
     return wildcards.get("session") if HAS_SESSIONS else None
 
 
-STATS_TABLES = ("fixed_effects", "annual_change", "baseline_differences", "subject_slopes", "sample_size",
-                "dropped_rows", "models")
+STATS_TABLES = (
+    "fixed_effects",
+    "annual_change",
+    "baseline_differences",
+    "subject_slopes",
+    "sample_size",
+    "dropped_rows",
+    "models",
+)
 STATS_FIGURES = ("spaghetti", "baseline", "left_right", "residuals")
 RATINGS = [config["qc"]["ratings"]] if config["qc"]["ratings"] else []
 
@@ -242,10 +268,16 @@ def labelled_batches(folder):
 
 def cohort_outputs(wildcards=None):
     """Everything the target all asks for (an input function: built only in the main process)."""
-    return [cohort_path(role) for role in ("dataset_description", "measures", "failures", "review",
-                                            "metadata_problems", "qc_page")] + all_batches(measure_folder) + \
-        [stats_path(f"{name}.tsv") for name in STATS_TABLES] + [stats_path(f"{name}.png") for name in STATS_FIGURES] + \
-        ([validation_path("desc-agreement_summary.tsv")] if labelled() else [])
+    return (
+        [
+            cohort_path(role)
+            for role in ("dataset_description", "measures", "failures", "review", "metadata_problems", "qc_page")
+        ]
+        + all_batches(measure_folder)
+        + [stats_path(f"{name}.tsv") for name in STATS_TABLES]
+        + [stats_path(f"{name}.png") for name in STATS_FIGURES]
+        + ([validation_path("desc-agreement_summary.tsv")] if labelled() else [])
+    )
 
 
 # --- training paths (rules/train.smk) ---
@@ -281,9 +313,11 @@ def readable_or_nothing(path):
 
 def report_failures():
     """After a run: say how many sessions failed or need review, and where they are listed."""
-    for role, what in (("failures", "session(s) failed"),
-                       ("review", "session(s) need review (labels made, a plausibility check doubts them)"),
-                       ("metadata_problems", "visit metadata problem(s), each with the fallback applied")):
+    for role, what in (
+        ("failures", "session(s) failed"),
+        ("review", "session(s) need review (labels made, a plausibility check doubts them)"),
+        ("metadata_problems", "visit metadata problem(s), each with the fallback applied"),
+    ):
         listing = Path(cohort_path(role))
         if listing.exists():
             n = len(listing.read_text().splitlines()) - 1

@@ -9,25 +9,32 @@ rule longitudinal:
     own probabilities and the prior."""
     input:
         batches=lambda wc: sorted({batch_folder(METHOD, BATCH_OF[s.key]) for s in BATCHES.by_subject[wc.subject]}),
-        sessions_tsv=lambda wc: [p for p in [BIDS_DIR / f"sub-{wc.subject}" / f"sub-{wc.subject}_sessions.tsv"] if p.exists()],
+        sessions_tsv=lambda wc: [
+            p for p in [BIDS_DIR / f"sub-{wc.subject}" / f"sub-{wc.subject}_sessions.tsv"] if p.exists()
+        ],
     output:
         folder=directory(longitudinal_folder()),
-    params:
-        visits=lambda wc: [(batch_folder(METHOD, BATCH_OF[s.key]), engine_stem(s)) for s in BATCHES.by_subject[wc.subject]],
-        settings={key: value for key, value in LONGITUDINAL.items() if key in ("prior_weight", "iterations", "template_spacing_mm",
-                                                                             "registration_spacing_mm")},
-        checks=config["confidence"],
-        bids_dir=str(BIDS_DIR),
-        sessions=lambda wc: [s.session for s in BATCHES.by_subject[wc.subject]],
+    log:
+        log_path("longitudinal", "sub-{subject}"),
+    benchmark:
+        benchmark_path("longitudinal", "sub-{subject}")
+    conda:
+        "../envs/dnqsm.yaml"
     threads: LONGITUDINAL["threads"]
     resources:
         mem_mb=LONGITUDINAL["mem_mb"],
         runtime=LONGITUDINAL["runtime_min"],
-    benchmark:
-        benchmark_path("longitudinal", "sub-{subject}")
-    log:
-        log_path("longitudinal", "sub-{subject}"),
-    conda:
-        "../envs/dnqsm.yaml"
+    params:
+        visits=lambda wc: [
+            (batch_folder(METHOD, BATCH_OF[s.key]), engine_stem(s)) for s in BATCHES.by_subject[wc.subject]
+        ],
+        settings={
+            key: value
+            for key, value in LONGITUDINAL.items()
+            if key in ("prior_weight", "iterations", "template_spacing_mm", "registration_spacing_mm")
+        },
+        checks=config["confidence"],
+        bids_dir=str(BIDS_DIR),
+        sessions=lambda wc: [s.session for s in BATCHES.by_subject[wc.subject]],
     script:
         "../scripts/longitudinal.py"

@@ -8,8 +8,9 @@ rule measure:
     input:
         preprocessed=preproc_folder(),
         batch=batch_folder(METHOD),
-        longitudinal=lambda wc: sorted({longitudinal_folder(s.subject) for s in BATCHES[wc.batch]})
-        if LONGITUDINAL["enabled"] else [],
+        longitudinal=lambda wc: (
+            sorted({longitudinal_folder(s.subject) for s in BATCHES[wc.batch]}) if LONGITUDINAL["enabled"] else []
+        ),
     output:
         folder=report(
             directory(measure_folder()),
@@ -17,21 +18,21 @@ rule measure:
             caption="../report/qc_snapshot.rst",
             category="QC snapshots",
         ),
+    log:
+        log_path("measure"),
+    benchmark:
+        benchmark_path("measure")
+    group:
+        "measure"
+    conda:
+        "../envs/dnqsm.yaml"
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime_min"],
     params:
         sessions=lambda wc: batch_sessions(wc.batch),
         output_dir=str(OUTPUT_DIR),
         erosion_voxels=config["measure"]["erosion_voxels"],
         checks=config["confidence"],
-    resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime_min"],
-    group:
-        "measure"
-    benchmark:
-        benchmark_path("measure")
-    log:
-        log_path("measure"),
-    conda:
-        "../envs/dnqsm.yaml"
     script:
         "../scripts/measure.py"

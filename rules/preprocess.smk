@@ -10,20 +10,20 @@ rule preprocess:
         images=lambda wc: [path for s in BATCHES[wc.batch] for path in readable_or_nothing(s.image)],
     output:
         folder=directory(preproc_folder()),
+    log:
+        log_path("preprocess"),
+    benchmark:
+        benchmark_path("preprocess")
+    group:
+        "preprocess"
+    conda:
+        "../envs/dnqsm.yaml"
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime_min"],
     params:
         sessions=lambda wc: [(str(s.image), session_name(s)) for s in BATCHES[wc.batch]],
         unit_policy=config["units"]["input"],
         allow_unknown_orientation=config["orientation"]["allow_unknown"],
-    resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime_min"],
-    group:
-        "preprocess"
-    benchmark:
-        benchmark_path("preprocess")
-    log:
-        log_path("preprocess"),
-    conda:
-        "../envs/dnqsm.yaml"
     script:
         "../scripts/preprocess.py"

@@ -14,6 +14,17 @@ rule segment:
         models=MODEL_FILES,
     output:
         folder=directory(batch_folder("nnunet")),
+    log:
+        log_path("segment/nnunet"),
+    benchmark:
+        benchmark_path("segment/nnunet")
+    conda:
+        "../envs/dnqsm.yaml"
+    threads: config["inference"]["threads"]
+    resources:
+        mem_mb=config["inference"]["mem_mb"],
+        runtime=config["inference"]["runtime_min"],
+        gpu=1 if config["inference"]["device"] == "cuda" else 0,
     params:
         method="nnunet",
         sessions=lambda wc: [preproc_session(s) for s in BATCHES[wc.batch]],
@@ -21,17 +32,6 @@ rule segment:
         device=config["inference"]["device"],
         folds=config["inference"]["folds"],
         mirroring=config["inference"]["mirroring"],
-    threads: config["inference"]["threads"]
-    resources:
-        mem_mb=config["inference"]["mem_mb"],
-        runtime=config["inference"]["runtime_min"],
-        gpu=1 if config["inference"]["device"] == "cuda" else 0,
-    benchmark:
-        benchmark_path("segment/nnunet")
-    log:
-        log_path("segment/nnunet"),
-    conda:
-        "../envs/dnqsm.yaml"
     script:
         "../scripts/segment.py"
 
@@ -44,20 +44,20 @@ rule segment_atlas:
         atlases=lambda wc: engine_files("atlas"),
     output:
         folder=directory(batch_folder("atlas")),
+    log:
+        log_path("segment/atlas"),
+    benchmark:
+        benchmark_path("segment/atlas")
+    conda:
+        "../envs/dnqsm.yaml"
+    threads: config["atlas"]["threads"]
+    resources:
+        mem_mb=config["atlas"]["mem_mb"],
+        runtime=config["atlas"]["runtime_min"],
     params:
         method="atlas",
         sessions=lambda wc: [preproc_session(s) for s in BATCHES[wc.batch]],
         atlas=config["atlas"],
         atlas_pairs=lambda wc: [list(pair) for pair in atlas_files()],
-    threads: config["atlas"]["threads"]
-    resources:
-        mem_mb=config["atlas"]["mem_mb"],
-        runtime=config["atlas"]["runtime_min"],
-    benchmark:
-        benchmark_path("segment/atlas")
-    log:
-        log_path("segment/atlas"),
-    conda:
-        "../envs/dnqsm.yaml"
     script:
         "../scripts/segment.py"

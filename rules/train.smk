@@ -1,8 +1,10 @@
 # Training the two nnU-Net models (target: train_models). Input: any labelled BIDS cohort.
 
+
 wildcard_constraints:
     model="localization|segmentation",
     fold=r"\d|all",
+
 
 try:  # one labelled cohort, or several pooled (train.bids_dir and train.labels_dir as lists)
     TRAIN_COHORTS = training_cohorts(config["train"]["bids_dir"], config["train"]["labels_dir"])
@@ -18,12 +20,12 @@ rule train_datasets:
         localization=directory(nnunet_raw("localization")),
         segmentation=directory(nnunet_raw("segmentation")),
         summary=train_path("datasets.json"),
-    params:
-        train=config["train"],
     log:
         log_path("train_datasets", None, train_path()),
     conda:
         "../envs/dnqsm.yaml"
+    params:
+        train=config["train"],
     script:
         "../scripts/train_datasets.py"
 
@@ -36,13 +38,13 @@ rule train_preprocess:
         init_from=train_init_from,
     output:
         plans=train_path("preprocessed/{model}.plans.json"),
-    params:
-        train=config["train"],
-    threads: config["train"]["threads"]
     log:
         log_path("train_preprocess_{model}", None, train_path()),
     conda:
         "../envs/dnqsm.yaml"
+    threads: config["train"]["threads"]
+    params:
+        train=config["train"],
     script:
         "../scripts/train_preprocess.py"
 
@@ -55,17 +57,17 @@ rule train_fold:
         init_from=train_init_from,
     output:
         checkpoint=train_path("results/{model}/fold_{fold}/checkpoint_final.pth"),
-    params:
-        train=config["train"],
+    log:
+        log_path("train_fold_{model}_{fold}", None, train_path()),
+    conda:
+        "../envs/dnqsm.yaml"
     threads: config["train"]["threads"]
     resources:
         gpu=1 if config["train"]["device"] == "cuda" else 0,
         mem_mb=config["train"]["mem_mb"],
         runtime=config["train"]["runtime_min"],
-    log:
-        log_path("train_fold_{model}_{fold}", None, train_path()),
-    conda:
-        "../envs/dnqsm.yaml"
+    params:
+        train=config["train"],
     script:
         "../scripts/train_fold.py"
 
@@ -73,19 +75,25 @@ rule train_fold:
 rule train_export:
     """Export a trained model in nnU-Net's zip format and record its sha256 (or carry over train.<model>.keep)."""
     input:
-        checkpoints=lambda wc: [] if config["train"][wc.model].get("keep") else expand(
-            train_path("results/{model}/fold_{fold}/checkpoint_final.pth"), model=wc.model,
-            fold=config["train"][wc.model]["folds"]),
+        checkpoints=lambda wc: (
+            []
+            if config["train"][wc.model].get("keep")
+            else expand(
+                train_path("results/{model}/fold_{fold}/checkpoint_final.pth"),
+                model=wc.model,
+                fold=config["train"][wc.model]["folds"],
+            )
+        ),
         kept=lambda wc: config["train"][wc.model].get("keep") or [],
     output:
         zip=models_path("{model}.zip"),
         record=models_path("{model}.json"),
-    params:
-        train=config["train"],
     log:
         log_path("train_export_{model}", None, train_path()),
     conda:
         "../envs/dnqsm.yaml"
+    params:
+        train=config["train"],
     script:
         "../scripts/train_export.py"
 
@@ -97,11 +105,11 @@ rule train_models:
         datasets=train_path("datasets.json"),
     output:
         provenance=models_path("provenance.json"),
-    params:
-        train=config["train"],
     log:
         log_path("train_provenance", None, train_path()),
     conda:
         "../envs/dnqsm.yaml"
+    params:
+        train=config["train"],
     script:
         "../scripts/train_provenance.py"

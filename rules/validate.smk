@@ -11,19 +11,21 @@ rule validation:
         labels=lambda wc: [str(manual_labels(s)) for s in labelled()],
     output:
         sessions=validation_path("desc-agreement_sessions.tsv"),
-        summary=report(validation_path("desc-agreement_summary.tsv"), caption="../report/validation.rst",
-                       category="Validation"),
-        bland_altman=report(validation_path("bland_altman.png"), caption="../report/validation.rst",
-                            category="Validation"),
+        summary=report(
+            validation_path("desc-agreement_summary.tsv"), caption="../report/validation.rst", category="Validation"
+        ),
+        bland_altman=report(
+            validation_path("bland_altman.png"), caption="../report/validation.rst", category="Validation"
+        ),
+    log:
+        log_path("validation", None),
+    conda:
+        "../envs/dnqsm.yaml"
     params:
         measures=lambda wc: [measures_record(s) for s in labelled()],
         dseg=lambda wc: [dentate_dseg(s) for s in labelled()],
         preprocessed=lambda wc: [preproc_session(s) for s in labelled()],
         method=METHOD,
-    log:
-        log_path("validation", None),
-    conda:
-        "../envs/dnqsm.yaml"
     script:
         "../scripts/validate.py"
 
@@ -34,23 +36,24 @@ rule comparison:
     input:
         preprocessed=lambda wc: labelled_batches(preproc_folder),
         labels=lambda wc: [str(manual_labels(s)) for s in labelled()],
-        batches=lambda wc: [batch for method in METHODS for batch in labelled_batches(lambda b: batch_folder(method, b))],
+        batches=lambda wc: [
+            batch for method in METHODS for batch in labelled_batches(lambda b: batch_folder(method, b))
+        ],
     output:
         sessions=validation_path("desc-comparison_sessions.tsv"),
-        table=report(validation_path("desc-comparison_table.tsv"), caption="../report/comparison.rst",
-                     category="Validation"),
+        table=report(
+            validation_path("desc-comparison_table.tsv"), caption="../report/comparison.rst", category="Validation"
+        ),
         markdown=validation_path("desc-comparison_table.md"),
-        figure=report(validation_path("comparison_dice.png"), caption="../report/comparison.rst",
-                      category="Validation"),
-    params:
-        sessions=lambda wc: [(s.subject, s.session) for s in labelled()],
-        preprocessed=lambda wc: [preproc_session(s) for s in labelled()],
-        batches=lambda wc: [{method: batch_folder(method, BATCH_OF[s.key]) for method in METHODS}
-                            for s in labelled()],
-        bids_dir=str(BIDS_DIR),
+        figure=report(validation_path("comparison_dice.png"), caption="../report/comparison.rst", category="Validation"),
     log:
         log_path("comparison", None),
     conda:
         "../envs/dnqsm.yaml"
+    params:
+        sessions=lambda wc: [(s.subject, s.session) for s in labelled()],
+        preprocessed=lambda wc: [preproc_session(s) for s in labelled()],
+        batches=lambda wc: [{method: batch_folder(method, BATCH_OF[s.key]) for method in METHODS} for s in labelled()],
+        bids_dir=str(BIDS_DIR),
     script:
         "../scripts/compare_methods.py"

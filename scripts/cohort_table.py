@@ -17,5 +17,6 @@ with script_log(snakemake.log[0]):
     write_tsv(snakemake.output.failures, failures)
     review = review_table(records)
     write_tsv(snakemake.output.review, review)
-    print(f"{len(table)} sessions, {len(review)} need review, {len(failures)} failed, "
-          f"{len(problems)} metadata problem(s)")
+    print(
+        f"{len(table)} sessions, {len(review)} need review, {len(failures)} failed, {len(problems)} metadata problem(s)"
+    )

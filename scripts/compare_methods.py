@@ -7,12 +7,11 @@ from pathlib import Path
 import pandas as pd
 
 from dnqsm.analysis import plots
+from dnqsm.analysis.agreement import agreement, comparison_markdown, comparison_table, load_reference, sidecar
 from dnqsm.analysis.cohort import visit_metadata
 from dnqsm.io import atomic_path, script_log, write_tsv
 from dnqsm.names import preproc_files
 from dnqsm.workflow.pipeline import batch_labels, batch_metadata
-from dnqsm.analysis.agreement import agreement, comparison_markdown, comparison_table, load_reference, sidecar
-
 
 
 def dataset_name(bids_dir: str) -> str:
@@ -28,18 +27,25 @@ with script_log(snakemake.log[0]):
     if not p.sessions:
         raise ValueError("no selected session has manual labels in config validation.labels_dir")
     rows = []
-    for (subject, session), preprocessed, labels, batches in zip(p.sessions, p.preprocessed,
-                                                                 snakemake.input.labels, p.batches):
+    for (subject, session), preprocessed, labels, batches in zip(
+        p.sessions, p.preprocessed, snakemake.input.labels, p.batches
+    ):
         image = preproc_files(preprocessed)[0]
         reference = load_reference(labels, image) if image.exists() else None
         for method, batch in batches.items():
-            row = {"participant_id": f"sub-{subject}", "session_id": f"ses-{session}" if session else None,
-                   "method": method, "status": "failed", "manual_labels": labels, "seconds": None, "device": None}
+            row = {
+                "participant_id": f"sub-{subject}",
+                "session_id": f"ses-{session}" if session else None,
+                "method": method,
+                "status": "failed",
+                "manual_labels": labels,
+                "seconds": None,
+                "device": None,
+            }
             if reference is not None:  # a session that failed preprocessing has no engine record
                 meta = batch_metadata(batch, preprocessed)
                 seg = batch_labels(batch, meta) if meta["status"] != "failed" else None
-                row.update(status=meta["status"], seconds=meta["timings_s"]["total"],
-                           device=meta["options"]["device"])
+                row.update(status=meta["status"], seconds=meta["timings_s"]["total"], device=meta["options"]["device"])
                 row.update(agreement(seg, reference))
             rows.append(row)
             print(f"{row['participant_id']} {row['session_id'] or ''} {method}: {row['status']}")

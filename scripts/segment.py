@@ -17,8 +17,13 @@ def engine(method: str, p, threads: int):
     from dnqsm.engine.segment import DentateSegmenter, load_model_set
 
     print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}; requested device: {p.device}")
-    segmenter = DentateSegmenter(load_model_set(p.models_dir), p.device, folds=tuple(p.folds) if p.folds else None,
-                                 mirroring=p.mirroring, threads=threads)
+    segmenter = DentateSegmenter(
+        load_model_set(p.models_dir),
+        p.device,
+        folds=tuple(p.folds) if p.folds else None,
+        mirroring=p.mirroring,
+        threads=threads,
+    )
     print(f"device used: {segmenter.device}")
     return segmenter
 

@@ -5,9 +5,9 @@ import sys
 from pathlib import Path
 
 from dnqsm.analysis import plots
+from dnqsm.analysis.stats import Settings, analyse, sidecar
 from dnqsm.io import read_tsv, script_log, write_tsv
 from dnqsm.qc.page import read_ratings
-from dnqsm.analysis.stats import Settings, analyse, sidecar
 
 snakemake = globals()["snakemake"]
 out = snakemake.output

@@ -11,25 +11,41 @@ def main() -> None:
     snakemake = globals()["snakemake"]
     train, model = snakemake.params.train, snakemake.wildcards.model
     use_workdir(Path(train["work_dir"]) / "nnunet")
-    from dnqsm.io import script_log, write_json
     from dnqsm.engine.nnunet import export_zip
+    from dnqsm.io import script_log, write_json
 
     with script_log(snakemake.log[0]):
         spec = train[model]
         if spec.get("keep"):  # carried over unchanged from an earlier stage (train_provenance links its record)
-            from dnqsm.io import atomic_path
             from dnqsm.engine.nnunet import sha256
+            from dnqsm.io import atomic_path
 
             with atomic_path(snakemake.output.zip) as tmp:
                 shutil.copyfile(spec["keep"], tmp)
-            write_json(snakemake.output.record, {"model": model, "zip": Path(snakemake.output.zip).name,
-                                                 "sha256": sha256(snakemake.output.zip), "training": []})
+            write_json(
+                snakemake.output.record,
+                {
+                    "model": model,
+                    "zip": Path(snakemake.output.zip).name,
+                    "sha256": sha256(snakemake.output.zip),
+                    "training": [],
+                },
+            )
             return
         folds = [f if f == "all" else int(f) for f in spec["folds"]]
         digest = export_zip(spec["dataset_id"], folds, snakemake.output.zip)
         runs = [json.loads((Path(c).parent / "training.json").read_text()) for c in snakemake.input.checkpoints]
-        write_json(snakemake.output.record, {"model": model, "zip": Path(snakemake.output.zip).name, "sha256": digest,
-                                             "dataset_id": spec["dataset_id"], "folds": folds, "training": runs})
+        write_json(
+            snakemake.output.record,
+            {
+                "model": model,
+                "zip": Path(snakemake.output.zip).name,
+                "sha256": digest,
+                "dataset_id": spec["dataset_id"],
+                "folds": folds,
+                "training": runs,
+            },
+        )
 
 
 # nnU-Net starts worker processes with "spawn", which re-imports this file: guard the work.

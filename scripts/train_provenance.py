@@ -5,5 +5,6 @@ from dnqsm.training.provenance import write_provenance
 
 snakemake = globals()["snakemake"]
 with script_log(snakemake.log[0]):
-    write_provenance(snakemake.output.provenance, snakemake.input.records, snakemake.input.datasets,
-                     snakemake.params.train)
+    write_provenance(
+        snakemake.output.provenance, snakemake.input.records, snakemake.input.datasets, snakemake.params.train
+    )

@@ -3,10 +3,10 @@
 import pandas as pd
 
 from dnqsm.analysis import plots
+from dnqsm.analysis.agreement import session_agreement, sidecar, summarise
 from dnqsm.io import read_tsv, script_log, write_tsv
 from dnqsm.names import preproc_files
 from dnqsm.workflow.pipeline import read_measures
-from dnqsm.analysis.agreement import session_agreement, sidecar, summarise
 
 snakemake = globals()["snakemake"]
 p = snakemake.params
@@ -17,15 +17,22 @@ with script_log(snakemake.log[0]):
     rows = []
     for measures, dseg, preprocessed, labels in zip(p.measures, p.dseg, p.preprocessed, snakemake.input.labels):
         record = read_measures(measures)
-        row = {"participant_id": record["participant_id"], "session_id": record["session_id"],
-               "status": record["status"], "manual_labels": labels}
+        row = {
+            "participant_id": record["participant_id"],
+            "session_id": record["session_id"],
+            "status": record["status"],
+            "manual_labels": labels,
+        }
         if record["status"] != "failed":
             row.update(session_agreement(dseg, labels, preproc_files(preprocessed)[0]))
         rows.append(row)
     sessions = pd.DataFrame(rows)
     meta = [c for c in ("group", "site") if c in table]
-    sessions = sessions.merge(table[["participant_id", "session_id", *meta]].drop_duplicates(["participant_id", "session_id"]), on=["participant_id", "session_id"],
-                              how="left")
+    sessions = sessions.merge(
+        table[["participant_id", "session_id", *meta]].drop_duplicates(["participant_id", "session_id"]),
+        on=["participant_id", "session_id"],
+        how="left",
+    )
     summary = summarise(sessions, snakemake.params.method)
     write_tsv(snakemake.output.sessions, sessions, sidecar(sessions))
     write_tsv(snakemake.output.summary, summary, sidecar(summary))

@@ -32,22 +32,30 @@ def shared_dataset(tmp_path_factory, worker_id: str, name: str, **synth_args) ->
 @pytest.fixture(scope="session")
 def demo_cohort(tmp_path_factory, worker_id):
     """8 participants (control, ataxia) x up to 3 visits at ~1 mm: the longitudinal test cohort."""
-    return shared_dataset(tmp_path_factory, worker_id, "demo", preset="demo", subjects=8, sessions=3, seed=7,
-                          jobs=2)
+    return shared_dataset(tmp_path_factory, worker_id, "demo", preset="demo", subjects=8, sessions=3, seed=7, jobs=2)
 
 
 @pytest.fixture(scope="session")
 def small_cohort(tmp_path_factory, worker_id):
     """2 participants x 2 visits at ~1 mm (seed 11), shared read-only by the workflow tests that need a
     few good sessions; a test that adds files copies it first."""
-    return shared_dataset(tmp_path_factory, worker_id, "small", preset="demo", subjects=2, sessions=2, seed=11,
-                          jobs=2)
+    return shared_dataset(tmp_path_factory, worker_id, "small", preset="demo", subjects=2, sessions=2, seed=11, jobs=2)
 
 
 # Test modules by how long they take here (longest first), so that the two workers do not end the
 # run with one long module left on one of them; modules not listed follow in their usual order.
-LONGEST_FIRST = ("test_longitudinal_workflow", "test_cohort_workflow", "test_faults", "test_synth", "test_slurm",
-                 "test_train", "test_segment", "test_qsmxt_input", "test_atlas", "test_workflow")
+LONGEST_FIRST = (
+    "test_longitudinal_workflow",
+    "test_cohort_workflow",
+    "test_faults",
+    "test_synth",
+    "test_slurm",
+    "test_train",
+    "test_segment",
+    "test_qsmxt_input",
+    "test_atlas",
+    "test_workflow",
+)
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from dnqsm.engine.atlas import AtlasSegmenter, atlas_pairs, head_support, load_atlases
-from dnqsm.io import InputError, bids_path
-from dnqsm.workflow.pipeline import preprocess_session, preproc_files
 from dnqsm.engine.registration import ants_image
+from dnqsm.io import InputError, bids_path
+from dnqsm.workflow.pipeline import preproc_files, preprocess_session
 
 TRUTH = "derivatives/manual"
 
@@ -69,11 +69,16 @@ def test_atlas_registrations_leave_no_transform_files(demo_cohort, tmp_path, mon
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where ants.registration puts its transforms
-    pairs = [(bids_path(demo_cohort, "002", "01", "Chimap"),
-              bids_path(demo_cohort / TRUTH, "002", "01", "dseg", desc="dentate"))]
+    pairs = [
+        (
+            bids_path(demo_cohort, "002", "01", "Chimap"),
+            bids_path(demo_cohort / TRUTH, "002", "01", "dseg", desc="dentate"),
+        )
+    ]
     preprocess_session(bids_path(demo_cohort, "001", "01", "Chimap"), tmp_path / "pre" / "sub-001_ses-01", "auto")
     [record] = AtlasSegmenter(load_atlases(pairs), threads=2).run(
-        [preproc_files(tmp_path / "pre" / "sub-001_ses-01")[0]], tmp_path / "seg")
+        [preproc_files(tmp_path / "pre" / "sub-001_ses-01")[0]], tmp_path / "seg"
+    )
     assert record["status"] != "failed", record.get("error")
     assert record["dentate"]["left"]["voxels"] > 0 and record["dentate"]["right"]["voxels"] > 0
     assert sorted(p.name for p in scratch.iterdir()) == []

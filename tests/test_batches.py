@@ -24,8 +24,9 @@ def test_new_sessions_go_to_new_batches_and_old_ones_stay(tmp_path):
     assert _members(plan_batches(_sessions("001/01", "001/02", "002/01", "003/01", "004/01"), manifest, 2)) == first
     assert manifest.stat().st_mtime_ns == written, "an unchanged plan is not rewritten"
     # a visit early in the sort order: every earlier batch keeps its members
-    grown = _members(plan_batches(_sessions("000/01", "001/01", "001/02", "001/03", "002/01", "003/01", "004/01"),
-                                  manifest, 2))
+    grown = _members(
+        plan_batches(_sessions("000/01", "001/01", "001/02", "001/03", "002/01", "003/01", "004/01"), manifest, 2)
+    )
     assert {b: m for b, m in grown.items() if b in first} == first
     assert grown["004"] == ["000/01", "001/03"]
     # a session that leaves changes only its own batch
@@ -61,8 +62,10 @@ def test_a_manifest_with_quoted_fields_and_entities_reads_back(tmp_path):
     from dnqsm.workflow.batches import read_plan
 
     manifest = tmp_path / "batches.tsv"
-    sessions = [Session("1", None, Path('/data/my "study"/sub-1_rec-tkd_Chimap.nii.gz'), (("rec", "tkd"),)),
-                Session("2", None, Path("/data/plain/sub-2_acq-gre_run-2_Chimap.nii.gz"), (("acq", "gre"), ("run", "2")))]
+    sessions = [
+        Session("1", None, Path('/data/my "study"/sub-1_rec-tkd_Chimap.nii.gz'), (("rec", "tkd"),)),
+        Session("2", None, Path("/data/plain/sub-2_acq-gre_run-2_Chimap.nii.gz"), (("acq", "gre"), ("run", "2"))),
+    ]
     planned = plan_batches(sessions, manifest, 1)
     assert '"' in manifest.read_text(), "pandas quoted the path"
     assert read_plan(manifest) == planned and read_plan(manifest).sessions == sessions

@@ -80,11 +80,19 @@ def test_retest_truth_error_and_floor():
     """Mean signed volume error of the scans with labels; the truth's own CV on the accepted pairs."""
     from retest import truth_error
 
-    table = pd.DataFrame({"method": "longitudinal", "participant_id": ["sub-1", "sub-1", "sub-2", "sub-2"],
-                          "visit": 1, "rescan": [False, True, False, True], "status": ["ok", "ok", "review", "failed"],
-                          "left_volume_mm3": [110.0, 90.0, 100.0, None], "right_volume_mm3": [100.0, 100.0, 100.0, None],
-                          "left_truth_volume_mm3": [100.0, 100.0, 100.0, 100.0],
-                          "right_truth_volume_mm3": [100.0, 80.0, 100.0, 100.0]})
+    table = pd.DataFrame(
+        {
+            "method": "longitudinal",
+            "participant_id": ["sub-1", "sub-1", "sub-2", "sub-2"],
+            "visit": 1,
+            "rescan": [False, True, False, True],
+            "status": ["ok", "ok", "review", "failed"],
+            "left_volume_mm3": [110.0, 90.0, 100.0, None],
+            "right_volume_mm3": [100.0, 100.0, 100.0, None],
+            "left_truth_volume_mm3": [100.0, 100.0, 100.0, 100.0],
+            "right_truth_volume_mm3": [100.0, 80.0, 100.0, 100.0],
+        }
+    )
     # errors (3 scans): left (1.1 + 0.9 + 1.0) / 3 - 1 = 0, right (1.0 + 1.25 + 1.0) / 3 - 1 = +8.3 %;
     # the one accepted pair (sub-1): truth left identical (CV 0), right 100 vs 80: sqrt(20^2 / 2) / 90
     assert truth_error(table)[2] == "| longitudinal | 3 | +0.0 / +8.3 | 1 | 0.0 / 15.7 |"

@@ -11,14 +11,14 @@ import matplotlib.image as mpimg
 import nibabel as nib
 import numpy as np
 import pytest
+from config_helpers import default_config
+from test_workflow import jobs_by_rule, plan_with_new_visit, snakemake
 
-from dnqsm.io import bids_path, read_tsv
 from dnqsm.analysis.metrics import dice
 from dnqsm.engine.nnunet import sha256
 from dnqsm.engine.segment import BUNDLED_MODELS
+from dnqsm.io import bids_path, read_tsv
 from dnqsm.qc.views import world_centroid
-from config_helpers import default_config
-from test_workflow import jobs_by_rule, plan_with_new_visit, snakemake
 
 TRUTH = "derivatives/manual"
 CORRUPT, SLAB, DANGLING = ("900", "01"), ("901", "01"), ("902", "01")
@@ -132,8 +132,11 @@ def test_outputs_form_a_bids_derivative_with_provenance(cohort):
     assert lut[["index", "name"]].values.tolist() == [[1, "left dentate nucleus"], [2, "right dentate nucleus"]]
     anat = tmp / "out" / "sub-001" / "ses-01" / "anat"
     assert {p.name for p in anat.iterdir() if not p.name.startswith(".snakemake")} == {
-        "sub-001_ses-01_desc-dentate_dseg.nii.gz", "sub-001_ses-01_desc-dentate_dseg.json",
-        "sub-001_ses-01_desc-localization_mask.nii.gz", "sub-001_ses-01_desc-dentate_measures.json"}
+        "sub-001_ses-01_desc-dentate_dseg.nii.gz",
+        "sub-001_ses-01_desc-dentate_dseg.json",
+        "sub-001_ses-01_desc-localization_mask.nii.gz",
+        "sub-001_ses-01_desc-dentate_measures.json",
+    }
     assert [p for p in (tmp / "out").rglob(".*") if not p.name.startswith(".snakemake")] == [], "staging left behind"
 
 
@@ -179,7 +182,9 @@ def test_statistics_and_qc_page_are_built(cohort):
     models = read_tsv(tmp / "out" / "stats" / "models.tsv")
     assert (models.n_obs == 4).all(), "the four good sessions, not the failed ones"
     notes = json.loads((tmp / "out" / "stats" / "models.json").read_text())["notes"]["Levels"]
-    assert "2 session(s) left out: failed in preprocess" in notes and "1 session(s) left out: failed in segment" in notes
+    assert (
+        "2 session(s) left out: failed in preprocess" in notes and "1 session(s) left out: failed in segment" in notes
+    )
     assert any("fewer than two usable groups" in n for n in notes)
     for name in ("spaghetti", "baseline", "left_right", "residuals"):
         assert mpimg.imread(tmp / "out" / "stats" / f"{name}.png")[..., :3].std() > 0.02, name
@@ -210,15 +215,24 @@ def test_validation_against_manual_labels(cohort):
 
 def test_comparison_with_the_atlas_baseline_and_switching_method(cohort, demo_cohort):
     tmp, bids, config, _ = cohort
-    atlases = [{"image": str(bids_path(demo_cohort, s, "01", "Chimap")),
-                "labels": str(bids_path(demo_cohort / TRUTH, s, "01", "dseg", desc="dentate"))} for s in ("001", "002")]
+    atlases = [
+        {
+            "image": str(bids_path(demo_cohort, s, "01", "Chimap")),
+            "labels": str(bids_path(demo_cohort / TRUTH, s, "01", "dseg", desc="dentate")),
+        }
+        for s in ("001", "002")
+    ]
     labelled = {**config, "validation": {"labels_dir": str(bids / TRUTH)}}
     plan = snakemake(tmp, labelled, "-n", "comparison")
     message = plan.stdout + plan.stderr
-    assert plan.returncode != 0 and "the atlas method needs labelled atlases (config atlas:)" in message, message[-2000:]
+    assert plan.returncode != 0 and "the atlas method needs labelled atlases (config atlas:)" in message, message[
+        -2000:
+    ]
     compared = {**labelled, "atlas": {**config["atlas"], "files": atlases}}
     plan = snakemake(tmp, compared, "-n", "comparison")
-    assert jobs_by_rule(plan.stdout) == {"segment_atlas": 2, "comparison": 1}, "only the atlas batches are new: " + plan.stdout[-2000:]
+    assert jobs_by_rule(plan.stdout) == {"segment_atlas": 2, "comparison": 1}, (
+        "only the atlas batches are new: " + plan.stdout[-2000:]
+    )
     run = snakemake(tmp, compared, "comparison")
     assert run.returncode == 0, run.stderr[-3000:]
     folder = tmp / "out" / "validation"
@@ -292,9 +306,9 @@ def test_qc_page_in_chromium_rates_with_keyboard_and_ratings_drive_the_statistic
         page.wait_for_function("document.querySelector('#card-0 img').complete")
         assert page.evaluate("document.querySelector('#card-0 img').naturalWidth") > 0, "snapshot loads from disk"
         assert page.locator("#progress").inner_text() == "0 / 7 rated"
-        page.keyboard.press("f")          # sub-001_ses-01: fail, moves on
-        page.keyboard.press("f")          # the next session: fail
-        page.keyboard.press("k")          # back to it and comment
+        page.keyboard.press("f")  # sub-001_ses-01: fail, moves on
+        page.keyboard.press("f")  # the next session: fail
+        page.keyboard.press("k")  # back to it and comment
         page.keyboard.press("c")
         page.keyboard.type("left DN leaks into the <vermis>")
         page.keyboard.press("Enter")
@@ -313,8 +327,10 @@ def test_qc_page_in_chromium_rates_with_keyboard_and_ratings_drive_the_statistic
         assert page.locator("section.card").count() == 2
         page.select_option("#filter-rating", "")
         page.select_option("#filter-flag", "flagged")
-        flagged = [page.locator("section.card").nth(i).get_attribute("data-key")
-                   for i in range(page.locator("section.card").count())]
+        flagged = [
+            page.locator("section.card").nth(i).get_attribute("data-key")
+            for i in range(page.locator("section.card").count())
+        ]
         assert {"sub-900_ses-01", "sub-901_ses-01"} <= set(flagged), flagged
         page.select_option("#filter-flag", "")
         with page.expect_download() as download:

@@ -15,7 +15,7 @@ BOX = {"min_mm": [-25.0, -12.0, -10.0], "max_mm": [25.0, 12.0, 10.0]}
 
 
 def _blob(labels: np.ndarray, centre_i: int, value: int, half: int = 5) -> None:
-    labels[centre_i - half:centre_i + half, 15:25, 10:20] = value
+    labels[centre_i - half : centre_i + half, 15:25, 10:20] = value
 
 
 def _case(seed: int = 0, contrast: float = 100.0, noise: float = 10.0):
@@ -30,9 +30,12 @@ def _case(seed: int = 0, contrast: float = 100.0, noise: float = 10.0):
 
 
 def _verdict(labels, values, probability, predicted=None, spacing=(1.0, 1.0, 1.0), box=BOX, checks=None):
-    sides = {name: side_numbers(values, labels, label, probability,
-                                (predicted or {}).get(name, int((labels == label).sum())), AFFINE, 0.0)
-             for name, label in (("left", 1), ("right", 2))}
+    sides = {
+        name: side_numbers(
+            values, labels, label, probability, (predicted or {}).get(name, int((labels == label).sum())), AFFINE, 0.0
+        )
+        for name, label in (("left", 1), ("right", 2))
+    }
     volumes = {name: float((labels == label).sum()) for name, label in (("left", 1), ("right", 2))}
     return assess(sides, volumes, box, list(spacing), checks or thresholds())
 
@@ -85,7 +88,9 @@ def test_a_nucleus_flattened_to_a_faint_contrast_is_reviewed():
     total variation on a child's faint nucleus) is doubted, though a label of the right size was found."""
     verdict = _verdict(*_case(contrast=15.0))
     assert 1.0 < verdict.sides["left"]["contrast_cnr"] < 1.8
-    assert verdict.status == "review" and any("left DN hardly stands out" in r for r in verdict.reasons), verdict.reasons
+    assert verdict.status == "review" and any("left DN hardly stands out" in r for r in verdict.reasons), (
+        verdict.reasons
+    )
 
 
 def test_right_size_but_no_contrast_is_reviewed():
@@ -123,8 +128,12 @@ def test_thresholds_are_overridable_and_checked():
 def test_reassess_reads_an_engine_record():
     labels, values, probability = _case()
     verdict = _verdict(labels, values, probability)
-    meta = {"confidence": {"sides": verdict.sides}, "box": BOX, "image": {"spacing_mm": [1.0, 1.0, 1.0]},
-            "dentate": {"left": {"volume_mm3": 1000.0}, "right": {"volume_mm3": 1000.0}}}
+    meta = {
+        "confidence": {"sides": verdict.sides},
+        "box": BOX,
+        "image": {"spacing_mm": [1.0, 1.0, 1.0]},
+        "dentate": {"left": {"volume_mm3": 1000.0}, "right": {"volume_mm3": 1000.0}},
+    }
     assert reassess(meta, thresholds()).status == "ok"
     assert reassess(meta, thresholds({"max_volume_mm3": 900})).status == "review"
     # a reason no threshold can see again (the longitudinal prior did not fit the visit) stays
@@ -138,14 +147,21 @@ def test_reassess_reads_an_engine_record():
 def test_mirrored_and_plain_passes_that_disagree_are_reviewed():
     labels, values, probability = _case()
     agreeing = (labels > 0).astype(np.uint8)
-    sides = lambda single: {name: side_numbers(values, labels, label, probability, int((labels == label).sum()),
-                                               AFFINE, 0.0, single) for name, label in (("left", 1), ("right", 2))}
+
+    def sides(single):
+        return {
+            name: side_numbers(values, labels, label, probability, int((labels == label).sum()), AFFINE, 0.0, single)
+            for name, label in (("left", 1), ("right", 2))
+        }
+
     volumes = {"left": 1000.0, "right": 1000.0}
     assert sides(agreeing)["left"]["mirror_agreement"] == 1.0
     assert assess(sides(agreeing), volumes, BOX, [1.0] * 3, thresholds()).status == "ok"
     shifted = np.roll(agreeing, 4, axis=0)  # the plain pass puts the nuclei 4 mm elsewhere
     verdict = assess(sides(shifted), volumes, BOX, [1.0] * 3, thresholds())
-    assert any(r.startswith("mirrored and plain passes disagree on the left DN (Dice 0.67") for r in verdict.reasons), verdict.reasons
+    assert any(r.startswith("mirrored and plain passes disagree on the left DN (Dice 0.67") for r in verdict.reasons), (
+        verdict.reasons
+    )
 
 
 def test_smoothness_estimator_recovers_a_known_blur():
@@ -170,7 +186,9 @@ def test_a_blurred_image_is_reviewed_even_when_the_label_looks_fine():
     blurred = ndimage.gaussian_filter(values, 4.0).astype(np.float32)  # 4 mm: FWHM 9.4 mm
     verdict = _verdict(labels, blurred, probability)
     assert verdict.status == "review"
-    assert any(r.startswith("the image around the left DN is blurred: smoothness") for r in verdict.reasons), verdict.reasons
+    assert any(r.startswith("the image around the left DN is blurred: smoothness") for r in verdict.reasons), (
+        verdict.reasons
+    )
 
 
 def test_a_nucleus_cut_by_the_field_of_view_is_reviewed_but_isolated_zeros_are_not():
@@ -251,9 +269,12 @@ def _expectation(centres: dict | None = None, scale: float = 1.0) -> Expectation
 
 
 def _registered_verdict(labels, values, probability, expected: Expectation, checks=None):
-    sides = {name: side_numbers(values, labels, label, probability, int((labels == label).sum()), AFFINE, 0.0,
-                                expected=expected)
-             for name, label in (("left", 1), ("right", 2))}
+    sides = {
+        name: side_numbers(
+            values, labels, label, probability, int((labels == label).sum()), AFFINE, 0.0, expected=expected
+        )
+        for name, label in (("left", 1), ("right", 2))
+    }
     volumes = {name: float((labels == label).sum()) for name, label in (("left", 1), ("right", 2))}
     return sides, volumes, assess(sides, volumes, BOX, [1.0, 1.0, 1.0], checks or thresholds())
 
@@ -263,8 +284,9 @@ def test_a_label_far_from_where_registration_expects_the_nucleus_is_reviewed():
     expected = _expectation({"left": [-15.5, -0.5, -0.5], "right": [14.5, 24.5 + 5, -0.5]})
     sides, volumes, verdict = _registered_verdict(labels, values, probability, expected)
     assert sides["left"]["registration_offset_mm"] < 1 and sides["right"]["registration_offset_mm"] > 25
-    assert verdict.reasons == ["the right DN label lies 30 mm from where registration of the MNI brain expects it "
-                               "(expected ≤ 20 mm)"]
+    assert verdict.reasons == [
+        "the right DN label lies 30 mm from where registration of the MNI brain expects it (expected ≤ 20 mm)"
+    ]
     assert assess(sides, volumes, BOX, [1.0, 1.0, 1.0], thresholds({"max_registration_offset_mm": 35})).status == "ok"
 
 
@@ -278,8 +300,10 @@ def test_a_label_of_the_size_registration_expects_is_ok_and_a_far_smaller_one_is
     assert sides["left"]["registration_overlap"] == 1.0 and sides["left"]["expected_volume_mm3"] == 1000.0
     sides, volumes, verdict = _registered_verdict(labels, values, probability, _expectation(scale=1.6))
     assert sides["right"]["registration_volume_scale"] == pytest.approx(4.096)
-    assert verdict.reasons[0] == ("left DN volume 1000 mm³ is 0.24 times the 4096 mm³ that registration of the MNI "
-                                  "brain expects for this head (expected 0.3–4 times)"), verdict.reasons
+    assert verdict.reasons[0] == (
+        "left DN volume 1000 mm³ is 0.24 times the 4096 mm³ that registration of the MNI "
+        "brain expects for this head (expected 0.3–4 times)"
+    ), verdict.reasons
     assert len(verdict.reasons) == 2  # and the right side's
     lenient = thresholds({"min_expected_volume_ratio": 0.2})
     assert assess(sides, volumes, BOX, [1.0, 1.0, 1.0], lenient).status == "ok", "the threshold is the config's"
@@ -301,8 +325,9 @@ def test_a_label_mostly_outside_where_registration_expects_the_nucleus_is_review
     sides, volumes, _ = _registered_verdict(labels, values, probability, expected)
     sides["right"]["registration_overlap"] = 0.3
     verdict = assess(sides, volumes, BOX, [1.0, 1.0, 1.0], thresholds())
-    assert verdict.reasons == ["only 30 % of the right DN label lies where registration of the MNI brain expects "
-                               "the nucleus (expected ≥ 50 %)"]
+    assert verdict.reasons == [
+        "only 30 % of the right DN label lies where registration of the MNI brain expects the nucleus (expected ≥ 50 %)"
+    ]
 
 
 def test_an_ants_transform_becomes_a_map_between_world_coordinates():
@@ -314,8 +339,13 @@ def test_an_ants_transform_becomes_a_map_between_world_coordinates():
 
     rng = np.random.default_rng(2)
     matrix = np.eye(3) * 1.1 + rng.normal(0, 0.1, (3, 3))
-    transform = ants.create_ants_transform(transform_type="AffineTransform", dimension=3, matrix=matrix,
-                                           translation=(3.0, -7.0, 11.0), center=(10.0, -20.0, 5.0))
+    transform = ants.create_ants_transform(
+        transform_type="AffineTransform",
+        dimension=3,
+        matrix=matrix,
+        translation=(3.0, -7.0, 11.0),
+        center=(10.0, -20.0, 5.0),
+    )
     to_template = world_map(transform)
     for ras in rng.normal(0, 50, (5, 3)):
         lps = ants.apply_ants_transform_to_point(transform, (-ras[0], -ras[1], ras[2]))

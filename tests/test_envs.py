@@ -13,8 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 def test_conda_env_pins_match_requirements():
     env = yaml.safe_load((REPO / "envs" / "dnqsm.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    requirements = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()
-                    if line.strip() and not line.startswith("#")]
+    requirements = [
+        line.strip()
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert sorted(pip, key=str.lower) == sorted(requirements, key=str.lower)
     assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[^=\s]+", pin) for pin in pip), "every package pinned exactly"
     python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))

@@ -21,27 +21,27 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
-from dnqsm.io import bids_path, read_tsv
-from dnqsm.qc.views import world_centroid
 from test_cohort_workflow import TRUTH, cohort_config
 from test_workflow import REPO
 
-MARKUP = '<script>window.__xss=1</script>'
+from dnqsm.io import bids_path, read_tsv
+from dnqsm.qc.views import world_centroid
+
+MARKUP = "<script>window.__xss=1</script>"
 BAD_ACQ_TIME = "2021-13-45T17:47:00"
 
 # participant -> (failed stage, words the reason must contain); each participant has one session, ses-01
 FAILING = {
-    "900": ("preprocess", "cannot read as NIfTI"),              # truncated gzip
-    "901": ("preprocess", "cannot read as NIfTI"),              # a text file named .nii.gz
+    "900": ("preprocess", "cannot read as NIfTI"),  # truncated gzip
+    "901": ("preprocess", "cannot read as NIfTI"),  # a text file named .nii.gz
     "902": ("preprocess", "expected a 3D image, got 4D"),
     "903": ("preprocess", "expected a 3D image, got 2D"),
-    "904": ("preprocess", "no finite values"),                  # all NaN
+    "904": ("preprocess", "no finite values"),  # all NaN
     "905": ("preprocess", "all values are zero"),
-    "906": ("preprocess", "no finite values"),                  # all infinite
-    "907": ("segment", "dentate"),                              # a slab above the cerebellum
+    "906": ("preprocess", "no finite values"),  # all infinite
+    "907": ("segment", "dentate"),  # a slab above the cerebellum
     "908": ("preprocess", "a symbolic link to a missing file"),
-    "909": ("preprocess", "orientation.allow_unknown"),         # sform and qform codes 0
+    "909": ("preprocess", "orientation.allow_unknown"),  # sform and qform codes 0
 }
 FLIPPED, SCALED_INT16 = "910", "911"  # good images stored differently: they must finish like the original
 
@@ -105,8 +105,21 @@ def make_matrix(bids: Path, tmp: Path) -> None:
 
 
 def snakemake_cmd(tmp: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp),
-            "--configfile", str(tmp / "config.yaml"), "--cores", "2", "--keep-going", *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp),
+        "--configfile",
+        str(tmp / "config.yaml"),
+        "--cores",
+        "2",
+        "--keep-going",
+        *args,
+    ]
 
 
 def run(tmp: Path, *args: str) -> subprocess.CompletedProcess:
@@ -117,11 +130,14 @@ def run_and_kill(tmp: Path, started, timeout: float = 600) -> None:
     """Start the workflow, wait until ``started()`` is true, then SIGKILL Snakemake and all its jobs at once
     (as a lost node or an out-of-memory killer would)."""
     with open(tmp / "killed-run.log", "w") as log:
-        proc = subprocess.Popen(snakemake_cmd(tmp), stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            snakemake_cmd(tmp), stdout=log, stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while not started():
-            assert proc.poll() is None, "the workflow ended before the moment to kill it: " + (tmp / "killed-run.log").read_text()[-2000:]
+            assert proc.poll() is None, (
+                "the workflow ended before the moment to kill it: " + (tmp / "killed-run.log").read_text()[-2000:]
+            )
             assert time.monotonic() < deadline, "the moment to kill never came"
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -134,8 +150,11 @@ def files_under(root: Path) -> dict[str, Path]:
 
 def leftovers(root: Path) -> list[str]:
     """Staging folders and temporary files of killed writers."""
-    return [str(p.relative_to(root)) for p in root.rglob("*")
-            if (p.name.startswith(".") and not p.name.startswith(".snakemake")) or ".tmp" in p.name]
+    return [
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if (p.name.startswith(".") and not p.name.startswith(".snakemake")) or ".tmp" in p.name
+    ]
 
 
 def one_participant(source: Path, bids: Path) -> Path:
@@ -183,8 +202,9 @@ def test_bad_inputs_fail_alone_with_reasons_naming_their_file(faults):
     # a failed session has no labels, only its record saying why
     for participant in FAILING:
         anat = out / f"sub-{participant}" / "ses-01" / "anat"
-        assert sorted(p.name for p in anat.iterdir() if not p.name.startswith(".")) == \
-            [f"sub-{participant}_ses-01_desc-dentate_measures.json"]
+        assert sorted(p.name for p in anat.iterdir() if not p.name.startswith(".")) == [
+            f"sub-{participant}_ses-01_desc-dentate_measures.json"
+        ]
         record = json.loads(next(anat.glob("*_measures.json")).read_text())
         assert record["status"] == "failed" and FAILING[participant][1] in record["error"]
 
@@ -197,7 +217,9 @@ def test_unusual_storage_gives_the_same_numbers(faults):
         copy = table.loc[f"sub-{participant}"]
         for column in ("left_volume_mm3", "right_volume_mm3", "left_chi_mean_ppb", "right_chi_mean_ppb"):
             assert copy[column] == pytest.approx(original[column], rel=0.01, abs=0.5), (participant, column)
-    record = json.loads(next((tmp / "reference-work" / "preprocess").glob(f"batch-*/sub-{SCALED_INT16}_ses-01/*.json")).read_text())
+    record = json.loads(
+        next((tmp / "reference-work" / "preprocess").glob(f"batch-*/sub-{SCALED_INT16}_ses-01/*.json")).read_text()
+    )
     source = json.loads(next((tmp / "reference-work" / "preprocess").glob("batch-*/sub-001_ses-01/*.json")).read_text())
     # int16 zeros stay background (only voxels below the quantization step join them); 8.6 M brain voxels
     # instead of 2.0 M when the intercept turned every zero into 0.001 ppb

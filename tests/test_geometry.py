@@ -9,8 +9,15 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from dnqsm.engine.localize import (crop, crop_around, label_region, localization_input, region_box, region_components,
-                            region_slices)
+from dnqsm.engine.localize import (
+    crop,
+    crop_around,
+    label_region,
+    localization_input,
+    region_box,
+    region_components,
+    region_slices,
+)
 from dnqsm.engine.nnunet import from_nnunet, to_nnunet
 from dnqsm.engine.segment import LEFT, RIGHT, assign_sides, midline_between_nuclei, postprocess
 
@@ -50,10 +57,14 @@ def test_sides_follow_world_x_relative_to_the_midline(name):
 
 @pytest.mark.parametrize("name", ORIENTED)
 def test_canonical_round_trip_is_lossless(name):
-    img = nib.Nifti1Image(np.random.default_rng(0).random((7, 8, 9)).astype(np.float32),
-                          _affine(ORIENTED[name], (0.5, 0.7, 2.0), (10, 20, 30)))
+    img = nib.Nifti1Image(
+        np.random.default_rng(0).random((7, 8, 9)).astype(np.float32),
+        _affine(ORIENTED[name], (0.5, 0.7, 2.0), (10, 20, 30)),
+    )
     canonical = nib.as_closest_canonical(img)
-    back = apply_orientation(canonical.get_fdata(), ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(img.affine)))
+    back = apply_orientation(
+        canonical.get_fdata(), ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(img.affine))
+    )
     assert np.array_equal(back, img.get_fdata())
 
 
@@ -145,9 +156,11 @@ def test_the_midline_comes_from_the_regions_then_the_segmented_nuclei_then_the_i
     apart = label_region(nib.Nifti1Image(binary, affine), grid_affine, coarse.shape, dilate_voxels=1) > 0
     assert ndimage.label(merged)[1] == 1 and ndimage.label(apart)[1] == 2
     fragment = _two_nuclei(affine, (left,)) | _two_nuclei(affine, (right,), half=1)
-    cases = ((apart, binary, "atlas region", "atlas region", 0.0),
-             (merged, binary, "localization", "segmented nuclei", 0.0),
-             (merged, fragment, "localization", "image centroid", 13.5))
+    cases = (
+        (apart, binary, "atlas region", "atlas region", 0.0),
+        (merged, binary, "localization", "segmented nuclei", 0.0),
+        (merged, fragment, "localization", "image centroid", 13.5),
+    )
     for region, mask, region_name, source, midline_x in cases:
         area = crop_around(img, region, grid_affine, 5.0)
         result = postprocess(img, area, mask[area.slices], {}, "nothing found", region_name=region_name)

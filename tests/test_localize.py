@@ -6,15 +6,23 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+from config_helpers import REPO
 
-from dnqsm.io import bids_path
-from dnqsm.engine.localize import (AGREEMENT_MM, RegistrationLocator, centres_mm, data_support, localization_input, localize,
-                            refine_region, region_components, second_opinion)
+from dnqsm.engine.localize import (
+    AGREEMENT_MM,
+    RegistrationLocator,
+    centres_mm,
+    data_support,
+    localization_input,
+    localize,
+    refine_region,
+    region_components,
+    second_opinion,
+)
 from dnqsm.engine.nnunet import from_nnunet, to_nnunet
 from dnqsm.engine.segment import BUNDLED_MODELS, MIN_REGION_VOXELS, DentateSegmenter, load_model_set
+from dnqsm.io import bids_path
 from dnqsm.qc.views import world_centroid
-
-from config_helpers import REPO
 
 SPACING = 3.0
 GRID = np.diag([SPACING, SPACING, SPACING, 1.0])
@@ -42,11 +50,14 @@ def test_second_opinion_names_what_is_wrong_with_the_network_region():
     both = _grid_with(EXPECTED["left"], EXPECTED["right"])
     assert second_opinion(both, grid, EXPECTED, 15.0, 130.0) == []
     assert second_opinion(np.zeros_like(both), grid, EXPECTED, 15.0, 130.0) == [
-        "the localization network found no dentate region"]
+        "the localization network found no dentate region"
+    ]
     one_sided = second_opinion(_grid_with(EXPECTED["left"]), grid, EXPECTED, 15.0, 130.0)
     assert len(one_sided) == 1 and "right nucleus" in one_sided[0]
-    assert any("measures" in r for r in second_opinion(_grid_with(EXPECTED["left"], half_voxels=0),
-                                                        grid, EXPECTED, 15.0, 130.0))
+    assert any(
+        "measures" in r
+        for r in second_opinion(_grid_with(EXPECTED["left"], half_voxels=0), grid, EXPECTED, 15.0, 130.0)
+    )
     # a region near both, but shifted by less than the agreement distance, is accepted
     shifted = _grid_with([-15.0, AGREEMENT_MM - 8, 0.0], [15.0, AGREEMENT_MM - 8, 0.0])
     assert second_opinion(shifted, grid, EXPECTED, 15.0, 130.0) == []
@@ -76,8 +87,11 @@ def test_data_support_is_the_same_whatever_the_background_is_stored_as():
     values = np.where(brain, rng.normal(0, 50, brain.shape), 0).astype(np.float32)
     stored = nib.Nifti1Image(np.rint(values).astype(np.int16), np.eye(4))
     stored.header.set_slope_inter(0.001, -0.002)  # background reads as -0.002 ppm
-    for img in (nib.Nifti1Image(values, np.eye(4)), nib.Nifti1Image(np.where(brain, values, np.nan), np.eye(4)),
-                stored):
+    for img in (
+        nib.Nifti1Image(values, np.eye(4)),
+        nib.Nifti1Image(np.where(brain, values, np.nan), np.eye(4)),
+        stored,
+    ):
         support = data_support(img)
         assert not support[~brain].any() and support[brain].mean() > 0.95
 
@@ -135,16 +149,20 @@ def test_network_is_not_thrown_by_slabs_fields_of_view_or_units(synthetic):
     sits in a field of view padded with 40 empty voxels on each side, or is stored in ppb instead of
     ppm. None of these is why it found nothing on real maps; what they look like is."""
     image, labels = synthetic
-    segmenter = DentateSegmenter(load_model_set(BUNDLED_MODELS), device="cpu", threads=2, mirroring=False,
-                                 second_opinion=False)
+    segmenter = DentateSegmenter(
+        load_model_set(BUNDLED_MODELS), device="cpu", threads=2, mirroring=False, second_opinion=False
+    )
     data = image.get_fdata(dtype=np.float32)
     padded = np.zeros((data.shape[0] + 80, data.shape[1] + 80, data.shape[2]), np.float32)
     padded[40:-40, 40:-40] = data
     pad_affine = image.affine.copy()
     pad_affine[:3, 3] -= pad_affine[:3, :3] @ np.array([40, 40, 0])
-    cases = {"slab 17 mm": _slab(image, labels, 17.0), "slab 10 mm": _slab(image, labels, 10.0),
-             "padded field of view": nib.Nifti1Image(padded, pad_affine),
-             "ppb": nib.Nifti1Image(data * 1000, image.affine)}
+    cases = {
+        "slab 17 mm": _slab(image, labels, 17.0),
+        "slab 10 mm": _slab(image, labels, 10.0),
+        "padded field of view": nib.Nifti1Image(padded, pad_affine),
+        "ppb": nib.Nifti1Image(data * 1000, image.affine),
+    }
     for name, img in cases.items():
         coarse, grid_affine = localization_input(img, SPACING)
         arrays, props = to_nnunet(coarse, [SPACING] * 3)
@@ -153,8 +171,10 @@ def test_network_is_not_thrown_by_slabs_fields_of_view_or_units(synthetic):
         assert _holds_both_nuclei(region, grid_affine, labels), name
 
 
-@pytest.mark.skipif(not REAL.exists(), reason=f"{REAL} is absent (a user's clone): the real map is shared with "
-                                               "the project's developers and CI only")
+@pytest.mark.skipif(
+    not REAL.exists(),
+    reason=f"{REAL} is absent (a user's clone): the real map is shared with the project's developers and CI only",
+)
 def test_real_map_both_nuclei_found_and_drawn(tmp_path):
     """benchmarks/real.py on the shared real map, with the defaults (mirroring on): a montage and a row,
     both nuclei with status ok, the crop placed by the localization network itself (networks trained on

@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from dnqsm.io import save_nifti, write_json
-from dnqsm.engine.longitudinal import longitudinal_subject
 from dnqsm.analysis.metrics import dice
+from dnqsm.engine.longitudinal import longitudinal_subject
+from dnqsm.io import save_nifti, write_json
 
 SHAPE = (60, 40, 30)
 
 
-def _visit(folder: Path, stem: str, shift_mm: tuple[float, float, float], seed: int, status: str = "ok",
-           scale: float = 1.0) -> np.ndarray:
+def _visit(
+    folder: Path, stem: str, shift_mm: tuple[float, float, float], seed: int, status: str = "ok", scale: float = 1.0
+) -> np.ndarray:
     """An engine result folder as `dnqsm segment` writes it: the crop is the whole image (1 mm, RAS),
     the nuclei two ellipsoids 15 mm either side of the midline, moved by ``shift_mm`` in the world;
     the probabilities put the boundary off by a smooth random displacement (another seed per visit)."""
@@ -30,7 +31,7 @@ def _visit(folder: Path, stem: str, shift_mm: tuple[float, float, float], seed: 
     grid = np.indices(SHAPE).astype(float)
     truth = np.zeros(SHAPE, bool)
     for centre_i in (15, 45):
-        truth |= ((grid[0] - centre_i) / 6) ** 2 + ((grid[1] - 20) / 5) ** 2 + ((grid[2] - 15) / 4) ** 2 <= scale ** 2
+        truth |= ((grid[0] - centre_i) / 6) ** 2 + ((grid[1] - 20) / 5) ** 2 + ((grid[2] - 15) / 4) ** 2 <= scale**2
     chi = rng.normal(-20, 8, SHAPE) + 110 * ndimage.gaussian_filter(truth.astype(float), 0.7)
     # segmentation noise as a network makes it: the boundary displaced by a smooth random field (mm)
     displacement = ndimage.gaussian_filter(rng.normal(0, 1, SHAPE), 2.0)
@@ -47,19 +48,38 @@ def _visit(folder: Path, stem: str, shift_mm: tuple[float, float, float], seed: 
     save_nifti(result / f"{stem}_cropped_prob.nii.gz", probability)
     save_nifti(result / f"{stem}_seg.nii.gz", nib.Nifti1Image(labels, affine))
     save_nifti(result / f"{stem}_cerebellar_mask.nii.gz", nib.Nifti1Image(np.ones(SHAPE, np.uint8), affine))
-    sides = {name: {"voxels": int((labels == label).sum()), "volume_mm3": float((labels == label).sum()),
-                    "components": 1, "predicted_voxels": int((labels == label).sum())}
-             for name, label in (("left", 1), ("right", 2))}
-    write_json(result / f"{stem}_metadata.json", {
-        "stem": stem, "status": status, "review_reasons": [], "method": "nnunet", "dentate": sides,
-        "midline_x_mm": float(shift_mm[0]), "crop_voxels_canonical": [[0, s] for s in SHAPE],
-        "image": {"shape": list(SHAPE), "affine": affine.tolist(), "spacing_mm": [1.0, 1.0, 1.0]},
-        "box": {"min_mm": [-26.0 + shift_mm[0], -8.0, -6.0], "max_mm": [26.0 + shift_mm[0], 8.0, 6.0]},
-        "confidence": {"sides": {}, "thresholds": {}},
-        # where the registration of the MNI brain expected the nuclei (its map to MNI: a shift)
-        "localization": {"registration_expected_mm": {"left": list(nib.affines.apply_affine(affine, (15, 20, 15))),
-                                                      "right": list(nib.affines.apply_affine(affine, (45, 20, 15)))},
-                         "registration_to_template": [[1, 0, 0, 0], [0, 1, 0, -60], [0, 0, 1, -34], [0, 0, 0, 1]]}})
+    sides = {
+        name: {
+            "voxels": int((labels == label).sum()),
+            "volume_mm3": float((labels == label).sum()),
+            "components": 1,
+            "predicted_voxels": int((labels == label).sum()),
+        }
+        for name, label in (("left", 1), ("right", 2))
+    }
+    write_json(
+        result / f"{stem}_metadata.json",
+        {
+            "stem": stem,
+            "status": status,
+            "review_reasons": [],
+            "method": "nnunet",
+            "dentate": sides,
+            "midline_x_mm": float(shift_mm[0]),
+            "crop_voxels_canonical": [[0, s] for s in SHAPE],
+            "image": {"shape": list(SHAPE), "affine": affine.tolist(), "spacing_mm": [1.0, 1.0, 1.0]},
+            "box": {"min_mm": [-26.0 + shift_mm[0], -8.0, -6.0], "max_mm": [26.0 + shift_mm[0], 8.0, 6.0]},
+            "confidence": {"sides": {}, "thresholds": {}},
+            # where the registration of the MNI brain expected the nuclei (its map to MNI: a shift)
+            "localization": {
+                "registration_expected_mm": {
+                    "left": list(nib.affines.apply_affine(affine, (15, 20, 15))),
+                    "right": list(nib.affines.apply_affine(affine, (45, 20, 15))),
+                },
+                "registration_to_template": [[1, 0, 0, 0], [0, 1, 0, -60], [0, 0, 1, -34], [0, 0, 0, 1]],
+            },
+        },
+    )
     return truth
 
 
@@ -97,8 +117,9 @@ def test_visits_share_a_prior_and_their_volumes_agree_better(tmp_path):
         assert np.mean([v[side] for v in long]) == pytest.approx(half, rel=0.08), (side, half, long)
     # labels stay on each visit's own grid and match the truth there better than its own noisy labels
     stems = ("v1", "v2", "v3")
-    assert np.mean([dice(_labels(tmp_path / "long", s) > 0, truth) for s in stems]) > \
-        np.mean([dice(_labels(engine, s) > 0, truth) for s in stems])
+    assert np.mean([dice(_labels(tmp_path / "long", s) > 0, truth) for s in stems]) > np.mean(
+        [dice(_labels(engine, s) > 0, truth) for s in stems]
+    )
     labels = _labels(tmp_path / "long", "v2")
     assert set(np.unique(labels)) == {0, 1, 2} and (labels[:30] != 2).all() and (labels[30:] != 1).all()
     assert metas[1]["status"] in ("ok", "review") and metas[1]["confidence"]["sides"]["left"]["voxels"] > 0
@@ -138,8 +159,10 @@ def test_steady_change_is_kept_when_visit_times_are_known(tmp_path):
     visit toward the mean and flatten the change."""
     engine = tmp_path / "batch"
     years = [0.0, 1.0, 2.0, 3.0]
-    truths = [_visit(engine, f"v{k}", ((-1) ** k * 1.5, k - 1.5, 0.5 * k), seed=10 + k, scale=1 - 0.05 * t)
-              for k, t in enumerate(years)]
+    truths = [
+        _visit(engine, f"v{k}", ((-1) ** k * 1.5, k - 1.5, 0.5 * k), seed=10 + k, scale=1 - 0.05 * t)
+        for k, t in enumerate(years)
+    ]
     visits = [(engine, f"v{k}") for k in range(len(years))]
     slope = lambda volumes: np.polyfit(years, volumes, 1)[0]  # noqa: E731
     truth_slope = slope([t.sum() for t in truths])
@@ -170,8 +193,9 @@ def test_aligning_on_a_coarser_grid_gives_the_labels_of_the_template_grid(tmp_pa
         for label in (1, 2):
             assert dice(a == label, b == label) > 0.985, (stem, label)  # measured 0.994-0.999 (4 mm: 0.981)
     stems = ("v1", "v2", "v3")
-    assert np.mean([dice(_labels(tmp_path / "coarse", s) > 0, truth) for s in stems]) > \
-        np.mean([dice(_labels(engine, s) > 0, truth) for s in stems])
+    assert np.mean([dice(_labels(tmp_path / "coarse", s) > 0, truth) for s in stems]) > np.mean(
+        [dice(_labels(engine, s) > 0, truth) for s in stems]
+    )
 
 
 def test_starting_each_round_from_the_last_alignment_gives_the_labels_of_identity_starts(tmp_path):

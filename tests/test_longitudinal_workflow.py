@@ -14,12 +14,12 @@ import shutil
 
 import numpy as np
 import pytest
-
-from dnqsm.io import read_tsv
-from dnqsm.synth.cohort import DEFAULT_EFFECTS
 from config_helpers import default_config
 from test_stats import planted_volume_interaction
 from test_workflow import plan_with_new_visit, snakemake
+
+from dnqsm.io import read_tsv
+from dnqsm.synth.cohort import DEFAULT_EFFECTS
 
 TRUTH = "derivatives/manual"
 TERM = "years:C(group)[T.ataxia]"
@@ -54,10 +54,12 @@ def modes(demo_cohort, tmp_path_factory):
     for name, on in (("cross-sectional", False), ("longitudinal", True)):
         run = snakemake(tmp, config_for(tmp, bids, on))
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-        results[name] = (read_tsv(tmp / "out" / "cohort" / "desc-dentate_measures.tsv"),
-                         read_tsv(tmp / "out" / "stats" / "fixed_effects.tsv"),
-                         read_tsv(tmp / "out" / "stats" / "models.tsv"),
-                         read_tsv(tmp / "out" / "stats" / "sample_size.tsv"))
+        results[name] = (
+            read_tsv(tmp / "out" / "cohort" / "desc-dentate_measures.tsv"),
+            read_tsv(tmp / "out" / "stats" / "fixed_effects.tsv"),
+            read_tsv(tmp / "out" / "stats" / "models.tsv"),
+            read_tsv(tmp / "out" / "stats" / "sample_size.tsv"),
+        )
     return tmp, bids, results
 
 
@@ -75,11 +77,15 @@ def test_planted_volume_and_chi_changes_lie_inside_the_longitudinal_confidence_i
         assert all(mode in m for m in models.segmentation_mode)
         fixed = fixed.set_index(["measure", "term"])
         for side in ("left", "right"):
-            for measure, planted, unit in ((f"{side}_volume_mm3", planted_volume_interaction(truth, side), "mm3"),
-                                           (f"{side}_chi_mean_ppb", planted_chi_interaction(truth, table, side), "ppb")):
+            for measure, planted, unit in (
+                (f"{side}_volume_mm3", planted_volume_interaction(truth, side), "mm3"),
+                (f"{side}_chi_mean_ppb", planted_chi_interaction(truth, table, side), "ppb"),
+            ):
                 row = fixed.loc[(measure, TERM)]
-                said.append(f"{mode} {measure}: planted {planted:.1f}, estimate {row.estimate:.1f} "
-                            f"[{row.ci_low:.1f}, {row.ci_high:.1f}] {unit}/year")
+                said.append(
+                    f"{mode} {measure}: planted {planted:.1f}, estimate {row.estimate:.1f} "
+                    f"[{row.ci_low:.1f}, {row.ci_high:.1f}] {unit}/year"
+                )
                 if mode == "longitudinal":
                     assert row.ci_low <= planted <= row.ci_high, said
     print("\n".join(said))

@@ -14,10 +14,10 @@ def images(voxel=(1.0, 1.0, 2.0)):
     affine[:3, 3] = [-20, -30, -40]
     chi = np.zeros((40, 30, 20), np.float32)
     labels = np.zeros(chi.shape, np.uint8)
-    labels[5:10, 10:14, 5:8] = 1      # 5 x 4 x 3 = 60 voxels, left (low x)
+    labels[5:10, 10:14, 5:8] = 1  # 5 x 4 x 3 = 60 voxels, left (low x)
     chi[5:10, 10:14, 5:8] = 100.0
-    chi[7, 12, 6] = 160.0             # one hot voxel in the left core
-    labels[30:34, 10:13, 5:7] = 2     # 4 x 3 x 2 = 24 voxels, right
+    chi[7, 12, 6] = 160.0  # one hot voxel in the left core
+    labels[30:34, 10:13, 5:7] = 2  # 4 x 3 x 2 = 24 voxels, right
     chi[30:34, 10:13, 5:7] = 50.0
     return nib.Nifti1Image(chi, affine), nib.Nifti1Image(labels, affine)
 
@@ -32,7 +32,9 @@ def test_measures_known_answers():
     assert m["total_volume_mm3"] == pytest.approx(168.0)
     assert m["asymmetry_volume"] == pytest.approx(2 * (120 - 48) / 168)
     # centroid of voxels 5..9, 10..13, 5..7 at 1 x 1 x 2 mm from (-20, -30, -40)
-    assert (m["left_centroid_x_mm"], m["left_centroid_y_mm"], m["left_centroid_z_mm"]) == pytest.approx((-13, -18.5, -28))
+    assert (m["left_centroid_x_mm"], m["left_centroid_y_mm"], m["left_centroid_z_mm"]) == pytest.approx(
+        (-13, -18.5, -28)
+    )
     assert m["left_components"] == 1 and m["left_chi_voxels"] == 60
 
 

@@ -61,9 +61,9 @@ def test_dice_agrees_with_nnunet_evaluation(tmp_path):
         reference[17:26, 6:20, 4:15] = 2
         prediction = np.where(rng.random(reference.shape) < 0.15, rng.integers(0, 3, reference.shape), reference)
         if i == 2:
-            reference[reference == 2] = 0      # right absent from the reference only
+            reference[reference == 2] = 0  # right absent from the reference only
         if i == 3:
-            reference[reference == 2] = 0      # right absent from both
+            reference[reference == 2] = 0  # right absent from both
             prediction[prediction == 2] = 0
         cases.append((reference.astype(np.uint8), prediction.astype(np.uint8)))
     for i, (reference, prediction) in enumerate(cases):

@@ -30,13 +30,16 @@ def qsm(tmp_path, name="img", scale=1.0, units=None, nan_outside=False, dtype=np
     return path
 
 
-@pytest.mark.parametrize("scale, units, policy, expected, source", [
-    (1.0, "ppm", "auto", "ppm", "sidecar"),
-    (1000.0, "ppb", "auto", "ppb", "sidecar"),
-    (1.0, None, "auto", "ppm", "detected from values"),
-    (1000.0, None, "auto", "ppb", "detected from values"),
-    (1000.0, None, "ppb", "ppb", "config"),
-])
+@pytest.mark.parametrize(
+    "scale, units, policy, expected, source",
+    [
+        (1.0, "ppm", "auto", "ppm", "sidecar"),
+        (1000.0, "ppb", "auto", "ppb", "sidecar"),
+        (1.0, None, "auto", "ppm", "detected from values"),
+        (1000.0, None, "auto", "ppb", "detected from values"),
+        (1000.0, None, "ppb", "ppb", "config"),
+    ],
+)
 def test_unit_is_settled_and_values_end_in_ppb(tmp_path, scale, units, policy, expected, source):
     img, record = preprocess(qsm(tmp_path, scale=scale, units=units), policy)
     assert (record["input_unit"], record["input_unit_source"]) == (expected, source)
@@ -51,13 +54,16 @@ def test_nan_outside_the_brain_becomes_zero_and_is_counted(tmp_path):
     assert record["nonfinite_voxels_set_to_zero"] == 24**3 - 18**3
 
 
-@pytest.mark.parametrize("scale, units, policy, message", [
-    (1000.0, "ppm", "auto", "implausible for unit ppm (sidecar)"),     # ppb values labelled ppm
-    (1.0, None, "ppb", "implausible for unit ppb (config)"),           # ppm values declared ppb
-    (1e-5, None, "auto", "cannot tell the unit"),                      # odd scaling
-    (1.0, None, "sidecar", "no JSON sidecar with 'Units'"),
-    (1.0, "Hz", "auto", "not a susceptibility unit"),
-])
+@pytest.mark.parametrize(
+    "scale, units, policy, message",
+    [
+        (1000.0, "ppm", "auto", "implausible for unit ppm (sidecar)"),  # ppb values labelled ppm
+        (1.0, None, "ppb", "implausible for unit ppb (config)"),  # ppm values declared ppb
+        (1e-5, None, "auto", "cannot tell the unit"),  # odd scaling
+        (1.0, None, "sidecar", "no JSON sidecar with 'Units'"),
+        (1.0, "Hz", "auto", "not a susceptibility unit"),
+    ],
+)
 def test_implausible_or_unknown_units_are_refused_naming_the_file(tmp_path, scale, units, policy, message):
     path = qsm(tmp_path, scale=scale, units=units)
     with pytest.raises(InputError, match=re.escape(message)) as info:

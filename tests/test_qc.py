@@ -49,7 +49,7 @@ def test_every_overview_panel_cuts_through_a_nucleus(tmp_path):
     png = render_snapshot(tmp_path / "qc.png", chi, dseg, "sub-x ses-y", box=box)
     pixels = mpimg.imread(png)[..., :3]
     height, width = pixels.shape[:2]
-    sagittal = pixels[int(0.05 * height):int(0.36 * height), int(0.67 * width):]  # top row, right panel
+    sagittal = pixels[int(0.05 * height) : int(0.36 * height), int(0.67 * width) :]  # top row, right panel
     red = (sagittal[..., 0] > 0.9) & (sagittal[..., 1] < 0.45) & (sagittal[..., 2] < 0.45)
     assert red.sum() > 20, "the left DN's contour shows in the sagittal overview"
 
@@ -68,8 +68,9 @@ def _reslice_whole_volume(data, affine, center, view, half_width, step, order):
     world[h_axis], world[v_axis], world[fixed] = center[h_axis] + hh, center[v_axis] + vv, center[fixed]
     inv = np.linalg.inv(affine)
     vox = np.einsum("ij,j...->i...", inv[:3, :3], world) + inv[:3, 3][:, None, None]
-    out = ndimage.map_coordinates(np.nan_to_num(data.astype(np.float32), nan=0.0), vox, order=order,
-                                  mode="constant", cval=np.nan)
+    out = ndimage.map_coordinates(
+        np.nan_to_num(data.astype(np.float32), nan=0.0), vox, order=order, mode="constant", cval=np.nan
+    )
     inside = np.all([(vox[i] >= -0.5) & (vox[i] <= data.shape[i] - 0.5) for i in range(3)], axis=0)
     out[~inside] = np.nan
     return out

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from config_helpers import default_config
+from test_workflow import snakemake
 
 from dnqsm.io import bids_path, read_tsv
 from dnqsm.workflow.preprocess import preprocess
-from config_helpers import default_config
-from test_workflow import snakemake
 
 
 def qsmxt_dataset(root: Path, demo: Path) -> Path:
@@ -31,13 +31,22 @@ def qsmxt_dataset(root: Path, demo: Path) -> Path:
         anat = out / sub / ses / "anat"
         anat.mkdir(parents=True, exist_ok=True)
         nib.save(ppm, anat / f"{sub}_{ses}_run-1_Chimap.nii")
-        nib.save(nib.Nifti1Image(np.ones(img.shape, np.float32) * 30, img.affine), anat / f"{sub}_{ses}_run-1_T2starmap.nii")
+        nib.save(
+            nib.Nifti1Image(np.ones(img.shape, np.float32) * 30, img.affine), anat / f"{sub}_{ses}_run-1_T2starmap.nii"
+        )
         if (sub, ses) == ("sub-001", "ses-01"):
             second = nib.Nifti1Image(ppm.get_fdata(dtype=np.float32) * 0.9, img.affine)
             nib.save(second, anat / f"{sub}_{ses}_acq-fast_run-1_Chimap.nii")
-    (out / "dataset_description.json").write_text(json.dumps({
-        "Name": "QSMxT outputs", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "QSMxT", "Version": "8.0.0"}]}))
+    (out / "dataset_description.json").write_text(
+        json.dumps(
+            {
+                "Name": "QSMxT outputs",
+                "BIDSVersion": "1.9.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "QSMxT", "Version": "8.0.0"}],
+            }
+        )
+    )
     return out  # like QSMxT's, without participants.tsv or sessions.tsv
 
 
@@ -63,8 +72,11 @@ def test_qsmxt_derivative_with_two_reconstructions_of_a_session(tmp_path, small_
     anat = out / "sub-001" / "ses-01" / "anat"
     names = {p.name for p in anat.iterdir()}
     for stem in ("sub-001_ses-01_run-1", "sub-001_ses-01_acq-fast_run-1"):
-        assert {f"{stem}_desc-dentate_dseg.nii.gz", f"{stem}_desc-dentate_measures.json",
-                f"{stem}_desc-localization_mask.nii.gz"} <= names, names
+        assert {
+            f"{stem}_desc-dentate_dseg.nii.gz",
+            f"{stem}_desc-dentate_measures.json",
+            f"{stem}_desc-localization_mask.nii.gz",
+        } <= names, names
         assert (out / "sub-001" / "ses-01" / "figures" / f"{stem}_desc-dentate_qc.png").exists()
         record = json.loads((anat / f"{stem}_desc-dentate_measures.json").read_text())
         assert record["image_entities"] == stem.split("ses-01_")[1]
@@ -80,4 +92,6 @@ def test_qsmxt_derivative_with_two_reconstructions_of_a_session(tmp_path, small_
     problems = read_tsv(out / "cohort" / "metadata_problems.tsv")
     assert len(problems) and problems.problem.str.contains("file missing").any(), problems
     page = (out / "qc.html").read_text()
-    assert "sub-001_ses-01_acq-fast_run-1" in page and "figures/sub-001_ses-01_acq-fast_run-1_desc-dentate_qc.png" in page
+    assert (
+        "sub-001_ses-01_acq-fast_run-1" in page and "figures/sub-001_ses-01_acq-fast_run-1_desc-dentate_qc.png" in page
+    )

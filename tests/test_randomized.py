@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from dnqsm.workflow.bids import chimap_sessions, dentate_labels
 from dnqsm.synth import SynthError
 from dnqsm.synth.randomized import DN_LEFT, DN_RIGHT, draw, phantom_anatomy, template_anatomy, write_randomized
+from dnqsm.workflow.bids import chimap_sessions, dentate_labels
 
 PHANTOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "head-phantom" / "SegmentedModel.nii.gz"
 
@@ -39,8 +39,11 @@ def test_template_image_is_labelled_and_the_dentate_stands_out():
     _check(draw(anatomy, rng, max_voxels=3_000_000))
 
 
-@pytest.mark.skipif(not PHANTOM.exists(), reason=f"{PHANTOM} is absent (a user's clone): the head phantom is "
-                                                  "shared with the project's developers and CI only")
+@pytest.mark.skipif(
+    not PHANTOM.exists(),
+    reason=f"{PHANTOM} is absent (a user's clone): the head phantom is "
+    "shared with the project's developers and CI only",
+)
 def test_head_phantom_image_is_labelled_and_the_dentate_stands_out():
     anatomy = phantom_anatomy(PHANTOM)
     for side in (DN_LEFT, DN_RIGHT):

@@ -11,19 +11,30 @@ from dnqsm.qc.page import _script_json, page_records, read_ratings, session_flag
 
 def cohort(n=8):
     rng = np.random.default_rng(0)
-    return pd.DataFrame({
-        "participant_id": [f"sub-{i:02d}" for i in range(n)], "session_id": "ses-01", "group": "control",
-        "site": "A", "status": "ok", "error": None,
-        "left_volume_mm3": 1000 + rng.normal(0, 20, n), "right_volume_mm3": 1000 + rng.normal(0, 20, n),
-        "left_chi_mean_ppb": 80 + rng.normal(0, 2, n), "right_chi_mean_ppb": 80 + rng.normal(0, 2, n),
-        "asymmetry_volume": 0.0, "missing_sides": "", "left_components": 1, "right_components": 1,
-        "box_touches_image_edge": False,
-    })
+    return pd.DataFrame(
+        {
+            "participant_id": [f"sub-{i:02d}" for i in range(n)],
+            "session_id": "ses-01",
+            "group": "control",
+            "site": "A",
+            "status": "ok",
+            "error": None,
+            "left_volume_mm3": 1000 + rng.normal(0, 20, n),
+            "right_volume_mm3": 1000 + rng.normal(0, 20, n),
+            "left_chi_mean_ppb": 80 + rng.normal(0, 2, n),
+            "right_chi_mean_ppb": 80 + rng.normal(0, 2, n),
+            "asymmetry_volume": 0.0,
+            "missing_sides": "",
+            "left_components": 1,
+            "right_components": 1,
+            "box_touches_image_edge": False,
+        }
+    )
 
 
 def test_each_flag_fires_on_its_own_session():
     table = cohort()
-    table.loc[1, "left_volume_mm3"] = 1600          # robust outlier in its group
+    table.loc[1, "left_volume_mm3"] = 1600  # robust outlier in its group
     table.loc[2, ["missing_sides", "right_volume_mm3"]] = ["right", 0.0]
     table.loc[3, "asymmetry_volume"] = -0.55
     table.loc[4, "right_components"] = 3
@@ -72,12 +83,18 @@ def test_ratings_file_is_validated_naming_the_file(tmp_path):
 def test_sessions_under_review_are_flagged_and_carry_their_reasons():
     table = cohort()
     table["review_reasons"] = ""
-    table.loc[2, ["status", "review_reasons"]] = ["review", "no right DN was found; left DN volume 12 mm³ is below the plausible 250 mm³"]
+    table.loc[2, ["status", "review_reasons"]] = [
+        "review",
+        "no right DN was found; left DN volume 12 mm³ is below the plausible 250 mm³",
+    ]
     table.loc[1, "left_volume_mm3"] = 1600  # still an outlier among the sessions that have measures
     flags = session_flags(table)
     assert flags[2] == ["needs review"]
     assert any(f.startswith("outlier left volume") for f in flags[1])
     records = page_records(table, {}, None)
     assert records[2]["status"] == "review"
-    assert records[2]["review_reasons"] == ["no right DN was found", "left DN volume 12 mm³ is below the plausible 250 mm³"]
+    assert records[2]["review_reasons"] == [
+        "no right DN was found",
+        "left DN volume 12 mm³ is below the plausible 250 mm³",
+    ]
     assert records[0]["review_reasons"] == []

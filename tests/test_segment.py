@@ -11,17 +11,15 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-import yaml
 from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from scipy.spatial.transform import Rotation
 
-from dnqsm.io import bids_path, read_tsv
 from dnqsm.analysis.metrics import dice
 from dnqsm.engine.segment import BUNDLED_MODELS, DentateSegmenter, load_model_set, resolve_mirroring
-from dnqsm.synth import write_dataset
+from dnqsm.io import bids_path, read_tsv
 from dnqsm.qc.views import world_centroid
-
-from config_helpers import REPO
+from dnqsm.synth import write_dataset
+from dnqsm.workflow.config import defaults
 
 TRUTH = "derivatives/manual"
 
@@ -51,9 +49,18 @@ def test_demo_models_segment_fresh_images_against_truth(segmenter, fresh, tmp_pa
         assert record["status"] == "ok", record["error"]
         stem = record["stem"]
         folder = tmp_path / stem
-        expected = {f"{stem}{s}" for s in ("_seg.nii.gz", "_cropped.nii.gz", "_cropped_seg.nii.gz",
-                                          "_cropped_seg_labeled.nii.gz", "_cerebellar_mask.nii.gz", "_metadata.json",
-                                          "_cropped_prob.nii.gz")}
+        expected = {
+            f"{stem}{s}"
+            for s in (
+                "_seg.nii.gz",
+                "_cropped.nii.gz",
+                "_cropped_seg.nii.gz",
+                "_cropped_seg_labeled.nii.gz",
+                "_cerebellar_mask.nii.gz",
+                "_metadata.json",
+                "_cropped_prob.nii.gz",
+            )
+        }
         assert {p.name for p in folder.iterdir()} == expected
         prob = nib.load(folder / f"{stem}_cropped_prob.nii.gz").get_fdata()  # the longitudinal mode's input
         labeled = np.asarray(nib.load(folder / f"{stem}_cropped_seg_labeled.nii.gz").dataobj) > 0
@@ -123,16 +130,40 @@ def test_bad_images_fail_alone_with_clear_messages(fresh, tmp_path):
     slab = tmp_path / "slab.nii.gz"
     nib.save(canonical.slicer[:, :, k:], slab)
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-m", "dnqsm.cli", "segment", "-i", str(image), str(corrupt), str(four_d),
-                          str(all_nan), str(slab), "-o", str(out), "--device", "cpu", "--threads", "2", "--no-mirroring"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dnqsm.cli",
+            "segment",
+            "-i",
+            str(image),
+            str(corrupt),
+            str(four_d),
+            str(all_nan),
+            str(slab),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+            "--threads",
+            "2",
+            "--no-mirroring",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 1, run.stderr
     meta = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/*_metadata.json")}
     good_stem = image.name.removesuffix(".nii.gz")
     assert meta[good_stem]["status"] == "ok", meta[good_stem]["review_reasons"]
     assert meta[good_stem]["review_reasons"] == []
-    expected = {"corrupt": "cannot read as NIfTI", "four_d": "expected a 3D image", "all_nan": "no finite values",
-                "slab": "dentate"}
+    expected = {
+        "corrupt": "cannot read as NIfTI",
+        "four_d": "expected a 3D image",
+        "all_nan": "no finite values",
+        "slab": "dentate",
+    }
     for stem, message in expected.items():
         assert meta[stem]["status"] == "failed" and message in meta[stem]["error"], meta[stem]["error"]
         assert str(tmp_path) in meta[stem]["error"], "the message names the file"
@@ -147,8 +178,25 @@ def test_review_status_reasons_exit_codes_and_threshold_overrides(fresh, tmp_pat
 
     def segment(*extra):
         out = tmp_path / f"out{len(extra)}"
-        run = subprocess.run([sys.executable, "-m", "dnqsm.cli", "segment", "-i", str(image), "-o", str(out),
-                              "--device", "cpu", "--threads", "2", *extra], capture_output=True, text=True)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dnqsm.cli",
+                "segment",
+                "-i",
+                str(image),
+                "-o",
+                str(out),
+                "--device",
+                "cpu",
+                "--threads",
+                "2",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+        )
         return run, json.loads((out / stem / f"{stem}_metadata.json").read_text())
 
     # a good image under an absurd volume limit needs review: exit 0, reasons everywhere it is reported
@@ -165,14 +213,28 @@ def test_review_status_reasons_exit_codes_and_threshold_overrides(fresh, tmp_pat
     assert "0 ok, 1 need review, 0 failed" in run.stdout
     run, meta = segment("--check", "min_volume_mm3=100000", "--strict", "--no-mirroring")
     assert run.returncode == 3 and meta["status"] == "review" and meta["options"]["mirroring"] is False
-    run = subprocess.run([sys.executable, "-m", "dnqsm.cli", "segment", "-i", str(image), "-o", str(tmp_path / "x"),
-                          "--check", "min_volume=3"], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dnqsm.cli",
+            "segment",
+            "-i",
+            str(image),
+            "-o",
+            str(tmp_path / "x"),
+            "--check",
+            "min_volume=3",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2 and "unknown confidence check 'min_volume'" in run.stderr
 
 
 def test_mirroring_is_on_by_default_and_auto_is_on_with_a_gpu_only():
     assert inspect.signature(DentateSegmenter).parameters["mirroring"].default is True
-    assert yaml.safe_load((REPO / "config" / "config.yaml").read_text())["inference"]["mirroring"] is True
+    assert defaults("inference")["mirroring"] is True
     assert resolve_mirroring("auto", "cuda") is True and resolve_mirroring("auto", "cpu") is False
     assert resolve_mirroring(True, "cpu") is True and resolve_mirroring(False, "cuda") is False
     with pytest.raises(ValueError, match="mirroring must be true, false or 'auto'"):

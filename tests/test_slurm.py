@@ -17,14 +17,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from config_helpers import default_config
 from test_workflow import REPO, snakemake
 
 # The only test-specific settings: how often the plugin polls (the test cluster has no accounting
 # database, so status comes from squeue), so that a small workflow does not wait minutes.
-STATUS_CHECKS = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
-                 "--seconds-between-status-checks", "2"]
+STATUS_CHECKS = [
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--seconds-between-status-checks",
+    "2",
+]
 
 
 def slurm_or_skip():
@@ -71,16 +76,20 @@ def runs(tmp_path_factory, small_cohort):
     stop = threading.Event()
     watcher = threading.Thread(target=cancel_first_running_segment_job, args=(found, stop), daemon=True)
     watcher.start()
-    cluster_run = snakemake(cluster, config_for(cluster, bids), "--profile", str(REPO / "profiles" / "slurm"),
-                            *STATUS_CHECKS)
+    cluster_run = snakemake(
+        cluster, config_for(cluster, bids), "--profile", str(REPO / "profiles" / "slurm"), *STATUS_CHECKS
+    )
     stop.set()
     return local, cluster, local_run, cluster_run, found
 
 
 def outputs(root: Path) -> list[Path]:
     """Every output dataset file except qc.html, which embeds its own location (its ratings key)."""
-    return sorted(p.relative_to(root) for p in root.rglob("*")
-                  if p.is_file() and ".snakemake_timestamp" not in p.name and p.name != "qc.html")
+    return sorted(
+        p.relative_to(root)
+        for p in root.rglob("*")
+        if p.is_file() and ".snakemake_timestamp" not in p.name and p.name != "qc.html"
+    )
 
 
 def test_slurm_run_completes_after_a_cancelled_job_and_matches_the_local_run_byte_for_byte(runs):

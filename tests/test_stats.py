@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
-
-from dnqsm.io import read_tsv
-from dnqsm.analysis.stats import Settings, analyse, sample_size
-from dnqsm.synth.cohort import DEFAULT_EFFECTS
 from truth_helpers import calibrated_chi
+
+from dnqsm.analysis.stats import Settings, analyse, sample_size
+from dnqsm.io import read_tsv
+from dnqsm.synth.cohort import DEFAULT_EFFECTS
 
 TRUTH = "derivatives/manual"
 
@@ -20,7 +20,9 @@ TRUTH = "derivatives/manual"
 def truth_as_cohort_table(root) -> pd.DataFrame:
     """The synthetic truth in the cohort table's shape (what a perfect segmentation would measure)."""
     truth = read_tsv(root / TRUTH / "truth.tsv")
-    table = truth[["participant_id", "session_id", "group", "sex", "baseline_age", "site", "years_since_baseline"]].copy()
+    table = truth[
+        ["participant_id", "session_id", "group", "sex", "baseline_age", "site", "years_since_baseline"]
+    ].copy()
     table["status"] = "ok"
     for side in ("left", "right"):
         table[f"{side}_volume_mm3"] = truth[f"dn_{side}_volume_mm3"]
@@ -36,8 +38,11 @@ def planted_volume_interaction(truth: pd.DataFrame, side: str) -> float:
     offset included) times its group's planted % change per year, averaged per group, ataxia minus
     control."""
     offset = 1 + truth["group"].map({g: e.volume_offset_pct / 100 for g, e in DEFAULT_EFFECTS.items()})
-    base = (truth[f"dn_{side}_volume_mm3"] / truth[f"dn_{side}_planted_volume_factor"] * offset
-            ).groupby(truth.participant_id).mean()
+    base = (
+        (truth[f"dn_{side}_volume_mm3"] / truth[f"dn_{side}_planted_volume_factor"] * offset)
+        .groupby(truth.participant_id)
+        .mean()
+    )
     group = truth.groupby("participant_id")["group"].first()
     rate = group.map({g: DEFAULT_EFFECTS[g].volume_pct_per_year / 100 for g in ("control", "ataxia")})
     per_subject = base * rate
@@ -76,8 +81,12 @@ def test_numbers_equal_statsmodels_called_directly(planted):
     data = table.assign(years=table.years_since_baseline)
     data["group"] = pd.Categorical(data["group"], categories=["control", "ataxia"])
     re_formula = "~years" if "slope" in fit.model.split("(")[0] else "~1"
-    direct = smf.mixedlm("left_chi_mean_ppb ~ years * C(group) + baseline_age + C(sex)", data,
-                         groups=data["participant_id"], re_formula=re_formula).fit(reml=True)
+    direct = smf.mixedlm(
+        "left_chi_mean_ppb ~ years * C(group) + baseline_age + C(sex)",
+        data,
+        groups=data["participant_id"],
+        re_formula=re_formula,
+    ).fit(reml=True)
     fixed = analysis.tables["fixed_effects"].query("measure == 'left_chi_mean_ppb'").set_index("term")
     for term in direct.fe_params.index:
         assert fixed.loc[term, "estimate"] == pytest.approx(direct.fe_params[term], abs=1e-9)
@@ -86,7 +95,8 @@ def test_numbers_equal_statsmodels_called_directly(planted):
     change = analysis.tables["annual_change"].query("measure == 'left_chi_mean_ppb'").set_index("group")
     assert change.loc["control", "change_per_year"] == pytest.approx(direct.fe_params["years"], abs=1e-9)
     assert change.loc["ataxia", "change_per_year"] == pytest.approx(
-        direct.fe_params["years"] + direct.fe_params["years:C(group)[T.ataxia]"], abs=1e-9)
+        direct.fe_params["years"] + direct.fe_params["years:C(group)[T.ataxia]"], abs=1e-9
+    )
 
 
 def test_messy_cohort_one_visit_subjects_missing_covariates_small_group(planted):
@@ -94,7 +104,7 @@ def test_messy_cohort_one_visit_subjects_missing_covariates_small_group(planted)
     messy = table.copy()
     first = messy.participant_id.iloc[0]
     messy = messy[(messy.participant_id != first) | (messy.session_id == "ses-01")]  # a one-visit subject
-    messy.loc[messy.index[3], "sex"] = np.nan                                        # a missing covariate
+    messy.loc[messy.index[3], "sex"] = np.nan  # a missing covariate
     lonely = messy[messy.participant_id == messy.participant_id.iloc[-1]].assign(group="ms")
     messy = pd.concat([messy[messy.participant_id != lonely.participant_id.iloc[0]], lonely])  # 1-subject group
     analysis = analyse(messy, Settings(covariates=["baseline_age", "sex"]))
@@ -112,9 +122,16 @@ def test_non_convergence_is_reported_and_a_simpler_model_labelled():
     for i in range(12):  # no subject effect at all: every random-effect variance sits on its boundary
         group = "control" if i % 2 else "ataxia"
         for t in (0.0, 1.0, 2.0):
-            rows.append({"participant_id": f"sub-{i:02d}", "session_id": f"ses-{int(t) + 1}", "group": group,
-                         "years_since_baseline": t, "status": "ok",
-                         "left_volume_mm3": 1000 + 30 * rng.standard_normal() - 10 * t})
+            rows.append(
+                {
+                    "participant_id": f"sub-{i:02d}",
+                    "session_id": f"ses-{int(t) + 1}",
+                    "group": group,
+                    "years_since_baseline": t,
+                    "status": "ok",
+                    "left_volume_mm3": 1000 + 30 * rng.standard_normal() - 10 * t,
+                }
+            )
     analysis = analyse(pd.DataFrame(rows), Settings(covariates=[]))
     model = analysis.tables["models"].set_index("measure").loc["left_volume_mm3"]
     assert model.model.startswith("OLS with subject-clustered errors (fallback") and not model.converged
@@ -140,15 +157,23 @@ def test_review_sessions_are_included_and_listed_unless_excluded_and_ratings_ove
     first, second, third = table.index[:3]
     table.loc[[first, second], "status"] = "review"
     table.loc[third, ["status", "failed_stage"]] = ["failed", "preprocess"]
-    key = lambda i: f"{table.participant_id[i]}_{table.session_id[i]}"
+
+    def key(i):
+        return f"{table.participant_id[i]}_{table.session_id[i]}"
+
     settings = Settings(covariates=["baseline_age", "sex"])
     included = analyse(table, settings)
     assert len(included.fits[0].data) == len(table) - 1
     assert any("2 session(s) included whose segmentation needs review" in n and key(first) in n for n in included.notes)
     assert "1 session(s) left out: failed in preprocess" in included.notes
-    ratings = pd.DataFrame({"participant_id": [table.participant_id[second], table.participant_id[third + 1]],
-                            "session_id": [table.session_id[second], table.session_id[third + 1]],
-                            "rating": ["pass", "fail"], "comment": ["", ""]})
+    ratings = pd.DataFrame(
+        {
+            "participant_id": [table.participant_id[second], table.participant_id[third + 1]],
+            "session_id": [table.session_id[second], table.session_id[third + 1]],
+            "rating": ["pass", "fail"],
+            "comment": ["", ""],
+        }
+    )
     excluded = analyse(table, Settings(covariates=["baseline_age", "sex"], exclude_review=True), ratings)
     assert len(excluded.fits[0].data) == len(table) - 3  # failed, review (not rated pass), rated fail
     assert any("1 session(s) left out: segmentation needs review" in n and key(first) in n for n in excluded.notes)
@@ -171,10 +196,14 @@ def test_tables_without_rows_keep_their_header(planted, tmp_path):
 def test_sessions_with_several_images_count_once():
     from dnqsm.analysis.stats import one_image_per_session
 
-    table = pd.DataFrame({"participant_id": ["sub-1", "sub-1", "sub-1", "sub-2"],
-                          "session_id": ["ses-1", "ses-1", "ses-2", "ses-1"],
-                          "image_entities": ["rec-tkd", "rec-l2", "rec-tkd", "rec-tkd"],
-                          "left_volume_mm3": [1.0, 2.0, 3.0, 4.0]})
+    table = pd.DataFrame(
+        {
+            "participant_id": ["sub-1", "sub-1", "sub-1", "sub-2"],
+            "session_id": ["ses-1", "ses-1", "ses-2", "ses-1"],
+            "image_entities": ["rec-tkd", "rec-l2", "rec-tkd", "rec-tkd"],
+            "left_volume_mm3": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
     first, notes = one_image_per_session(table, None)
     assert list(first.image_entities) == ["rec-l2", "rec-tkd", "rec-tkd"] and len(notes) == 1
     assert "sub-1_ses-1_rec-tkd" in notes[0] and "set stats.image_entities" in notes[0]

@@ -15,29 +15,39 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 from scipy import ndimage
+from truth_helpers import calibrated_chi
 
+from dnqsm.analysis.metrics import dice
 from dnqsm.cli import main
 from dnqsm.io import bids_path, read_tsv
-from dnqsm.analysis.metrics import dice
-from dnqsm.synth import dataset as synth_dataset
-from dnqsm.synth import SynthError, write_dataset
-from dnqsm.synth.acquisition import (ORIENTATIONS, Acquisition, head_pose, pose_from_truth, render,
-                                     sample_acquisition)
-from dnqsm.synth.anatomy import build_anatomy
-from dnqsm.synth.cohort import (ANATOMY_STREAM, DEFAULT_EFFECTS, PRESETS, STRESS_AGE_STRATA, participants, scan_stream,
-                                seed_sequence, visits)
-from dnqsm.synth import physics
-from dnqsm.synth.physics import Recon
-from dnqsm.synth.dentate import DentateShape, dentate_sdf, sample_dentate, vary_dentate
-from dnqsm.synth.template import DN_CENTROID_MNI
 from dnqsm.qc.views import world_centroid
-from truth_helpers import calibrated_chi
+from dnqsm.synth import SynthError, physics, write_dataset
+from dnqsm.synth import dataset as synth_dataset
+from dnqsm.synth.acquisition import ORIENTATIONS, Acquisition, head_pose, pose_from_truth, render, sample_acquisition
+from dnqsm.synth.anatomy import build_anatomy
+from dnqsm.synth.cohort import (
+    ANATOMY_STREAM,
+    DEFAULT_EFFECTS,
+    PRESETS,
+    STRESS_AGE_STRATA,
+    participants,
+    scan_stream,
+    seed_sequence,
+    visits,
+)
+from dnqsm.synth.dentate import DentateShape, dentate_sdf, sample_dentate, vary_dentate
+from dnqsm.synth.physics import Recon
+from dnqsm.synth.template import DN_CENTROID_MNI
 
 TRUTH = Path("derivatives") / "manual"
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_arguments_give_identical_files(tmp_path, small_cohort, demo_cohort):
@@ -50,8 +60,9 @@ def test_same_arguments_give_identical_files(tmp_path, small_cohort, demo_cohort
     assert len(mine) >= 6 and mine == {k: v for k, v in _digest(small_cohort).items() if "sub-001" in k}
     for table in ("participants.tsv", TRUTH / "truth.tsv"):
         first = read_tsv(small_cohort / table)
-        pd.testing.assert_frame_equal(read_tsv(one / table), first[first.participant_id == "sub-001"].reset_index(drop=True),
-                                      check_dtype=False)  # a column read back as int alone, float beside sub-002
+        pd.testing.assert_frame_equal(
+            read_tsv(one / table), first[first.participant_id == "sub-001"].reset_index(drop=True), check_dtype=False
+        )  # a column read back as int alone, float beside sub-002
     images = [k for k in mine if k.endswith("_Chimap.nii.gz")]
     other_seed = _digest(demo_cohort)  # seed 7
     assert images and all(other_seed[k] != mine[k] for k in images if k in other_seed), "another seed, other images"
@@ -67,8 +78,12 @@ def test_train_and_test_presets_draw_disjoint_streams():
         person = participants(preset, 1, 0)[0]
         baseline = visits(preset, person, 1, 0)[0]
         anatomy = build_anatomy(np.random.default_rng(seed_sequence(0, preset, person.index, ANATOMY_STREAM)))
-        acq = sample_acquisition(np.random.default_rng(seed_sequence(0, preset, person.index, scan_stream(baseline))),
-                                 person.site, person.site_scale, person.site_recon)
+        acq = sample_acquisition(
+            np.random.default_rng(seed_sequence(0, preset, person.index, scan_stream(baseline))),
+            person.site,
+            person.site_scale,
+            person.site_recon,
+        )
         draws[name] = (float(anatomy.dentate["left"].center[0]), acq.voxel_mm, person.age, person.baseline)
     assert all(a != b for a, b in zip(draws["train"], draws["test"])), draws
 
@@ -99,8 +114,14 @@ def _baseline_acquisitions(preset, subjects: int, seed: int):
     acqs = []
     for person in people:
         scan = visits(preset, person, 1, seed)[0]
-        acqs.append(sample_acquisition(np.random.default_rng(seed_sequence(seed, preset, person.index, scan_stream(scan))),
-                                       person.site, person.site_scale, person.site_recon))
+        acqs.append(
+            sample_acquisition(
+                np.random.default_rng(seed_sequence(seed, preset, person.index, scan_stream(scan))),
+                person.site,
+                person.site_scale,
+                person.site_recon,
+            )
+        )
     return people, acqs
 
 
@@ -218,14 +239,23 @@ def test_retest_scans_share_the_nucleus_but_not_the_acquisition(tmp_path, coarse
     assert sorted(truth.index) == ["ses-01", "ses-01r"]
     for pid, rows in truth.reset_index().groupby("participant_id"):
         scan, rescan = rows[~rows.rescan].iloc[0], rows[rows.rescan].iloc[0]
-        for column in ("dn_left_planted_chi_ppb", "dn_right_planted_volume_factor", "dn_left_size_factor",
-                       "years_since_baseline", "visit"):
+        for column in (
+            "dn_left_planted_chi_ppb",
+            "dn_right_planted_volume_factor",
+            "dn_left_size_factor",
+            "years_since_baseline",
+            "visit",
+        ):
             assert scan[column] == rescan[column], (pid, column)  # the same nucleus, the same day
         assert scan["rotation_x_deg"] != rescan["rotation_x_deg"] and scan["voxel_x_mm"] != rescan["voxel_x_mm"]
-        images = [np.asarray(nib.load(bids_path(root, pid[4:], ses[4:], "Chimap")).dataobj) for ses in
-                  (scan["session_id"], rescan["session_id"])]
+        images = [
+            np.asarray(nib.load(bids_path(root, pid[4:], ses[4:], "Chimap")).dataobj)
+            for ses in (scan["session_id"], rescan["session_id"])
+        ]
         assert images[0].shape != images[1].shape or not np.array_equal(images[0], images[1])
-    acq = {r.session_id: pd.Timestamp(r.acq_time) for r in read_tsv(root / "sub-001" / "sub-001_sessions.tsv").itertuples()}
+    acq = {
+        r.session_id: pd.Timestamp(r.acq_time) for r in read_tsv(root / "sub-001" / "sub-001_sessions.tsv").itertuples()
+    }
     assert pd.Timedelta(0) < acq["ses-01r"] - acq["ses-01"] < pd.Timedelta(hours=5)
 
 
@@ -292,7 +322,10 @@ def test_left_label_is_on_the_subjects_left_in_every_file(demo_cohort):
         labels = nib.load(bids_path(demo_cohort / TRUTH, sub, ses, "dseg", desc="dentate"))
         seg = np.asarray(labels.dataobj)
         pose = pose_from_truth(row)
-        subject = {lab: np.linalg.solve(pose[:3, :3], world_centroid(seg == lab, labels.affine) - pose[:3, 3]) for lab in (1, 2)}
+        subject = {
+            lab: np.linalg.solve(pose[:3, :3], world_centroid(seg == lab, labels.affine) - pose[:3, 3])
+            for lab in (1, 2)
+        }
         assert subject[1][0] < subject[2][0]
         assert np.linalg.norm(subject[1] - DN_CENTROID_MNI["left"]) < 9
         assert np.linalg.norm(subject[2] - DN_CENTROID_MNI["right"]) < 9
@@ -315,8 +348,9 @@ def test_points_skipped_as_air_never_sample_brain(anatomy, warp_gain):
     points = rng.uniform(np.minimum(lo, hi)[:, None], np.maximum(lo, hi)[:, None], size=(3, 400_000)).astype(np.float32)
     keep = warped.may_hold_brain(points)
     inv = np.linalg.inv(tpl.affine)
-    brain = ndimage.map_coordinates(tpl.brain, inv[:3, :3] @ warped.to_mni(points) + inv[:3, 3:4], order=1,
-                                    mode="constant", cval=0.0)
+    brain = ndimage.map_coordinates(
+        tpl.brain, inv[:3, :3] @ warped.to_mni(points) + inv[:3, 3:4], order=1, mode="constant", cval=0.0
+    )
     assert (brain >= 0.5).any() and not (brain[~keep] >= 0.5).any()
     assert (~keep).mean() > 0.25
 
@@ -332,12 +366,34 @@ def test_every_grid_point_with_brain_is_rendered(anatomy, warp_gain):
     anatomy = replace(anatomy, warp=anatomy.warp * np.float32(warp_gain))
 
     acq = Acquisition(
-        site="T", orientation="LPS", oblique_deg=17.0, voxel_mm=(1.1, 0.9, 2.6), rotation_deg=(20.0, -6.0, 7.0),
-        translation_mm=(30.0, -10.0, 12.0), unit="ppm", scale=1.0, dtype="float32", mask_fill="zero",
-        noise_ppm=0.0, crop_top_mm=0.0, crop_bottom_mm=0.0,
-        recon=Recon(inversion="tkd", threshold=0.2, regularization=0.0, iterations=0, reference="mean", erosion_mm=2.0,
-                    residual_ppm=(0.0, 0.0, 0.0), residual_sigma_mm=10.0, snr=0.0, field_noise_ppm=0.0, echoes=3,
-                    first_te_ms=5.0, delta_te_ms=5.0),
+        site="T",
+        orientation="LPS",
+        oblique_deg=17.0,
+        voxel_mm=(1.1, 0.9, 2.6),
+        rotation_deg=(20.0, -6.0, 7.0),
+        translation_mm=(30.0, -10.0, 12.0),
+        unit="ppm",
+        scale=1.0,
+        dtype="float32",
+        mask_fill="zero",
+        noise_ppm=0.0,
+        crop_top_mm=0.0,
+        crop_bottom_mm=0.0,
+        recon=Recon(
+            inversion="tkd",
+            threshold=0.2,
+            regularization=0.0,
+            iterations=0,
+            reference="mean",
+            erosion_mm=2.0,
+            residual_ppm=(0.0, 0.0, 0.0),
+            residual_sigma_mm=10.0,
+            snr=0.0,
+            field_noise_ppm=0.0,
+            echoes=3,
+            first_te_ms=5.0,
+            delta_te_ms=5.0,
+        ),
     )
     pose = head_pose(anatomy, acq)
     affine, shape = grid_affine(anatomy, acq, pose)
@@ -358,16 +414,44 @@ def test_every_grid_point_with_brain_is_rendered(anatomy, warp_gain):
 @pytest.mark.parametrize("orientation,oblique", [(o, 0.0) for o in ORIENTATIONS] + [("RAS", 18.0), ("LPS", -14.0)])
 def test_left_label_is_on_the_left_in_every_orientation(anatomy, orientation, oblique):
     acq = Acquisition(
-        site="T", orientation=orientation, oblique_deg=oblique, voxel_mm=(1.4, 1.4, 1.6),
-        rotation_deg=(12.0, -6.0, 7.0), translation_mm=(38.0, -10.0, 12.0),  # head far right of x = 0
-        unit="ppm", scale=1.0, dtype="float32", mask_fill="nan", noise_ppm=0.002, crop_top_mm=10.0, crop_bottom_mm=0.0,
-        recon=Recon(inversion="tkd", threshold=0.2, regularization=0.0, iterations=0, reference="mean", erosion_mm=2.0,
-                    residual_ppm=(0.02, 0.0, 0.0), residual_sigma_mm=10.0, snr=0.0, field_noise_ppm=0.002, echoes=3,
-                    first_te_ms=5.0, delta_te_ms=5.0),
+        site="T",
+        orientation=orientation,
+        oblique_deg=oblique,
+        voxel_mm=(1.4, 1.4, 1.6),
+        rotation_deg=(12.0, -6.0, 7.0),
+        translation_mm=(38.0, -10.0, 12.0),  # head far right of x = 0
+        unit="ppm",
+        scale=1.0,
+        dtype="float32",
+        mask_fill="nan",
+        noise_ppm=0.002,
+        crop_top_mm=10.0,
+        crop_bottom_mm=0.0,
+        recon=Recon(
+            inversion="tkd",
+            threshold=0.2,
+            regularization=0.0,
+            iterations=0,
+            reference="mean",
+            erosion_mm=2.0,
+            residual_ppm=(0.02, 0.0, 0.0),
+            residual_sigma_mm=10.0,
+            snr=0.0,
+            field_noise_ppm=0.002,
+            echoes=3,
+            first_te_ms=5.0,
+            delta_te_ms=5.0,
+        ),
     )
     # geometry only: the labels never depend on the physics grid, so a coarse one saves 90 % of the time
-    out = render(anatomy, acq, np.random.default_rng(0), {"left": 1.0, "right": 1.0}, {"left": 0.09, "right": 0.09},
-                 physics_mm=2.0)
+    out = render(
+        anatomy,
+        acq,
+        np.random.default_rng(0),
+        {"left": 1.0, "right": 1.0},
+        {"left": 0.09, "right": 0.09},
+        physics_mm=2.0,
+    )
     # round trip through the NIfTI header, as a reader would see the file
     img = nib.Nifti1Image.from_bytes(nib.Nifti1Image(out.dentate_dseg, out.affine).to_bytes())
     if not oblique:
@@ -388,15 +472,43 @@ def test_a_fine_image_shows_the_nucleus_at_its_own_resolution(anatomy):
     the noiseless image thresholded halfway between the nucleus and its surroundings agreed with the
     labels at Dice 0.82 before the nuclei were drawn at the site's resolution, 0.98 after."""
     acq = Acquisition(
-        site="T", orientation="RAS", oblique_deg=0.0, voxel_mm=(0.5, 0.5, 0.5), rotation_deg=(12.0, -6.0, 7.0),
-        translation_mm=(3.0, -1.0, 2.0), unit="ppm", scale=1.0, dtype="float32", mask_fill="nan", noise_ppm=0.0,
-        crop_top_mm=30.0, crop_bottom_mm=0.0,
-        recon=Recon(inversion="tkd", threshold=0.2, regularization=0.0, iterations=0, reference="mean", erosion_mm=2.0,
-                    residual_ppm=(0.0, 0.0, 0.0), residual_sigma_mm=10.0, snr=0.0, field_noise_ppm=0.0, echoes=3,
-                    first_te_ms=5.0, delta_te_ms=5.0),
+        site="T",
+        orientation="RAS",
+        oblique_deg=0.0,
+        voxel_mm=(0.5, 0.5, 0.5),
+        rotation_deg=(12.0, -6.0, 7.0),
+        translation_mm=(3.0, -1.0, 2.0),
+        unit="ppm",
+        scale=1.0,
+        dtype="float32",
+        mask_fill="nan",
+        noise_ppm=0.0,
+        crop_top_mm=30.0,
+        crop_bottom_mm=0.0,
+        recon=Recon(
+            inversion="tkd",
+            threshold=0.2,
+            regularization=0.0,
+            iterations=0,
+            reference="mean",
+            erosion_mm=2.0,
+            residual_ppm=(0.0, 0.0, 0.0),
+            residual_sigma_mm=10.0,
+            snr=0.0,
+            field_noise_ppm=0.0,
+            echoes=3,
+            first_te_ms=5.0,
+            delta_te_ms=5.0,
+        ),
     )
-    out = render(anatomy, acq, np.random.default_rng(0), {"left": 1.0, "right": 1.0}, {"left": 0.09, "right": 0.09},
-                 physics_mm=2.0)
+    out = render(
+        anatomy,
+        acq,
+        np.random.default_rng(0),
+        {"left": 1.0, "right": 1.0},
+        {"left": 0.09, "right": 0.09},
+        physics_mm=2.0,
+    )
     image = out.image.get_fdata()
     for label in (1, 2):
         nucleus = out.dentate_dseg == label
@@ -410,8 +522,13 @@ def test_a_fine_image_shows_the_nucleus_at_its_own_resolution(anatomy):
 def test_regression_recovers_planted_group_by_time_effects(demo_cohort):
     truth = read_tsv(demo_cohort / TRUTH / "truth.tsv")
     assert truth.groupby("participant_id").size().max() >= 3
-    long = pd.concat([truth.assign(side=side, volume=truth[f"dn_{side}_volume_mm3"], chi=calibrated_chi(truth, side))
-                      for side in ("left", "right")], ignore_index=True)
+    long = pd.concat(
+        [
+            truth.assign(side=side, volume=truth[f"dn_{side}_volume_mm3"], chi=calibrated_chi(truth, side))
+            for side in ("left", "right")
+        ],
+        ignore_index=True,
+    )
     long["log_volume"] = np.log(long["volume"])
     planted = {g: DEFAULT_EFFECTS[g] for g in ("control", "ataxia")}
     model = "~ C(participant_id):C(side) + years_since_baseline:C(group)"
@@ -429,22 +546,43 @@ def test_regression_recovers_planted_group_by_time_effects(demo_cohort):
 
 
 def test_cli_writes_a_dataset(tmp_path, capsys, coarse_physics):
-    assert main(["synth", "--out", str(tmp_path / "ds"), "--preset", "demo", "--subjects", "1", "--sessions", "1", "--seed", "2",
-                 "--ages", "9-11"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--out",
+                str(tmp_path / "ds"),
+                "--preset",
+                "demo",
+                "--subjects",
+                "1",
+                "--sessions",
+                "1",
+                "--seed",
+                "2",
+                "--ages",
+                "9-11",
+            ]
+        )
+        == 0
+    )
     assert 9 <= read_tsv(tmp_path / "ds" / "participants.tsv").age.iloc[0] <= 11, "a child, as --ages asked"
     description = (tmp_path / "ds" / "dataset_description.json").read_text()
     assert "preset=demo subjects=1 sessions=1 seed=2 ages=9-11" in description, "the record says how it was made"
     assert "wrote" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--subjects", "0"], "--subjects must be at least 1"),
-    (["--sessions", "0"], "--sessions must be at least 1"),
-    (["--seed", "-1"], "--seed must be a non-negative integer"),
-    (["--ages", "8-a"], "--ages: '8-a' is not an age range such as 8-17"),
-    (["--ages", "20-10"], "age ranges must be non-empty LOW-HIGH pairs with 0 <= LOW <= HIGH"),
-    (["--first-label", "0"], "--first-label must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--subjects", "0"], "--subjects must be at least 1"),
+        (["--sessions", "0"], "--sessions must be at least 1"),
+        (["--seed", "-1"], "--seed must be a non-negative integer"),
+        (["--ages", "8-a"], "--ages: '8-a' is not an age range such as 8-17"),
+        (["--ages", "20-10"], "age ranges must be non-empty LOW-HIGH pairs with 0 <= LOW <= HIGH"),
+        (["--first-label", "0"], "--first-label must be at least 1"),
+    ],
+)
 def test_bad_arguments_fail_clearly(tmp_path, capsys, args, message):
     assert main(["synth", "--out", str(tmp_path / "ds"), *args]) == 2
     assert message in capsys.readouterr().err
@@ -510,8 +648,9 @@ def test_reuse_refuses_a_dataset_of_a_changed_generator(small_cohort, tmp_path, 
     assert [name for name, _ in installed] == list(synth_dataset.SHAPING_LIBRARIES)
     assert synth_dataset.generator_code(source, installed) == synth_dataset.generator_code(), "installed by default"
     other_numpy = tuple((name, "0.0" if name == "numpy" else version) for name, version in installed)
-    assert synth_dataset.generator_code(source, other_numpy) != synth_dataset.generator_code(), \
+    assert synth_dataset.generator_code(source, other_numpy) != synth_dataset.generator_code(), (
         "the same source on another numpy may draw other images"
+    )
     copy = Path(shutil.copytree(small_cohort, tmp_path / "copy"))
     monkeypatch.setattr(synth_dataset, "generator_code", lambda: changed)  # as if this were the installed source
     with pytest.raises(SynthError, match="exists and is not empty"):

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dnqsm.workflow.config import training_cohorts
-from dnqsm.io import InputError
 from dnqsm.engine.nnunet import model_folder, sha256
+from dnqsm.io import InputError
 from dnqsm.training.datasets import build_training_datasets
+from dnqsm.workflow.config import defaults, training_cohorts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,12 @@ def relabelled_copy(bids: Path, out: Path, old: str, new: str) -> Path:
     for base in ("", "derivatives/manual"):
         for f in (bids / base / f"sub-{old}").rglob("*"):
             if f.is_file():
-                dst = out / base / f"sub-{new}" / str(f.relative_to(bids / base / f"sub-{old}")).replace(f"sub-{old}", f"sub-{new}")
+                dst = (
+                    out
+                    / base
+                    / f"sub-{new}"
+                    / str(f.relative_to(bids / base / f"sub-{old}")).replace(f"sub-{old}", f"sub-{new}")
+                )
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(f, dst)
     return out
@@ -36,19 +41,47 @@ def relabelled_copy(bids: Path, out: Path, old: str, new: str) -> Path:
 def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
     # two labelled cohorts pooled into one training set (sub-001 from one, sub-002 from the other)
     cohorts = [relabelled_copy(small_cohort, tmp_path / f"bids{n}", n, n) for n in ("001", "002")]
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    tiny = {"features": [4, 8, 8], "patch_size": [32, 32, 32], "batch_size": 2, "epochs": 1, "iterations": 2,
-            "val_iterations": 1, "folds": ["all"]}
-    config["train"].update({
-        "bids_dir": [str(b) for b in cohorts], "labels_dir": [str(b / "derivatives" / "manual") for b in cohorts],
-        "work_dir": str(tmp_path / "work"), "out_dir": str(tmp_path / "models"), "threads": 2,
-        "localization": {"dataset_id": 991, "spacing_mm": 4.0, **tiny},
-        "segmentation": {"dataset_id": 992, "margin_mm": 6.0, "jitter_mm": 2.0, **tiny},
-    })
+    config = defaults()
+    tiny = {
+        "features": [4, 8, 8],
+        "patch_size": [32, 32, 32],
+        "batch_size": 2,
+        "epochs": 1,
+        "iterations": 2,
+        "val_iterations": 1,
+        "folds": ["all"],
+    }
+    config["train"].update(
+        {
+            "bids_dir": [str(b) for b in cohorts],
+            "labels_dir": [str(b / "derivatives" / "manual") for b in cohorts],
+            "work_dir": str(tmp_path / "work"),
+            "out_dir": str(tmp_path / "models"),
+            "threads": 2,
+            "localization": {"dataset_id": 991, "spacing_mm": 4.0, **tiny},
+            "segmentation": {"dataset_id": 992, "margin_mm": 6.0, "jitter_mm": 2.0, **tiny},
+        }
+    )
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                          "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", "train_models"],
-                         capture_output=True, text=True, cwd=tmp_path)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            "--cores",
+            "2",
+            "train_models",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     models = tmp_path / "models"
     provenance = json.loads((models / "provenance.json").read_text())
@@ -72,9 +105,26 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
     assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] == [4, 8, 8]
     assert set(segmenter.predictors) == {"localization", "segmentation"}
     # a rerun with nothing changed does nothing
-    again = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
-                            str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", "-n",
-                            "train_models"], capture_output=True, text=True, cwd=tmp_path)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            "--cores",
+            "2",
+            "-n",
+            "train_models",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # fine-tuning starts from the exported model's weights (a learning rate of ~0 keeps them)
@@ -94,24 +144,70 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
     trained_at = localization_checkpoint.stat().st_mtime_ns
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     checkpoint = str(tmp_path / "work" / "results" / "segmentation" / "fold_all" / "checkpoint_final.pth")
-    tuned = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                            "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", checkpoint,
-                            "--rerun-triggers", "mtime", "--forcerun", checkpoint],
-                           capture_output=True, text=True, cwd=tmp_path)
+    tuned = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            "--cores",
+            "2",
+            checkpoint,
+            "--rerun-triggers",
+            "mtime",
+            "--forcerun",
+            checkpoint,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert tuned.returncode == 0, tuned.stdout[-3000:] + tuned.stderr[-3000:]
-    after = torch.load(tmp_path / "work" / "results" / "segmentation" / "fold_all" / "checkpoint_final.pth",
-                       map_location="cpu", weights_only=False)["network_weights"]
+    after = torch.load(
+        tmp_path / "work" / "results" / "segmentation" / "fold_all" / "checkpoint_final.pth",
+        map_location="cpu",
+        weights_only=False,
+    )["network_weights"]
     assert set(after) == set(start)
-    assert all(torch.allclose(after[k].float(), start[k].float(), atol=1e-5) for k in start), "weights loaded, not random"
+    assert all(torch.allclose(after[k].float(), start[k].float(), atol=1e-5) for k in start), (
+        "weights loaded, not random"
+    )
     training = json.loads((tmp_path / "work" / "results" / "segmentation" / "fold_all" / "training.json").read_text())
     assert training["init_from"] == str(stage1 / "segmentation.zip")
     # fold "all" holds no case out: no validation on the training cases, so no Dice that would flatter it
     summary = json.loads((Path(training["nnunet_fold_dir"]) / "validation" / "summary.json").read_text())
-    assert training["validation_dice"] is None and summary["foreground_mean"] is None and "no validation" in summary["note"]
+    assert (
+        training["validation_dice"] is None
+        and summary["foreground_mean"] is None
+        and "no validation" in summary["note"]
+    )
     # the new stage's provenance names the zip it started from and carries that zip's own provenance
-    exported = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
-                               str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), "--cores", "2",
-                               "train_models", "--rerun-triggers", "mtime"], capture_output=True, text=True, cwd=tmp_path)
+    exported = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            "--cores",
+            "2",
+            "train_models",
+            "--rerun-triggers",
+            "mtime",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert exported.returncode == 0, exported.stdout[-3000:] + exported.stderr[-3000:]
     chained = json.loads((models / "provenance.json").read_text())
     source = chained["models"]["segmentation"]["init_from"]
@@ -134,8 +230,9 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
     source_zip = stage1 / "segmentation.zip"
     with zipfile.ZipFile(source_zip) as archive:
         entries = {info: archive.read(info) for info in archive.infolist()}
-    own_spacing = json.loads(next(data for info, data in entries.items() if info.filename.endswith("/plans.json"))
-                             )["configurations"]["3d_fullres"]["spacing"]
+    own_spacing = json.loads(next(data for info, data in entries.items() if info.filename.endswith("/plans.json")))[
+        "configurations"
+    ]["3d_fullres"]["spacing"]
     source_spacing = [round(1.25 * s, 4) for s in own_spacing]
     with zipfile.ZipFile(source_zip, "w") as rewritten:
         for info, data in entries.items():
@@ -145,10 +242,30 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
                 data = json.dumps(plans_json).encode()
             rewritten.writestr(info, data)
     plans = str(tmp_path / "work" / "preprocessed" / "segmentation.plans.json")  # planned again: wider
-    widened = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                              "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", checkpoint,
-                              "--rerun-triggers", "mtime", "--forcerun", plans, checkpoint],
-                             capture_output=True, text=True, cwd=tmp_path)
+    widened = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            "--cores",
+            "2",
+            checkpoint,
+            "--rerun-triggers",
+            "mtime",
+            "--forcerun",
+            plans,
+            checkpoint,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert widened.returncode == 0, widened.stdout[-3000:] + widened.stderr[-3000:]
     replanned = json.loads(Path(plans).read_text())["configurations"]["3d_fullres"]
     assert replanned["spacing"] == source_spacing != own_spacing
@@ -162,8 +279,13 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
         for dim, n in enumerate(source.shape):
             leading = leading.narrow(dim, 0, n)
         assert torch.allclose(leading.float(), source.float(), atol=1e-5), key
-    logs = (Path(json.loads((tmp_path / "work" / "results" / "segmentation" / "fold_all" / "training.json").read_text())
-                 ["nnunet_fold_dir"])).glob("training_log_*.txt")
+    logs = (
+        Path(
+            json.loads((tmp_path / "work" / "results" / "segmentation" / "fold_all" / "training.json").read_text())[
+                "nnunet_fold_dir"
+            ]
+        )
+    ).glob("training_log_*.txt")
     assert any("a narrower network, embedded" in log.read_text() for log in logs)
 
 
@@ -172,33 +294,80 @@ def test_pooled_cohorts_need_distinct_participant_labels(tmp_path, small_cohort)
     other = relabelled_copy(small_cohort, tmp_path / "other", "002", "102")
     anat = other / "sub-102" / "ses-01" / "anat"  # a second reconstruction of one session: its own case
     shutil.copyfile(anat / "sub-102_ses-01_Chimap.nii.gz", anat / "sub-102_ses-01_rec-l2_Chimap.nii.gz")
-    summary = build_training_datasets([small_cohort, other], [labels, other / "derivatives" / "manual"],
-                                      tmp_path / "loc", tmp_path / "seg", spacing_mm=3.0, margin_mm=5.0, jitter_mm=0.0)
-    assert [c for c in summary["cases"] if c.startswith("sub-102")] == ["sub-102_ses-01", "sub-102_ses-01_rec-l2",
-                                                                        "sub-102_ses-02"]
+    summary = build_training_datasets(
+        [small_cohort, other],
+        [labels, other / "derivatives" / "manual"],
+        tmp_path / "loc",
+        tmp_path / "seg",
+        spacing_mm=3.0,
+        margin_mm=5.0,
+        jitter_mm=0.0,
+    )
+    assert [c for c in summary["cases"] if c.startswith("sub-102")] == [
+        "sub-102_ses-01",
+        "sub-102_ses-01_rec-l2",
+        "sub-102_ses-02",
+    ]
     assert len(summary["cases"]) == 7 and len(list((tmp_path / "seg" / "imagesTr").iterdir())) == 7
     # the same participant label in two cohorts would silently merge two people: refused, naming both files
     clash = relabelled_copy(small_cohort, tmp_path / "clash", "002", "001")
     with pytest.raises(InputError, match=r"sub-001_ses-01 is also in .*small.*--first-label"):
-        build_training_datasets([small_cohort, clash], [labels, clash / "derivatives" / "manual"],
-                                tmp_path / "loc2", tmp_path / "seg2", spacing_mm=3.0, margin_mm=5.0, jitter_mm=0.0)
+        build_training_datasets(
+            [small_cohort, clash],
+            [labels, clash / "derivatives" / "manual"],
+            tmp_path / "loc2",
+            tmp_path / "seg2",
+            spacing_mm=3.0,
+            margin_mm=5.0,
+            jitter_mm=0.0,
+        )
     desc = other / "sub-102" / "ses-02" / "anat"  # within one cohort: two images only desc- tells apart
     shutil.copyfile(desc / "sub-102_ses-02_Chimap.nii.gz", desc / "sub-102_ses-02_desc-x_Chimap.nii.gz")
     with pytest.raises(InputError, match=r"sub-102_ses-02 is also in .*other.*only entities dnqsm does not keep"):
-        build_training_datasets([other], [other / "derivatives" / "manual"], tmp_path / "loc3", tmp_path / "seg3",
-                                spacing_mm=3.0, margin_mm=5.0, jitter_mm=0.0)
+        build_training_datasets(
+            [other],
+            [other / "derivatives" / "manual"],
+            tmp_path / "loc3",
+            tmp_path / "seg3",
+            spacing_mm=3.0,
+            margin_mm=5.0,
+            jitter_mm=0.0,
+        )
     with pytest.raises(ValueError, match="lists 2 cohorts but train.labels_dir 1"):
         training_cohorts([small_cohort, other], labels)
     # ... and through the workflow: Snakemake stops while reading the config, naming the setting
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["train"].update(bids_dir=[str(small_cohort), str(other)], labels_dir=[str(labels)],
-                           work_dir=str(tmp_path / "work"), out_dir=str(tmp_path / "models"))
+    config = defaults()
+    config["train"].update(
+        bids_dir=[str(small_cohort), str(other)],
+        labels_dir=[str(labels)],
+        work_dir=str(tmp_path / "work"),
+        out_dir=str(tmp_path / "models"),
+    )
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    run = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-                          "--configfile", str(tmp_path / "config.yaml"), "--cores", "1", "-n", "train_models"],
-                         capture_output=True, text=True, cwd=tmp_path)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(tmp_path / "config.yaml"),
+            "--cores",
+            "1",
+            "-n",
+            "train_models",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     said = run.stdout + run.stderr
-    assert run.returncode != 0 and "config train: train.bids_dir lists 2 cohorts but train.labels_dir 1" in said, said[-2000:]
+    assert run.returncode != 0 and "config train: train.bids_dir lists 2 cohorts but train.labels_dir 1" in said, said[
+        -2000:
+    ]
 
 
 def bundled_architecture(tmp_path: Path, features: list[int] | None = None):
@@ -217,9 +386,15 @@ def bundled_architecture(tmp_path: Path, features: list[int] | None = None):
         config = plans["configurations"][CONFIGURATION]
         plans = small_plans(copy.deepcopy(plans), features, config["patch_size"][::-1], config["batch_size"])
     config = PlansManager(plans).get_configuration(CONFIGURATION)
-    return get_network_from_plans(config.network_arch_class_name, config.network_arch_init_kwargs,
-                                  config.network_arch_init_kwargs_req_import, 1, len(labels), allow_init=True,
-                                  deep_supervision=True)
+    return get_network_from_plans(
+        config.network_arch_class_name,
+        config.network_arch_init_kwargs,
+        config.network_arch_init_kwargs_req_import,
+        1,
+        len(labels),
+        allow_init=True,
+        deep_supervision=True,
+    )
 
 
 def test_a_narrower_model_is_embedded_in_a_wider_network_computing_the_same_function(tmp_path):
@@ -235,8 +410,8 @@ def test_a_narrower_model_is_embedded_in_a_wider_network_computing_the_same_func
     wide = bundled_architecture(tmp_path, [2 * f for f in features])
     embed_weights(wide, weights)
     first = wide.state_dict()["encoder.stages.0.0.convs.0.conv.weight"]
-    assert torch.equal(first[:features[0]], weights["encoder.stages.0.0.convs.0.conv.weight"])
-    assert first[features[0]:].abs().sum() > 0, "the added channels keep nnU-Net's random initialisation"
+    assert torch.equal(first[: features[0]], weights["encoder.stages.0.0.convs.0.conv.weight"])
+    assert first[features[0] :].abs().sum() > 0, "the added channels keep nnU-Net's random initialisation"
     narrow.eval()
     wide.eval()
     image = torch.randn(1, 1, 40, 56, 56)
@@ -248,7 +423,7 @@ def test_a_narrower_model_is_embedded_in_a_wider_network_computing_the_same_func
     # the added channels are wired in: only the zero weights out of them keep the function, so training
     # (which moves those weights) can use them
     with torch.no_grad():
-        wide.decoder.seg_layers[-1].weight[:, features[0]:] = 0.5
+        wide.decoder.seg_layers[-1].weight[:, features[0] :] = 0.5
         assert not torch.allclose(wide(image)[0], expected[0], atol=1e-2)
 
     # a wider model does not fit into a narrower network, nor a model of another depth
@@ -269,8 +444,14 @@ def test_plans_put_patch_and_spacing_on_nnunets_planned_axes(tmp_path):
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from dnqsm.engine.nnunet import (BUNDLED_MODELS, CONFIGURATION, keep_source_geometry, planned_spacing_xyz, small_plans,
-                              source_plans)
+    from dnqsm.engine.nnunet import (
+        BUNDLED_MODELS,
+        CONFIGURATION,
+        keep_source_geometry,
+        planned_spacing_xyz,
+        small_plans,
+        source_plans,
+    )
 
     bundled = source_plans(BUNDLED_MODELS / "segmentation.zip")
     planned = copy.deepcopy(bundled)  # as nnU-Net plans an image of 3 x 0.7 x 0.8 mm voxels (x, y, z)
@@ -281,7 +462,8 @@ def test_plans_put_patch_and_spacing_on_nnunets_planned_axes(tmp_path):
     manager = PlansManager(plans)
     image = np.random.default_rng(0).normal(size=(1, 30, 40, 12)).astype(np.float32)  # nnU-Net's (z, y, x)
     data, _, _ = DefaultPreprocessor(verbose=False).run_case_npy(
-        image, None, {"spacing": [0.8, 0.7, 3.0]}, manager, manager.get_configuration(CONFIGURATION), {})
+        image, None, {"spacing": [0.8, 0.7, 3.0]}, manager, manager.get_configuration(CONFIGURATION), {}
+    )
     assert data.shape[1:] == (24, 30, 40), "x resampled 3 -> 1.5 mm (12 -> 24 voxels), y and z kept"
     assert planned_spacing_xyz(plans) == [1.5, 0.7, 0.8]
 
@@ -291,8 +473,13 @@ def test_plans_put_patch_and_spacing_on_nnunets_planned_axes(tmp_path):
     assert kept["transpose_forward"] == bundled["transpose_forward"] == [0, 1, 2]
     assert kept["configurations"][CONFIGURATION]["spacing"] == bundled["configurations"][CONFIGURATION]["spacing"]
     assert kept["configurations"][CONFIGURATION]["patch_size"] == [24, 32, 16]  # (z, y, x)
-    pinned = small_plans(keep_source_geometry(copy.deepcopy(planned), bundled, spacing_pinned=True), [4, 8],
-                         [16, 32, 24], 2, spacing=[1.5, 0.7, 0.8])
+    pinned = small_plans(
+        keep_source_geometry(copy.deepcopy(planned), bundled, spacing_pinned=True),
+        [4, 8],
+        [16, 32, 24],
+        2,
+        spacing=[1.5, 0.7, 0.8],
+    )
     assert pinned["configurations"][CONFIGURATION]["spacing"] == [0.8, 0.7, 1.5]
     checkpoint = tmp_path / "checkpoint_final.pth"  # a checkpoint carries its plans too
     with zipfile.ZipFile(BUNDLED_MODELS / "segmentation.zip") as archive:

@@ -9,23 +9,38 @@ import sys
 from pathlib import Path
 
 import yaml
+from config_helpers import REPO
 
 from dnqsm.io import bids_path
 
-from config_helpers import REPO
 
-
-def snakemake(workdir: Path, config: dict, *args: str, snakefile: Path = REPO / "Snakefile") -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, config: dict, *args: str, snakefile: Path = REPO / "Snakefile"
+) -> subprocess.CompletedProcess:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(snakefile),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
 
 
 def jobs_by_rule(dry_run_output: str) -> dict[str, int]:
     """Snakemake's dry-run job-stats table as {rule: count}."""
     table = dry_run_output.split("Job stats:")[-1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m.group(1) != "total"}
+    return {
+        m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m.group(1) != "total"
+    }
 
 
 def plan_with_new_visit(workdir: Path, config: dict, bids: Path, subject: str) -> tuple[dict[str, int], str]:
@@ -72,7 +87,9 @@ def test_workflow_generates_the_cohort_and_a_rerun_does_nothing(tmp_path):
     shutil.copy2(REPO / "Snakefile", workflow / "Snakefile")
     with (workflow / "dnqsm" / "synth" / "physics.py").open("a") as source:
         source.write("# a changed generator\n")
-    changed = snakemake(tmp_path, synth_config(tmp_path / "bids"), "-n", "synth_cohort", snakefile=workflow / "Snakefile")
+    changed = snakemake(
+        tmp_path, synth_config(tmp_path / "bids"), "-n", "synth_cohort", snakefile=workflow / "Snakefile"
+    )
     assert changed.returncode == 0, changed.stderr
     assert jobs_by_rule(changed.stdout) == {"synth_cohort": 1}, changed.stdout[-2000:]
     assert "params" in changed.stdout.lower(), changed.stdout[-2000:]  # Snakemake's reason: params changed
@@ -96,12 +113,21 @@ def test_unknown_config_key_fails_validation_naming_it(tmp_path):
 
 def test_nested_config_overrides_on_the_command_line_are_typed_by_the_schema(tmp_path):
     config = synth_config(tmp_path / "bids")
-    run = snakemake(tmp_path, config, "-n", "synth_cohort", "--config", "synth={out: " + str(tmp_path / "b") +
-                    ", preset: demo, subjects: 2, sessions: 1, seed: 3}", "inference={batch_size: 2, device: cpu, "
-                    "folds: null, mirroring: false, threads: 1, mem_mb: 4000, runtime_min: 30}")
+    run = snakemake(
+        tmp_path,
+        config,
+        "-n",
+        "synth_cohort",
+        "--config",
+        "synth={out: " + str(tmp_path / "b") + ", preset: demo, subjects: 2, sessions: 1, seed: 3}",
+        "inference={batch_size: 2, device: cpu, "
+        "folds: null, mirroring: false, threads: 1, mem_mb: 4000, runtime_min: 30}",
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     bad = snakemake(tmp_path, config, "-n", "--config", "inference={batch_size: two}")
-    assert bad.returncode != 0 and "config inference.batch_size: 'two' is not of type 'integer'" in bad.stdout + bad.stderr
+    assert (
+        bad.returncode != 0 and "config inference.batch_size: 'two' is not of type 'integer'" in bad.stdout + bad.stderr
+    )
 
 
 def test_wrong_config_type_fails_validation_naming_it(tmp_path):
@@ -131,8 +157,10 @@ def test_participant_filters_select_sessions_and_a_typo_is_named(tmp_path, small
     config["exclude_sessions"] = ["sub-002_ses-01"]
     assert len(planned_sessions(tmp_path, config, snakemake(tmp_path, config, "-n"))) == 3
     config.update(participant_label=["sub-001", "002"], exclude_participant_label=["002"], exclude_sessions=[])
-    assert [row.split("\t")[0] for row in planned_sessions(tmp_path, config, snakemake(tmp_path, config, "-n"))] == \
-        ["sub-001_ses-01", "sub-001_ses-02"]
+    assert [row.split("\t")[0] for row in planned_sessions(tmp_path, config, snakemake(tmp_path, config, "-n"))] == [
+        "sub-001_ses-01",
+        "sub-001_ses-02",
+    ]
     config["participant_label"] = ["sub-042"]
     run = snakemake(tmp_path, config, "-n")
     assert run.returncode != 0 and "participant '042'" in run.stdout + run.stderr
@@ -145,26 +173,39 @@ def test_bids_filters_pick_images_and_several_reconstructions_are_entries(tmp_pa
     anat = bids / "sub-001" / "ses-01" / "anat"
     shutil.copyfile(anat / "sub-001_ses-01_Chimap.nii.gz", anat / "sub-001_ses-01_rec-l2_Chimap.nii.gz")
     both = planned_sessions(tmp_path, config, snakemake(tmp_path, config, "-n"))
-    assert [row.split("\t")[0] for row in both] == ["sub-001_ses-01", "sub-001_ses-01_rec-l2", "sub-001_ses-02",
-                                          "sub-002_ses-01", "sub-002_ses-02"]
+    assert [row.split("\t")[0] for row in both] == [
+        "sub-001_ses-01",
+        "sub-001_ses-01_rec-l2",
+        "sub-001_ses-02",
+        "sub-002_ses-01",
+        "sub-002_ses-02",
+    ]
     assert both[1].endswith("\trec-l2"), "the manifest keeps the entities, so cluster jobs see the same entries"
     shutil.copyfile(anat / "sub-001_ses-01_Chimap.nii.gz", anat / "sub-001_ses-01_desc-x_Chimap.nii.gz")
     ambiguous = snakemake(tmp_path, config, "-n")
     assert ambiguous.returncode != 0
     said = ambiguous.stdout + ambiguous.stderr
-    assert "that only desc tell apart, e.g. sub-001_ses-01: sub-001_ses-01_Chimap.nii.gz, sub-001_ses-01_desc-x_Chimap.nii.gz" in said
+    assert (
+        "that only desc tell apart, e.g. sub-001_ses-01: sub-001_ses-01_Chimap.nii.gz, "
+        "sub-001_ses-01_desc-x_Chimap.nii.gz" in said
+    )
     assert "Traceback" not in said, "one clear line"
     picked = snakemake(tmp_path, config, "-n", "--config", "bids_filters={rec: null, desc: null}")
     assert len(planned_sessions(tmp_path, config, picked)) == 4
     only_l2 = snakemake(tmp_path, config, "-n", "--config", "bids_filters={rec: l2}")
-    assert [row.split("\t")[-2] for row in planned_sessions(tmp_path, config, only_l2)] == [str(anat / "sub-001_ses-01_rec-l2_Chimap.nii.gz")]
+    assert [row.split("\t")[-2] for row in planned_sessions(tmp_path, config, only_l2)] == [
+        str(anat / "sub-001_ses-01_rec-l2_Chimap.nii.gz")
+    ]
 
 
 def test_missing_manual_labels_folder_is_named(tmp_path):
     config = synth_config(tmp_path / "bids")
     config["validation"]["labels_dir"] = str(tmp_path / "no_labels")
     run = snakemake(tmp_path, config, "-n", "synth_cohort")
-    assert run.returncode != 0 and f"validation.labels_dir {tmp_path / 'no_labels'} does not exist" in run.stdout + run.stderr
+    assert (
+        run.returncode != 0
+        and f"validation.labels_dir {tmp_path / 'no_labels'} does not exist" in run.stdout + run.stderr
+    )
 
 
 def test_unwritable_output_is_said_at_the_start_in_one_line(tmp_path):
@@ -173,4 +214,7 @@ def test_unwritable_output_is_said_at_the_start_in_one_line(tmp_path):
     config["output_dir"] = str(tmp_path / "a_file" / "out")
     run = snakemake(tmp_path, config, "-n")
     assert run.returncode != 0
-    assert f"output_dir {tmp_path / 'a_file' / 'out'}: {tmp_path / 'a_file'} is a file, not a folder" in run.stdout + run.stderr
+    assert (
+        f"output_dir {tmp_path / 'a_file' / 'out'}: {tmp_path / 'a_file'} is a file, not a folder"
+        in run.stdout + run.stderr
+    )

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dnqsm.io import column_doc, load_image
 from dnqsm.analysis.metrics import dice, hd95, volume_agreement
+from dnqsm.io import column_doc, load_image
 
 SIDES = {"left": 1, "right": 2}
 
@@ -31,9 +31,14 @@ class ManualReference:
 
 def load_reference(manual: str | Path, chi_ppb: str | Path) -> ManualReference:
     manual_img, chi_img = (load_image(p, allow_unknown_orientation=True) for p in (manual, chi_ppb))
-    return ManualReference(Path(manual), np.rint(manual_img.get_fdata()).astype(int), chi_img.get_fdata(),
-                           manual_img.affine, [float(z) for z in manual_img.header.get_zooms()[:3]],
-                           float(abs(np.linalg.det(manual_img.affine[:3, :3]))))
+    return ManualReference(
+        Path(manual),
+        np.rint(manual_img.get_fdata()).astype(int),
+        chi_img.get_fdata(),
+        manual_img.affine,
+        [float(z) for z in manual_img.header.get_zooms()[:3]],
+        float(abs(np.linalg.det(manual_img.affine[:3, :3]))),
+    )
 
 
 def agreement(predicted: str | Path | None, reference: ManualReference) -> dict[str, float]:
@@ -86,19 +91,38 @@ def summarise(sessions: pd.DataFrame, method: str = "dnqsm") -> pd.DataFrame:
     for scope, value, part in scopes:
         for side in SIDES:
             ok = part.dropna(subset=[f"{side}_dice"])
-            row = {"method": method, "scope": scope, "value": value, "side": side, "n": len(ok),
-                   "dice_mean": ok[f"{side}_dice"].mean(), "dice_sd": ok[f"{side}_dice"].std(),
-                   "hd95_median_mm": ok[f"{side}_hd95_mm"].median()}
+            row = {
+                "method": method,
+                "scope": scope,
+                "value": value,
+                "side": side,
+                "n": len(ok),
+                "dice_mean": ok[f"{side}_dice"].mean(),
+                "dice_sd": ok[f"{side}_dice"].std(),
+                "hd95_median_mm": ok[f"{side}_hd95_mm"].median(),
+            }
             estimate, reference = ok[f"{side}_volume_mm3"].to_numpy(), ok[f"{side}_manual_volume_mm3"].to_numpy()
-            agreement = volume_agreement(reference, estimate) if len(ok) >= 3 else {"icc_a1": np.nan, "pearson_r": np.nan}
-            limits = bland_altman(estimate, reference) if len(ok) >= 2 else {"bias": np.nan, "loa_low": np.nan, "loa_high": np.nan}
-            row.update({"volume_icc_a1": agreement["icc_a1"], "volume_pearson_r": agreement["pearson_r"],
-                        **{f"volume_{k}_mm3": v for k, v in limits.items()}})
+            agreement = (
+                volume_agreement(reference, estimate) if len(ok) >= 3 else {"icc_a1": np.nan, "pearson_r": np.nan}
+            )
+            limits = (
+                bland_altman(estimate, reference)
+                if len(ok) >= 2
+                else {"bias": np.nan, "loa_low": np.nan, "loa_high": np.nan}
+            )
+            row.update(
+                {
+                    "volume_icc_a1": agreement["icc_a1"],
+                    "volume_pearson_r": agreement["pearson_r"],
+                    **{f"volume_{k}_mm3": v for k, v in limits.items()},
+                }
+            )
             rows.append(row)
     return pd.DataFrame(rows)
 
 
 # --- the method comparison (the paper's table: deep learning against the atlas baseline) ---------
+
 
 def comparison_table(sessions: pd.DataFrame, reference: str = "nnunet") -> pd.DataFrame:
     """Method x side, as the paper reports it: Dice mean ± SD, the paired two-sided Wilcoxon
@@ -113,20 +137,34 @@ def comparison_table(sessions: pd.DataFrame, reference: str = "nnunet") -> pd.Da
         part = sessions[sessions.method == method]
         for side in SIDES:
             dice_col = f"{side}_dice"
-            row = {"method": method, "side": side, "n": len(part), "n_failed": int((part.status == "failed").sum()),
-                   "dice_mean": part[dice_col].mean(), "dice_sd": part[dice_col].std(),
-                   "dice_p_vs_reference": np.nan, "hd95_median_mm": part[f"{side}_hd95_mm"].median()}
+            row = {
+                "method": method,
+                "side": side,
+                "n": len(part),
+                "n_failed": int((part.status == "failed").sum()),
+                "dice_mean": part[dice_col].mean(),
+                "dice_sd": part[dice_col].std(),
+                "dice_p_vs_reference": np.nan,
+                "hd95_median_mm": part[f"{side}_hd95_mm"].median(),
+            }
             if method != reference:
-                paired = part[key + [dice_col]].merge(sessions[sessions.method == reference][key + [dice_col]],
-                                                      on=key, suffixes=("", "_reference"))
+                paired = part[key + [dice_col]].merge(
+                    sessions[sessions.method == reference][key + [dice_col]], on=key, suffixes=("", "_reference")
+                )
                 if len(paired) >= 2 and (paired[dice_col] != paired[f"{dice_col}_reference"]).any():
                     row["dice_p_vs_reference"] = float(
-                        pg.wilcoxon(paired[dice_col], paired[f"{dice_col}_reference"])["p_val"].iloc[0])
+                        pg.wilcoxon(paired[dice_col], paired[f"{dice_col}_reference"])["p_val"].iloc[0]
+                    )
             estimate, truth = part[f"{side}_volume_mm3"].to_numpy(), part[f"{side}_manual_volume_mm3"].to_numpy()
             agreement = volume_agreement(truth, estimate) if len(part) >= 3 else {"icc_a1": np.nan, "pearson_r": np.nan}
-            row.update({"volume_icc_a1": agreement["icc_a1"], "volume_pearson_r": agreement["pearson_r"],
-                        "seconds_per_session_median": part["seconds"].median(), "device": ", ".join(
-                            sorted(str(d) for d in part["device"].dropna().unique()))})
+            row.update(
+                {
+                    "volume_icc_a1": agreement["icc_a1"],
+                    "volume_pearson_r": agreement["pearson_r"],
+                    "seconds_per_session_median": part["seconds"].median(),
+                    "device": ", ".join(sorted(str(d) for d in part["device"].dropna().unique())),
+                }
+            )
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -141,20 +179,27 @@ METHOD_NAMES = {"nnunet": "nnU-Net two-step (dnqsm)", "atlas": "multi-atlas regi
 
 def comparison_markdown(table: pd.DataFrame, title: str) -> str:
     """The comparison table as Markdown, in the paper's layout."""
+
     def number(value: float, digits: int = 2) -> str:
         return "n/a" if pd.isna(value) else f"{value:.{digits}f}"
 
     def p_value(value: float) -> str:
         return "ref." if pd.isna(value) else ("< 0.001" if value < 0.001 else f"{value:.3f}")
 
-    lines = [f"**{title}**", "",
-             "| Method | Side | n (failed) | Dice, mean ± SD | p (Dice, paired) | Volume ICC(A,1) | Volume r | HD95 median (mm) | Time per session |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"**{title}**",
+        "",
+        "| Method | Side | n (failed) | Dice, mean ± SD | p (Dice, paired) | Volume ICC(A,1) | Volume r "
+        "| HD95 median (mm) | Time per session |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in table.itertuples():
-        lines.append(f"| {METHOD_NAMES.get(row.method, row.method)} | {row.side} | {row.n} ({row.n_failed}) | "
-                     f"{number(row.dice_mean)} ± {number(row.dice_sd)} | {p_value(row.dice_p_vs_reference)} | "
-                     f"{number(row.volume_icc_a1)} | {number(row.volume_pearson_r)} | {number(row.hd95_median_mm, 1)} | "
-                     f"{number(row.seconds_per_session_median, 1)} s ({row.device}) |")
+        lines.append(
+            f"| {METHOD_NAMES.get(row.method, row.method)} | {row.side} | {row.n} ({row.n_failed}) | "
+            f"{number(row.dice_mean)} ± {number(row.dice_sd)} | {p_value(row.dice_p_vs_reference)} | "
+            f"{number(row.volume_icc_a1)} | {number(row.volume_pearson_r)} | {number(row.hd95_median_mm, 1)} | "
+            f"{number(row.seconds_per_session_median, 1)} s ({row.device}) |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -171,22 +216,33 @@ _SIDE_COLUMNS = {
     "chi_difference_ppb": ("ppb", "method minus manual mean susceptibility"),
 }
 _COLUMNS = {
-    "participant_id": ("", "participant"), "session_id": ("", "session"),
+    "participant_id": ("", "participant"),
+    "session_id": ("", "session"),
     "status": ("", "ok, review (segmented, a plausibility check doubts it) or failed (scored as an empty label)"),
-    "manual_labels": ("", "the manual label file"), "group": ("", "diagnostic group (participants.tsv)"),
+    "manual_labels": ("", "the manual label file"),
+    "group": ("", "diagnostic group (participants.tsv)"),
     "site": ("", "acquisition site (participants.tsv)"),
     "method": ("", "segmentation method: nnunet (two-step deep learning) or atlas (registration baseline)"),
     "seconds": ("s", "wall time the method spent on this session (models or atlases loaded once per job, not counted)"),
     "device": ("", "where the method ran (cpu or cuda)"),
-    "scope": ("", "all sessions, or one site or group"), "value": ("", "the site or group (all for the whole cohort)"),
-    "side": ("", "left (label 1) or right (label 2) dentate nucleus"), "n": ("", "sessions"),
+    "scope": ("", "all sessions, or one site or group"),
+    "value": ("", "the site or group (all for the whole cohort)"),
+    "side": ("", "left (label 1) or right (label 2) dentate nucleus"),
+    "n": ("", "sessions"),
     "n_failed": ("", "sessions the method failed on (scored as empty labels)"),
-    "dice_mean": ("", "mean Dice"), "dice_sd": ("", "standard deviation of Dice"),
-    "dice_p_vs_reference": ("", "two-sided Wilcoxon signed-rank test of Dice against the nnunet method on the same "
-                                "sessions (pingouin.wilcoxon); empty for the reference"),
+    "dice_mean": ("", "mean Dice"),
+    "dice_sd": ("", "standard deviation of Dice"),
+    "dice_p_vs_reference": (
+        "",
+        "two-sided Wilcoxon signed-rank test of Dice against the nnunet method on the same "
+        "sessions (pingouin.wilcoxon); empty for the reference",
+    ),
     "hd95_median_mm": ("mm", "median HD95"),
-    "volume_icc_a1": ("", "ICC(A,1) of volumes with the manual volumes: two-way random effects, absolute agreement, "
-                          "single rater (pingouin ICC2)"),
+    "volume_icc_a1": (
+        "",
+        "ICC(A,1) of volumes with the manual volumes: two-way random effects, absolute agreement, "
+        "single rater (pingouin ICC2)",
+    ),
     "volume_pearson_r": ("", "Pearson correlation of volumes with the manual volumes"),
     "volume_bias_mm3": ("mm^3", "Bland-Altman bias: mean of method minus manual volume"),
     "volume_loa_low_mm3": ("mm^3", "Bland-Altman lower 95 % limit of agreement (bias - 1.96 SD)"),

@@ -51,8 +51,10 @@ def side_measures(chi_ppb: np.ndarray, mask: np.ndarray, affine: np.ndarray, ero
     voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
     n = int(mask.sum())
     if n == 0:
-        return {key: (0.0 if key == "volume_mm3" else 0 if key in ("components", "chi_voxels") else None)
-                for key in MEASURES}
+        return {
+            key: (0.0 if key == "volume_mm3" else 0 if key in ("components", "chi_voxels") else None)
+            for key in MEASURES
+        }
     # everything below happens in the nucleus's bounding box (a few thousand of the image's millions of
     # voxels): the same voxels, in the same order, as over the whole image
     box = ndimage.find_objects(mask.astype(np.uint8))[0]
@@ -66,15 +68,25 @@ def side_measures(chi_ppb: np.ndarray, mask: np.ndarray, affine: np.ndarray, ero
     centroid = nib.affines.apply_affine(affine, (np.argwhere(mask) + corner).mean(0))
     mean = float(values.mean())
     return {
-        "volume_mm3": volume, "chi_mean_ppb": mean, "chi_median_ppb": float(np.median(values)),
-        "chi_sd_ppb": float(values.std(ddof=1)) if values.size > 1 else 0.0, "chi_mass_ppb_mm3": mean * volume,
-        "centroid_x_mm": float(centroid[0]), "centroid_y_mm": float(centroid[1]), "centroid_z_mm": float(centroid[2]),
-        "components": int(ndimage.label(mask, structure=NUCLEUS_CONNECTIVITY)[1]), "chi_voxels": int(core.sum()),
+        "volume_mm3": volume,
+        "chi_mean_ppb": mean,
+        "chi_median_ppb": float(np.median(values)),
+        "chi_sd_ppb": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+        "chi_mass_ppb_mm3": mean * volume,
+        "centroid_x_mm": float(centroid[0]),
+        "centroid_y_mm": float(centroid[1]),
+        "centroid_z_mm": float(centroid[2]),
+        "components": int(ndimage.label(mask, structure=NUCLEUS_CONNECTIVITY)[1]),
+        "chi_voxels": int(core.sum()),
     }
 
 
-def measure(chi: nib.Nifti1Image, dseg: nib.Nifti1Image, erosion_voxels: int = 0,
-            predicted_components: dict[str, int] | None = None) -> dict[str, Any]:
+def measure(
+    chi: nib.Nifti1Image,
+    dseg: nib.Nifti1Image,
+    erosion_voxels: int = 0,
+    predicted_components: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """Flat dict of measures: ``left_<measure>``, ``right_<measure>``, totals and asymmetry indices.
 
     ``predicted_components`` (per side, from the segmentation record) replaces the component count of

@@ -29,8 +29,10 @@ def hd95(a: np.ndarray, b: np.ndarray, spacing_mm) -> float:
     idx = np.argwhere(a | b)
     box = tuple(slice(lo, hi + 1) for lo, hi in zip(idx.min(0), idx.max(0)))
     a, b = np.pad(a[box], 1), np.pad(b[box], 1)
-    surfaces = [m & ~ndimage.binary_erosion(m, structure=ndimage.generate_binary_structure(3, 1), border_value=0)
-                for m in (a, b)]
+    surfaces = [
+        m & ~ndimage.binary_erosion(m, structure=ndimage.generate_binary_structure(3, 1), border_value=0)
+        for m in (a, b)
+    ]
     to_b = ndimage.distance_transform_edt(~surfaces[1], sampling=spacing_mm)[surfaces[0]]
     to_a = ndimage.distance_transform_edt(~surfaces[0], sampling=spacing_mm)[surfaces[1]]
     return float(np.percentile(np.concatenate([to_b, to_a]), 95))
@@ -41,7 +43,12 @@ def volume_agreement(truth: np.ndarray, estimate: np.ndarray) -> dict[str, float
     import pingouin as pg
 
     n = len(truth)
-    long = pd.DataFrame({"target": np.tile(np.arange(n), 2), "rater": ["truth"] * n + ["estimate"] * n,
-                         "volume": np.concatenate([truth, estimate])})
+    long = pd.DataFrame(
+        {
+            "target": np.tile(np.arange(n), 2),
+            "rater": ["truth"] * n + ["estimate"] * n,
+            "volume": np.concatenate([truth, estimate]),
+        }
+    )
     icc = pg.intraclass_corr(long, targets="target", raters="rater", ratings="volume").set_index("Type")
     return {"icc_a1": float(icc.loc["ICC(A,1)", "ICC"]), "pearson_r": float(np.corrcoef(truth, estimate)[0, 1])}

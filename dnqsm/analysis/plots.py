@@ -92,7 +92,7 @@ def baseline(analysis: Analysis, data: pd.DataFrame, path: str | Path) -> Path:
             ax.scatter(i + jitter, v, color=_colour(groups, group), s=18, zorder=3)
         ax.set_title(_label(measure), fontsize=9)
         ax.tick_params(labelsize=8)
-    for ax in axes.ravel()[len(measures):]:
+    for ax in axes.ravel()[len(measures) :]:
         ax.axis("off")
     fig.suptitle("Baseline distributions per group", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
@@ -104,8 +104,9 @@ def left_right(data: pd.DataFrame, groups: list[str], path: str | Path) -> Path:
     if data is None or data.empty:
         return nothing_to_show(path, "no data to show: see stats/models.json")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
-    for ax, (left, right) in zip(axes, (("left_volume_mm3", "right_volume_mm3"),
-                                        ("left_chi_mean_ppb", "right_chi_mean_ppb"))):
+    for ax, (left, right) in zip(
+        axes, (("left_volume_mm3", "right_volume_mm3"), ("left_chi_mean_ppb", "right_chi_mean_ppb"))
+    ):
         pair = data[[left, right, "group"]].dropna(subset=[left, right])
         for group, part in pair.groupby("group", dropna=False, observed=True):
             ax.scatter(part[left], part[right], s=20, color=_colour(groups, group), label=str(group))
@@ -158,9 +159,15 @@ def bland_altman(sessions: pd.DataFrame, path: str | Path) -> Path:
             lim = limits(auto, manual)
             for key, style in (("bias", "-"), ("loa_low", "--"), ("loa_high", "--")):
                 ax.axhline(lim[key], color="k", ls=style, lw=0.9)
-            ax.text(0.02, 0.96, f"bias {lim['bias']:+.0f} mm³, limits {lim['loa_low']:+.0f} to {lim['loa_high']:+.0f}",
-                    transform=ax.transAxes, fontsize=8, va="top",
-                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85})
+            ax.text(
+                0.02,
+                0.96,
+                f"bias {lim['bias']:+.0f} mm³, limits {lim['loa_low']:+.0f} to {lim['loa_high']:+.0f}",
+                transform=ax.transAxes,
+                fontsize=8,
+                va="top",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85},
+            )
         ax.set_xlabel("mean of automatic and manual volume (mm³)", fontsize=9)
         ax.set_ylabel("automatic − manual (mm³)", fontsize=9)
         ax.set_title(f"{side} dentate (n = {len(ok)})", fontsize=10)
@@ -187,8 +194,16 @@ def method_dice(sessions: pd.DataFrame, path: str | Path) -> Path:
             values = wide[method].dropna().to_numpy()
             ax.scatter(np.full(len(values), i), values, s=18, color=_colour(methods, method), zorder=2)
             if len(values):
-                ax.errorbar(i + 0.18, values.mean(), yerr=values.std(ddof=1) if len(values) > 1 else 0, fmt="o",
-                            color="k", capsize=4, ms=5, zorder=3)
+                ax.errorbar(
+                    i + 0.18,
+                    values.mean(),
+                    yerr=values.std(ddof=1) if len(values) > 1 else 0,
+                    fmt="o",
+                    color="k",
+                    capsize=4,
+                    ms=5,
+                    zorder=3,
+                )
                 ax.text(i + 0.26, values.mean(), f"{values.mean():.2f}", fontsize=8, va="center")
         ax.set_xticks(x, [METHOD_NAMES.get(m, m).replace(" (", "\n(") for m in methods], fontsize=8)
         ax.set_xlim(-0.5, len(methods) - 0.3)

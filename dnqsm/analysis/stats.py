@@ -65,19 +65,27 @@ def one_image_per_session(table: pd.DataFrame, image_entities: str | None) -> tu
     if ENTITIES_COLUMN not in table or not table.duplicated(ID_COLUMNS, keep=False).any():
         return table, []
     entities = table[ENTITIES_COLUMN].fillna("").astype(str)
-    order = table.assign(_wanted=entities != (image_entities or ""), _entities=entities) \
-        .sort_values(ID_COLUMNS + ["_wanted", "_entities"] if image_entities is not None else ID_COLUMNS + ["_entities"])
+    order = table.assign(_wanted=entities != (image_entities or ""), _entities=entities).sort_values(
+        ID_COLUMNS + ["_wanted", "_entities"] if image_entities is not None else ID_COLUMNS + ["_entities"]
+    )
     kept = order.drop_duplicates(ID_COLUMNS).index
     left = table.index.difference(kept)
     names = ", ".join(entry_key(table.loc[i]) for i in left)
-    how = f"stats.image_entities: {image_entities!r}" if image_entities is not None else \
-        "the first in sorted order per session; set stats.image_entities to choose"
+    how = (
+        f"stats.image_entities: {image_entities!r}"
+        if image_entities is not None
+        else "the first in sorted order per session; set stats.image_entities to choose"
+    )
     note = f"{len(left)} image(s) left out: another image of the same session is modelled ({how}; {names})"
     return table.loc[sorted(kept)], [note]
 
 
-def analysis_table(table: pd.DataFrame, ratings: pd.DataFrame | None = None,
-                   exclude_review: bool = False, image_entities: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+def analysis_table(
+    table: pd.DataFrame,
+    ratings: pd.DataFrame | None = None,
+    exclude_review: bool = False,
+    image_entities: str | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
     """Sessions usable for statistics: not failed, not rated ``fail`` in QC, with a time since baseline.
 
     Sessions whose segmentation needs review (status ``review``) stay in by default and are listed;
@@ -93,8 +101,11 @@ def analysis_table(table: pd.DataFrame, ratings: pd.DataFrame | None = None,
     rating = key.map(rated)
     failed = ~data["status"].isin(["ok", "review"])
     if failed.any():
-        stages = data.loc[failed, "failed_stage"].fillna("unknown stage") if "failed_stage" in data else \
-            pd.Series("unknown stage", index=data.index[failed])
+        stages = (
+            data.loc[failed, "failed_stage"].fillna("unknown stage")
+            if "failed_stage" in data
+            else pd.Series("unknown stage", index=data.index[failed])
+        )
         for stage, count in stages.value_counts().sort_index().items():
             notes.append(f"{int(count)} session(s) left out: failed in {stage}")
     review = (data["status"] == "review") & ~failed
@@ -104,21 +115,29 @@ def analysis_table(table: pd.DataFrame, ratings: pd.DataFrame | None = None,
             kept = review & (rating == "pass")
             dropped = review & ~kept
             if dropped.any():
-                notes.append(f"{int(dropped.sum())} session(s) left out: segmentation needs review "
-                             f"(stats.exclude_review; {', '.join(key[dropped])})")
+                notes.append(
+                    f"{int(dropped.sum())} session(s) left out: segmentation needs review "
+                    f"(stats.exclude_review; {', '.join(key[dropped])})"
+                )
             if kept.any():
-                notes.append(f"{int(kept.sum())} session(s) under review kept: rated pass in QC ({', '.join(key[kept])})")
+                notes.append(
+                    f"{int(kept.sum())} session(s) under review kept: rated pass in QC ({', '.join(key[kept])})"
+                )
             failed = failed | dropped
         else:
-            notes.append(f"{int(review.sum())} session(s) included whose segmentation needs review ({names}); "
-                         "set stats.exclude_review to leave them out")
+            notes.append(
+                f"{int(review.sum())} session(s) included whose segmentation needs review ({names}); "
+                "set stats.exclude_review to leave them out"
+            )
     excluded = (rating == "fail") & ~failed
     if excluded.any():
         notes.append(f"{int(excluded.sum())} session(s) left out: rated fail in QC ({', '.join(key[excluded])})")
     data = data[~(failed | excluded)]
     if "years_since_baseline" not in data:  # e.g. a derivative dataset without sessions.tsv: said, not fatal
-        notes.append("no visit times: the cohort table has no years_since_baseline (add acq_time or age to the "
-                     "dataset's sub-*/sub-*_sessions.tsv); nothing longitudinal can be modelled")
+        notes.append(
+            "no visit times: the cohort table has no years_since_baseline (add acq_time or age to the "
+            "dataset's sub-*/sub-*_sessions.tsv); nothing longitudinal can be modelled"
+        )
         data["years_since_baseline"] = np.nan
     data = data.assign(**{TIME: data["years_since_baseline"]})
     if "group" not in data:
@@ -135,8 +154,10 @@ def usable_groups(data: pd.DataFrame, settings: Settings) -> tuple[list[str], li
     keep = [g for g, n in counts.items() if n >= settings.min_subjects_per_group]
     for group, n in counts.items():
         if n < settings.min_subjects_per_group:
-            notes.append(f"group {group!r} has {n} subject(s), fewer than stats.min_subjects_per_group="
-                         f"{settings.min_subjects_per_group}: left out of the models")
+            notes.append(
+                f"group {group!r} has {n} subject(s), fewer than stats.min_subjects_per_group="
+                f"{settings.min_subjects_per_group}: left out of the models"
+            )
     if settings.reference_group in keep:
         keep = [settings.reference_group] + sorted(g for g in keep if g != settings.reference_group)
     elif keep:
@@ -175,12 +196,16 @@ def fit_measure(data: pd.DataFrame, measure: str, settings: Settings, groups: li
     messages: list[str] = []
     frame = data[data["group"].isin(groups)] if len(groups) >= 2 else data
     terms = _covariate_terms(frame, settings.covariates, messages)
-    needed = [measure, TIME, SUBJECT] + (["group"] if len(groups) >= 2 else []) + \
-        [t.removeprefix("C(").removesuffix(")") for t in terms]
+    needed = (
+        [measure, TIME, SUBJECT]
+        + (["group"] if len(groups) >= 2 else [])
+        + [t.removeprefix("C(").removesuffix(")") for t in terms]
+    )
     missing = frame[needed].isna().any(axis=1)
     gaps = frame.loc[missing, needed].isna()
     dropped = frame.loc[missing, ["participant_id", "session_id"]].assign(
-        measure=measure, missing=[",".join(gaps.columns[row]) for row in gaps.to_numpy()])
+        measure=measure, missing=[",".join(gaps.columns[row]) for row in gaps.to_numpy()]
+    )
     if missing.any():
         messages.append(f"{int(missing.sum())} row(s) dropped for missing values: see dropped_rows.tsv")
     frame = frame.loc[~missing].copy()
@@ -188,8 +213,10 @@ def fit_measure(data: pd.DataFrame, measure: str, settings: Settings, groups: li
         frame["group"] = pd.Categorical(frame["group"], categories=groups)
     formula = formula_for(measure, groups, terms)
     if terms and not _estimable(formula, frame):
-        messages.append(f"too few sessions ({len(frame)}) or subjects to estimate the covariates "
-                        f"{', '.join(terms)}: fitted without them")
+        messages.append(
+            f"too few sessions ({len(frame)}) or subjects to estimate the covariates "
+            f"{', '.join(terms)}: fitted without them"
+        )
         formula = formula_for(measure, groups, [])
     if not _estimable(formula, frame):
         messages.append(f"too few sessions ({len(frame)}) or subjects for '{formula}': not modelled")
@@ -199,8 +226,10 @@ def fit_measure(data: pd.DataFrame, measure: str, settings: Settings, groups: li
     if settings.random_slope and followed >= settings.min_subjects_for_random_slope:
         attempts.append(("mixed: random intercept and slope", f"~{TIME}"))
     elif settings.random_slope:
-        messages.append(f"random slope not fitted: {followed} subject(s) with follow-up, fewer than "
-                        f"{settings.min_subjects_for_random_slope}")
+        messages.append(
+            f"random slope not fitted: {followed} subject(s) with follow-up, fewer than "
+            f"{settings.min_subjects_for_random_slope}"
+        )
     attempts.append(("mixed: random intercept", "~1"))
     for label, re_formula in attempts:
         with warnings.catch_warnings(record=True) as caught:
@@ -210,16 +239,29 @@ def fit_measure(data: pd.DataFrame, measure: str, settings: Settings, groups: li
             except (np.linalg.LinAlgError, ValueError) as exc:
                 messages.append(f"{label}: fit failed ({exc})")
                 continue
-        trouble = list(dict.fromkeys(str(w.message) for w in caught if any(
-            word in str(w.message).lower() for word in ("converge", "singular", "boundary"))))
+        trouble = list(
+            dict.fromkeys(
+                str(w.message)
+                for w in caught
+                if any(word in str(w.message).lower() for word in ("converge", "singular", "boundary"))
+            )
+        )
         if result.converged and not trouble:
             if label != attempts[0][0]:
                 label += " (fallback: the random-slope model did not converge)"
             return Fit(measure, label, formula, result, frame, True, messages, dropped)
         messages.append(f"{label} did not converge cleanly: {'; '.join(trouble) or 'converged=False'}")
     result = smf.ols(formula, frame).fit(cov_type="cluster", cov_kwds={"groups": pd.factorize(frame[SUBJECT])[0]})
-    return Fit(measure, "OLS with subject-clustered errors (fallback: no mixed model converged)", formula, result,
-               frame, False, messages, dropped)
+    return Fit(
+        measure,
+        "OLS with subject-clustered errors (fallback: no mixed model converged)",
+        formula,
+        result,
+        frame,
+        False,
+        messages,
+        dropped,
+    )
 
 
 def _estimable(formula: str, frame: pd.DataFrame) -> bool:
@@ -239,12 +281,20 @@ def _fe_names(fit: Fit) -> list[str]:
 def fixed_effects(fit: Fit, alpha: float) -> pd.DataFrame:
     names = _fe_names(fit)
     ci = fit.result.conf_int(alpha).loc[names]
-    return pd.DataFrame({
-        "measure": fit.measure, "model": fit.model, "term": names,
-        "estimate": fit.result.params[names].values, "se": fit.result.bse[names].values,
-        "ci_low": ci.iloc[:, 0].values, "ci_high": ci.iloc[:, 1].values, "p_value": fit.result.pvalues[names].values,
-        "n_obs": int(fit.result.nobs), "n_subjects": fit.data[SUBJECT].nunique(),
-    })
+    return pd.DataFrame(
+        {
+            "measure": fit.measure,
+            "model": fit.model,
+            "term": names,
+            "estimate": fit.result.params[names].values,
+            "se": fit.result.bse[names].values,
+            "ci_low": ci.iloc[:, 0].values,
+            "ci_high": ci.iloc[:, 1].values,
+            "p_value": fit.result.pvalues[names].values,
+            "n_obs": int(fit.result.nobs),
+            "n_subjects": fit.data[SUBJECT].nunique(),
+        }
+    )
 
 
 def _contrast(fit: Fit, weights: dict[str, float], alpha: float) -> tuple[float, float, float, float]:
@@ -271,10 +321,21 @@ def annual_change(fit: Fit, groups: list[str], alpha: float) -> pd.DataFrame:
         estimate, low, high, p = _contrast(fit, group_slope_terms(group, groups), alpha)
         base = baseline.loc[baseline["group"] == group, fit.measure] if groups else baseline[fit.measure]
         mean = float(base.mean()) if len(base) else math.nan
-        rows.append({"measure": fit.measure, "group": group, "model": fit.model, "change_per_year": estimate,
-                     "ci_low": low, "ci_high": high, "p_value": p, "baseline_mean": mean,
-                     "change_pct_per_year": 100 * estimate / mean, "ci_low_pct": 100 * low / mean,
-                     "ci_high_pct": 100 * high / mean})
+        rows.append(
+            {
+                "measure": fit.measure,
+                "group": group,
+                "model": fit.model,
+                "change_per_year": estimate,
+                "ci_low": low,
+                "ci_high": high,
+                "p_value": p,
+                "baseline_mean": mean,
+                "change_pct_per_year": 100 * estimate / mean,
+                "ci_low_pct": 100 * low / mean,
+                "ci_high_pct": 100 * high / mean,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -289,9 +350,20 @@ def baseline_differences(data: pd.DataFrame, groups: list[str], measures: list[s
         ref = baseline.loc[baseline["group"] == groups[0], measure].dropna()
         for group in groups[1:]:
             other = baseline.loc[baseline["group"] == group, measure].dropna()
-            row = {"measure": measure, "group": group, "reference": groups[0], "n": len(other), "mean": other.mean(),
-                   "sd": other.std(), "n_reference": len(ref), "mean_reference": ref.mean(), "sd_reference": ref.std(),
-                   "difference": other.mean() - ref.mean(), "hedges_g": math.nan, "p_value": math.nan}
+            row = {
+                "measure": measure,
+                "group": group,
+                "reference": groups[0],
+                "n": len(other),
+                "mean": other.mean(),
+                "sd": other.std(),
+                "n_reference": len(ref),
+                "mean_reference": ref.mean(),
+                "sd_reference": ref.std(),
+                "difference": other.mean() - ref.mean(),
+                "hedges_g": math.nan,
+                "p_value": math.nan,
+            }
             if len(other) >= 2 and len(ref) >= 2:
                 row["hedges_g"] = float(pg.compute_effsize(other, ref, paired=False, eftype="hedges"))
                 row["p_value"] = float(pg.ttest(other, ref, correction=True)["p_val"].iloc[0])
@@ -307,9 +379,19 @@ def subject_slopes(data: pd.DataFrame, measures: list[str]) -> pd.DataFrame:
             v = visits[[TIME, measure]].dropna()
             if v[TIME].nunique() >= 2:
                 slope = float(np.polyfit(v[TIME], v[measure], 1)[0])
-                rows.append({"participant_id": subject, "group": group, "measure": measure, "n_visits": len(v),
-                             "span_years": float(v[TIME].max() - v[TIME].min()), "slope_per_year": slope})
-    return pd.DataFrame(rows, columns=["participant_id", "group", "measure", "n_visits", "span_years", "slope_per_year"])
+                rows.append(
+                    {
+                        "participant_id": subject,
+                        "group": group,
+                        "measure": measure,
+                        "n_visits": len(v),
+                        "span_years": float(v[TIME].max() - v[TIME].min()),
+                        "slope_per_year": slope,
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=["participant_id", "group", "measure", "n_visits", "span_years", "slope_per_year"]
+    )
 
 
 def participants_per_arm(effect_size: float, alpha: float, power: float) -> float:
@@ -341,24 +423,78 @@ def sample_size(changes: pd.DataFrame, slopes: pd.DataFrame, groups: list[str], 
                 n = math.nan
                 if np.isfinite(sd) and sd > 0 and delta > 0:
                     n = participants_per_arm(delta / sd, settings.alpha, settings.power)
-                rows.append({"measure": measure, "group": group, "reference": groups[0],
-                             "excess_change_per_year": excess, "slowing": fraction, "detectable_difference": delta,
-                             "slope_sd": sd, "alpha": settings.alpha, "power": settings.power, "n_per_arm": n})
+                rows.append(
+                    {
+                        "measure": measure,
+                        "group": group,
+                        "reference": groups[0],
+                        "excess_change_per_year": excess,
+                        "slowing": fraction,
+                        "detectable_difference": delta,
+                        "slope_sd": sd,
+                        "alpha": settings.alpha,
+                        "power": settings.power,
+                        "n_per_arm": n,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 #: The columns of every statistics table, so that a table with no rows (too few groups, nothing
 #: modelled) is still a TSV with its header that any reader can open.
 TABLE_COLUMNS: dict[str, list[str]] = {
-    "fixed_effects": ["measure", "model", "term", "estimate", "se", "ci_low", "ci_high", "p_value", "n_obs",
-                      "n_subjects"],
-    "annual_change": ["measure", "group", "model", "change_per_year", "ci_low", "ci_high", "p_value", "baseline_mean",
-                      "change_pct_per_year", "ci_low_pct", "ci_high_pct"],
-    "baseline_differences": ["measure", "group", "reference", "n", "mean", "sd", "n_reference", "mean_reference",
-                             "sd_reference", "difference", "hedges_g", "p_value"],
+    "fixed_effects": [
+        "measure",
+        "model",
+        "term",
+        "estimate",
+        "se",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "n_obs",
+        "n_subjects",
+    ],
+    "annual_change": [
+        "measure",
+        "group",
+        "model",
+        "change_per_year",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "baseline_mean",
+        "change_pct_per_year",
+        "ci_low_pct",
+        "ci_high_pct",
+    ],
+    "baseline_differences": [
+        "measure",
+        "group",
+        "reference",
+        "n",
+        "mean",
+        "sd",
+        "n_reference",
+        "mean_reference",
+        "sd_reference",
+        "difference",
+        "hedges_g",
+        "p_value",
+    ],
     "subject_slopes": ["participant_id", "group", "measure", "n_visits", "span_years", "slope_per_year"],
-    "sample_size": ["measure", "group", "reference", "excess_change_per_year", "slowing", "detectable_difference",
-                    "slope_sd", "alpha", "power", "n_per_arm"],
+    "sample_size": [
+        "measure",
+        "group",
+        "reference",
+        "excess_change_per_year",
+        "slowing",
+        "detectable_difference",
+        "slope_sd",
+        "alpha",
+        "power",
+        "n_per_arm",
+    ],
     "dropped_rows": ["participant_id", "session_id", "measure", "missing"],
     "models": ["measure", "model", "formula", "converged", "n_obs", "n_subjects", "segmentation_mode", "messages"],
 }
@@ -385,20 +521,36 @@ def analyse(table: pd.DataFrame, settings: Settings, ratings: pd.DataFrame | Non
     attempted = [fit_measure(data, m, settings, groups) for m in measures]
     for fit in attempted:
         notes += [f"{fit.measure}: {m}" for m in fit.messages]
-    mode = ", ".join(sorted(set(data["segmentation_mode"].dropna().astype(str).str.split(" ").str[0])))  \
-        if "segmentation_mode" in data else ""
+    mode = (
+        ", ".join(sorted(set(data["segmentation_mode"].dropna().astype(str).str.split(" ").str[0])))
+        if "segmentation_mode" in data
+        else ""
+    )
     if mode:
         notes.append(f"measures from the {mode} segmentation (config longitudinal.enabled)")
-    models = pd.DataFrame([{"measure": f.measure, "model": f.model, "formula": f.formula, "converged": f.converged,
-                            "n_obs": len(f.data), "n_subjects": f.data[SUBJECT].nunique(), "segmentation_mode": mode,
-                            "messages": " | ".join(f.messages)} for f in attempted],
-                          columns=["measure", "model", "formula", "converged", "n_obs", "n_subjects",
-                                   "segmentation_mode", "messages"])
+    models = pd.DataFrame(
+        [
+            {
+                "measure": f.measure,
+                "model": f.model,
+                "formula": f.formula,
+                "converged": f.converged,
+                "n_obs": len(f.data),
+                "n_subjects": f.data[SUBJECT].nunique(),
+                "segmentation_mode": mode,
+                "messages": " | ".join(f.messages),
+            }
+            for f in attempted
+        ],
+        columns=["measure", "model", "formula", "converged", "n_obs", "n_subjects", "segmentation_mode", "messages"],
+    )
     fits = [fit for fit in attempted if fit.result is not None]
     if not fits:
         notes.append("no measure could be modelled")
-        empty = {name: pd.DataFrame() for name in ("fixed_effects", "annual_change", "baseline_differences",
-                                                   "subject_slopes", "sample_size")}
+        empty = {
+            name: pd.DataFrame()
+            for name in ("fixed_effects", "annual_change", "baseline_differences", "subject_slopes", "sample_size")
+        }
         dropped = pd.concat([f.dropped for f in attempted], ignore_index=True) if attempted else pd.DataFrame()
         tables = {**empty, "dropped_rows": dropped, "models": models}
         return Analysis([], groups, notes, {name: _with_header(name, t) for name, t in tables.items()})
@@ -408,7 +560,9 @@ def analyse(table: pd.DataFrame, settings: Settings, ratings: pd.DataFrame | Non
     tables = {
         "fixed_effects": pd.concat([fixed_effects(f, settings.alpha) for f in fits], ignore_index=True),
         "annual_change": changes,
-        "baseline_differences": baseline_differences(modelled, groups, measures) if len(groups) >= 2 else pd.DataFrame(),
+        "baseline_differences": baseline_differences(modelled, groups, measures)
+        if len(groups) >= 2
+        else pd.DataFrame(),
         "subject_slopes": slopes,
         "sample_size": sample_size(changes, slopes, groups, settings) if len(groups) >= 2 else pd.DataFrame(),
         "dropped_rows": pd.concat([f.dropped for f in attempted], ignore_index=True),
@@ -420,28 +574,48 @@ def analyse(table: pd.DataFrame, settings: Settings, ratings: pd.DataFrame | Non
 #: Column descriptions for the JSON sidecars of the statistics tables.
 COLUMN_DOCS: dict[str, str] = {
     "segmentation_mode": "which labels the measures come from: cross-sectional (each visit on its own) or "
-                         "longitudinal (each visit with its subject's template prior)",
-    "measure": "cohort-table column modelled", "model": "model fitted (fallbacks say why)", "term": "fixed-effect term",
-    "estimate": "estimate (measure units; per year for terms with 'years')", "se": "standard error",
-    "ci_low": "lower bound of the 95% confidence interval (1 - alpha)", "ci_high": "upper bound of the confidence interval",
-    "p_value": "two-sided p-value", "n_obs": "sessions in the model", "n_subjects": "participants in the model",
-    "group": "participant group", "change_per_year": "modelled change per year in the group (measure units)",
+    "longitudinal (each visit with its subject's template prior)",
+    "measure": "cohort-table column modelled",
+    "model": "model fitted (fallbacks say why)",
+    "term": "fixed-effect term",
+    "estimate": "estimate (measure units; per year for terms with 'years')",
+    "se": "standard error",
+    "ci_low": "lower bound of the 95% confidence interval (1 - alpha)",
+    "ci_high": "upper bound of the confidence interval",
+    "p_value": "two-sided p-value",
+    "n_obs": "sessions in the model",
+    "n_subjects": "participants in the model",
+    "group": "participant group",
+    "change_per_year": "modelled change per year in the group (measure units)",
     "baseline_mean": "observed mean at the first visit in the group",
     "change_pct_per_year": "change per year in % of the group's baseline mean",
-    "ci_low_pct": "lower CI bound in % of the baseline mean", "ci_high_pct": "upper CI bound in % of the baseline mean",
-    "reference": "reference group", "n": "participants with a baseline value", "mean": "baseline mean", "sd": "baseline SD",
-    "n_reference": "reference participants", "mean_reference": "reference baseline mean", "sd_reference": "reference SD",
-    "difference": "group mean minus reference mean at baseline", "hedges_g": "Hedges' g effect size (pingouin)",
-    "participant_id": "BIDS participant label", "session_id": "BIDS session label",
-    "n_visits": "visits with a value", "span_years": "years between first and last visit",
+    "ci_low_pct": "lower CI bound in % of the baseline mean",
+    "ci_high_pct": "upper CI bound in % of the baseline mean",
+    "reference": "reference group",
+    "n": "participants with a baseline value",
+    "mean": "baseline mean",
+    "sd": "baseline SD",
+    "n_reference": "reference participants",
+    "mean_reference": "reference baseline mean",
+    "sd_reference": "reference SD",
+    "difference": "group mean minus reference mean at baseline",
+    "hedges_g": "Hedges' g effect size (pingouin)",
+    "participant_id": "BIDS participant label",
+    "session_id": "BIDS session label",
+    "n_visits": "visits with a value",
+    "span_years": "years between first and last visit",
     "slope_per_year": "the participant's own least-squares change per year",
     "excess_change_per_year": "group's annual change minus the reference group's",
     "slowing": "fraction of the excess change a treatment should remove",
     "detectable_difference": "difference in annual change to detect (slowing x |excess|)",
-    "slope_sd": "SD of per-subject slopes in the group", "alpha": "two-sided significance level", "power": "power",
+    "slope_sd": "SD of per-subject slopes in the group",
+    "alpha": "two-sided significance level",
+    "power": "power",
     "n_per_arm": "participants per arm (two-sample t-test on slopes, statsmodels TTestIndPower)",
-    "missing": "model columns with missing values", "formula": "model formula (patsy)",
-    "converged": "whether the reported model converged", "messages": "what happened while fitting",
+    "missing": "model columns with missing values",
+    "formula": "model formula (patsy)",
+    "converged": "whether the reported model converged",
+    "messages": "what happened while fitting",
 }
 
 

@@ -31,22 +31,17 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from dnqsm.workflow.bids import dentate_labels, select_sessions
-from dnqsm.io import InputError, load_image
 from dnqsm.engine.localize import coarse_grid, crop_around, data_support, filled, region_components
 from dnqsm.engine.nnunet import sha256
-from dnqsm.workflow.preprocess import preprocess
 from dnqsm.engine.registration import ants_image, remove_transforms
 from dnqsm.engine.segment import LEFT, RIGHT, Engine, Result, SegmentationFailure, image_stem, postprocess
+from dnqsm.io import InputError, load_image
+from dnqsm.workflow.bids import dentate_labels, select_sessions
+from dnqsm.workflow.config import defaults
+from dnqsm.workflow.preprocess import preprocess
 
-DEFAULTS: dict[str, Any] = {
-    "localization_spacing_mm": 3.0,  # the coarse grid of the affine step and of the DN region
-    "margin_mm": 10.0,  # added around the DN region before cropping
-    "syn_spacing_mm": 1.0,  # the crop is registered at this isotropic spacing
-    "intensity_range_ppb": [-150.0, 400.0],  # chi is clipped to this range for registration and fusion
-    "jlf_beta": 2.0,
-    "jlf_radius": 2,
-}
+#: Settings of the atlas baseline: their defaults live in the configuration schema (``atlas``).
+DEFAULTS: dict[str, Any] = defaults("atlas")
 
 
 @dataclass
@@ -63,13 +58,21 @@ class Atlas:
     checksums: dict[str, str]  # sha256 of the image and label files, taken once at load
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "image": str(self.image_path), "labels": str(self.labels_path),
-                "image_sha256": self.checksums["image"], "labels_sha256": self.checksums["labels"]}
+        return {
+            "name": self.name,
+            "image": str(self.image_path),
+            "labels": str(self.labels_path),
+            "image_sha256": self.checksums["image"],
+            "labels_sha256": self.checksums["labels"],
+        }
 
 
-def atlas_pairs(bids_dir: str | Path | None = None, labels_dir: str | Path | None = None,
-                participant_label: list[str] | None = None,
-                files: list[dict[str, str]] | None = None) -> list[tuple[Path, Path]]:
+def atlas_pairs(
+    bids_dir: str | Path | None = None,
+    labels_dir: str | Path | None = None,
+    participant_label: list[str] | None = None,
+    files: list[dict[str, str]] | None = None,
+) -> list[tuple[Path, Path]]:
     """(image, labels) of every atlas: the labelled sessions of a BIDS dataset (``desc-dentate_dseg``
     in ``labels_dir``, optionally only ``participant_label``) plus explicit ``files`` entries
     (``{image, labels}``, e.g. a template with DN labels). Raises InputError when none is found."""
@@ -88,8 +91,10 @@ def atlas_pairs(bids_dir: str | Path | None = None, labels_dir: str | Path | Non
             if not path.exists():
                 raise InputError(f"{path}: atlas file does not exist")
     if not pairs:
-        raise InputError(f"no atlas: no labelled _Chimap image in atlas.bids_dir {bids_dir} / labels_dir "
-                         f"{labels_dir}, and no atlas.files")
+        raise InputError(
+            f"no atlas: no labelled _Chimap image in atlas.bids_dir {bids_dir} / labels_dir "
+            f"{labels_dir}, and no atlas.files"
+        )
     return pairs
 
 
@@ -113,8 +118,9 @@ def _fingerprint(img: nib.Nifti1Image) -> str:
     return digest.hexdigest()
 
 
-def load_atlases(pairs: list[tuple[Path, Path]], unit_policy: str = "auto",
-                 settings: dict[str, Any] | None = None) -> list[Atlas]:
+def load_atlases(
+    pairs: list[tuple[Path, Path]], unit_policy: str = "auto", settings: dict[str, Any] | None = None
+) -> list[Atlas]:
     """Preprocess and validate every atlas once (a job reuses them for all its sessions)."""
     settings = {**DEFAULTS, **(settings or {})}
     lo, hi = settings["intensity_range_ppb"]
@@ -127,13 +133,23 @@ def load_atlases(pairs: list[tuple[Path, Path]], unit_policy: str = "auto",
         values = np.rint(np.asanyarray(labels.dataobj)).astype(np.int16)
         found = set(np.unique(values).tolist())
         if not {LEFT, RIGHT} <= found or not found <= {0, LEFT, RIGHT}:
-            raise InputError(f"{labels_path}: atlas labels must hold left ({LEFT}) and right ({RIGHT}) dentate "
-                             f"nuclei and nothing else; found labels {sorted(found)}")
+            raise InputError(
+                f"{labels_path}: atlas labels must hold left ({LEFT}) and right ({RIGHT}) dentate "
+                f"nuclei and nothing else; found labels {sorted(found)}"
+            )
         chi = np.clip(img.get_fdata(dtype=np.float32), lo, hi)
-        atlases.append(Atlas(image_stem(image_path).removesuffix("_Chimap"), Path(image_path), Path(labels_path),
-                             ants_image(chi, img.affine), _support_image(img, settings["localization_spacing_mm"]),
-                             ants_image(values, img.affine), _fingerprint(img),
-                             {"image": sha256(image_path), "labels": sha256(labels_path)}))
+        atlases.append(
+            Atlas(
+                image_stem(image_path).removesuffix("_Chimap"),
+                Path(image_path),
+                Path(labels_path),
+                ants_image(chi, img.affine),
+                _support_image(img, settings["localization_spacing_mm"]),
+                ants_image(values, img.affine),
+                _fingerprint(img),
+                {"image": sha256(image_path), "labels": sha256(labels_path)},
+            )
+        )
     return atlases
 
 
@@ -151,10 +167,17 @@ class AtlasSegmenter(Engine):
         self._left_out: list[str] = []
 
     def describe(self) -> dict[str, Any]:
-        return {"models": {"atlases": [a.describe() for a in self.atlases]},
-                "geometry_parameters": {k: self.settings[k] for k in ("localization_spacing_mm", "margin_mm")},
-                "options": {**self.settings, "fusion": "joint label fusion" if len(self.atlases) > 1 else "single atlas",
-                            "atlases_left_out": list(self._left_out), "device": "cpu", "threads": self.threads}}
+        return {
+            "models": {"atlases": [a.describe() for a in self.atlases]},
+            "geometry_parameters": {k: self.settings[k] for k in ("localization_spacing_mm", "margin_mm")},
+            "options": {
+                **self.settings,
+                "fusion": "joint label fusion" if len(self.atlases) > 1 else "single atlas",
+                "atlases_left_out": list(self._left_out),
+                "device": "cpu",
+                "threads": self.threads,
+            },
+        }
 
     def segment(self, path: str | Path) -> Result:
         fits: list[dict[str, Any]] = []
@@ -195,8 +218,10 @@ class AtlasSegmenter(Engine):
         region = region_components(region, min_voxels=1, keep=2)
         timings["localization"] = time.perf_counter() - tick
         if not region.any():
-            raise SegmentationFailure(f"{path}: no atlas's dentate nuclei landed inside the image after affine "
-                                      "registration (does the image cover the cerebellum?)")
+            raise SegmentationFailure(
+                f"{path}: no atlas's dentate nuclei landed inside the image after affine "
+                "registration (does the image cover the cerebellum?)"
+            )
 
         # segmentation: SyN per atlas on the crop, labels fused on the crop's native voxels
         tick = time.perf_counter()
@@ -204,22 +229,31 @@ class AtlasSegmenter(Engine):
         cropped = area.image
         values = np.clip(np.nan_to_num(cropped.get_fdata(dtype=np.float32)), lo, hi)
         target = ants_image(values, cropped.affine)
-        fixed = ants.resample_image(target, (float(self.settings["syn_spacing_mm"]),) * 3, use_voxels=False,
-                                    interp_type=0)
+        fixed = ants.resample_image(
+            target, (float(self.settings["syn_spacing_mm"]),) * 3, use_voxels=False, interp_type=0
+        )
         warped_chi, warped_labels = [], []
         for atlas, affine in zip(atlases, affines):
             fit = ants.registration(fixed, atlas.chi, type_of_transform="SyNOnly", initial_transform=affine[0])
             fits.append(fit)
-            warped_labels.append(ants.apply_transforms(target, atlas.labels, fit["fwdtransforms"],
-                                                       interpolator="genericLabel"))
+            warped_labels.append(
+                ants.apply_transforms(target, atlas.labels, fit["fwdtransforms"], interpolator="genericLabel")
+            )
             warped_chi.append(ants.apply_transforms(target, atlas.chi, fit["fwdtransforms"], interpolator="linear"))
         fused = self._fuse(target, warped_chi, warped_labels)
         raw = (fused > 0).astype(np.uint8)
         timings["segmentation"] = time.perf_counter() - tick
 
-        result = postprocess(img, area, raw, timings,
-                             f"{path}: no atlas label survived registration to the localized region",
-                             None, self.checks, region_name="atlas region")
+        result = postprocess(
+            img,
+            area,
+            raw,
+            timings,
+            f"{path}: no atlas label survived registration to the localized region",
+            None,
+            self.checks,
+            region_name="atlas region",
+        )
         result.geometry["atlases_used"] = [a.name for a in atlases]
         result.geometry["localization"] = {"locator": "atlas", "reasons": [], "refined": False}
         return result
@@ -244,11 +278,15 @@ class AtlasSegmenter(Engine):
         # antspyx writes the fused probabilities as files (in /tmp unless given a prefix) and reads them
         # back without removing them: two files per session, so they go to a folder removed here
         with tempfile.TemporaryDirectory(prefix="dnqsm-jlf-") as scratch:
-            fusion = ants.joint_label_fusion(part(target), part(mask), [part(w) for w in warped_chi],
-                                             beta=float(self.settings["jlf_beta"]),
-                                             rad=int(self.settings["jlf_radius"]),
-                                             label_list=[part(w) for w in warped_labels],
-                                             output_prefix=str(Path(scratch) / "fusion_"))
+            fusion = ants.joint_label_fusion(
+                part(target),
+                part(mask),
+                [part(w) for w in warped_chi],
+                beta=float(self.settings["jlf_beta"]),
+                rad=int(self.settings["jlf_radius"]),
+                label_list=[part(w) for w in warped_labels],
+                output_prefix=str(Path(scratch) / "fusion_"),
+            )
         # antspyx's own "segmentation" takes the argmax over the DN labels only, so every masked voxel
         # becomes a DN; background is whatever probability the labels leave.
         probability = {int(n): p.numpy() for n, p in zip(fusion["segmentation_numbers"], fusion["probabilityimages"])}
@@ -257,4 +295,3 @@ class AtlasSegmenter(Engine):
         fused = np.zeros(target.shape, np.uint8)
         fused[tuple(slice(a, b) for a, b in zip(lo, hi))] = np.argmax(np.stack(stack), axis=0).astype(np.uint8)
         return fused
-

@@ -17,50 +17,17 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from dnqsm.workflow.config import defaults
+
 if TYPE_CHECKING:
     from dnqsm.engine.localize import Expectation
 
 STATUSES = ("ok", "review", "failed")
 SIDES = {1: "left", 2: "right"}  # label -> side
 
-#: Thresholds of the plausibility checks (docs/status.md says where each comes from).
-DEFAULTS: dict[str, float] = {
-    "min_volume_mm3": 250.0,  # far below any traced DN (manual QSM tracings ~1 cm3 per side; atrophy -20..30 %)
-    "max_volume_mm3": 4000.0,  # twice the atlas DN (1.8-2.1 cm3 per side)
-    "max_lr_volume_ratio": 2.0,  # left/right (or right/left) volume; DN asymmetry is normally < 20 %
-    # (mean in label - mean of a 1-3 voxel shell) / SD of the shell; 1.2-1.7 (and 0.4) where a strong
-    # total-variation penalty had all but erased a child's DN, >= 1.91 on every well-segmented side measured
-    # (>= 2.66 on 84 benchmark and demo images; 1.91-1.95 on two good flags-benchmark sides): a thin gap
-    "min_contrast_cnr": 1.8,
-    "min_largest_share": 0.75,  # share of a side's predicted voxels in the kept (largest) component
-    "min_midline_offset_mm": 5.0,  # DN centroids lie ~14-15 mm from the midline (MNI)
-    "max_midline_offset_mm": 32.0,
-    "min_box_mm": 15.0,  # extent of the localization box along any axis
-    "max_box_mm": 130.0,
-    "max_slice_mm": 3.5,  # thickest voxel the models were trained and benchmarked on: 3 mm
-    "min_mean_probability": 0.7,  # network's mean foreground probability inside the label
-    "max_uncertain_share": 0.6,  # voxels with probability 0.2-0.8 near the label, per label voxel
-    "min_mirror_agreement": 0.9,  # Dice of the label with a pass without mirroring (only when mirroring is on)
-    "max_smoothness_mm": 8.0,  # image smoothness (FWHM) around the DN along its sharpest axis; sharp QSM: 2-5 mm
-    "min_data_edge_mm": 4.0,  # distance from the label to where the image has no data (cut field of view)
-    # boundary against the image (boundary_shares): a label that stops inside a bright nucleus leaves a bright
-    # shell around it; one that spills into white matter has a dark rim
-    "max_bright_shell_share": 0.35,
-    "max_dark_rim_share": 0.45,
-    # the label's centroid against where the registration of the MNI brain expects the nucleus: 0.7-9.7 mm
-    # on 28 good synthetic images but one (16.7 mm, a tilted 2.5 mm slab); a label on a vein lies farther
-    "max_registration_offset_mm": 20.0,
-    # share of the label inside the MNI nucleus the registration carried across (widened by its error)
-    "min_registration_overlap": 0.5,
-    # the volume the registration expects: this reference (a DN in an MNI152-sized head; manual QSM
-    # tracings are on the order of 1 cm3 per side, DOMAIN.md) scaled by the head's size as fitted
-    # only gross errors: DN volumes differ threefold between people and labelling conventions (the
-    # flags benchmark's good labels measured 1.3-2.8 times this reference), and a fit on a slab
-    # misjudges the head's size
-    "expected_volume_mm3": 1000.0,
-    "min_expected_volume_ratio": 0.3,
-    "max_expected_volume_ratio": 4.0,
-}
+#: Thresholds of the plausibility checks: their defaults live in the configuration schema (``confidence``;
+#: docs/status.md says where each comes from).
+DEFAULTS: dict[str, float] = defaults("confidence")
 
 #: Margin (mm) around a side's label in which the image's smoothness is estimated.
 SMOOTHNESS_MARGIN_MM = 10.0
@@ -86,8 +53,10 @@ def boundary_shares(values: np.ndarray, mask: np.ndarray, other: np.ndarray) -> 
     if surround.sum() < 20 or shell.sum() < 10 or rim.sum() < 10:
         return None
     edge = (float(values[mask & finite].mean()) + float(np.median(values[surround]))) / 2
-    return {"bright_shell_share": round(float((values[shell] >= edge).mean()), 4),
-            "dark_rim_share": round(float((values[rim] < edge).mean()), 4)}
+    return {
+        "bright_shell_share": round(float((values[shell] >= edge).mean()), 4),
+        "dark_rim_share": round(float((values[rim] < edge).mean()), 4),
+    }
 
 
 def smoothness_fwhm_mm(values: np.ndarray, zooms: tuple[float, ...] | list[float]) -> float | None:
@@ -135,21 +104,36 @@ class Confidence:
     checks: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "review_reasons": list(self.reasons), "sides": self.sides,
-                "thresholds": self.checks}
+        return {
+            "status": self.status,
+            "review_reasons": list(self.reasons),
+            "sides": self.sides,
+            "thresholds": self.checks,
+        }
 
 
-def side_numbers(values: np.ndarray, labels: np.ndarray, label: int, probability: np.ndarray | None,
-                 predicted_voxels: int, affine: np.ndarray, midline_x: float,
-                 single_pass: np.ndarray | None = None, expected: Expectation | None = None) -> dict[str, Any]:
+def side_numbers(
+    values: np.ndarray,
+    labels: np.ndarray,
+    label: int,
+    probability: np.ndarray | None,
+    predicted_voxels: int,
+    affine: np.ndarray,
+    midline_x: float,
+    single_pass: np.ndarray | None = None,
+    expected: Expectation | None = None,
+) -> dict[str, Any]:
     """What the checks need about one side, on the canonical crop. ``single_pass``: the network's
     binary output without test-time mirroring, when the label came from mirrored passes;
     ``expected``: where and how large an independent registration expects the nuclei, if known."""
     side = SIDES[label]
     mask = labels == label
     voxels = int(mask.sum())
-    out: dict[str, Any] = {"voxels": voxels, "predicted_voxels": int(predicted_voxels),
-                           "largest_share": round(voxels / predicted_voxels, 4) if predicted_voxels else None}
+    out: dict[str, Any] = {
+        "voxels": voxels,
+        "predicted_voxels": int(predicted_voxels),
+        "largest_share": round(voxels / predicted_voxels, 4) if predicted_voxels else None,
+    }
     if not voxels:
         return out
     centroid = nib.affines.apply_affine(affine, np.argwhere(mask).mean(0))
@@ -228,8 +212,9 @@ class Check:
         if value is not None and ((value >= limit) if below else (value <= limit)):
             return None
         fields = {**checks, **{k: v for k, v in numbers.items() if isinstance(v, (int, float))}}
-        fields.update(side=side, value=value, limit=limit, limit_pct=100 * limit,
-                      pct=None if value is None else 100 * value)
+        fields.update(
+            side=side, value=value, limit=limit, limit_pct=100 * limit, pct=None if value is None else 100 * value
+        )
         if self.shown or value is None:
             fields["value"] = self.missing if value is None else format(value, self.shown)
         return self.reason.format(**fields)
@@ -240,54 +225,119 @@ class Check:
 SIDE_CHECKS: tuple[Check, ...] = (
     Check("volume_mm3", "min_volume_mm3", "{side} DN volume {value:.0f} mm³ is below the plausible {limit:.0f} mm³"),
     Check("volume_mm3", "max_volume_mm3", "{side} DN volume {value:.0f} mm³ is above the plausible {limit:.0f} mm³"),
-    Check("contrast_cnr", "min_contrast_cnr", "{side} DN hardly stands out from its surroundings "
-          "(contrast-to-noise {value}, expected ≥ {limit:g})", missing="unknown", shown=".2f"),
-    Check("largest_share", "min_largest_share", "{side} DN prediction was in pieces: the kept piece holds "
-          "{pct:.0f} % (expected ≥ {limit_pct:.0f} %)"),
-    Check("midline_offset_mm", "min_midline_offset_mm", "{side} DN centroid is {value:.0f} mm from the midline "
-          "(expected {limit:g}–{max_midline_offset_mm:g} mm)"),
-    Check("midline_offset_mm", "max_midline_offset_mm", "{side} DN centroid is {value:.0f} mm from the midline "
-          "(expected {min_midline_offset_mm:g}–{limit:g} mm)"),
+    Check(
+        "contrast_cnr",
+        "min_contrast_cnr",
+        "{side} DN hardly stands out from its surroundings (contrast-to-noise {value}, expected ≥ {limit:g})",
+        missing="unknown",
+        shown=".2f",
+    ),
+    Check(
+        "largest_share",
+        "min_largest_share",
+        "{side} DN prediction was in pieces: the kept piece holds {pct:.0f} % (expected ≥ {limit_pct:.0f} %)",
+    ),
+    Check(
+        "midline_offset_mm",
+        "min_midline_offset_mm",
+        "{side} DN centroid is {value:.0f} mm from the midline (expected {limit:g}–{max_midline_offset_mm:g} mm)",
+    ),
+    Check(
+        "midline_offset_mm",
+        "max_midline_offset_mm",
+        "{side} DN centroid is {value:.0f} mm from the midline (expected {min_midline_offset_mm:g}–{limit:g} mm)",
+    ),
     Check("box_outside_mm", "", "{side} DN centroid lies outside the localization box", fixed=0.0),
-    Check("mean_probability", "min_mean_probability", "network unsure of the {side} DN: mean probability "
-          "{value:.2f} (expected ≥ {limit:g})"),
-    Check("mirror_agreement", "min_mirror_agreement", "mirrored and plain passes disagree on the {side} DN "
-          "(Dice {value:.2f}, expected ≥ {limit:g})"),
-    Check("data_edge_mm", "min_data_edge_mm", "the {side} DN reaches the edge of the image data ({value:.1f} mm "
-          "away): the field of view or the brain mask may cut the nucleus"),
-    Check("smoothness_fwhm_mm", "max_smoothness_mm", "the image around the {side} DN is blurred: smoothness "
-          "{value:.1f} mm FWHM (expected ≤ {limit:g} mm)"),
-    Check("bright_shell_share", "max_bright_shell_share", "the {side} DN label stops inside a bright region: "
-          "{pct:.0f} % of the shell around it is as bright as the nucleus (expected ≤ {limit_pct:.0f} %): the "
-          "nucleus may be larger than labelled"),
-    Check("dark_rim_share", "max_dark_rim_share", "the {side} DN label spills into darker tissue: {pct:.0f} % of "
-          "its border is darker than the nucleus's edge (expected ≤ {limit_pct:.0f} %): the nucleus may be "
-          "smaller than labelled"),
-    Check("expected_volume_ratio", "min_expected_volume_ratio", "{side} DN volume {volume_mm3:.0f} mm³ is "
-          "{value:.2f} times the {expected_volume_mm3:.0f} mm³ that registration of the MNI brain expects for this "
-          "head (expected {limit:g}–{max_expected_volume_ratio:g} times)"),
-    Check("expected_volume_ratio", "max_expected_volume_ratio", "{side} DN volume {volume_mm3:.0f} mm³ is "
-          "{value:.2f} times the {expected_volume_mm3:.0f} mm³ that registration of the MNI brain expects for this "
-          "head (expected {min_expected_volume_ratio:g}–{limit:g} times)"),
-    Check("registration_overlap", "min_registration_overlap", "only {pct:.0f} % of the {side} DN label lies where "
-          "registration of the MNI brain expects the nucleus (expected ≥ {limit_pct:.0f} %)"),
-    Check("registration_offset_mm", "max_registration_offset_mm", "the {side} DN label lies {value:.0f} mm from "
-          "where registration of the MNI brain expects it (expected ≤ {limit:g} mm)"),
-    Check("uncertain_share", "max_uncertain_share", "network unsure of the {side} DN boundary: {pct:.0f} % "
-          "uncertain voxels (expected ≤ {limit_pct:.0f} %)"),
+    Check(
+        "mean_probability",
+        "min_mean_probability",
+        "network unsure of the {side} DN: mean probability {value:.2f} (expected ≥ {limit:g})",
+    ),
+    Check(
+        "mirror_agreement",
+        "min_mirror_agreement",
+        "mirrored and plain passes disagree on the {side} DN (Dice {value:.2f}, expected ≥ {limit:g})",
+    ),
+    Check(
+        "data_edge_mm",
+        "min_data_edge_mm",
+        "the {side} DN reaches the edge of the image data ({value:.1f} mm "
+        "away): the field of view or the brain mask may cut the nucleus",
+    ),
+    Check(
+        "smoothness_fwhm_mm",
+        "max_smoothness_mm",
+        "the image around the {side} DN is blurred: smoothness {value:.1f} mm FWHM (expected ≤ {limit:g} mm)",
+    ),
+    Check(
+        "bright_shell_share",
+        "max_bright_shell_share",
+        "the {side} DN label stops inside a bright region: "
+        "{pct:.0f} % of the shell around it is as bright as the nucleus (expected ≤ {limit_pct:.0f} %): the "
+        "nucleus may be larger than labelled",
+    ),
+    Check(
+        "dark_rim_share",
+        "max_dark_rim_share",
+        "the {side} DN label spills into darker tissue: {pct:.0f} % of "
+        "its border is darker than the nucleus's edge (expected ≤ {limit_pct:.0f} %): the nucleus may be "
+        "smaller than labelled",
+    ),
+    Check(
+        "expected_volume_ratio",
+        "min_expected_volume_ratio",
+        "{side} DN volume {volume_mm3:.0f} mm³ is "
+        "{value:.2f} times the {expected_volume_mm3:.0f} mm³ that registration of the MNI brain expects for this "
+        "head (expected {limit:g}–{max_expected_volume_ratio:g} times)",
+    ),
+    Check(
+        "expected_volume_ratio",
+        "max_expected_volume_ratio",
+        "{side} DN volume {volume_mm3:.0f} mm³ is "
+        "{value:.2f} times the {expected_volume_mm3:.0f} mm³ that registration of the MNI brain expects for this "
+        "head (expected {min_expected_volume_ratio:g}–{limit:g} times)",
+    ),
+    Check(
+        "registration_overlap",
+        "min_registration_overlap",
+        "only {pct:.0f} % of the {side} DN label lies where "
+        "registration of the MNI brain expects the nucleus (expected ≥ {limit_pct:.0f} %)",
+    ),
+    Check(
+        "registration_offset_mm",
+        "max_registration_offset_mm",
+        "the {side} DN label lies {value:.0f} mm from "
+        "where registration of the MNI brain expects it (expected ≤ {limit:g} mm)",
+    ),
+    Check(
+        "uncertain_share",
+        "max_uncertain_share",
+        "network unsure of the {side} DN boundary: {pct:.0f} % uncertain voxels (expected ≤ {limit_pct:.0f} %)",
+    ),
 )
 #: Checks on the whole image: ``lr_volume_ratio`` (larger over smaller side), the localization box's
 #: smallest and largest extent, the thickest voxel side.
 IMAGE_CHECKS: tuple[Check, ...] = (
-    Check("lr_volume_ratio", "max_lr_volume_ratio", "left/right volume ratio {left_right:.2f} is implausible "
-          "(expected {inverse_limit:.2f}–{limit:g})"),
-    Check("thickest_mm", "max_slice_mm", "{value:.1f} mm voxels are coarser than the method is validated for "
-          "(≤ {limit:g} mm)"),
+    Check(
+        "lr_volume_ratio",
+        "max_lr_volume_ratio",
+        "left/right volume ratio {left_right:.2f} is implausible (expected {inverse_limit:.2f}–{limit:g})",
+    ),
+    Check(
+        "thickest_mm",
+        "max_slice_mm",
+        "{value:.1f} mm voxels are coarser than the method is validated for (≤ {limit:g} mm)",
+    ),
 )
 
 
-def assess(sides: dict[str, dict[str, Any]], volumes_mm3: dict[str, float], box: dict[str, list[float]],
-           spacing_mm: list[float], checks: dict[str, float]) -> Confidence:
+def assess(
+    sides: dict[str, dict[str, Any]],
+    volumes_mm3: dict[str, float],
+    box: dict[str, list[float]],
+    spacing_mm: list[float],
+    checks: dict[str, float],
+) -> Confidence:
     """Apply every check (:data:`SIDE_CHECKS`, then :data:`IMAGE_CHECKS` and the localization box's
     extent); ``review`` with one sentence per problem, else ``ok``. ``box`` is the localization box
     (``min_mm``/``max_mm``, world), ``sides`` what :func:`side_numbers` gave; each side's record gains
@@ -319,8 +369,10 @@ def assess(sides: dict[str, dict[str, Any]], volumes_mm3: dict[str, float], box:
     reasons += [r for check in IMAGE_CHECKS[:1] if (r := check.reason_for(image, c))]
     for axis, extent in zip("xyz", hi - lo):
         if not c["min_box_mm"] <= extent <= c["max_box_mm"]:
-            reasons.append(f"localization box is {extent:.0f} mm along {axis} "
-                           f"(expected {c['min_box_mm']:g}–{c['max_box_mm']:g} mm)")
+            reasons.append(
+                f"localization box is {extent:.0f} mm along {axis} "
+                f"(expected {c['min_box_mm']:g}–{c['max_box_mm']:g} mm)"
+            )
     reasons += [r for check in IMAGE_CHECKS[1:] if (r := check.reason_for(image, c))]
     return Confidence("review" if reasons else "ok", reasons, sides, dict(c))
 
@@ -334,8 +386,13 @@ def reassess(meta: dict[str, Any], checks: dict[str, float]) -> Confidence:
     """The verdict on an engine's metadata record (``dnqsm segment``'s ``_metadata.json``) under other
     thresholds: the numbers are the engine's, only the checks are applied again (cheap, no image);
     reasons the engine recorded under ``standing_review_reasons`` stay, whatever the thresholds."""
-    verdict = assess(meta["confidence"]["sides"], {s: meta["dentate"][s]["volume_mm3"] for s in ("left", "right")},
-                     meta["box"], meta["image"]["spacing_mm"], checks)
+    verdict = assess(
+        meta["confidence"]["sides"],
+        {s: meta["dentate"][s]["volume_mm3"] for s in ("left", "right")},
+        meta["box"],
+        meta["image"]["spacing_mm"],
+        checks,
+    )
     standing = list(meta.get(STANDING_REASONS) or [])
     if not standing:
         return verdict

@@ -43,8 +43,9 @@ def coarse_grid(img: nib.Nifti1Image, spacing_mm: float) -> tuple[np.ndarray, tu
     return affine, shape
 
 
-def resample_to_grid(data: np.ndarray, affine: np.ndarray, grid_affine: np.ndarray, grid_shape, order: int = 1,
-                     smooth: bool = True) -> np.ndarray:
+def resample_to_grid(
+    data: np.ndarray, affine: np.ndarray, grid_affine: np.ndarray, grid_shape, order: int = 1, smooth: bool = True
+) -> np.ndarray:
     """Resample ``data`` (NaN treated as 0) onto a target grid; Gaussian pre-smoothing against aliasing."""
     values = np.nan_to_num(np.asarray(data, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     src_to_grid = np.linalg.inv(affine) @ grid_affine
@@ -55,8 +56,15 @@ def resample_to_grid(data: np.ndarray, affine: np.ndarray, grid_affine: np.ndarr
         sigma = np.maximum(0.4 * target / src_zooms - 0.25, 0)
         if np.any(sigma > 0):
             values = ndimage.gaussian_filter(values, sigma)
-    return ndimage.affine_transform(values, src_to_grid[:3, :3], src_to_grid[:3, 3], output_shape=tuple(grid_shape),
-                                    order=order, mode="constant", cval=0.0).astype(np.float32)
+    return ndimage.affine_transform(
+        values,
+        src_to_grid[:3, :3],
+        src_to_grid[:3, 3],
+        output_shape=tuple(grid_shape),
+        order=order,
+        mode="constant",
+        cval=0.0,
+    ).astype(np.float32)
 
 
 def localization_input(img: nib.Nifti1Image, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -67,8 +75,14 @@ def localization_input(img: nib.Nifti1Image, spacing_mm: float) -> tuple[np.ndar
 
 def label_region(labels: nib.Nifti1Image, grid_affine: np.ndarray, grid_shape, dilate_voxels: int = 2) -> np.ndarray:
     """The DN region on the coarse grid from DN labels: any DN fraction, holes filled, dilated."""
-    fraction = resample_to_grid((np.asarray(labels.dataobj) > 0).astype(np.float32), labels.affine, grid_affine,
-                                grid_shape, order=1, smooth=False)
+    fraction = resample_to_grid(
+        (np.asarray(labels.dataobj) > 0).astype(np.float32),
+        labels.affine,
+        grid_affine,
+        grid_shape,
+        order=1,
+        smooth=False,
+    )
     region = ndimage.binary_fill_holes(fraction > 0.05)
     if dilate_voxels:
         region = ndimage.binary_dilation(region, iterations=dilate_voxels)
@@ -92,15 +106,26 @@ def region_box(region: np.ndarray, grid_affine: np.ndarray) -> Box | None:
     if len(idx) == 0:
         return None
     half = 0.5
-    corners = np.array([[a, b, c] for a in (idx[:, 0].min() - half, idx[:, 0].max() + half)
-                        for b in (idx[:, 1].min() - half, idx[:, 1].max() + half)
-                        for c in (idx[:, 2].min() - half, idx[:, 2].max() + half)])
+    corners = np.array(
+        [
+            [a, b, c]
+            for a in (idx[:, 0].min() - half, idx[:, 0].max() + half)
+            for b in (idx[:, 1].min() - half, idx[:, 1].max() + half)
+            for c in (idx[:, 2].min() - half, idx[:, 2].max() + half)
+        ]
+    )
     world = nib.affines.apply_affine(grid_affine, corners)
     return Box(world.min(0), world.max(0))
 
 
-def region_slices(img: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray, margin_mm: float,
-                  jitter_mm: np.ndarray | None = None, snap: int = 8) -> tuple[tuple[slice, slice, slice], bool]:
+def region_slices(
+    img: nib.Nifti1Image,
+    region: np.ndarray,
+    grid_affine: np.ndarray,
+    margin_mm: float,
+    jitter_mm: np.ndarray | None = None,
+    snap: int = 8,
+) -> tuple[tuple[slice, slice, slice], bool]:
     """Voxel slices of ``img`` around a coarse-grid region, plus a margin, snapped outwards to multiples
     of ``snap`` voxels; also whether the crop reached the image edge.
 
@@ -146,8 +171,13 @@ class Crop:
     image: nib.Nifti1Image
 
 
-def crop_around(canonical: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray, margin_mm: float,
-                jitter_mm: np.ndarray | None = None) -> Crop | None:
+def crop_around(
+    canonical: nib.Nifti1Image,
+    region: np.ndarray,
+    grid_affine: np.ndarray,
+    margin_mm: float,
+    jitter_mm: np.ndarray | None = None,
+) -> Crop | None:
     """The :class:`Crop` of ``canonical`` (an image in its closest canonical orientation) around a coarse
     region (:func:`region_slices`; ``jitter_mm`` moves each face, for training), or None where the region
     is empty."""
@@ -217,17 +247,20 @@ class Expectation:
 
         mni = nib.affines.apply_affine(self.to_template, points_mm)
         semi = np.asarray(DN_SEMI_AXES_MNI_MM) + margin_mm
-        inside = ((((mni - np.asarray(DN_CENTROID_MNI[side])) / semi) ** 2).sum(1) <= 1)
+        inside = (((mni - np.asarray(DN_CENTROID_MNI[side])) / semi) ** 2).sum(1) <= 1
         return float(inside.mean())
 
     def record(self) -> dict:
-        return {"registration_expected_mm": self.centres_mm,
-                "registration_to_template": None if self.to_template is None
-                else [[round(float(v), 6) for v in row] for row in self.to_template],
-                "registration_volume_scale": None if self.volume_scale is None else round(self.volume_scale, 4)}
+        return {
+            "registration_expected_mm": self.centres_mm,
+            "registration_to_template": None
+            if self.to_template is None
+            else [[round(float(v), 6) for v in row] for row in self.to_template],
+            "registration_volume_scale": None if self.volume_scale is None else round(self.volume_scale, 4),
+        }
 
     @classmethod
-    def from_record(cls, record: dict | None) -> "Expectation":
+    def from_record(cls, record: dict | None) -> Expectation:
         """The expectation as :meth:`record` (the engine's metadata ``localization``) kept it."""
         record = record or {}
         matrix = record.get("registration_to_template")
@@ -246,8 +279,13 @@ class Localization:
     refined: bool = False  # step two ran again on the crop around what it found in the wide crop
 
     def record(self) -> dict:
-        return {"locator": self.locator, "reasons": list(self.reasons), "network_components": self.network_components,
-                **self.expected.record(), "refined": self.refined}
+        return {
+            "locator": self.locator,
+            "reasons": list(self.reasons),
+            "network_components": self.network_components,
+            **self.expected.record(),
+            "refined": self.refined,
+        }
 
 
 class RegistrationLocator:
@@ -278,12 +316,15 @@ class RegistrationLocator:
             for label, side in ((1, "left"), (2, "right")):
                 c, s = DN_CENTROID_MNI[side], DN_SEMI_AXES_MNI_MM
                 nuclei[((x - c[0]) / s[0]) ** 2 + ((y - c[1]) / s[1]) ** 2 + ((z - c[2]) / s[2]) ** 2 <= 1] = label
-            self._template = (ants.smooth_image(brain, 1.5, sigma_in_physical_coordinates=False),
-                              ants_image(nuclei, tpl.affine))
+            self._template = (
+                ants.smooth_image(brain, 1.5, sigma_in_physical_coordinates=False),
+                ants_image(nuclei, tpl.affine),
+            )
         return self._template
 
-    def expected_nuclei(self, img: nib.Nifti1Image, grid_affine: np.ndarray,
-                        grid_shape) -> tuple[np.ndarray, np.ndarray | None]:
+    def expected_nuclei(
+        self, img: nib.Nifti1Image, grid_affine: np.ndarray, grid_shape
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """The MNI nuclei (1 left, 2 right) carried onto the coarse grid (all zero where they fall outside)
         and the fitted map from the image's world mm to MNI mm (None where the image holds no data)."""
         import ants
@@ -293,8 +334,12 @@ class RegistrationLocator:
         brain, nuclei = self._moving()
         # the support is found on the stored values and then resampled: on the coarse grid, the zeros
         # outside an oblique field of view would outnumber a constant background offset
-        native = resample_to_grid(data_support(img).astype(np.float32), img.affine, grid_affine, grid_shape,
-                                  order=1, smooth=False) > 0.5
+        native = (
+            resample_to_grid(
+                data_support(img).astype(np.float32), img.affine, grid_affine, grid_shape, order=1, smooth=False
+            )
+            > 0.5
+        )
         support = filled(native).astype(np.float32)
         if not support.any():
             return np.zeros(tuple(grid_shape), np.uint8), None
@@ -333,12 +378,20 @@ def centres_mm(nuclei: np.ndarray, grid_affine: np.ndarray) -> dict[str, list[fl
     out: dict[str, list[float] | None] = {}
     for label, side in ((1, "left"), (2, "right")):
         idx = np.argwhere(nuclei == label)
-        out[side] = [round(float(v), 1) for v in nib.affines.apply_affine(grid_affine, idx.mean(0))] if len(idx) else None
+        out[side] = (
+            [round(float(v), 1) for v in nib.affines.apply_affine(grid_affine, idx.mean(0))] if len(idx) else None
+        )
     return out
 
 
-def second_opinion(network: np.ndarray, grid_affine: np.ndarray, expected: dict[str, list[float] | None],
-                   min_box_mm: float, max_box_mm: float, agreement_mm: float = AGREEMENT_MM) -> list[str]:
+def second_opinion(
+    network: np.ndarray,
+    grid_affine: np.ndarray,
+    expected: dict[str, list[float] | None],
+    min_box_mm: float,
+    max_box_mm: float,
+    agreement_mm: float = AGREEMENT_MM,
+) -> list[str]:
     """Why the network's region (coarse grid) is not enough on its own: missing, implausibly sized, or
     holding nothing near one of the nuclei the registration expects. Empty when it is fine."""
     box = region_box(network, grid_affine)
@@ -347,21 +400,31 @@ def second_opinion(network: np.ndarray, grid_affine: np.ndarray, expected: dict[
     reasons = []
     extent = box.hi - box.lo
     if extent.min() < min_box_mm or extent.max() > max_box_mm:
-        reasons.append(f"the localization network's region measures {' x '.join(f'{e:.0f}' for e in extent)} mm "
-                       f"(expected {min_box_mm:g}-{max_box_mm:g} mm along each axis)")
+        reasons.append(
+            f"the localization network's region measures {' x '.join(f'{e:.0f}' for e in extent)} mm "
+            f"(expected {min_box_mm:g}-{max_box_mm:g} mm along each axis)"
+        )
     points = nib.affines.apply_affine(grid_affine, np.argwhere(network))
     for side, centre in expected.items():
         if centre is None:
             continue
         distance = float(np.linalg.norm(points - np.asarray(centre), axis=1).min())
         if distance > agreement_mm:
-            reasons.append(f"the localization network's region is {distance:.0f} mm from where registration expects "
-                           f"the {side} nucleus (more than {agreement_mm:g} mm)")
+            reasons.append(
+                f"the localization network's region is {distance:.0f} mm from where registration expects "
+                f"the {side} nucleus (more than {agreement_mm:g} mm)"
+            )
     return reasons
 
 
-def localize(network: np.ndarray, img: nib.Nifti1Image, grid_affine: np.ndarray,
-             registration: RegistrationLocator | None, min_box_mm: float, max_box_mm: float) -> Localization:
+def localize(
+    network: np.ndarray,
+    img: nib.Nifti1Image,
+    grid_affine: np.ndarray,
+    registration: RegistrationLocator | None,
+    min_box_mm: float,
+    max_box_mm: float,
+) -> Localization:
     """The crop's region: the network's where the registration's second opinion finds nothing wrong
     with it; the registration's where the network found nothing; both together where they disagree (so
     the crop holds both candidates and step two decides). Without a registration: the network's."""
@@ -383,8 +446,14 @@ def localize(network: np.ndarray, img: nib.Nifti1Image, grid_affine: np.ndarray,
     return Localization(network | proposed, "network+registration", reasons, components, expected)
 
 
-def refine_region(mask: np.ndarray, mask_affine: np.ndarray, grid_affine: np.ndarray, grid_shape,
-                  expected: dict[str, list[float] | None], agreement_mm: float = AGREEMENT_MM) -> np.ndarray:
+def refine_region(
+    mask: np.ndarray,
+    mask_affine: np.ndarray,
+    grid_affine: np.ndarray,
+    grid_shape,
+    expected: dict[str, list[float] | None],
+    agreement_mm: float = AGREEMENT_MM,
+) -> np.ndarray:
     """A DN region on the coarse grid from step two's mask on a wide crop, built as the training target
     is (:func:`label_region`: any DN fraction, filled, dilated): per nucleus the registration expects,
     the part nearest to it, if within ``agreement_mm`` (a wide crop also holds veins and sinuses that

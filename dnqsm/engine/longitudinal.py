@@ -42,26 +42,15 @@ import pandas as pd
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from dnqsm.engine.confidence import STANDING_REASONS, assess, side_numbers, thresholds
-from dnqsm.io import save_nifti, staged_folder, write_json
-from dnqsm.names import ENGINE_FILES, engine_file, engine_result
 from dnqsm.engine.localize import Expectation
 from dnqsm.engine.registration import ants_image, remove_transforms
 from dnqsm.engine.segment import LEFT, RIGHT, assign_sides
+from dnqsm.io import save_nifti, staged_folder, write_json
+from dnqsm.names import ENGINE_FILES, engine_file, engine_result
+from dnqsm.workflow.config import defaults
 
-#: Settings of the longitudinal mode (config ``longitudinal``).
-DEFAULTS: dict[str, Any] = {
-    "prior_weight": 0.85,  # weight of the subject prior (its line in time) against the visit's own result
-    "iterations": 3,  # template rounds: register every visit to the mean, average again
-    "template_spacing_mm": None,  # None: the finest in-plane spacing among the visits
-    # the rigid alignment runs on a grid this coarse (never finer than the template): it took 9 of every
-    # 10 seconds on the template grid, and the clipped distance maps it aligns are smooth at 1 mm
-    "registration_spacing_mm": 1.0,  # None: align on the template grid itself
-    # after the first round each visit's alignment starts from its last one instead of the identity
-    # (benchmarks/longitudinal_speed.py --compare warm-start measures both ways)
-    "warm_start": True,
-    "clip_ppb": [-150.0, 400.0],  # chi range used for registration (DN and veins bright, bone dark)
-    "distance_clip_mm": 10.0,  # signed distances are clipped here: only the shape near the nucleus counts
-}
+#: Settings of the longitudinal mode: their defaults live in the configuration schema (``longitudinal``).
+DEFAULTS: dict[str, Any] = defaults("longitudinal")
 
 
 def signed_distance(mask: np.ndarray, zooms, clip_mm: float) -> np.ndarray:
@@ -84,7 +73,9 @@ def signed_distance(mask: np.ndarray, zooms, clip_mm: float) -> np.ndarray:
 MIN_PRIOR_OVERLAP = 0.5
 
 
-def template_grid(affines: list[np.ndarray], shapes: list[tuple[int, ...]], spacing: float) -> tuple[np.ndarray, tuple[int, int, int]]:
+def template_grid(
+    affines: list[np.ndarray], shapes: list[tuple[int, ...]], spacing: float
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """A world-aligned grid (RAS affine, shape) covering every crop, centred on their common world
     centre: the template's space, which belongs to no single visit."""
     corners = []
@@ -108,7 +99,7 @@ def line_in_time(maps: np.ndarray, times: list[float] | None) -> np.ndarray:
     t = np.asarray(times, float) - np.mean(times)
     if not np.any(t):
         return np.repeat(mean[None], len(maps), axis=0)
-    slope = np.tensordot(t, maps - mean, axes=(0, 0)) / float(np.sum(t ** 2))
+    slope = np.tensordot(t, maps - mean, axes=(0, 0)) / float(np.sum(t**2))
     return mean[None] + t[:, None, None, None] * slope[None]
 
 
@@ -137,15 +128,18 @@ class Visit:
         return cls(crop, probability, distance)
 
 
-def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], times: list[float] | None,
-                  settings: dict[str, Any]) -> tuple[list[np.ndarray], dict[str, Any]]:
+def subject_prior(
+    crops: list[nib.Nifti1Image], distances: list[np.ndarray], times: list[float] | None, settings: dict[str, Any]
+) -> tuple[list[np.ndarray], dict[str, Any]]:
     """Each visit's prior shape (signed distance, mm) on its own crop grid (same order as ``crops``):
     the line in time through every visit's distance map in template space, at that visit's time
     (:func:`line_in_time`); and a record of the template (grid, rounds, times, each visit's correlation
     with the template after alignment)."""
     if int(settings["iterations"]) < 1:
-        raise ValueError(f"longitudinal template iterations must be at least 1, not {settings['iterations']!r}: "
-                         "the visits are aligned to the template in each round")
+        raise ValueError(
+            f"longitudinal template iterations must be at least 1, not {settings['iterations']!r}: "
+            "the visits are aligned to the template in each round"
+        )
     import ants
 
     # reruns must give identical files: ANTs' sampled metric needs a fixed seed, and its threads split
@@ -174,8 +168,9 @@ def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], tim
     # millimetres off (their prior shrank, or did not fit at all), while both nuclei's shape is what
     # the prior is made of and is alike across reconstructions.
     shapes = [ants_image(clip - d, a) for d, a in zip(distances, centred)]
-    template = sum(ants.resample_image_to_target(s, registration_domain, interp_type="linear")
-                   for s in shapes) / len(shapes)
+    template = sum(ants.resample_image_to_target(s, registration_domain, interp_type="linear") for s in shapes) / len(
+        shapes
+    )
     # ANTs leaves every registration's transform files in the temporary folder: all rounds' files
     # are removed at the end, also when a registration fails
     made: list[dict[str, Any]] = []
@@ -187,20 +182,38 @@ def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], tim
             # leaves a few voxels at the coarsest level and lets the optimizer wander off. With
             # ``warm_start`` each later round starts every visit from its last alignment (the mean moves
             # little between rounds), which takes the optimizer fewer steps to the same place
-            fits = [ants.registration(template, s, type_of_transform="Rigid", initial_transform=start,
-                                      aff_metric="meansquares", aff_shrink_factors=(2, 1), aff_smoothing_sigmas=(1, 0),
-                                      aff_iterations=(200, 100)) for s, start in zip(shapes, starts)]
+            fits = [
+                ants.registration(
+                    template,
+                    s,
+                    type_of_transform="Rigid",
+                    initial_transform=start,
+                    aff_metric="meansquares",
+                    aff_shrink_factors=(2, 1),
+                    aff_smoothing_sigmas=(1, 0),
+                    aff_iterations=(200, 100),
+                )
+                for s, start in zip(shapes, starts)
+            ]
             made.extend(fits)
             if settings["warm_start"]:
                 starts = [f["fwdtransforms"] for f in fits]
             template = sum(f["warpedmovout"] for f in fits) / len(fits)
-        moving = [ants_image(np.clip(np.nan_to_num(c.get_fdata(dtype=np.float32)), lo, hi), a) for c, a in zip(crops, centred)]
-        aligned = [ants.apply_transforms(domain, m, f["fwdtransforms"], interpolator="linear").numpy()
-                   for m, f in zip(moving, fits)]
+        moving = [
+            ants_image(np.clip(np.nan_to_num(c.get_fdata(dtype=np.float32)), lo, hi), a) for c, a in zip(crops, centred)
+        ]
+        aligned = [
+            ants.apply_transforms(domain, m, f["fwdtransforms"], interpolator="linear").numpy()
+            for m, f in zip(moving, fits)
+        ]
         mean_chi = np.mean(aligned, axis=0)
         prob_images = [ants_image(d, a) for d, a in zip(distances, centred)]
-        warped = np.stack([ants.apply_transforms(domain, p, f["fwdtransforms"], interpolator="linear",
-                                                 defaultvalue=clip).numpy() for p, f in zip(prob_images, fits)])
+        warped = np.stack(
+            [
+                ants.apply_transforms(domain, p, f["fwdtransforms"], interpolator="linear", defaultvalue=clip).numpy()
+                for p, f in zip(prob_images, fits)
+            ]
+        )
         fitted = line_in_time(warped, times)
         back = []
         for k, (p, f) in enumerate(zip(prob_images, fits)):
@@ -208,14 +221,23 @@ def subject_prior(crops: list[nib.Nifti1Image], distances: list[np.ndarray], tim
             # the visits disagree; distances from that shape again make the prior a true distance map, so
             # that a weight w moves each visit's boundary w of the way to the prior's
             prior = ants_image(signed_distance(fitted[k] < 0, [spacing] * 3, clip), affine)
-            back.append(ants.apply_transforms(p, prior, f["fwdtransforms"], whichtoinvert=[True], interpolator="linear",
-                                              defaultvalue=clip).numpy())
+            back.append(
+                ants.apply_transforms(
+                    p, prior, f["fwdtransforms"], whichtoinvert=[True], interpolator="linear", defaultvalue=clip
+                ).numpy()
+            )
         # how well each visit's chi agrees with the others' mean after the alignment (a check, not a fit)
         agreement = [round(float(np.corrcoef(a.ravel(), mean_chi.ravel())[0, 1]), 4) for a in aligned]
-        record = {"visits": len(crops), "template_spacing_mm": round(spacing, 4), "template_shape": list(shape),
-                  "registration_spacing_mm": round(registration_spacing, 4), "iterations": int(settings["iterations"]),
-                  "warm_start": bool(settings["warm_start"]), "alignment_correlation": agreement,
-                  "years": times if times is not None else "unknown: the prior is the plain mean of the visits"}
+        record = {
+            "visits": len(crops),
+            "template_spacing_mm": round(spacing, 4),
+            "template_shape": list(shape),
+            "registration_spacing_mm": round(registration_spacing, 4),
+            "iterations": int(settings["iterations"]),
+            "warm_start": bool(settings["warm_start"]),
+            "alignment_correlation": agreement,
+            "years": times if times is not None else "unknown: the prior is the plain mean of the visits",
+        }
     finally:
         remove_transforms(made)
     return [b.astype(np.float32) for b in back], record
@@ -231,8 +253,15 @@ def keep_own(source: Path, target: Path, meta: dict[str, Any], record: dict[str,
     return {**meta, "longitudinal": {**record, "mode": mode}}
 
 
-def relabel(engine_dir: Path, stem: str, guide: tuple[Visit, np.ndarray] | None, settings: dict[str, Any],
-            out_dir: Path, record: dict[str, Any], checks: dict[str, float] | None = None) -> dict[str, Any]:
+def relabel(
+    engine_dir: Path,
+    stem: str,
+    guide: tuple[Visit, np.ndarray] | None,
+    settings: dict[str, Any],
+    out_dir: Path,
+    record: dict[str, Any],
+    checks: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """One visit's labels from its own result and the subject's prior on its crop (``guide``: the
     loaded visit and the prior), written as an engine result folder ``out_dir/<stem>`` (labels on the
     input grid, metadata with the new volumes, confidence numbers and a ``longitudinal`` record).
@@ -253,13 +282,23 @@ def relabel(engine_dir: Path, stem: str, guide: tuple[Visit, np.ndarray] | None,
     labeled, sides = assign_sides((combined < 0).astype(np.uint8), cropped.affine, float(meta["midline_x_mm"]))
     if overlap < MIN_PRIOR_OVERLAP or not all(sides[n]["voxels"] for n in ("left", "right")):
         # the alignment failed for this visit (or left a side empty): its own result stands, said so
-        reason = (f"the longitudinal prior does not fit this visit (Dice {overlap:.2f} with its own labels, expected "
-                  f">= {MIN_PRIOR_OVERLAP}): template alignment failed, the cross-sectional labels are kept")
-        meta = keep_own(source, target, meta, {**record, "prior_overlap": round(overlap, 4)},
-                        "cross-sectional (the prior did not fit)")
+        reason = (
+            f"the longitudinal prior does not fit this visit (Dice {overlap:.2f} with its own labels, expected "
+            f">= {MIN_PRIOR_OVERLAP}): template alignment failed, the cross-sectional labels are kept"
+        )
+        meta = keep_own(
+            source,
+            target,
+            meta,
+            {**record, "prior_overlap": round(overlap, 4)},
+            "cross-sectional (the prior did not fit)",
+        )
         # a standing reason: measure applies the checks again (confidence.reassess) and keeps it
-        meta.update(status="review", review_reasons=list(meta.get("review_reasons") or []) + [reason],
-                    **{STANDING_REASONS: list(meta.get(STANDING_REASONS) or []) + [reason]})
+        meta.update(
+            status="review",
+            review_reasons=list(meta.get("review_reasons") or []) + [reason],
+            **{STANDING_REASONS: list(meta.get(STANDING_REASONS) or []) + [reason]},
+        )
         write_json(engine_file(target, stem, "metadata"), meta)
         return meta
     target.mkdir(parents=True, exist_ok=True)
@@ -278,21 +317,39 @@ def relabel(engine_dir: Path, stem: str, guide: tuple[Visit, np.ndarray] | None,
         sides[name]["volume_mm3"] = round(float((labels == label).sum()) * voxel_mm3, 3)
     values = cropped.get_fdata(dtype=np.float32)
     expected = Expectation.from_record(meta.get("localization"))  # the registration's, as the visit's own result
-    numbers = {name: side_numbers(values, labeled, label, own, sides[name]["predicted_voxels"], cropped.affine,
-                                  float(meta["midline_x_mm"]), expected=expected)
-               for name, label in (("left", LEFT), ("right", RIGHT))}
-    verdict = assess(numbers, {n: sides[n]["volume_mm3"] for n in ("left", "right")}, meta["box"],
-                     meta["image"]["spacing_mm"], thresholds(checks))
+    numbers = {
+        name: side_numbers(
+            values,
+            labeled,
+            label,
+            own,
+            sides[name]["predicted_voxels"],
+            cropped.affine,
+            float(meta["midline_x_mm"]),
+            expected=expected,
+        )
+        for name, label in (("left", LEFT), ("right", RIGHT))
+    }
+    verdict = assess(
+        numbers,
+        {n: sides[n]["volume_mm3"] for n in ("left", "right")},
+        meta["box"],
+        meta["image"]["spacing_mm"],
+        thresholds(checks),
+    )
     header = nib.load(engine_file(source, stem, "labels")).header
     save_nifti(engine_file(target, stem, "labels"), nib.Nifti1Image(labels.astype(np.uint8), affine, header))
     for role in ("region", "crop"):
         shutil.copyfile(engine_file(source, stem, role), engine_file(target, stem, role))
-    save_nifti(engine_file(target, stem, "crop_labels"),
-               nib.Nifti1Image(labeled.astype(np.uint8), cropped.affine))
-    meta.update(dentate=sides, status=verdict.status, review_reasons=verdict.reasons,
-                missing_sides=[s for s in ("left", "right") if sides[s]["voxels"] == 0],
-                confidence={"sides": verdict.sides, "thresholds": verdict.checks},
-                longitudinal={**record, "mode": "longitudinal", "prior_weight": weight})
+    save_nifti(engine_file(target, stem, "crop_labels"), nib.Nifti1Image(labeled.astype(np.uint8), cropped.affine))
+    meta.update(
+        dentate=sides,
+        status=verdict.status,
+        review_reasons=verdict.reasons,
+        missing_sides=[s for s in ("left", "right") if sides[s]["voxels"] == 0],
+        confidence={"sides": verdict.sides, "thresholds": verdict.checks},
+        longitudinal={**record, "mode": "longitudinal", "prior_weight": weight},
+    )
     write_json(engine_file(target, stem, "metadata"), meta)
     return meta
 
@@ -309,25 +366,33 @@ def visit_years(bids_dir: str | Path, subject: str, sessions: list[str | None]) 
     return [known.get(f"ses-{session}") if session else None for session in sessions]
 
 
-def longitudinal_subject(visits: list[tuple[Path, str]], out_dir: str | Path, settings: dict[str, Any] | None = None,
-                         checks: dict[str, float] | None = None,
-                         years: list[float | None] | None = None) -> list[dict[str, Any]]:
+def longitudinal_subject(
+    visits: list[tuple[Path, str]],
+    out_dir: str | Path,
+    settings: dict[str, Any] | None = None,
+    checks: dict[str, float] | None = None,
+    years: list[float | None] | None = None,
+) -> list[dict[str, Any]]:
     """All of one subject's visits (``(engine batch folder, stem)`` each, ``years`` since the first
     visit each, None where unknown) into ``out_dir``: the template and priors from every visit the
     engine segmented, then each visit relabelled; failed visits keep their record. The folder appears
     only when every visit is written."""
     settings = {**DEFAULTS, **(settings or {})}
     metas = [json.loads(engine_result(d, s, "metadata").read_text()) for d, s in visits]
-    usable = [i for i, m in enumerate(metas) if m["status"] != "failed"
-              and engine_result(*visits[i], "crop_probability").exists()]
+    usable = [
+        i
+        for i, m in enumerate(metas)
+        if m["status"] != "failed" and engine_result(*visits[i], "crop_probability").exists()
+    ]
     priors: dict[int, np.ndarray] = {}
     loaded: dict[int, Visit] = {}
     record: dict[str, Any] = {"visits": len(usable)}
     if len(usable) >= 2:
         loaded = {i: Visit.load(Path(visits[i][0]) / visits[i][1], visits[i][1], settings) for i in usable}
         times = [years[i] for i in usable] if years is not None and all(years[i] is not None for i in usable) else None
-        back, record = subject_prior([loaded[i].crop for i in usable], [loaded[i].distance for i in usable], times,
-                                     settings)
+        back, record = subject_prior(
+            [loaded[i].crop for i in usable], [loaded[i].distance for i in usable], times, settings
+        )
         priors = dict(zip(usable, back))
     out: list[dict[str, Any]] = []
     with staged_folder(out_dir) as folder:

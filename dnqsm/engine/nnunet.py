@@ -38,8 +38,10 @@ def register_trainers() -> None:
 def use_workdir(workdir: str | Path) -> dict[str, str]:
     """Point nnU-Net's raw/preprocessed/results folders into ``workdir`` (before importing nnunetv2)."""
     workdir = Path(workdir).absolute()
-    paths = {key: str(workdir / name) for key, name in
-             (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"), ("nnUNet_results", "results"))}
+    paths = {
+        key: str(workdir / name)
+        for key, name in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"), ("nnUNet_results", "results"))
+    }
     for key, value in paths.items():
         Path(value).mkdir(parents=True, exist_ok=True)
         os.environ[key] = value
@@ -55,6 +57,7 @@ def dataset_name(dataset_id: int, name: str) -> str:
 # --- axis order -------------------------------------------------------------------------------
 # dnqsm arrays are (x, y, z) as nibabel reads them; nnU-Net's NibabelIO transposes to (z, y, x).
 
+
 def to_nnunet(array_xyz: np.ndarray, spacing_xyz) -> tuple[np.ndarray, dict]:
     """An (x, y, z) array and spacing as nnU-Net's NibabelIO would have read them from a file."""
     data = np.ascontiguousarray(np.asarray(array_xyz, np.float32).transpose(2, 1, 0)[None])
@@ -67,6 +70,7 @@ def from_nnunet(array_zyx: np.ndarray) -> np.ndarray:
 
 
 # --- raw datasets ------------------------------------------------------------------------------
+
 
 def write_case(raw: Path, case: str, image_xyz: np.ndarray, affine: np.ndarray, label_xyz: np.ndarray) -> None:
     """One training case in nnU-Net's raw layout (imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz)."""
@@ -86,19 +90,24 @@ def write_case(raw: Path, case: str, image_xyz: np.ndarray, affine: np.ndarray, 
 def write_dataset_json(raw: Path, label_name: str, n_cases: int) -> None:
     from dnqsm.io import write_json
 
-    write_json(raw / "dataset.json", {
-        "channel_names": {"0": CHANNEL},
-        "labels": {"background": 0, label_name: 1},
-        "numTraining": n_cases,
-        "file_ending": ".nii.gz",
-        "overwrite_image_reader_writer": "NibabelIO",
-    })
+    write_json(
+        raw / "dataset.json",
+        {
+            "channel_names": {"0": CHANNEL},
+            "labels": {"background": 0, label_name: 1},
+            "numTraining": n_cases,
+            "file_ending": ".nii.gz",
+            "overwrite_image_reader_writer": "NibabelIO",
+        },
+    )
 
 
 # --- planning, preprocessing, training ---------------------------------------------------------
 
-def small_plans(plans: dict, features: list[int], patch_size: list[int], batch_size: int,
-                spacing: list[float] | None = None) -> dict:
+
+def small_plans(
+    plans: dict, features: list[int], patch_size: list[int], batch_size: int, spacing: list[float] | None = None
+) -> dict:
     """Shrink nnU-Net's planned 3d_fullres network to something that trains on 2 CPU cores.
 
     ``patch_size`` and ``spacing`` are given in (x, y, z); nnU-Net stores a configuration's axes in
@@ -113,14 +122,16 @@ def small_plans(plans: dict, features: list[int], patch_size: list[int], batch_s
     if spacing is not None:
         config["spacing"] = [float(spacing[::-1][axis]) for axis in order]
     arch = config["architecture"]["arch_kwargs"]
-    arch.update({
-        "n_stages": n_stages,
-        "features_per_stage": [int(f) for f in features],
-        "kernel_sizes": [[3, 3, 3]] * n_stages,
-        "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1),
-        "n_conv_per_stage": [2] * n_stages,
-        "n_conv_per_stage_decoder": [2] * (n_stages - 1),
-    })
+    arch.update(
+        {
+            "n_stages": n_stages,
+            "features_per_stage": [int(f) for f in features],
+            "kernel_sizes": [[3, 3, 3]] * n_stages,
+            "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1),
+            "n_conv_per_stage": [2] * n_stages,
+            "n_conv_per_stage_decoder": [2] * (n_stages - 1),
+        }
+    )
     return plans
 
 
@@ -136,7 +147,9 @@ def source_plans(source: str | Path) -> dict:
         try:
             return torch.load(source, map_location="cpu", weights_only=False)["init_args"]["plans"]
         except Exception as exc:  # torch's unpickling errors do not name the file
-            raise ValueError(f"{source}: not an nnU-Net checkpoint with its plans ({type(exc).__name__}: {exc})") from None
+            raise ValueError(
+                f"{source}: not an nnU-Net checkpoint with its plans ({type(exc).__name__}: {exc})"
+            ) from None
     with zipfile.ZipFile(source) as archive:
         names = sorted(n for n in archive.namelist() if n.endswith("/plans.json"))
         if not names:
@@ -165,28 +178,37 @@ def planned_spacing_xyz(plans: dict) -> list[float]:
     return [round(float(v), 4) for v in zyx[::-1]]
 
 
-def plan_and_preprocess(dataset_id: int, features: list[int], patch_size: list[int], batch_size: int,
-                        spacing: list[float] | None, processes: int = 2, init_from: str | Path | None = None) -> Path:
+def plan_and_preprocess(
+    dataset_id: int,
+    features: list[int],
+    patch_size: list[int],
+    batch_size: int,
+    spacing: list[float] | None,
+    processes: int = 2,
+    init_from: str | Path | None = None,
+) -> Path:
     """nnU-Net's fingerprint, planner and preprocessor, with the plans edited by ``small_plans``; with
     ``init_from`` (a model zip to fine-tune from), that model's axis order and, unless ``spacing``
     pins another, its target spacing (``keep_source_geometry``)."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
-                                                                      preprocess)
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
     source = source_plans(init_from) if init_from else None  # a missing source fails before the fingerprint
-    extract_fingerprints([dataset_id], num_processes=processes, check_dataset_integrity=True, verbose=False,
-                         show_progress_bar=False)
+    extract_fingerprints(
+        [dataset_id], num_processes=processes, check_dataset_integrity=True, verbose=False, show_progress_bar=False
+    )
     plan_experiments([dataset_id])
     plans_file = Path(nnUNet_preprocessed) / maybe_convert_to_dataset_name(dataset_id) / f"{PLANS}.json"
     plans = json.loads(plans_file.read_text())
     if source is not None:
         own = planned_spacing_xyz(plans), plans["transpose_forward"]
         plans = keep_source_geometry(plans, source, spacing_pinned=spacing is not None)
-        print(f"fine-tuning from {init_from}: its axis order {plans['transpose_forward']}"
-              + ("" if spacing is not None else f" and target spacing (x, y, z) {planned_spacing_xyz(plans)} mm")
-              + f" are kept (this cohort's own plan: spacing {own[0]} mm, axis order {own[1]})")
+        print(
+            f"fine-tuning from {init_from}: its axis order {plans['transpose_forward']}"
+            + ("" if spacing is not None else f" and target spacing (x, y, z) {planned_spacing_xyz(plans)} mm")
+            + f" are kept (this cohort's own plan: spacing {own[0]} mm, axis order {own[1]})"
+        )
     plans = small_plans(plans, features, patch_size, batch_size, spacing)
     plans_file.write_text(json.dumps(plans, indent=2))
     preprocess([dataset_id], PLANS, (CONFIGURATION,), (processes,), verbose=False, show_progress_bar=False)
@@ -261,10 +283,11 @@ def embed_weights(network, weights: dict) -> None:
                     tensor.copy_(source)
                     continue
                 if source.dim() != tensor.dim() or any(a > b for a, b in zip(source.shape, tensor.shape)):
-                    raise ValueError(f"{name}.{key}: the source's {tuple(source.shape)} does not fit in "
-                                     f"{tuple(tensor.shape)}")
+                    raise ValueError(
+                        f"{name}.{key}: the source's {tuple(source.shape)} does not fit in {tuple(tensor.shape)}"
+                    )
                 if source.dim() == 1:  # a bias or a norm's per-channel parameter
-                    tensor[:len(source)] = source
+                    tensor[: len(source)] = source
                     continue
                 n_out, n_in, n_in_new = source.shape[out_dim], source.shape[in_dim], tensor.shape[in_dim]
                 if _CONCATENATED_INPUT.match(name) and n_in != n_in_new:
@@ -278,8 +301,16 @@ def embed_weights(network, weights: dict) -> None:
                 source_rows.index_copy_(in_dim, inputs, source)  # ... and the source's weights are kept
 
 
-def train(dataset_id: int, fold: int | str, epochs: int, iterations: int, val_iterations: int,
-          device: str = "cpu", init_from: str | Path | None = None, initial_lr: float | None = None) -> Path:
+def train(
+    dataset_id: int,
+    fold: int | str,
+    epochs: int,
+    iterations: int,
+    val_iterations: int,
+    device: str = "cpu",
+    init_from: str | Path | None = None,
+    initial_lr: float | None = None,
+) -> Path:
     """Train one fold with nnU-Net's own ``nnUNetTrainer`` on a short schedule; return the fold folder.
 
     ``init_from`` fine-tunes: every weight (output layer included, the labels being the same) starts
@@ -310,10 +341,14 @@ def train(dataset_id: int, fold: int | str, epochs: int, iterations: int, val_it
             try:
                 embed_weights(network, weights)
             except ValueError as error:
-                raise ValueError(f"{init_from}: its network does not match this model's plans and cannot be "
-                                 f"widened into it ({error})") from None
-            trainer.print_to_log_file(f"init_from {init_from}: a narrower network, embedded so that this wider "
-                                      "one starts computing the same function")
+                raise ValueError(
+                    f"{init_from}: its network does not match this model's plans and cannot be "
+                    f"widened into it ({error})"
+                ) from None
+            trainer.print_to_log_file(
+                f"init_from {init_from}: a narrower network, embedded so that this wider "
+                "one starts computing the same function"
+            )
     trainer.run_training()
     fold_dir = Path(trainer.output_folder)
     if str(fold) != "all":
@@ -324,15 +359,23 @@ def train(dataset_id: int, fold: int | str, epochs: int, iterations: int, val_it
         # validation summary, so the summary says that there was none (and no Dice is reported).
         from dnqsm.io import write_json
 
-        write_json(fold_dir / "validation" / "summary.json", {
-            "foreground_mean": None, "mean": None, "metric_per_case": [],
-            "note": "no validation: fold 'all' trains on every case and holds none out"})
+        write_json(
+            fold_dir / "validation" / "summary.json",
+            {
+                "foreground_mean": None,
+                "mean": None,
+                "metric_per_case": [],
+                "note": "no validation: fold 'all' trains on every case and holds none out",
+            },
+        )
     checkpoint = fold_dir / "checkpoint_final.pth"
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     broken = [k for k, v in state["network_weights"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:
-        raise RuntimeError(f"training of dataset {dataset_id} fold {fold} diverged: {len(broken)} weight tensors are "
-                           f"NaN or infinite (e.g. {broken[0]}); see the training log in {trainer.output_folder}")
+        raise RuntimeError(
+            f"training of dataset {dataset_id} fold {fold} diverged: {len(broken)} weight tensors are "
+            f"NaN or infinite (e.g. {broken[0]}); see the training log in {trainer.output_folder}"
+        )
     for key in ("optimizer_state", "grad_scaler_state"):
         state.pop(key, None)
     torch.save(state, checkpoint)
@@ -352,6 +395,7 @@ def validation_dice(fold_dir: Path) -> float | None:
 
 # --- model zips ---------------------------------------------------------------------------------
 
+
 def sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -367,9 +411,16 @@ def export_zip(dataset_id: int, folds: tuple, out_zip: str | Path) -> str:
     from dnqsm.io import atomic_path
 
     with atomic_path(out_zip) as tmp:
-        export_pretrained_model(dataset_id, str(tmp), configurations=(CONFIGURATION,), trainer=TRAINER,
-                                plans_identifier=PLANS, folds=tuple(folds), strict=True,
-                                save_checkpoints=("checkpoint_final.pth",))
+        export_pretrained_model(
+            dataset_id,
+            str(tmp),
+            configurations=(CONFIGURATION,),
+            trainer=TRAINER,
+            plans_identifier=PLANS,
+            folds=tuple(folds),
+            strict=True,
+            save_checkpoints=("checkpoint_final.pth",),
+        )
     return sha256(out_zip)
 
 
@@ -412,6 +463,8 @@ def model_files(models_dir: str | Path | None = None) -> list[Path]:
     """The files a model folder's predictions depend on (zips or folders, and provenance.json): what a
     workflow rule lists as input so that new models rerun the segmentations."""
     base = Path(models_dir) if models_dir else BUNDLED_MODELS
-    files = [next((p for p in (base / f"{role}.zip", base / role) if p.exists()), base / f"{role}.zip")
-             for role in ("localization", "segmentation")]
+    files = [
+        next((p for p in (base / f"{role}.zip", base / role) if p.exists()), base / f"{role}.zip")
+        for role in ("localization", "segmentation")
+    ]
     return files + ([base / "provenance.json"] if (base / "provenance.json").exists() else [])

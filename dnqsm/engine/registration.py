@@ -8,8 +8,9 @@ Every caller removes them with :func:`remove_transforms` once the transforms are
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import nibabel as nib
 import numpy as np

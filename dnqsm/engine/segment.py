@@ -22,13 +22,23 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from scipy import ndimage
 
 from dnqsm import __version__
-from dnqsm.engine.confidence import DEFAULTS as CHECK_DEFAULTS, Confidence, assess, side_numbers
+from dnqsm.analysis.measure import NUCLEUS_CONNECTIVITY
+from dnqsm.engine.confidence import DEFAULTS as CHECK_DEFAULTS
+from dnqsm.engine.confidence import Confidence, assess, side_numbers
+from dnqsm.engine.localize import (
+    Crop,
+    Expectation,
+    RegistrationLocator,
+    crop_around,
+    localization_input,
+    localize,
+    refine_region,
+    region_components,
+    resample_to_grid,
+)
+from dnqsm.engine.nnunet import BUNDLED_MODELS, from_nnunet, model_folder, sha256, to_nnunet  # noqa: F401
 from dnqsm.io import InputError, fractions_8bit, load_image, save_nifti, staged_folder, write_json
 from dnqsm.names import engine_file
-from dnqsm.engine.localize import (Crop, Expectation, RegistrationLocator, crop_around, localization_input, localize,
-                            refine_region, region_components, resample_to_grid)
-from dnqsm.analysis.measure import NUCLEUS_CONNECTIVITY
-from dnqsm.engine.nnunet import BUNDLED_MODELS, from_nnunet, model_folder, sha256, to_nnunet  # noqa: F401
 
 LEFT, RIGHT = 1, 2
 #: Predicted localization components smaller than this (coarse voxels) are noise, not a DN region.
@@ -55,8 +65,11 @@ class Model:
     sha256: str | None
 
     def describe(self) -> dict[str, Any]:
-        return {"source": str(self.source), "name": self.folder.parent.name + "/" + self.folder.name,
-                "sha256": self.sha256}
+        return {
+            "source": str(self.source),
+            "name": self.folder.parent.name + "/" + self.folder.name,
+            "sha256": self.sha256,
+        }
 
 
 @dataclass
@@ -66,8 +79,9 @@ class ModelSet:
     geometry: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_GEOMETRY))
 
 
-def load_model_set(models_dir: str | Path | None = None, localization: str | Path | None = None,
-                   segmentation: str | Path | None = None) -> ModelSet:
+def load_model_set(
+    models_dir: str | Path | None = None, localization: str | Path | None = None, segmentation: str | Path | None = None
+) -> ModelSet:
     """Models from a folder holding ``localization.zip``/``segmentation.zip`` (or folders of those names)
     and an optional ``provenance.json`` with the geometry they were trained with; explicit
     ``localization``/``segmentation`` paths override."""
@@ -118,7 +132,7 @@ class Engine:
     #: accept images whose sform and qform codes are both 0 (their default affine taken as scanner space)
     allow_unknown_orientation: bool = False
 
-    def segment(self, path: str | Path) -> "Result":
+    def segment(self, path: str | Path) -> Result:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -146,30 +160,45 @@ class Engine:
 
     def _base_metadata(self, path, stem: str) -> dict[str, Any]:
         return {
-            "input": str(Path(path).absolute()), "stem": stem, "method": self.method, **self.describe(),
+            "input": str(Path(path).absolute()),
+            "stem": stem,
+            "method": self.method,
+            **self.describe(),
             "versions": {"dnqsm": __version__, **{name: version(name) for name in ("nnunetv2", "torch", "antspyx")}},
             "labels": {"1": "left dentate nucleus", "2": "right dentate nucleus"},
         }
 
     def _write_failure(self, path, out_dir, stem, message: str, seconds: float) -> dict:
-        meta = {"status": "failed", "error": message, **self._base_metadata(path, stem),
-                "timings_s": {"total": round(seconds, 3)}}
+        meta = {
+            "status": "failed",
+            "error": message,
+            **self._base_metadata(path, stem),
+            "timings_s": {"total": round(seconds, 3)},
+        }
         with staged_folder(Path(out_dir) / stem) as folder:
             write_json(engine_file(folder, stem, "metadata"), meta)
         return meta
 
-    def _write_result(self, path, out_dir, stem, result: "Result", start: float) -> dict:
+    def _write_result(self, path, out_dir, stem, result: Result, start: float) -> dict:
         tick = time.perf_counter()
         img = result.image
         verdict = result.confidence
-        meta = {"status": verdict.status, "review_reasons": verdict.reasons, "error": None,
-                **self._base_metadata(path, stem),
-                "image": {"shape": list(img.shape[:3]), "affine": np.round(img.affine, 5).tolist(),
-                          "orientation": "".join(nib.aff2axcodes(img.affine)),
-                          "spacing_mm": [round(float(z), 4) for z in img.header.get_zooms()[:3]]},
-                **result.geometry, "dentate": result.sides,
-                "missing_sides": [s for s in ("left", "right") if result.sides[s]["voxels"] == 0],
-                "confidence": {"sides": verdict.sides, "thresholds": verdict.checks}}
+        meta = {
+            "status": verdict.status,
+            "review_reasons": verdict.reasons,
+            "error": None,
+            **self._base_metadata(path, stem),
+            "image": {
+                "shape": list(img.shape[:3]),
+                "affine": np.round(img.affine, 5).tolist(),
+                "orientation": "".join(nib.aff2axcodes(img.affine)),
+                "spacing_mm": [round(float(z), 4) for z in img.header.get_zooms()[:3]],
+            },
+            **result.geometry,
+            "dentate": result.sides,
+            "missing_sides": [s for s in ("left", "right") if result.sides[s]["voxels"] == 0],
+            "confidence": {"sides": verdict.sides, "thresholds": verdict.checks},
+        }
         with staged_folder(Path(out_dir) / stem) as folder:
             save_nifti(engine_file(folder, stem, "labels"), _like(img, result.labels))
             save_nifti(engine_file(folder, stem, "region"), _like(img, result.region_on_input))
@@ -177,8 +206,10 @@ class Engine:
             save_nifti(engine_file(folder, stem, "crop_raw"), _like(result.cropped, result.cropped_raw))
             save_nifti(engine_file(folder, stem, "crop_labels"), _like(result.cropped, result.cropped_labels))
             if result.cropped_probability is not None:  # 8 bits (steps of 1/255): the longitudinal mode's input
-                save_nifti(engine_file(folder, stem, "crop_probability"),
-                           fractions_8bit(result.cropped_probability, result.cropped.affine))
+                save_nifti(
+                    engine_file(folder, stem, "crop_probability"),
+                    fractions_8bit(result.cropped_probability, result.cropped.affine),
+                )
             result.timings["write"] = time.perf_counter() - tick
             result.timings["total"] = time.perf_counter() - start
             meta["timings_s"] = {k: round(v, 3) for k, v in result.timings.items()}
@@ -191,9 +222,17 @@ class DentateSegmenter(Engine):
 
     method = "nnunet"
 
-    def __init__(self, models: ModelSet, device: str = "cpu", folds: tuple | None = None, mirroring: bool | str = True,
-                 threads: int | None = None, tile_step_size: float = 0.5, probabilities: bool = True,
-                 second_opinion: bool = True):
+    def __init__(
+        self,
+        models: ModelSet,
+        device: str = "cpu",
+        folds: tuple | None = None,
+        mirroring: bool | str = True,
+        threads: int | None = None,
+        tile_step_size: float = 0.5,
+        probabilities: bool = True,
+        second_opinion: bool = True,
+    ):
         import torch
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -214,23 +253,33 @@ class DentateSegmenter(Engine):
         self.predictors = {}
         for model in (models.localization, models.segmentation):
             with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints a CPU notice unconditionally
-                predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True,
-                                            use_mirroring=self.mirroring,
-                                            perform_everything_on_device=self.device == "cuda",
-                                            device=torch.device(self.device), verbose=False,
-                                            verbose_preprocessing=False, allow_tqdm=False)
-            available = tuple(p.parent.name.removeprefix("fold_") for p in model.folder.glob("fold_*/checkpoint_final.pth"))
+                predictor = nnUNetPredictor(
+                    tile_step_size=tile_step_size,
+                    use_gaussian=True,
+                    use_mirroring=self.mirroring,
+                    perform_everything_on_device=self.device == "cuda",
+                    device=torch.device(self.device),
+                    verbose=False,
+                    verbose_preprocessing=False,
+                    allow_tqdm=False,
+                )
+            available = tuple(
+                p.parent.name.removeprefix("fold_") for p in model.folder.glob("fold_*/checkpoint_final.pth")
+            )
             use = tuple(str(f) for f in folds) if folds else available
             if not use or not set(use) <= set(available):
-                raise FileNotFoundError(f"{model.source}: folds {list(use)} requested, trained folds: {sorted(available)}")
+                raise FileNotFoundError(
+                    f"{model.source}: folds {list(use)} requested, trained folds: {sorted(available)}"
+                )
             use = tuple(f if f == "all" else int(f) for f in sorted(use))
             with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates its trainer-class search
-                predictor.initialize_from_trained_model_folder(str(model.folder), use_folds=use,
-                                                               checkpoint_name="checkpoint_final.pth")
+                predictor.initialize_from_trained_model_folder(
+                    str(model.folder), use_folds=use, checkpoint_name="checkpoint_final.pth"
+                )
             self.predictors[model.role] = predictor
 
     # -- one image -------------------------------------------------------------------------------
-    def segment(self, path: str | Path) -> "Result":
+    def segment(self, path: str | Path) -> Result:
         """Segment one image; raises InputError or SegmentationFailure with a clear message."""
         timings: dict[str, float] = {}
         tick = time.perf_counter()
@@ -249,24 +298,36 @@ class DentateSegmenter(Engine):
         located = localize(region, img, grid_affine, self.registration, checks["min_box_mm"], checks["max_box_mm"])
         timings["registration"] = time.perf_counter() - tick
         if not located.region.any():
-            raise SegmentationFailure(f"{path}: neither the localization model nor the registration of the MNI brain "
-                                      "found a dentate region (does the image cover the cerebellum?)")
+            raise SegmentationFailure(
+                f"{path}: neither the localization model nor the registration of the MNI brain "
+                "found a dentate region (does the image cover the cerebellum?)"
+            )
         tick = time.perf_counter()
         canonical = nib.as_closest_canonical(img)
         margin = float(self.models.geometry["margin_mm"])
         area = crop_around(canonical, located.region, grid_affine, margin)
         raw, foreground, single_pass = self._segment_crop(area.image)
         if located.locator != "network":  # a wide crop: segment again on the crop around what it found
-            refined = refine_region(raw, area.image.affine, grid_affine, located.region.shape,
-                                        located.expected.centres_mm)
+            refined = refine_region(
+                raw, area.image.affine, grid_affine, located.region.shape, located.expected.centres_mm
+            )
             if refined.any():
                 area = crop_around(canonical, refined, grid_affine, margin)
                 located.refined = True
                 raw, foreground, single_pass = self._segment_crop(area.image)
         timings["segmentation"] = time.perf_counter() - tick
 
-        result = postprocess(img, area, raw, timings, f"{path}: no dentate nucleus found in the localized region",
-                             foreground, self.checks, single_pass, expected=located.expected)
+        result = postprocess(
+            img,
+            area,
+            raw,
+            timings,
+            f"{path}: no dentate nucleus found in the localized region",
+            foreground,
+            self.checks,
+            single_pass,
+            expected=located.expected,
+        )
         result.geometry["localization"] = located.record()
         return result
 
@@ -275,7 +336,9 @@ class DentateSegmenter(Engine):
         mirroring is on, else None)."""
         values = cropped.get_fdata(dtype=np.float32)
         data, props = to_nnunet(np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), cropped.header.get_zooms()[:3])
-        predicted = self.predictors["segmentation"].predict_single_npy_array(data, props, None, None, self.probabilities)
+        predicted = self.predictors["segmentation"].predict_single_npy_array(
+            data, props, None, None, self.probabilities
+        )
         seg, probabilities = predicted if self.probabilities else (predicted, None)
         raw = (from_nnunet(seg) > 0).astype(np.uint8)
         foreground = from_nnunet(probabilities[1]).astype(np.float32) if self.probabilities else None
@@ -290,12 +353,20 @@ class DentateSegmenter(Engine):
         return raw, foreground, single_pass
 
     def describe(self) -> dict[str, Any]:
-        return {"models": {"localization": self.models.localization.describe(),
-                           "segmentation": self.models.segmentation.describe()},
-                "geometry_parameters": self.models.geometry,
-                "options": {"device": self.device, "mirroring": self.mirroring,
-                            "second_opinion": "registration" if self.registration else None,
-                            "folds": list(self.folds) if self.folds else "all available", "threads": self.threads}}
+        return {
+            "models": {
+                "localization": self.models.localization.describe(),
+                "segmentation": self.models.segmentation.describe(),
+            },
+            "geometry_parameters": self.models.geometry,
+            "options": {
+                "device": self.device,
+                "mirroring": self.mirroring,
+                "second_opinion": "registration" if self.registration else None,
+                "folds": list(self.folds) if self.folds else "all available",
+                "threads": self.threads,
+            },
+        }
 
 
 @dataclass
@@ -313,10 +384,18 @@ class Result:
     cropped_probability: np.ndarray | None = None  # the method's foreground probability on the crop
 
 
-def postprocess(img: nib.Nifti1Image, area: Crop, raw: np.ndarray, timings: dict[str, float], nothing_found: str,
-                probability: np.ndarray | None = None, checks: dict[str, float] | None = None,
-                single_pass: np.ndarray | None = None, region_name: str = "localization",
-                expected: Expectation | None = None) -> Result:
+def postprocess(
+    img: nib.Nifti1Image,
+    area: Crop,
+    raw: np.ndarray,
+    timings: dict[str, float],
+    nothing_found: str,
+    probability: np.ndarray | None = None,
+    checks: dict[str, float] | None = None,
+    single_pass: np.ndarray | None = None,
+    region_name: str = "localization",
+    expected: Expectation | None = None,
+) -> Result:
     """What every method does with its binary DN mask ``raw`` on the crop ``area`` (:class:`Crop`): the
     midline (:func:`midline`; ``region_name`` is what its first source is called in the record), sides by
     it and the largest component per side (:func:`assign_sides`), then the labels back on the input's own
@@ -334,31 +413,64 @@ def postprocess(img: nib.Nifti1Image, area: Crop, raw: np.ndarray, timings: dict
     canonical_labels[slices] = labeled
     to_input = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(img.affine))
     labels = apply_orientation(canonical_labels, to_input)
-    mask_on_input = resample_to_grid(region.astype(np.float32), grid_affine, img.affine, img.shape[:3], order=0,
-                                     smooth=False) > 0.5
+    mask_on_input = (
+        resample_to_grid(region.astype(np.float32), grid_affine, img.affine, img.shape[:3], order=0, smooth=False) > 0.5
+    )
     voxel_mm3 = float(abs(np.linalg.det(img.affine[:3, :3])))
     for name, label in (("left", LEFT), ("right", RIGHT)):
         sides[name]["volume_mm3"] = round(float((labels == label).sum()) * voxel_mm3, 3)
     spacing = float(abs(grid_affine[0, 0]))
     geometry = {
-        "localization_spacing_mm": spacing, "localization_grid_shape": list(region.shape),
-        "localization_components": int(ndimage.label(region)[1]), "box": area.box.as_dict(),
+        "localization_spacing_mm": spacing,
+        "localization_grid_shape": list(region.shape),
+        "localization_components": int(ndimage.label(region)[1]),
+        "box": area.box.as_dict(),
         "margin_mm": area.margin_mm,
-        "crop_voxels_canonical": [[s.start, s.stop] for s in slices], "crop_shape": list(cropped.shape[:3]),
+        "crop_voxels_canonical": [[s.start, s.stop] for s in slices],
+        "crop_shape": list(cropped.shape[:3]),
         "crop_spacing_mm": [round(float(z), 4) for z in cropped.header.get_zooms()[:3]],
-        "box_touches_image_edge": area.touches_edge, "midline_x_mm": round(midline_x, 3), "midline_source": midline_source,
+        "box_touches_image_edge": area.touches_edge,
+        "midline_x_mm": round(midline_x, 3),
+        "midline_source": midline_source,
     }
     timings["postprocess"] = time.perf_counter() - tick
     tick = time.perf_counter()
     values = cropped.get_fdata(dtype=np.float32)
-    numbers = {name: side_numbers(values, labeled, label, probability, sides[name]["predicted_voxels"],
-                                  cropped.affine, midline_x, single_pass, expected)
-               for name, label in (("left", LEFT), ("right", RIGHT))}
-    verdict = assess(numbers, {n: sides[n]["volume_mm3"] for n in ("left", "right")}, area.box.as_dict(),
-                     [float(z) for z in img.header.get_zooms()[:3]], checks or CHECK_DEFAULTS)
+    numbers = {
+        name: side_numbers(
+            values,
+            labeled,
+            label,
+            probability,
+            sides[name]["predicted_voxels"],
+            cropped.affine,
+            midline_x,
+            single_pass,
+            expected,
+        )
+        for name, label in (("left", LEFT), ("right", RIGHT))
+    }
+    verdict = assess(
+        numbers,
+        {n: sides[n]["volume_mm3"] for n in ("left", "right")},
+        area.box.as_dict(),
+        [float(z) for z in img.header.get_zooms()[:3]],
+        checks or CHECK_DEFAULTS,
+    )
     timings["confidence"] = time.perf_counter() - tick
-    return Result(img, labels, mask_on_input.astype(np.uint8), cropped, raw, labeled, sides, geometry, timings,
-                  verdict, probability)
+    return Result(
+        img,
+        labels,
+        mask_on_input.astype(np.uint8),
+        cropped,
+        raw,
+        labeled,
+        sides,
+        geometry,
+        timings,
+        verdict,
+        probability,
+    )
 
 
 def assign_sides(binary: np.ndarray, affine: np.ndarray, midline_x: float) -> tuple[np.ndarray, dict]:
@@ -382,8 +494,14 @@ def assign_sides(binary: np.ndarray, affine: np.ndarray, midline_x: float) -> tu
     return labels, info
 
 
-def midline(img: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray, binary: np.ndarray,
-            binary_affine: np.ndarray, region_name: str = "localization") -> tuple[float, str]:
+def midline(
+    img: nib.Nifti1Image,
+    region: np.ndarray,
+    grid_affine: np.ndarray,
+    binary: np.ndarray,
+    binary_affine: np.ndarray,
+    region_name: str = "localization",
+) -> tuple[float, str]:
     """World x of the subject's midline and where it came from, first source that can tell:
     halfway between the two localized DN regions (``region_name``); else halfway between the two
     segmented nuclei (:func:`midline_between_nuclei` on ``binary``, the method's DN mask); else the
@@ -401,8 +519,12 @@ def midline(img: nib.Nifti1Image, region: np.ndarray, grid_affine: np.ndarray, b
     return float(nib.affines.apply_affine(img.affine, inside.mean(0))[0]), "image centroid"
 
 
-def midline_between_nuclei(binary: np.ndarray, affine: np.ndarray, min_separation_mm: float = MIN_NUCLEI_SEPARATION_MM,
-                           min_share: float = MIN_NUCLEUS_SHARE) -> float | None:
+def midline_between_nuclei(
+    binary: np.ndarray,
+    affine: np.ndarray,
+    min_separation_mm: float = MIN_NUCLEI_SEPARATION_MM,
+    min_share: float = MIN_NUCLEUS_SHARE,
+) -> float | None:
     """World x halfway between the centroids of a DN mask's two largest connected parts, when they look
     like the two nuclei side by side: the smaller holds at least ``min_share`` of the larger's voxels and
     their centroids lie at least ``min_separation_mm`` apart along x. Else None (one nucleus, or one

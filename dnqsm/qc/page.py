@@ -27,8 +27,12 @@ RATING_COLUMNS = ["participant_id", "session_id", "rating", "comment"]
 OUTLIER_Z = 3.5
 #: |2 (L - R) / (L + R)| of volume beyond which a session is flagged.
 ASYMMETRY_LIMIT = 0.4
-OUTLIER_MEASURES = {"left_volume_mm3": "left volume", "right_volume_mm3": "right volume",
-                    "left_chi_mean_ppb": "left χ", "right_chi_mean_ppb": "right χ"}
+OUTLIER_MEASURES = {
+    "left_volume_mm3": "left volume",
+    "right_volume_mm3": "right volume",
+    "left_chi_mean_ppb": "left χ",
+    "right_chi_mean_ppb": "right χ",
+}
 #: Groups smaller than this get no outlier flags (a median/MAD of a handful of values means little).
 MIN_SESSIONS_FOR_OUTLIERS = 5
 
@@ -108,25 +112,43 @@ def page_records(table: pd.DataFrame, snapshots: dict[str, str], ratings: pd.Dat
     records = []
     for i, row in table.iterrows():
         key = entry_key(row)
-        records.append({
-            "key": key, "participant_id": row["participant_id"],
-            "session_id": row["session_id"] if isinstance(row.get("session_id"), str) else "",
-            "image_entities": row[ENTITIES_COLUMN] if isinstance(row.get(ENTITIES_COLUMN), str) else "",
-            "group": str(row.get("group", "")) if pd.notna(row.get("group")) else "",
-            "site": str(row.get("site", "")) if pd.notna(row.get("site")) else "",
-            "status": row["status"], "error": row.get("error") if isinstance(row.get("error"), str) else "",
-            "review_reasons": [r for r in str(row.get("review_reasons") or "").split("; ") if r and r != "nan"],
-            "measures": {name: _number(row.get(name)) for name in (
-                "left_volume_mm3", "right_volume_mm3", "left_chi_mean_ppb", "right_chi_mean_ppb", "asymmetry_volume")},
-            "flags": flags[i], "snapshot": snapshots.get(key, ""), "given": given.get(key),
-        })
+        records.append(
+            {
+                "key": key,
+                "participant_id": row["participant_id"],
+                "session_id": row["session_id"] if isinstance(row.get("session_id"), str) else "",
+                "image_entities": row[ENTITIES_COLUMN] if isinstance(row.get(ENTITIES_COLUMN), str) else "",
+                "group": str(row.get("group", "")) if pd.notna(row.get("group")) else "",
+                "site": str(row.get("site", "")) if pd.notna(row.get("site")) else "",
+                "status": row["status"],
+                "error": row.get("error") if isinstance(row.get("error"), str) else "",
+                "review_reasons": [r for r in str(row.get("review_reasons") or "").split("; ") if r and r != "nan"],
+                "measures": {
+                    name: _number(row.get(name))
+                    for name in (
+                        "left_volume_mm3",
+                        "right_volume_mm3",
+                        "left_chi_mean_ppb",
+                        "right_chi_mean_ppb",
+                        "asymmetry_volume",
+                    )
+                },
+                "flags": flags[i],
+                "snapshot": snapshots.get(key, ""),
+                "given": given.get(key),
+            }
+        )
     return records
 
 
 def _script_json(data: Any) -> str:
     """JSON safe inside a <script> element."""
-    return (json.dumps(data, sort_keys=True, ensure_ascii=False)
-            .replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e"))
+    return (
+        json.dumps(data, sort_keys=True, ensure_ascii=False)
+        .replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+    )
 
 
 #: The page itself (HTML, CSS and script in one file; ``__TITLE__`` and ``__DATA__`` are filled in).
@@ -135,8 +157,11 @@ PAGE_TEMPLATE = Path(__file__).with_name("page.html")
 
 def write_page(path: str | Path, records: list[dict], title: str, storage_key: str) -> Path:
     """Write the self-contained review page (atomically), from :data:`PAGE_TEMPLATE`."""
-    html = (PAGE_TEMPLATE.read_text(encoding="utf-8").replace("__TITLE__", _escape_text(title))
-            .replace("__DATA__", _script_json({"sessions": records, "storageKey": storage_key, "title": title})))
+    html = (
+        PAGE_TEMPLATE.read_text(encoding="utf-8")
+        .replace("__TITLE__", _escape_text(title))
+        .replace("__DATA__", _script_json({"sessions": records, "storageKey": storage_key, "title": title}))
+    )
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return Path(path)

@@ -34,12 +34,29 @@ def _letters(axis: int) -> tuple[str, str]:
     return {0: ("L", "R"), 1: ("P", "A"), 2: ("I", "S")}[axis]
 
 
-def _draw_view(ax, chi: np.ndarray, labels: np.ndarray | None, affine: np.ndarray, center, view: str,
-               half_width: float, step: float, box: dict | None = None, title: str = "") -> None:
+def _draw_view(
+    ax,
+    chi: np.ndarray,
+    labels: np.ndarray | None,
+    affine: np.ndarray,
+    center,
+    view: str,
+    half_width: float,
+    step: float,
+    box: dict | None = None,
+    title: str = "",
+) -> None:
     image = reslice(chi, affine, center, view, half_width, step, order=1)
     extent = (-half_width, half_width, -half_width, half_width)
-    ax.imshow(image, cmap="gray", vmin=CHI_WINDOW_PPB[0], vmax=CHI_WINDOW_PPB[1], origin="lower",
-              extent=extent, interpolation="nearest")
+    ax.imshow(
+        image,
+        cmap="gray",
+        vmin=CHI_WINDOW_PPB[0],
+        vmax=CHI_WINDOW_PPB[1],
+        origin="lower",
+        extent=extent,
+        interpolation="nearest",
+    )
     h_axis, v_axis, _ = VIEWS[view]
     if labels is not None:
         lab = reslice(labels, affine, center, view, half_width, step, order=0)
@@ -51,8 +68,17 @@ def _draw_view(ax, chi: np.ndarray, labels: np.ndarray | None, affine: np.ndarra
     if box is not None:
         lo, hi = np.asarray(box["min_mm"]), np.asarray(box["max_mm"])
         x0, y0 = lo[h_axis] - center[h_axis], lo[v_axis] - center[v_axis]
-        ax.add_patch(Rectangle((x0, y0), hi[h_axis] - lo[h_axis], hi[v_axis] - lo[v_axis], fill=False,
-                               edgecolor="#ffd60a", linewidth=1.2, linestyle="--"))
+        ax.add_patch(
+            Rectangle(
+                (x0, y0),
+                hi[h_axis] - lo[h_axis],
+                hi[v_axis] - lo[v_axis],
+                fill=False,
+                edgecolor="#ffd60a",
+                linewidth=1.2,
+                linestyle="--",
+            )
+        )
     low, high = _letters(h_axis)
     ax.text(0.02, 0.5, low, color="w", transform=ax.transAxes, va="center", ha="left", fontsize=8)
     ax.text(0.98, 0.5, high, color="w", transform=ax.transAxes, va="center", ha="right", fontsize=8)
@@ -73,8 +99,11 @@ def overview_centre(labels: np.ndarray, affine: np.ndarray, box: dict | None, vi
     if box is not None:
         centre = (np.asarray(box["min_mm"], float) + np.asarray(box["max_mm"], float)) / 2
     else:
-        centre = (world_centroid(labels > 0, affine) if labels.any()
-                  else nib.affines.apply_affine(affine, (np.asarray(labels.shape[:3], float) - 1) / 2))
+        centre = (
+            world_centroid(labels > 0, affine)
+            if labels.any()
+            else nib.affines.apply_affine(affine, (np.asarray(labels.shape[:3], float) - 1) / 2)
+        )
     if view != "sagittal":
         return centre, ""
     for value, side in ((1, "left"), (2, "right")):
@@ -85,9 +114,15 @@ def overview_centre(labels: np.ndarray, affine: np.ndarray, box: dict | None, vi
     return centre, ""
 
 
-def render_snapshot(out_png: str | Path, chi: nib.Nifti1Image, dseg: nib.Nifti1Image, title: str,
-                    box: dict | None = None, lines: list[str] | None = None,
-                    review_reasons: list[str] | None = None) -> Path:
+def render_snapshot(
+    out_png: str | Path,
+    chi: nib.Nifti1Image,
+    dseg: nib.Nifti1Image,
+    title: str,
+    box: dict | None = None,
+    lines: list[str] | None = None,
+    review_reasons: list[str] | None = None,
+) -> Path:
     """Write the QC PNG of one segmented session (atomically); a session under review says so, and
     why, in its title."""
     data = chi.get_fdata(dtype=np.float32)
@@ -98,20 +133,47 @@ def render_snapshot(out_png: str | Path, chi: nib.Nifti1Image, dseg: nib.Nifti1I
     # Row 1: overview with the localization box, through its centre (sagittal: through a nucleus)
     for ax, view in zip(axes[0], views):
         centre, through = overview_centre(labels, affine, box, view)
-        _draw_view(ax, data, labels, affine, centre, view, OVERVIEW_HALF_WIDTH_MM, 1.0, box,
-                   f"{view}{through}: localization box")
+        _draw_view(
+            ax,
+            data,
+            labels,
+            affine,
+            centre,
+            view,
+            OVERVIEW_HALF_WIDTH_MM,
+            1.0,
+            box,
+            f"{view}{through}: localization box",
+        )
     for row, (side, value) in zip(axes[1:], (("left", 1), ("right", 2))):
         mask = labels == value
         for ax, view in zip(row, views):
             if mask.any():
-                _draw_view(ax, data, labels, affine, world_centroid(mask, affine), view, ZOOM_HALF_WIDTH_MM, 0.25,
-                           title=f"{side} DN, {view}")
+                _draw_view(
+                    ax,
+                    data,
+                    labels,
+                    affine,
+                    world_centroid(mask, affine),
+                    view,
+                    ZOOM_HALF_WIDTH_MM,
+                    0.25,
+                    title=f"{side} DN, {view}",
+                )
             else:
                 ax.set_facecolor("black")
                 ax.set_xticks([])
                 ax.set_yticks([])
-                ax.text(0.5, 0.5, f"no {side} DN found", color="#ff9f0a", ha="center", va="center",
-                        transform=ax.transAxes, fontsize=11)
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"no {side} DN found",
+                    color="#ff9f0a",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    fontsize=11,
+                )
     header = title + ("\n" + "   ".join(lines) if lines else "")
     if review_reasons:
         reasons = "\n".join(textwrap.wrap("NEEDS REVIEW: " + "; ".join(review_reasons), 120)[:3])
@@ -119,9 +181,16 @@ def render_snapshot(out_png: str | Path, chi: nib.Nifti1Image, dseg: nib.Nifti1I
         fig.text(0.5, 0.955, reasons, color="#ff9f0a", fontsize=8.5, ha="center", va="top")
     else:
         fig.suptitle(header, color="w", fontsize=10)
-    fig.text(0.5, 0.005, f"red: left DN (1)   blue: right DN (2)   dashed: localization box   "
-             f"window {CHI_WINDOW_PPB[0]:g} to {CHI_WINDOW_PPB[1]:g} ppb   neurological view (L on left)",
-             color="#bbbbbb", ha="center", va="bottom", fontsize=7.5)
+    fig.text(
+        0.5,
+        0.005,
+        f"red: left DN (1)   blue: right DN (2)   dashed: localization box   "
+        f"window {CHI_WINDOW_PPB[0]:g} to {CHI_WINDOW_PPB[1]:g} ppb   neurological view (L on left)",
+        color="#bbbbbb",
+        ha="center",
+        va="bottom",
+        fontsize=7.5,
+    )
     fig.tight_layout(rect=(0, 0.02, 1, 0.92 if review_reasons else 0.95))
     return save_figure(fig, out_png)
 
@@ -146,8 +215,11 @@ def render_failure(out_png: str | Path, title: str, message: str, chi: nib.Nifti
 
 def summary_lines(record: dict[str, Any]) -> list[str]:
     """One-line measures shown under a snapshot's title."""
+
     def fmt(value, spec):
         return "n/a" if value is None else format(value, spec)
 
-    return [f"L {fmt(record.get('left_volume_mm3'), '.0f')} mm³, {fmt(record.get('left_chi_mean_ppb'), '.0f')} ppb",
-            f"R {fmt(record.get('right_volume_mm3'), '.0f')} mm³, {fmt(record.get('right_chi_mean_ppb'), '.0f')} ppb"]
+    return [
+        f"L {fmt(record.get('left_volume_mm3'), '.0f')} mm³, {fmt(record.get('left_chi_mean_ppb'), '.0f')} ppb",
+        f"R {fmt(record.get('right_volume_mm3'), '.0f')} mm³, {fmt(record.get('right_chi_mean_ppb'), '.0f')} ppb",
+    ]

@@ -13,8 +13,15 @@ from dnqsm.io import atomic_path
 VIEWS = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}
 
 
-def reslice(data: np.ndarray, affine: np.ndarray, center_mm, view: str, half_width_mm: float,
-            step_mm: float = 0.5, order: int = 1) -> np.ndarray:
+def reslice(
+    data: np.ndarray,
+    affine: np.ndarray,
+    center_mm,
+    view: str,
+    half_width_mm: float,
+    step_mm: float = 0.5,
+    order: int = 1,
+) -> np.ndarray:
     """A world-aligned (RAS) slice through ``center_mm``, whatever the image's voxel orientation.
 
     Drawn with ``origin="lower"``, world coordinates grow to the right and upwards: neurological
@@ -36,7 +43,7 @@ def reslice(data: np.ndarray, affine: np.ndarray, center_mm, view: str, half_wid
     # and cleaned of NaN; coordinates shift by whole voxels, so the interpolated values are the same
     lo = np.maximum(np.floor(vox.reshape(3, -1).min(1)) - 1, 0).astype(int)
     hi = np.maximum(np.minimum(np.ceil(vox.reshape(3, -1).max(1)) + 2, data.shape[:3]).astype(int), lo + 1)
-    block = np.asarray(data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
+    block = np.asarray(data[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.float32)
     values = np.nan_to_num(block, nan=0.0)
     out = ndimage.map_coordinates(values, vox - lo[:, None, None], order=order, mode="constant", cval=np.nan)
     out[~inside] = np.nan

@@ -116,8 +116,9 @@ def sample_recon(rng: np.random.Generator, site: SiteProtocol) -> physics.Recon:
     return physics.Recon(
         inversion=inversion,
         threshold=float(rng.uniform(*site.tkd_threshold)),
-        regularization=float(rng.uniform(*{"l2": site.l2_lambda, "tv": site.tv_lambda}.get(inversion,
-                                                                                           site.iterative_lambda))),
+        regularization=float(
+            rng.uniform(*{"l2": site.l2_lambda, "tv": site.tv_lambda}.get(inversion, site.iterative_lambda))
+        ),
         iterations=int(rng.integers(site.iterations[0], site.iterations[1] + 1)),
         reference=str(rng.choice(site.references)),
         erosion_mm=float(rng.uniform(*site.erosion_mm)),
@@ -131,8 +132,9 @@ def sample_recon(rng: np.random.Generator, site: SiteProtocol) -> physics.Recon:
     )
 
 
-def sample_acquisition(rng: np.random.Generator, site: SiteProtocol, site_scale: float,
-                       site_recon: physics.Recon | None = None) -> Acquisition:
+def sample_acquisition(
+    rng: np.random.Generator, site: SiteProtocol, site_scale: float, site_recon: physics.Recon | None = None
+) -> Acquisition:
     """Draw one image's acquisition from a site protocol; the site's intensity scaling (and, unless the
     site varies it per image, its reconstruction pipeline) is fixed per cohort."""
     inplane = float(rng.uniform(*site.inplane_mm))
@@ -143,9 +145,14 @@ def sample_acquisition(rng: np.random.Generator, site: SiteProtocol, site_scale:
     translation = (float(rng.uniform(-20, 20)), float(rng.uniform(-25, 25)), float(rng.uniform(-20, 20)))
     image_recon = sample_recon(rng, site)
     if site_recon is not None and not site.recon_per_image:  # the site's pipeline; this scan's noise and mask
-        image_recon = physics.Recon(**{**site_recon.__dict__, "erosion_mm": image_recon.erosion_mm,
-                                       "residual_ppm": image_recon.residual_ppm,
-                                       "residual_sigma_mm": image_recon.residual_sigma_mm})
+        image_recon = physics.Recon(
+            **{
+                **site_recon.__dict__,
+                "erosion_mm": image_recon.erosion_mm,
+                "residual_ppm": image_recon.residual_ppm,
+                "residual_sigma_mm": image_recon.residual_sigma_mm,
+            }
+        )
     return Acquisition(
         site=site.name,
         orientation=orientation,
@@ -184,8 +191,11 @@ def pose_matrix(rotation_deg, translation_mm, head_scale) -> np.ndarray:
 def pose_from_truth(row) -> np.ndarray:
     """The pose of the image described by one truth-table row (a mapping or namedtuple)."""
     get = row.__getitem__ if hasattr(row, "__getitem__") and not isinstance(row, tuple) else lambda k: getattr(row, k)
-    return pose_matrix([get(f"rotation_{a}_deg") for a in "xyz"], [get(f"translation_{a}_mm") for a in "xyz"],
-                       [get(f"head_scale_{a}") for a in "xyz"])
+    return pose_matrix(
+        [get(f"rotation_{a}_deg") for a in "xyz"],
+        [get(f"translation_{a}_mm") for a in "xyz"],
+        [get(f"head_scale_{a}") for a in "xyz"],
+    )
 
 
 def grid_affine(anatomy: SubjectAnatomy, acq: Acquisition, pose: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -216,8 +226,9 @@ def grid_affine(anatomy: SubjectAnatomy, acq: Acquisition, pose: np.ndarray) -> 
     return affine, shape
 
 
-def physics_grid(anatomy: SubjectAnatomy, pose: np.ndarray, voxel_mm: float = PHYSICS_MM
-                 ) -> tuple[np.ndarray, tuple[int, int, int]]:
+def physics_grid(
+    anatomy: SubjectAnatomy, pose: np.ndarray, voxel_mm: float = PHYSICS_MM
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """World-aligned (RAS) isotropic grid around the posed head: where the QSM physics runs."""
     tpl = anatomy.template
     idx = np.argwhere(tpl.brain > 0.5)
@@ -231,8 +242,9 @@ def physics_grid(anatomy: SubjectAnatomy, pose: np.ndarray, voxel_mm: float = PH
     return affine, shape
 
 
-def _head_points(anatomy: SubjectAnatomy, pose: np.ndarray, affine: np.ndarray, shape, nuclei_reach_mm: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _head_points(
+    anatomy: SubjectAnatomy, pose: np.ndarray, affine: np.ndarray, shape, nuclei_reach_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
     """MNI coordinates (3, M) of the voxel centres of a grid that may hold brain, and their flat indices
     (M,), ascending. Most of a grid around the head is air: there every tissue map samples zero brain
     (:meth:`SubjectAnatomy.may_hold_brain`) and nothing is drawn, so the warp and the maps are never
@@ -287,8 +299,14 @@ def _sample(volume: np.ndarray, tpl_vox: np.ndarray) -> np.ndarray:
     return ndimage.map_coordinates(volume, tpl_vox, order=1, mode="constant", cval=0.0)
 
 
-def true_chi(anatomy: SubjectAnatomy, mni: np.ndarray, voxel_mm: float, dn_size_factor: dict[str, float],
-             dn_chi_ppm: dict[str, float], dn_iron_gradient: float) -> dict[str, np.ndarray]:
+def true_chi(
+    anatomy: SubjectAnatomy,
+    mni: np.ndarray,
+    voxel_mm: float,
+    dn_size_factor: dict[str, float],
+    dn_chi_ppm: dict[str, float],
+    dn_iron_gradient: float,
+) -> dict[str, np.ndarray]:
     """True susceptibility (ppm) with partial-volume dentate nuclei, tissue maps and the nuclei's
     partial-volume occupancy (``dn_left``, ``dn_right``), at MNI points."""
     tpl = anatomy.template
@@ -305,18 +323,32 @@ def true_chi(anatomy: SubjectAnatomy, mni: np.ndarray, voxel_mm: float, dn_size_
         near = _within(mni, shape_.center, shape_.reach_mm * size)
         sdf = dentate_sdf(mni[:, near].T, shape_, size)
         occupancy = np.clip(0.5 - sdf / voxel_mm, 0, 1)
-        local = nucleus_contrast(mni[:, near].T, shape_, occupancy > 0.5, dn_chi_ppm[side] - background,
-                                 dn_iron_gradient)
+        local = nucleus_contrast(
+            mni[:, near].T, shape_, occupancy > 0.5, dn_chi_ppm[side] - background, dn_iron_gradient
+        )
         chi[near] += occupancy * (background + local - chi[near])
         fraction[side] = np.zeros(chi.shape, np.float32)
         fraction[side][near] = occupancy
-    return {"chi": chi, "brain": brain, "csf": csf, "wm": wm, "dn_left": fraction["left"],
-            "dn_right": fraction["right"]}
+    return {
+        "chi": chi,
+        "brain": brain,
+        "csf": csf,
+        "wm": wm,
+        "dn_left": fraction["left"],
+        "dn_right": fraction["right"],
+    }
 
 
-def reconstruct(anatomy: SubjectAnatomy, acq: Acquisition, pose: np.ndarray, rng: np.random.Generator,
-                dn_size_factor: dict[str, float], dn_chi_ppm: dict[str, float], dn_iron_gradient: float,
-                physics_mm: float = PHYSICS_MM) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def reconstruct(
+    anatomy: SubjectAnatomy,
+    acq: Acquisition,
+    pose: np.ndarray,
+    rng: np.random.Generator,
+    dn_size_factor: dict[str, float],
+    dn_chi_ppm: dict[str, float],
+    dn_iron_gradient: float,
+    physics_mm: float = PHYSICS_MM,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The site's QSM of this head on the physics grid: (chi ppm, eroded brain mask, grid affine, the left
     and right DN's true occupancy stacked)."""
     affine, shape = physics_grid(anatomy, pose, physics_mm)
@@ -359,8 +391,9 @@ def render(
     (8 times fewer voxels at 2 mm) is for checks of geometry alone, since the labels never depend on it."""
     tpl = anatomy.template
     pose = head_pose(anatomy, acq)
-    chi_rec, mask, physics_affine, occupancy = reconstruct(anatomy, acq, pose, rng, dn_size_factor, dn_chi_ppm, dn_iron_gradient,
-                                                physics_mm)
+    chi_rec, mask, physics_affine, occupancy = reconstruct(
+        anatomy, acq, pose, rng, dn_size_factor, dn_chi_ppm, dn_iron_gradient, physics_mm
+    )
     affine, shape = grid_affine(anatomy, acq, pose)
     # the site's voxels sample the reconstruction, averaged over the slice thickness
     to_physics = np.linalg.inv(physics_affine) @ affine
@@ -377,8 +410,9 @@ def render(
     measured = measured / n_sub >= 0.5
     del chi_rec, mask
     # labels: the analytic nuclei at the voxel centres
-    mni, keep = _head_points(anatomy, pose, affine, shape,
-                             _nuclei_reach_mm(anatomy, dn_size_factor) + float(np.max(acq.voxel_mm)))
+    mni, keep = _head_points(
+        anatomy, pose, affine, shape, _nuclei_reach_mm(anatomy, dn_size_factor) + float(np.max(acq.voxel_mm))
+    )
     tpl_vox = _template_voxels(anatomy, mni)
     brain = _everywhere(_sample(tpl.brain, tpl_vox) >= 0.5, keep, image.size)
     cerebellum = _everywhere(_sample(tpl.cerebellum, tpl_vox) >= 0.5, keep, image.size)
@@ -396,8 +430,18 @@ def render(
         # beyond the centre's reach): first as sampled from the physics grid
         around = keep[_within(mni, shape_.center, shape_.reach_mm * size + float(np.max(acq.voxel_mm)))]
         coarse = _slab_average(occupancy[index], to_physics, np.unravel_index(around, shape), n_sub)
-        fine, contrast = _fine_nucleus(anatomy, pose, affine, shape, acq, around, shape_, size,
-                                       dn_chi_ppm[side] - anatomy.tissue_chi_ppm["cerebellar_wm"], dn_iron_gradient)
+        fine, contrast = _fine_nucleus(
+            anatomy,
+            pose,
+            affine,
+            shape,
+            acq,
+            around,
+            shape_,
+            size,
+            dn_chi_ppm[side] - anatomy.tissue_chi_ppm["cerebellar_wm"],
+            dn_iron_gradient,
+        )
         # the physics grid (1 mm) cannot carry the nucleus's sub-millimetre edges that a finer acquisition
         # shows: they go back in at the contrast this reconstruction gives the nucleus (fitted here)
         gain = _reconstructed_gain(image[around], coarse * contrast)
@@ -422,9 +466,18 @@ def _nuclei_reach_mm(anatomy: SubjectAnatomy, dn_size_factor: dict[str, float]) 
     return max(nucleus.reach_mm * dn_size_factor[side] for side, nucleus in anatomy.dentate.items())
 
 
-def _fine_nucleus(anatomy: SubjectAnatomy, pose: np.ndarray, affine: np.ndarray, shape, acq: Acquisition,
-                  voxels: np.ndarray, nucleus, size: float, contrast_ppm: float, iron_gradient: float
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def _fine_nucleus(
+    anatomy: SubjectAnatomy,
+    pose: np.ndarray,
+    affine: np.ndarray,
+    shape,
+    acq: Acquisition,
+    voxels: np.ndarray,
+    nucleus,
+    size: float,
+    contrast_ppm: float,
+    iron_gradient: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """The nucleus as the site's own voxels (flat indices ``voxels``) hold it, at their resolution: its
     occupancy (partial volume with an edge as wide as the in-plane voxel, averaged over points across
     the slice thickness) and its local contrast over white matter (ppm, iron gradient included)."""
@@ -442,8 +495,9 @@ def _fine_nucleus(anatomy: SubjectAnatomy, pose: np.ndarray, affine: np.ndarray,
     return occupancy, nucleus_contrast(centre, nucleus, occupancy > 0.5, contrast_ppm, iron_gradient).astype(np.float32)
 
 
-def nucleus_contrast(points_mni: np.ndarray, nucleus, inside: np.ndarray, contrast_ppm: float,
-                     iron_gradient: float) -> np.ndarray:
+def nucleus_contrast(
+    points_mni: np.ndarray, nucleus, inside: np.ndarray, contrast_ppm: float, iron_gradient: float
+) -> np.ndarray:
     """The nucleus's contrast over white matter (ppm) at (N, 3) MNI points: iron is not uniform, the
     dorsal and caudal parts brighter than the hilum side, with the planted mean over the points
     ``inside`` it."""
@@ -475,11 +529,19 @@ def _slab_average(volume: np.ndarray, to_physics: np.ndarray, ijk: tuple[np.ndar
 def _grid_points(transform: np.ndarray, shape, offset) -> np.ndarray:
     """(3, N) coordinates, under ``transform``, of every voxel centre of a grid shifted by ``offset`` voxels."""
     ijk = [np.arange(n, dtype=np.float32) + np.float32(o) for n, o in zip(shape, offset)]
-    return np.stack([
-        (transform[r, 0] * ijk[0][:, None, None] + transform[r, 1] * ijk[1][None, :, None]
-         + transform[r, 2] * ijk[2][None, None, :] + transform[r, 3]).astype(np.float32).ravel()
-        for r in range(3)
-    ])
+    return np.stack(
+        [
+            (
+                transform[r, 0] * ijk[0][:, None, None]
+                + transform[r, 1] * ijk[1][None, :, None]
+                + transform[r, 2] * ijk[2][None, None, :]
+                + transform[r, 3]
+            )
+            .astype(np.float32)
+            .ravel()
+            for r in range(3)
+        ]
+    )
 
 
 def _store(values: np.ndarray, affine: np.ndarray, dtype: str) -> nib.Nifti1Image:

@@ -34,7 +34,11 @@ TISSUE_CHI_PPM: dict[str, tuple[float, float]] = {
 
 #: Deep nuclei of the right hemisphere (mirrored for the left): parts as (centre mm, semi-axes mm, yaw deg).
 NUCLEI: dict[str, list[tuple[tuple[float, float, float], tuple[float, float, float], float]]] = {
-    "caudate": [((13, 13, 9), (5.0, 8.0, 7.0), 5), ((16, -5, 17), (3.5, 10.0, 4.0), 10), ((22, -24, 16), (2.5, 8.0, 3.0), 25)],
+    "caudate": [
+        ((13, 13, 9), (5.0, 8.0, 7.0), 5),
+        ((16, -5, 17), (3.5, 10.0, 4.0), 10),
+        ((22, -24, 16), (2.5, 8.0, 3.0), 25),
+    ],
     "putamen": [((25, 2, 1), (5.5, 14.0, 9.0), 8)],
     "globus_pallidus": [((19, -4, -1), (3.5, 8.5, 4.5), 12)],
     "thalamus": [((11, -18, 7), (7.5, 14.0, 8.5), 18)],

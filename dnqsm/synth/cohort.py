@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from dnqsm.synth.acquisition import ORIENTATIONS, SiteProtocol, sample_recon
 from dnqsm.synth import physics
+from dnqsm.synth.acquisition import ORIENTATIONS, SiteProtocol, sample_recon
 from dnqsm.synth.physics import Recon
 
 GROUPS = ("control", "ataxia", "ms")
@@ -70,9 +70,18 @@ class Preset:
 
 def _site(name: str, **kw) -> SiteProtocol:
     base = dict(
-        inplane_mm=(0.5, 1.0), slice_mm=(0.5, 2.0), orientations=("RAS", "LAS", "LPS"), oblique_prob=0.35,
-        oblique_deg=(5, 20), unit="ppm", scale=(0.9, 1.1), dtype="float32", mask_fill="zero",
-        noise_ppm=(0.001, 0.004), crop_top_mm=(0, 35), crop_bottom_mm=(0, 10),
+        inplane_mm=(0.5, 1.0),
+        slice_mm=(0.5, 2.0),
+        orientations=("RAS", "LAS", "LPS"),
+        oblique_prob=0.35,
+        oblique_deg=(5, 20),
+        unit="ppm",
+        scale=(0.9, 1.1),
+        dtype="float32",
+        mask_fill="zero",
+        noise_ppm=(0.001, 0.004),
+        crop_top_mm=(0, 35),
+        crop_bottom_mm=(0, 10),
     )
     base.update(kw)
     return SiteProtocol(name=name, **base)
@@ -85,28 +94,77 @@ def _effects(ages: dict[str, tuple[float, float]]) -> dict[str, GroupEffect]:
 # Training sites: every reconstruction kind the generator had before total variation (CLASSIC_INVERSIONS,
 # so that `train`, `test` and `retest` images stay what the bundled models were trained and benchmarked
 # on), redrawn per image, from 0.5 mm to 3 mm slices.
-_TRAIN_SITES = tuple(replace(site, inversions=physics.CLASSIC_INVERSIONS) for site in (
-    _site("A", inplane_mm=(0.5, 0.75), slice_mm=(0.5, 1.2), min_voxel_mm3=0.2, recon_per_image=True),
-    _site("B", inplane_mm=(0.6, 1.0), slice_mm=(1.0, 2.0), unit="ppb", mask_fill="nan",
-          orientations=("LPS", "LAS"), recon_per_image=True),
-    _site("C", inplane_mm=(0.6, 0.8), slice_mm=(2.0, 3.0), unit="ppb", dtype="int16", scale=(0.85, 1.15),
-          recon_per_image=True),
-    _site("D", inplane_mm=(0.8, 1.2), slice_mm=(0.8, 1.5), orientations=("RAS", "LPS", "PIR"), oblique_prob=0.6,
-          mask_fill="nan", noise_ppm=(0.002, 0.008), recon_per_image=True),
-))
+_TRAIN_SITES = tuple(
+    replace(site, inversions=physics.CLASSIC_INVERSIONS)
+    for site in (
+        _site("A", inplane_mm=(0.5, 0.75), slice_mm=(0.5, 1.2), min_voxel_mm3=0.2, recon_per_image=True),
+        _site(
+            "B",
+            inplane_mm=(0.6, 1.0),
+            slice_mm=(1.0, 2.0),
+            unit="ppb",
+            mask_fill="nan",
+            orientations=("LPS", "LAS"),
+            recon_per_image=True,
+        ),
+        _site(
+            "C",
+            inplane_mm=(0.6, 0.8),
+            slice_mm=(2.0, 3.0),
+            unit="ppb",
+            dtype="int16",
+            scale=(0.85, 1.15),
+            recon_per_image=True,
+        ),
+        _site(
+            "D",
+            inplane_mm=(0.8, 1.2),
+            slice_mm=(0.8, 1.5),
+            orientations=("RAS", "LPS", "PIR"),
+            oblique_prob=0.6,
+            mask_fill="nan",
+            noise_ppm=(0.002, 0.008),
+            recon_per_image=True,
+        ),
+    )
+)
 #: Every grid orientation the synthesis knows (sagittal PIR included).
 _ALL_ORIENTATIONS = tuple(ORIENTATIONS)
 #: The stress preset: every factor varied per image, on its own random streams, the nuclei's anatomy
 #: from the wider family (``varied_dentate``).
 _STRESS_SITES = (
-    _site("S1", inplane_mm=(0.5, 0.5), slice_mm=(0.5, 0.5), min_voxel_mm3=0.1, crop_top_mm=(45, 60),
-          recon_per_image=True),
-    _site("S2", inplane_mm=(0.6, 0.75), slice_mm=(2.5, 3.0), unit="ppb", dtype="int16", oblique_prob=0.5,
-          recon_per_image=True),
-    _site("S3", inplane_mm=(0.8, 1.0), slice_mm=(1.5, 2.5), orientations=("LPS", "PIR"), mask_fill="nan",
-          scale=(0.7, 1.3), recon_per_image=True),
-    _site("S4", inplane_mm=(0.9, 1.1), slice_mm=(0.9, 1.2), orientations=_ALL_ORIENTATIONS,
-          oblique_prob=0.5, oblique_deg=(10, 28), unit="ppb", noise_ppm=(0.002, 0.01), recon_per_image=True),
+    _site(
+        "S1", inplane_mm=(0.5, 0.5), slice_mm=(0.5, 0.5), min_voxel_mm3=0.1, crop_top_mm=(45, 60), recon_per_image=True
+    ),
+    _site(
+        "S2",
+        inplane_mm=(0.6, 0.75),
+        slice_mm=(2.5, 3.0),
+        unit="ppb",
+        dtype="int16",
+        oblique_prob=0.5,
+        recon_per_image=True,
+    ),
+    _site(
+        "S3",
+        inplane_mm=(0.8, 1.0),
+        slice_mm=(1.5, 2.5),
+        orientations=("LPS", "PIR"),
+        mask_fill="nan",
+        scale=(0.7, 1.3),
+        recon_per_image=True,
+    ),
+    _site(
+        "S4",
+        inplane_mm=(0.9, 1.1),
+        slice_mm=(0.9, 1.2),
+        orientations=_ALL_ORIENTATIONS,
+        oblique_prob=0.5,
+        oblique_deg=(10, 28),
+        unit="ppb",
+        noise_ppm=(0.002, 0.01),
+        recon_per_image=True,
+    ),
 )
 
 #: The wide training preset: the widest range of looks real cohorts bring, each site redrawing every
@@ -117,17 +175,56 @@ _STRESS_SITES = (
 #: sites as unseen on those two factors. The nuclei come from the wider anatomical family
 #: (``varied_dentate``: thin to nearly solid ribbons, 0.85-2.8 cm3).
 _WIDE_SITES = (
-    _site("WA", inplane_mm=(0.4, 0.6), slice_mm=(0.4, 1.0), min_voxel_mm3=0.125, crop_top_mm=(30, 60),
-          snr=(40.0, 200.0), recon_per_image=True),
-    _site("WB", inplane_mm=(0.4, 0.8), slice_mm=(1.5, 3.0), orientations=_ALL_ORIENTATIONS,
-          oblique_prob=0.6, oblique_deg=(5, 30), unit="ppb", dtype="int16", scale=(0.7, 1.2),
-          noise_ppm=(0.002, 0.012), snr=(30.0, 150.0), recon_per_image=True),
-    _site("WC", inplane_mm=(0.9, 1.3), slice_mm=(0.9, 1.5), orientations=("RAS", "LPS", "PIR"), oblique_prob=0.3,
-          scale=(0.75, 1.35), mask_fill="nan", residual_ppm=(-0.05, 0.05), erosion_mm=(1.0, 5.0),
-          recon_per_image=True),
-    _site("WD", inplane_mm=(0.6, 1.0), slice_mm=(1.0, 2.5), orientations=_ALL_ORIENTATIONS,
-          oblique_prob=0.5, oblique_deg=(5, 30), unit="ppb", mask_fill="nan", scale=(0.75, 1.3),
-          noise_ppm=(0.002, 0.01), residual_ppm=(-0.03, 0.03), crop_bottom_mm=(0, 15), recon_per_image=True),
+    _site(
+        "WA",
+        inplane_mm=(0.4, 0.6),
+        slice_mm=(0.4, 1.0),
+        min_voxel_mm3=0.125,
+        crop_top_mm=(30, 60),
+        snr=(40.0, 200.0),
+        recon_per_image=True,
+    ),
+    _site(
+        "WB",
+        inplane_mm=(0.4, 0.8),
+        slice_mm=(1.5, 3.0),
+        orientations=_ALL_ORIENTATIONS,
+        oblique_prob=0.6,
+        oblique_deg=(5, 30),
+        unit="ppb",
+        dtype="int16",
+        scale=(0.7, 1.2),
+        noise_ppm=(0.002, 0.012),
+        snr=(30.0, 150.0),
+        recon_per_image=True,
+    ),
+    _site(
+        "WC",
+        inplane_mm=(0.9, 1.3),
+        slice_mm=(0.9, 1.5),
+        orientations=("RAS", "LPS", "PIR"),
+        oblique_prob=0.3,
+        scale=(0.75, 1.35),
+        mask_fill="nan",
+        residual_ppm=(-0.05, 0.05),
+        erosion_mm=(1.0, 5.0),
+        recon_per_image=True,
+    ),
+    _site(
+        "WD",
+        inplane_mm=(0.6, 1.0),
+        slice_mm=(1.0, 2.5),
+        orientations=_ALL_ORIENTATIONS,
+        oblique_prob=0.5,
+        oblique_deg=(5, 30),
+        unit="ppb",
+        mask_fill="nan",
+        scale=(0.75, 1.3),
+        noise_ppm=(0.002, 0.01),
+        residual_ppm=(-0.03, 0.03),
+        crop_bottom_mm=(0, 15),
+        recon_per_image=True,
+    ),
 )
 
 #: The hard training preset: the looks the robustness benchmark found hardest, pushed beyond `wide`'s
@@ -136,60 +233,199 @@ _WIDE_SITES = (
 #: near-isotropic voxels, 2.2-3.2 mm clinical slices, and low SNR with noisier fields and TKD
 #: thresholds beyond the usual 0.1-0.25. Its random streams are its own (no benchmark image repeats).
 _HARD_SITES = (
-    _site("HA", inplane_mm=(0.9, 1.5), slice_mm=(0.9, 1.5), orientations=_ALL_ORIENTATIONS, oblique_prob=0.3,
-          scale=(0.7, 1.35), mask_fill="nan", inversions=("l2", "iterative"), l2_lambda=(0.02, 0.1),
-          iterative_lambda=(0.005, 0.03), residual_ppm=(-0.05, 0.05), erosion_mm=(1.0, 5.0), recon_per_image=True),
-    _site("HB", inplane_mm=(0.5, 0.9), slice_mm=(2.2, 3.2), orientations=_ALL_ORIENTATIONS, oblique_prob=0.5,
-          oblique_deg=(5, 30), unit="ppb", dtype="int16", scale=(0.7, 1.3), noise_ppm=(0.003, 0.012),
-          snr=(25.0, 120.0), recon_per_image=True),
-    _site("HC", inplane_mm=(0.6, 1.1), slice_mm=(1.0, 2.2), orientations=_ALL_ORIENTATIONS, oblique_prob=0.5,
-          oblique_deg=(5, 30), mask_fill="nan", scale=(0.75, 1.3), noise_ppm=(0.004, 0.015),
-          field_noise_ppm=(0.002, 0.008), snr=(20.0, 80.0), tkd_threshold=(0.08, 0.3), recon_per_image=True),
+    _site(
+        "HA",
+        inplane_mm=(0.9, 1.5),
+        slice_mm=(0.9, 1.5),
+        orientations=_ALL_ORIENTATIONS,
+        oblique_prob=0.3,
+        scale=(0.7, 1.35),
+        mask_fill="nan",
+        inversions=("l2", "iterative"),
+        l2_lambda=(0.02, 0.1),
+        iterative_lambda=(0.005, 0.03),
+        residual_ppm=(-0.05, 0.05),
+        erosion_mm=(1.0, 5.0),
+        recon_per_image=True,
+    ),
+    _site(
+        "HB",
+        inplane_mm=(0.5, 0.9),
+        slice_mm=(2.2, 3.2),
+        orientations=_ALL_ORIENTATIONS,
+        oblique_prob=0.5,
+        oblique_deg=(5, 30),
+        unit="ppb",
+        dtype="int16",
+        scale=(0.7, 1.3),
+        noise_ppm=(0.003, 0.012),
+        snr=(25.0, 120.0),
+        recon_per_image=True,
+    ),
+    _site(
+        "HC",
+        inplane_mm=(0.6, 1.1),
+        slice_mm=(1.0, 2.2),
+        orientations=_ALL_ORIENTATIONS,
+        oblique_prob=0.5,
+        oblique_deg=(5, 30),
+        mask_fill="nan",
+        scale=(0.75, 1.3),
+        noise_ppm=(0.004, 0.015),
+        field_noise_ppm=(0.002, 0.008),
+        snr=(20.0, 80.0),
+        tkd_threshold=(0.08, 0.3),
+        recon_per_image=True,
+    ),
 )
 #: The hard preset's baseline ages, in turn: two strata of children and adolescents, then adults.
 HARD_AGE_STRATA = ((8.0, 12.9), (13.0, 17.9), (18.0, 80.0))
 
 PRESETS: dict[str, Preset] = {
     "demo": Preset(
-        "demo", 1, subjects=6, sessions=3, groups=("control", "ataxia"),
+        "demo",
+        1,
+        subjects=6,
+        sessions=3,
+        groups=("control", "ataxia"),
         sites=(
-            _site("A", inplane_mm=(0.9, 1.0), slice_mm=(1.0, 1.2), orientations=("RAS", "LAS"), oblique_prob=0.0,
-                  inversions=("tkd_rescaled",), references=("mean",)),
-            _site("B", inplane_mm=(0.85, 1.0), slice_mm=(1.0, 1.5), orientations=("LPS",), oblique_prob=0.5,
-                  unit="ppb", dtype="int16", inversions=("l2",), references=("mean",)),
+            _site(
+                "A",
+                inplane_mm=(0.9, 1.0),
+                slice_mm=(1.0, 1.2),
+                orientations=("RAS", "LAS"),
+                oblique_prob=0.0,
+                inversions=("tkd_rescaled",),
+                references=("mean",),
+            ),
+            _site(
+                "B",
+                inplane_mm=(0.85, 1.0),
+                slice_mm=(1.0, 1.5),
+                orientations=("LPS",),
+                oblique_prob=0.5,
+                unit="ppb",
+                dtype="int16",
+                inversions=("l2",),
+                references=("mean",),
+            ),
         ),
     ),
-    "train": Preset("train", 2, subjects=48, sessions=1, groups=GROUPS, sites=_TRAIN_SITES,
-                    effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.7)),
-    "test": Preset("test", 3, subjects=20, sessions=1, groups=GROUPS, sites=_TRAIN_SITES,
-                   effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.7)),
+    "train": Preset(
+        "train",
+        2,
+        subjects=48,
+        sessions=1,
+        groups=GROUPS,
+        sites=_TRAIN_SITES,
+        effects=_effects(WIDE_AGES),
+        iron_gradient=(0.0, 0.7),
+    ),
+    "test": Preset(
+        "test",
+        3,
+        subjects=20,
+        sessions=1,
+        groups=GROUPS,
+        sites=_TRAIN_SITES,
+        effects=_effects(WIDE_AGES),
+        iron_gradient=(0.0, 0.7),
+    ),
     "external": Preset(
-        "external", 4, subjects=20, sessions=1, groups=GROUPS,
+        "external",
+        4,
+        subjects=20,
+        sessions=1,
+        groups=GROUPS,
         sites=(
-            _site("X", inplane_mm=(0.4, 0.55), slice_mm=(2.0, 2.5), orientations=("LPS",), oblique_prob=0.8,
-                  oblique_deg=(15, 28), unit="ppb", scale=(0.75, 0.9), noise_ppm=(0.004, 0.01),
-                  inversions=("tkd",), snr=(40.0, 80.0)),
-            _site("Y", inplane_mm=(1.1, 1.3), slice_mm=(1.1, 1.3), orientations=("PIR",), oblique_prob=0.0,
-                  unit="ppm", scale=(1.1, 1.3), mask_fill="nan", residual_ppm=(-0.04, 0.05), inversions=("l2",)),
-            _site("Z", inplane_mm=(0.6, 0.8), slice_mm=(1.5, 2.0), orientations=("RAS", "LAS", "LPS"),
-                  unit="ppb", dtype="int16", scale=(0.8, 1.25), noise_ppm=(0.004, 0.01), crop_bottom_mm=(5, 15),
-                  inversions=("iterative",)),
+            _site(
+                "X",
+                inplane_mm=(0.4, 0.55),
+                slice_mm=(2.0, 2.5),
+                orientations=("LPS",),
+                oblique_prob=0.8,
+                oblique_deg=(15, 28),
+                unit="ppb",
+                scale=(0.75, 0.9),
+                noise_ppm=(0.004, 0.01),
+                inversions=("tkd",),
+                snr=(40.0, 80.0),
+            ),
+            _site(
+                "Y",
+                inplane_mm=(1.1, 1.3),
+                slice_mm=(1.1, 1.3),
+                orientations=("PIR",),
+                oblique_prob=0.0,
+                unit="ppm",
+                scale=(1.1, 1.3),
+                mask_fill="nan",
+                residual_ppm=(-0.04, 0.05),
+                inversions=("l2",),
+            ),
+            _site(
+                "Z",
+                inplane_mm=(0.6, 0.8),
+                slice_mm=(1.5, 2.0),
+                orientations=("RAS", "LAS", "LPS"),
+                unit="ppb",
+                dtype="int16",
+                scale=(0.8, 1.25),
+                noise_ppm=(0.004, 0.01),
+                crop_bottom_mm=(5, 15),
+                inversions=("iterative",),
+            ),
         ),
     ),
-    "stress": Preset("stress", 5, subjects=24, sessions=1, groups=GROUPS, sites=_STRESS_SITES,
-                     effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.8), age_strata=STRESS_AGE_STRATA,
-                     varied_dentate=True),
-    "wide": Preset("wide", 7, subjects=64, sessions=1, groups=GROUPS, sites=_WIDE_SITES,
-                   effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.8), varied_dentate=True),
-    "hard": Preset("hard", 8, subjects=48, sessions=1, groups=GROUPS, sites=_HARD_SITES,
-                   effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.9), age_strata=HARD_AGE_STRATA),
+    "stress": Preset(
+        "stress",
+        5,
+        subjects=24,
+        sessions=1,
+        groups=GROUPS,
+        sites=_STRESS_SITES,
+        effects=_effects(WIDE_AGES),
+        iron_gradient=(0.0, 0.8),
+        age_strata=STRESS_AGE_STRATA,
+        varied_dentate=True,
+    ),
+    "wide": Preset(
+        "wide",
+        7,
+        subjects=64,
+        sessions=1,
+        groups=GROUPS,
+        sites=_WIDE_SITES,
+        effects=_effects(WIDE_AGES),
+        iron_gradient=(0.0, 0.8),
+        varied_dentate=True,
+    ),
+    "hard": Preset(
+        "hard",
+        8,
+        subjects=48,
+        sessions=1,
+        groups=GROUPS,
+        sites=_HARD_SITES,
+        effects=_effects(WIDE_AGES),
+        iron_gradient=(0.0, 0.9),
+        age_strata=HARD_AGE_STRATA,
+    ),
     # Test-retest: every yearly visit is scanned twice on the same day (session "02" and its rescan
     # "02r"): same anatomy and chi, a new head pose, grid and noise, the site's own reconstruction
     # pipeline; a quarter of the rescans on another site's protocol (and pipeline). No visit is missed.
-    "retest": Preset("retest", 6, subjects=12, sessions=2, groups=("control", "ataxia"),
-                     sites=tuple(replace(site, recon_per_image=False) for site in _TRAIN_SITES),
-                     effects=_effects(WIDE_AGES), iron_gradient=(0.0, 0.7), missed_visit_prob=0.0,
-                     rescan_other_site_prob=0.25),
+    "retest": Preset(
+        "retest",
+        6,
+        subjects=12,
+        sessions=2,
+        groups=("control", "ataxia"),
+        sites=tuple(replace(site, recon_per_image=False) for site in _TRAIN_SITES),
+        effects=_effects(WIDE_AGES),
+        iron_gradient=(0.0, 0.7),
+        missed_visit_prob=0.0,
+        rescan_other_site_prob=0.25,
+    ),
 }
 
 
@@ -242,12 +478,28 @@ def participants(preset: Preset, subjects: int, seed: int, first_label: int = 1)
         k, g = divmod(i, len(preset.groups))  # subject i is the k-th of group g
         group = preset.groups[g]
         site = preset.sites[(k + g) % len(preset.sites)]  # each group passes through every site in turn
-        baseline = datetime(2019, 1, 7, 8, 0) + timedelta(days=int(rng.integers(0, 3 * 365)), minutes=int(rng.integers(0, 9 * 60)))
-        ages = (preset.effects[group].age_range if preset.age_strata is None
-                else preset.age_strata[k % len(preset.age_strata)])
+        baseline = datetime(2019, 1, 7, 8, 0) + timedelta(
+            days=int(rng.integers(0, 3 * 365)), minutes=int(rng.integers(0, 9 * 60))
+        )
+        ages = (
+            preset.effects[group].age_range
+            if preset.age_strata is None
+            else preset.age_strata[k % len(preset.age_strata)]
+        )
         age = round(float(rng.uniform(*ages)), 1)
-        people.append(Participant(f"{i + first_label:03d}", i, group, str(rng.choice(["F", "M"])), age, site, scales[site.name],
-                                  recons[site.name], baseline))
+        people.append(
+            Participant(
+                f"{i + first_label:03d}",
+                i,
+                group,
+                str(rng.choice(["F", "M"])),
+                age,
+                site,
+                scales[site.name],
+                recons[site.name],
+                baseline,
+            )
+        )
     return people
 
 
@@ -288,8 +540,9 @@ def maturation(age: float) -> float:
     return float(1 - np.exp(-max(age, 0.0) / MATURATION_TAU_YEARS))
 
 
-def dentate_state(preset: Preset, person: Participant, years: float, base_chi_ppb: float,
-                  white_matter_ppb: float) -> tuple[float, float]:
+def dentate_state(
+    preset: Preset, person: Participant, years: float, base_chi_ppb: float, white_matter_ppb: float
+) -> tuple[float, float]:
     """Planted dentate (volume factor, mean chi in ppb) of a participant at ``years`` after baseline.
 
     The adult DN chi (``base_chi_ppb``) is brought towards the surrounding white matter's by the
@@ -299,6 +552,10 @@ def dentate_state(preset: Preset, person: Participant, years: float, base_chi_pp
     effect = preset.effects[person.group]
     volume = (1 + effect.volume_offset_pct / 100) * (1 + effect.volume_pct_per_year / 100 * years)
     adult = base_chi_ppb + CHI_PPB_PER_YEAR_OF_AGE * max(person.age - 40, 0.0)
-    chi = (white_matter_ppb + (adult - white_matter_ppb) * maturation(person.age)
-           + effect.chi_offset_ppb + effect.chi_ppb_per_year * years)
+    chi = (
+        white_matter_ppb
+        + (adult - white_matter_ppb) * maturation(person.age)
+        + effect.chi_offset_ppb
+        + effect.chi_ppb_per_year * years
+    )
     return volume, chi

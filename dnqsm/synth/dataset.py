@@ -7,13 +7,13 @@ complete, so a failed or interrupted run never leaves a half-written dataset.
 from __future__ import annotations
 
 import hashlib
-from importlib import metadata
 import json
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
+from importlib import metadata
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -21,14 +21,25 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from dnqsm import __version__
-from dnqsm import names
+from dnqsm import __version__, names
 from dnqsm.io import bids_path, fractions_8bit, save_nifti, write_json, write_tsv
 from dnqsm.synth.acquisition import LABEL_LEFT, LABEL_RIGHT, render, sample_acquisition
 from dnqsm.synth.anatomy import SubjectAnatomy, build_anatomy
-from dnqsm.synth.cohort import (ANATOMY_STREAM, CHI_PPB_PER_YEAR_OF_AGE, DENTATE_VARIETY_STREAM,
-                                MATURATION_TAU_YEARS, PRESETS, Preset, dentate_state, maturation, participants,
-                                scan_stream, seed_sequence, site_draws, visits)
+from dnqsm.synth.cohort import (
+    ANATOMY_STREAM,
+    CHI_PPB_PER_YEAR_OF_AGE,
+    DENTATE_VARIETY_STREAM,
+    MATURATION_TAU_YEARS,
+    PRESETS,
+    Preset,
+    dentate_state,
+    maturation,
+    participants,
+    scan_stream,
+    seed_sequence,
+    site_draws,
+    visits,
+)
 from dnqsm.synth.template import brain_distance_mm, load_template
 from dnqsm.units import to_ppb
 
@@ -41,10 +52,18 @@ class SynthError(Exception):
     """A problem with the arguments or the output location, phrased for the user."""
 
 
-def write_dataset(out: str | Path, preset: str, subjects: int | None = None, sessions: int | None = None,
-                  seed: int = 0, overwrite: bool = False, jobs: int = 1,
-                  age_strata: tuple[tuple[float, float], ...] | None = None, first_label: int = 1,
-                  reuse: bool = False) -> Path:
+def write_dataset(
+    out: str | Path,
+    preset: str,
+    subjects: int | None = None,
+    sessions: int | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    jobs: int = 1,
+    age_strata: tuple[tuple[float, float], ...] | None = None,
+    first_label: int = 1,
+    reuse: bool = False,
+) -> Path:
     """Generate a cohort into ``out``; return the path. Raises SynthError on bad arguments.
     ``age_strata``: baseline ages drawn from these (low, high) year ranges in turn, each group passing
     through each, instead of the preset's ranges (e.g. a cohort one third children).
@@ -112,8 +131,7 @@ def library_versions() -> tuple[tuple[str, str], ...]:
 
 
 @lru_cache(maxsize=4)
-def generator_code(package: Path = Path(__file__).parent,
-                   libraries: tuple[tuple[str, str], ...] | None = None) -> str:
+def generator_code(package: Path = Path(__file__).parent, libraries: tuple[tuple[str, str], ...] | None = None) -> str:
     """The first 12 hex digits of the sha256 of the generator's own source (``package``, by default
     ``dnqsm/synth``: its ``*.py`` and ``../units.py``) and of the versions of the libraries that shape
     its images (``libraries``, by default the installed :func:`library_versions`): a generator changed
@@ -131,12 +149,14 @@ def _generator(preset: Preset, subjects: int, sessions: int, seed: int, first_la
     """The dataset_description GeneratedBy entry: everything the images depend on, in words (the
     arguments, the version, and ``code=``: the hash of the generator's source and of the shaping
     libraries' versions)."""
-    return {"Name": "dnqsm synth", "Version": __version__,
-            "Description": f"preset={preset.name} subjects={subjects} sessions={sessions} seed={seed}"
-                           + (f" ages={_ages_text(preset.age_strata)}"
-                              if preset.age_strata != PRESETS[preset.name].age_strata else "")
-                           + (f" first_label={first_label}" if first_label != 1 else "")
-                           + f" code={generator_code()}"}
+    return {
+        "Name": "dnqsm synth",
+        "Version": __version__,
+        "Description": f"preset={preset.name} subjects={subjects} sessions={sessions} seed={seed}"
+        + (f" ages={_ages_text(preset.age_strata)}" if preset.age_strata != PRESETS[preset.name].age_strata else "")
+        + (f" first_label={first_label}" if first_label != 1 else "")
+        + f" code={generator_code()}",
+    }
 
 
 def _made_with(out: Path, generator: dict[str, str]) -> bool:
@@ -153,8 +173,11 @@ def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, 
     people = participants(preset, subjects, seed, first_label)
     # one task per scan, not per participant: participants differ up to 2x in cost (visits, voxel
     # sizes), so per-participant tasks left one worker alone on the last, costliest one
-    tasks = [(root, preset.name, seed, person, visit) for person in people
-             for visit in visits(preset, person, sessions, seed)]
+    tasks = [
+        (root, preset.name, seed, person, visit)
+        for person in people
+        for visit in visits(preset, person, sessions, seed)
+    ]
     if jobs == 1:
         rows = [_scan(task) for task in tasks]
     else:
@@ -166,46 +189,84 @@ def _write(root: Path, preset: Preset, subjects: int, sessions: int, seed: int, 
     sessions_of: dict[str, list[dict]] = {}  # each participant's scans, in visit order
     for row in rows:
         sessions_of.setdefault(row["participant_id"], []).append(
-            {"session_id": row["session_id"], "acq_time": row["acq_time"], "age": row["age"]})
+            {"session_id": row["session_id"], "acq_time": row["acq_time"], "age": row["age"]}
+        )
     for person in people:
-        write_tsv(root / f"sub-{person.label}" / f"sub-{person.label}_sessions.tsv",
-                  pd.DataFrame(sessions_of[f"sub-{person.label}"]))
+        write_tsv(
+            root / f"sub-{person.label}" / f"sub-{person.label}_sessions.tsv",
+            pd.DataFrame(sessions_of[f"sub-{person.label}"]),
+        )
     truth = pd.DataFrame(rows)
     generator = _generator(preset, subjects, sessions, seed, first_label)
-    write_json(root / "dataset_description.json", {
-        "Name": f"dnqsm synthetic QSM cohort ({preset.name})", "BIDSVersion": BIDS_VERSION, "DatasetType": "raw",
-        "GeneratedBy": [generator],
-    })
-    write_tsv(root / "participants.tsv", pd.DataFrame({
-        "participant_id": [f"sub-{p.label}" for p in people], "group": [p.group for p in people],
-        "sex": [p.sex for p in people], "age": [p.age for p in people], "site": [p.site.name for p in people],
-    }), {
-        "group": {"Description": "Diagnostic group", "Levels": {"control": "healthy control", "ataxia": "cerebellar ataxia", "ms": "multiple sclerosis"}},
-        "sex": {"Description": "Sex", "Levels": {"F": "female", "M": "male"}},
-        "age": {"Description": "Age at the baseline visit", "Units": "year"},
-        "site": {"Description": "Acquisition site"},
-    })
-    write_json(root / "sessions.json", {
-        "acq_time": {"Description": "Date and time of the visit", "Units": "ISO 8601"},
-        "age": {"Description": "Age at the visit", "Units": "year"},
-    })
+    write_json(
+        root / "dataset_description.json",
+        {
+            "Name": f"dnqsm synthetic QSM cohort ({preset.name})",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "raw",
+            "GeneratedBy": [generator],
+        },
+    )
+    write_tsv(
+        root / "participants.tsv",
+        pd.DataFrame(
+            {
+                "participant_id": [f"sub-{p.label}" for p in people],
+                "group": [p.group for p in people],
+                "sex": [p.sex for p in people],
+                "age": [p.age for p in people],
+                "site": [p.site.name for p in people],
+            }
+        ),
+        {
+            "group": {
+                "Description": "Diagnostic group",
+                "Levels": {"control": "healthy control", "ataxia": "cerebellar ataxia", "ms": "multiple sclerosis"},
+            },
+            "sex": {"Description": "Sex", "Levels": {"F": "female", "M": "male"}},
+            "age": {"Description": "Age at the baseline visit", "Units": "year"},
+            "site": {"Description": "Acquisition site"},
+        },
+    )
+    write_json(
+        root / "sessions.json",
+        {
+            "acq_time": {"Description": "Date and time of the visit", "Units": "ISO 8601"},
+            "age": {"Description": "Age at the visit", "Units": "year"},
+        },
+    )
     write_json(root / "Chimap.json", {"MagneticFieldStrength": 3.0, "Manufacturer": "dnqsm synth"})
     deriv = root / TRUTH_DERIVATIVE
-    write_json(deriv / "dataset_description.json", {
-        "Name": "Ground-truth dentate nucleus labels", "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
-        "GeneratedBy": [generator], "SourceDatasets": [{"URL": "../.."}],
-    })
-    write_tsv(deriv / names.TRUTH_LOOKUP, pd.DataFrame({
-        "index": [LABEL_LEFT, LABEL_RIGHT], "name": ["left dentate nucleus", "right dentate nucleus"],
-        "abbreviation": ["DN_L", "DN_R"],
-    }))
-    write_json(deriv / names.TRUTH_FRACTIONS_SIDECAR, {
-        "Description": "Share of each voxel's signal that comes from the dentate nucleus as the image holds it "
-                       "(the voxel's in-plane resolution, averaged across the slice thickness), before QSM "
-                       "reconstruction and noise: what a perfect reader of the image could know of the labels "
-                       f"at best. The labels ({names.DENTATE_LABELS}) are the analytic nucleus at each voxel centre.",
-        "Volumes": ["left dentate nucleus", "right dentate nucleus"],
-    })
+    write_json(
+        deriv / "dataset_description.json",
+        {
+            "Name": "Ground-truth dentate nucleus labels",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "derivative",
+            "GeneratedBy": [generator],
+            "SourceDatasets": [{"URL": "../.."}],
+        },
+    )
+    write_tsv(
+        deriv / names.TRUTH_LOOKUP,
+        pd.DataFrame(
+            {
+                "index": [LABEL_LEFT, LABEL_RIGHT],
+                "name": ["left dentate nucleus", "right dentate nucleus"],
+                "abbreviation": ["DN_L", "DN_R"],
+            }
+        ),
+    )
+    write_json(
+        deriv / names.TRUTH_FRACTIONS_SIDECAR,
+        {
+            "Description": "Share of each voxel's signal that comes from the dentate nucleus as the image holds it "
+            "(the voxel's in-plane resolution, averaged across the slice thickness), before QSM "
+            "reconstruction and noise: what a perfect reader of the image could know of the labels "
+            f"at best. The labels ({names.DENTATE_LABELS}) are the analytic nucleus at each voxel centre.",
+            "Volumes": ["left dentate nucleus", "right dentate nucleus"],
+        },
+    )
     write_tsv(deriv / "truth.tsv", truth, _truth_sidecar(preset, seed))
 
 
@@ -239,6 +300,7 @@ def parse_age_strata(text: str) -> tuple[tuple[float, float], ...]:
 @dataclass(frozen=True)
 class PersonDraws:
     """What every scan of one participant shares, drawn from the participant's anatomy stream."""
+
     anatomy: SubjectAnatomy
     base_chi_ppb: dict[str, float]  # adult DN chi per side
     iron_gradient: float
@@ -250,8 +312,11 @@ def person_draws(seed: int, preset_name: str, person_index: int) -> PersonDraws:
     """The participant's anatomy and DN draws (cached for the participant's next scan in this process)."""
     preset = PRESETS[preset_name]
     rng = np.random.default_rng(seed_sequence(seed, preset, person_index, ANATOMY_STREAM))
-    variety = (np.random.default_rng(seed_sequence(seed, preset, person_index, DENTATE_VARIETY_STREAM))
-               if preset.varied_dentate else None)
+    variety = (
+        np.random.default_rng(seed_sequence(seed, preset, person_index, DENTATE_VARIETY_STREAM))
+        if preset.varied_dentate
+        else None
+    )
     anatomy = build_anatomy(rng, variety)
     base_chi = {"left": float(rng.uniform(70, 95))}
     base_chi["right"] = base_chi["left"] + float(rng.normal(0, 4))
@@ -275,8 +340,9 @@ def _scan(task: tuple) -> dict:
         acq = sample_acquisition(vrng, visit.site, scales[visit.site.name], recons[visit.site.name])
     volume_factor, chi_ppb = {}, {}
     for side, _ in SIDES:
-        volume_factor[side], chi_ppb[side] = dentate_state(preset, person, visit.years, base_chi[side],
-                                                           draws.white_matter_ppb)
+        volume_factor[side], chi_ppb[side] = dentate_state(
+            preset, person, visit.years, base_chi[side], draws.white_matter_ppb
+        )
     size = {side: anatomy.dn_size_factor * volume_factor[side] ** (1 / 3) for side, _ in SIDES}
     out = render(anatomy, acq, vrng, size, {s: chi_ppb[s] / 1000.0 for s, _ in SIDES}, iron_gradient)
     sub, ses = person.label, visit.session
@@ -294,10 +360,17 @@ def _scan(task: tuple) -> dict:
     save_nifti(names.dentate_fractions(deriv, sub, ses), fraction_image(out.dentate_fraction, out.affine))
     voxel_mm3 = float(abs(np.linalg.det(out.affine[:3, :3])))
     row = {
-        "participant_id": f"sub-{sub}", "session_id": f"ses-{ses}", "group": person.group, "sex": person.sex,
-        "baseline_age": person.age, "age": round(person.age + visit.years, 2), "site": acq.site,
-        "years_since_baseline": visit.years, "acq_time": visit.acq_time.isoformat(),
-        "visit": f"{visit.visit_index + 1:02d}", "rescan": visit.rescan,
+        "participant_id": f"sub-{sub}",
+        "session_id": f"ses-{ses}",
+        "group": person.group,
+        "sex": person.sex,
+        "baseline_age": person.age,
+        "age": round(person.age + visit.years, 2),
+        "site": acq.site,
+        "years_since_baseline": visit.years,
+        "acq_time": visit.acq_time.isoformat(),
+        "visit": f"{visit.visit_index + 1:02d}",
+        "rescan": visit.rescan,
     }
     acq_fields = asdict(acq)
     for key in ("voxel_mm", "rotation_deg", "translation_mm"):
@@ -346,47 +419,74 @@ def dentate_contrast(values: np.ndarray, label: np.ndarray, both: np.ndarray, un
 def _truth_sidecar(preset: Preset, seed: int) -> dict:
     """Column descriptions and every cohort-level generating parameter."""
     desc = {
-        "participant_id": "Participant label", "session_id": "Session label", "group": "Diagnostic group",
+        "participant_id": "Participant label",
+        "session_id": "Session label",
+        "group": "Diagnostic group",
         "baseline_age": {"Description": "Age at baseline", "Units": "year"},
         "age": {"Description": "Age at the visit", "Units": "year"},
         "years_since_baseline": {"Description": "Time since the baseline visit", "Units": "year"},
         "visit": "Visit number; a visit and its same-day rescan share it (retest preset)",
-        "rescan": "True for the second scan of a visit, the same day: same anatomy and chi, new pose, grid and noise (another site's protocol now and then)",
+        "rescan": "True for the second scan of a visit, the same day: same anatomy and chi, new pose, grid and noise "
+        "(another site's protocol now and then)",
         "acq_unit": "Unit the image is stored in (after acq_scale)",
         "acq_scale": "Site intensity scaling applied to the true susceptibility (fixed per site in a cohort)",
         "acq_dtype": "Storage type (int16 images carry scl_slope)",
         "acq_mask_fill": "Value outside the brain mask (zero or nan)",
         "acq_orientation": "Voxel axis directions before oblique tilt",
         "acq_oblique_deg": {"Description": "Tilt of the slice grid about x", "Units": "degree"},
-        "dn_left_volume_mm3": {"Description": "True left DN volume: label-1 voxel count x voxel volume", "Units": "mm^3"},
-        "dn_right_volume_mm3": {"Description": "True right DN volume: label-2 voxel count x voxel volume", "Units": "mm^3"},
-        "dn_left_mean_chi_ppb": {"Description": "Mean image value under label 1, converted to ppb from acq_unit", "Units": "ppb"},
-        "dn_right_mean_chi_ppb": {"Description": "Mean image value under label 2, converted to ppb from acq_unit", "Units": "ppb"},
-        "dn_left_planted_chi_ppb": {"Description": "Planted tissue susceptibility of the left DN (before site scaling, noise, partial volume)", "Units": "ppb"},
+        "dn_left_volume_mm3": {
+            "Description": "True left DN volume: label-1 voxel count x voxel volume",
+            "Units": "mm^3",
+        },
+        "dn_right_volume_mm3": {
+            "Description": "True right DN volume: label-2 voxel count x voxel volume",
+            "Units": "mm^3",
+        },
+        "dn_left_mean_chi_ppb": {
+            "Description": "Mean image value under label 1, converted to ppb from acq_unit",
+            "Units": "ppb",
+        },
+        "dn_right_mean_chi_ppb": {
+            "Description": "Mean image value under label 2, converted to ppb from acq_unit",
+            "Units": "ppb",
+        },
+        "dn_left_planted_chi_ppb": {
+            "Description": "Planted tissue susceptibility of the left DN (before site scaling, noise, partial volume)",
+            "Units": "ppb",
+        },
         "dn_right_planted_chi_ppb": {"Description": "Planted tissue susceptibility of the right DN", "Units": "ppb"},
-        "dn_left_planted_volume_factor": "Planted volume relative to the subject's control-like baseline (group offset x yearly change)",
+        "dn_left_planted_volume_factor": "Planted volume relative to the subject's control-like baseline "
+        "(group offset x yearly change)",
         "dn_right_planted_volume_factor": "Planted volume relative to the subject's control-like baseline",
-        "dn_left_contrast_ppb": {"Description": "Mean image value under label 1 minus a 1-3 voxel shell around the nuclei, site scaling divided out", "Units": "ppb"},
+        "dn_left_contrast_ppb": {
+            "Description": "Mean image value under label 1 minus a 1-3 voxel shell around the nuclei, "
+            "site scaling divided out",
+            "Units": "ppb",
+        },
         "dn_right_contrast_ppb": {"Description": "As dn_left_contrast_ppb, for label 2", "Units": "ppb"},
         "dn_maturation": "Share of the adult DN contrast at the baseline age: 1 - exp(-age / dn_maturation_tau_years)",
         "dn_iron_gradient": "Weight of the DN iron gradient (brighter away from the hilum), 0 = uniform",
-        "recon_inversion": "Dipole inversion: tkd, tkd_rescaled, l2 (closed form, gradient penalty), iterative (weighted L2, conjugate gradient) or tv (total variation, ADMM)",
+        "recon_inversion": "Dipole inversion: tkd, tkd_rescaled, l2 (closed form, gradient penalty), iterative "
+        "(weighted L2, conjugate gradient) or tv (total variation, ADMM)",
         "recon_reference": "Referencing of the map: mean (whole brain), csf or none",
         "recon_threshold": "TKD threshold on |D| (used by tkd and tkd_rescaled)",
         "recon_regularization": "Gradient-penalty weight (l2, iterative, tv)",
         "recon_erosion_mm": {"Description": "Brain-mask erosion by background-field removal", "Units": "mm"},
-        "recon_snr": "Peak SNR of the simulated multi-echo magnitude (qsm-forward); 0 = Gaussian field noise of recon_field_noise_ppm",
+        "recon_snr": "Peak SNR of the simulated multi-echo magnitude (qsm-forward); 0 = Gaussian field noise of "
+        "recon_field_noise_ppm",
     }
     return {
         **desc,
         "GeneratingParameters": {
-            "preset": preset.name, "seed": seed,
+            "preset": preset.name,
+            "seed": seed,
             "effects": {g: asdict(e) for g, e in preset.effects.items() if g in preset.groups},
             "chi_ppb_per_year_of_age_above_40": CHI_PPB_PER_YEAR_OF_AGE,
             "dn_maturation_tau_years": MATURATION_TAU_YEARS,
             "iron_gradient": list(preset.iron_gradient),
             "varied_dentate": preset.varied_dentate,
-            "missed_visit_prob": preset.missed_visit_prob, "visit_jitter_years": preset.visit_jitter_years,
+            "missed_visit_prob": preset.missed_visit_prob,
+            "visit_jitter_years": preset.visit_jitter_years,
             "sites": {s.name: asdict(s) for s in preset.sites},
         },
     }

@@ -51,13 +51,15 @@ class Recon:
 
 # --- the dipole kernel and the forward model -----------------------------------------------------
 
+
 def padded_shape(shape: tuple[int, ...], pad: int) -> tuple[int, int, int]:
     """A fast FFT size at least ``pad`` voxels larger than ``shape`` on every side."""
     return tuple(fft.next_fast_len(int(n) + 2 * pad, real=True) for n in shape)
 
 
-def dipole_kernel(shape: tuple[int, int, int], voxel_mm: float | tuple[float, float, float],
-                  b0_dir: np.ndarray) -> np.ndarray:
+def dipole_kernel(
+    shape: tuple[int, int, int], voxel_mm: float | tuple[float, float, float], b0_dir: np.ndarray
+) -> np.ndarray:
     """The unit dipole in k-space for a real FFT of ``shape`` (last axis halved), float32.
 
     ``b0_dir`` is the main-field direction in the grid's axes; D(0) is set to 0 (the mean field is
@@ -109,8 +111,15 @@ def forward_field(chi_ppm: np.ndarray, grid: Grid) -> np.ndarray:
 
 # --- acquisition and background removal ----------------------------------------------------------
 
-def acquire_field(field_ppm: np.ndarray, magnitude: np.ndarray, r2star: np.ndarray, recon: Recon,
-                  rng: np.random.Generator, b0_tesla: float = 3.0) -> np.ndarray:
+
+def acquire_field(
+    field_ppm: np.ndarray,
+    magnitude: np.ndarray,
+    r2star: np.ndarray,
+    recon: Recon,
+    rng: np.random.Generator,
+    b0_tesla: float = 3.0,
+) -> np.ndarray:
     """The field as a multi-echo gradient-echo scan measures it (ppm), noise included.
 
     With ``recon.snr`` > 0, qsm-forward's signal model (``generate_signal``) makes each echo from the
@@ -136,16 +145,23 @@ def acquire_field(field_ppm: np.ndarray, magnitude: np.ndarray, r2star: np.ndarr
     return (np.angle(weighted) / (2 * np.pi * GAMMA_MHZ_PER_T * b0_tesla * delta)).astype(np.float32)
 
 
-def residual_background(shape: tuple[int, int, int], affine: np.ndarray, sources_mm: list[np.ndarray],
-                        amplitudes_ppm: tuple[float, ...], sigma_mm: float) -> np.ndarray:
+def residual_background(
+    shape: tuple[int, int, int],
+    affine: np.ndarray,
+    sources_mm: list[np.ndarray],
+    amplitudes_ppm: tuple[float, ...],
+    sigma_mm: float,
+) -> np.ndarray:
     """A smooth residual field left by imperfect background removal: Gaussian lobes around the given
     world points (petrous bones, sinuses), in ppm."""
     axes = [np.arange(n, dtype=np.float32) for n in shape]
     out = np.zeros(shape, np.float32)
     for amplitude, source in zip(amplitudes_ppm, sources_mm):
         vox = np.linalg.solve(affine[:3, :3], np.asarray(source, float) - affine[:3, 3])
-        d2 = sum(((axes[i] - vox[i]) * abs(affine[i, i])).reshape([-1 if a == i else 1 for a in range(3)]) ** 2
-                 for i in range(3))
+        d2 = sum(
+            ((axes[i] - vox[i]) * abs(affine[i, i])).reshape([-1 if a == i else 1 for a in range(3)]) ** 2
+            for i in range(3)
+        )
         out += np.float32(amplitude) * np.exp(-d2 / np.float32(2 * sigma_mm**2)).astype(np.float32)
     return out
 
@@ -164,6 +180,7 @@ def erode_mask(mask: np.ndarray, erosion_mm: float, voxel_mm: float) -> np.ndarr
 
 
 # --- dipole inversions ---------------------------------------------------------------------------
+
 
 def tkd(field_ppm: np.ndarray, grid: Grid, threshold: float, rescale: bool = False) -> np.ndarray:
     """Thresholded k-space division: 1/D, with |D| < threshold replaced by sign(D) * threshold.
@@ -202,8 +219,9 @@ def closed_form_l2(field_ppm: np.ndarray, grid: Grid, regularization: float) -> 
     return grid.ifft(grid.fft(field_ppm) * (d / denominator))
 
 
-def iterative_l2(field_ppm: np.ndarray, mask: np.ndarray, grid: Grid, regularization: float,
-                 iterations: int) -> np.ndarray:
+def iterative_l2(
+    field_ppm: np.ndarray, mask: np.ndarray, grid: Grid, regularization: float, iterations: int
+) -> np.ndarray:
     """argmin ||W (D chi - f)||^2 + lambda ||grad chi||^2 by conjugate gradient, W = the brain mask.
 
     The data term counts only measured voxels (the field outside the mask is unknown), as iterative
@@ -237,6 +255,7 @@ def iterative_l2(field_ppm: np.ndarray, mask: np.ndarray, grid: Grid, regulariza
 def _difference(x: np.ndarray, axis: int, forward: bool) -> np.ndarray:
     """Periodic difference along ``axis`` (a new array): x[n + 1] - x[n] forward, x[n] - x[n - 1]
     backward. The backward difference, negated, is the forward one's adjoint."""
+
     def at(index: slice) -> tuple[slice, ...]:
         return tuple(index if a == axis else slice(None) for a in range(x.ndim))
 
@@ -247,8 +266,9 @@ def _difference(x: np.ndarray, axis: int, forward: bool) -> np.ndarray:
     return out
 
 
-def total_variation(field_ppm: np.ndarray, grid: Grid, regularization: float, iterations: int,
-                    penalty: float | None = None) -> np.ndarray:
+def total_variation(
+    field_ppm: np.ndarray, grid: Grid, regularization: float, iterations: int, penalty: float | None = None
+) -> np.ndarray:
     """argmin 1/2 ||D chi - f||^2 + lambda ||grad chi||_1 (anisotropic TV) by ADMM (sharp edges, flat
     patches, texture lost: the look of TV/MEDI-type methods).
 
@@ -272,8 +292,9 @@ def total_variation(field_ppm: np.ndarray, grid: Grid, regularization: float, it
         adjoint = np.zeros(grid.full, np.float32)
         for axis, w in enumerate(z_minus_u):
             adjoint -= _difference(w, axis, forward=False)
-        chi = fft.irfftn((data + (mu / h) * fft.rfftn(adjoint, workers=-1)) / denominator, s=grid.full,
-                         workers=-1).astype(np.float32)
+        chi = fft.irfftn(
+            (data + (mu / h) * fft.rfftn(adjoint, workers=-1)) / denominator, s=grid.full, workers=-1
+        ).astype(np.float32)
         for axis in range(3):
             v = _difference(chi, axis, forward=True)
             v /= h

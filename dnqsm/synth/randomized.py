@@ -26,10 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from dnqsm import __version__
-from dnqsm import names
+from dnqsm import __version__, names
 from dnqsm.io import bids_path, save_nifti, write_json, write_tsv
-
 from dnqsm.synth.anatomy import NUCLEI, _add_veins, _blob
 from dnqsm.synth.dataset import BIDS_VERSION, TRUTH_DERIVATIVE, SynthError
 from dnqsm.synth.dentate import dentate_sdf, sample_dentate, vary_dentate
@@ -37,12 +35,34 @@ from dnqsm.synth.template import load_template
 
 # One label vocabulary for both anatomies.
 AIR, DN_LEFT, DN_RIGHT, WM, GM, CSF, VEIN, BONE, SOFT, CALCIFICATION = range(10)
-DEEP_NUCLEI = {"caudate": 10, "globus_pallidus": 11, "putamen": 12, "red_nucleus": 13, "substantia_nigra": 14,
-               "thalamus": 15}
+DEEP_NUCLEI = {
+    "caudate": 10,
+    "globus_pallidus": 11,
+    "putamen": 12,
+    "red_nucleus": 13,
+    "substantia_nigra": 14,
+    "thalamus": 15,
+}
 BRAIN_LABELS = (DN_LEFT, DN_RIGHT, WM, GM, CSF, VEIN, CALCIFICATION, *DEEP_NUCLEI.values())
 #: The head phantom's labels (qsm-forward's label.json) in this vocabulary; 5, the dentate, is split by side.
-PHANTOM_LABELS = {1: 10, 2: 11, 3: 12, 4: 13, 5: DN_LEFT, 6: 14, 7: 15, 8: WM, 9: GM, 10: CSF, 11: VEIN,
-                  12: SOFT, 13: BONE, 14: AIR, 15: SOFT, 16: CALCIFICATION}
+PHANTOM_LABELS = {
+    1: 10,
+    2: 11,
+    3: 12,
+    4: 13,
+    5: DN_LEFT,
+    6: 14,
+    7: 15,
+    8: WM,
+    9: GM,
+    10: CSF,
+    11: VEIN,
+    12: SOFT,
+    13: BONE,
+    14: AIR,
+    15: SOFT,
+    16: CALCIFICATION,
+}
 
 
 @dataclass(frozen=True)
@@ -199,8 +219,9 @@ def draw(anatomy: LabelAnatomy, rng: np.random.Generator, max_voxels: int = 9_00
         x, y = np.meshgrid(axes[0], axes[1], indexing="ij")
         points = np.stack([x, y, np.full_like(x, axes[2][k])]).reshape(3, -1)
         voxels = matrix @ points + offset[:, None]
-        labels[:, :, k] = ndimage.map_coordinates(anatomy.labels, voxels, order=0, mode="constant",
-                                                  cval=AIR).reshape(x.shape)
+        labels[:, :, k] = ndimage.map_coordinates(anatomy.labels, voxels, order=0, mode="constant", cval=AIR).reshape(
+            x.shape
+        )
     if warp_mm > 0:  # deform the label grid itself (nearest-neighbour resampling through a smooth field)
         grid = np.indices(fine_shape, dtype=np.float32)
         for axis in range(3):
@@ -221,8 +242,9 @@ def draw(anatomy: LabelAnatomy, rng: np.random.Generator, max_voxels: int = 9_00
     # residual background field (low spatial frequency) and streaks along the main field
     values += (_smooth_field(rng, tuple(fine_shape), 4, 0.7) * rng.uniform(0.0, 0.05)).astype(np.float32)
     if rng.random() < 0.4:
-        streak = ndimage.gaussian_filter(rng.normal(size=fine_shape).astype(np.float32),
-                                         (0.6, 0.6, rng.uniform(4, 12) / fine_spacing[2]))
+        streak = ndimage.gaussian_filter(
+            rng.normal(size=fine_shape).astype(np.float32), (0.6, 0.6, rng.uniform(4, 12) / fine_spacing[2])
+        )
         values += streak / (streak.std() + 1e-9) * rng.uniform(0.005, 0.03)
     mask = brain
     if layout != "head":  # brain-masked: zeros outside, the edge sometimes eroded or grown
@@ -246,8 +268,16 @@ def draw(anatomy: LabelAnatomy, rng: np.random.Generator, max_voxels: int = 9_00
         image *= mask.reshape(shape[0], shape[1], shape[2], sub).mean(-1) >= 0.5
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = extent_lo + spacing / 2
-    record = {"anatomy": anatomy.name, "layout": str(layout), "pitch_deg": float(pitch), "roll_deg": float(roll),
-              "yaw_deg": float(yaw), "voxel_mm": [float(v) for v in spacing], "warp_mm": float(warp_mm), **drawn}
+    record = {
+        "anatomy": anatomy.name,
+        "layout": str(layout),
+        "pitch_deg": float(pitch),
+        "roll_deg": float(roll),
+        "yaw_deg": float(yaw),
+        "voxel_mm": [float(v) for v in spacing],
+        "warp_mm": float(warp_mm),
+        **drawn,
+    }
     return Drawn(nib.Nifti1Image(image.astype(np.float32), affine), nib.Nifti1Image(dseg, affine), record)
 
 
@@ -265,8 +295,15 @@ def _draw_case(task: tuple[Path, int, int, str, int]) -> dict:
     return {"participant_id": f"sub-{label}", **drawn.record}
 
 
-def write_randomized(out: str | Path, images: int, seed: int = 0, phantom: str | Path | None = None,
-                     first_label: int = 1, jobs: int = 1, overwrite: bool = False) -> Path:
+def write_randomized(
+    out: str | Path,
+    images: int,
+    seed: int = 0,
+    phantom: str | Path | None = None,
+    first_label: int = 1,
+    jobs: int = 1,
+    overwrite: bool = False,
+) -> Path:
     """Write ``images`` randomized images as a labelled BIDS dataset (one participant each, labels in
     ``derivatives/manual``, what was drawn in ``derivatives/manual/drawn.tsv``), half of them from
     the head segmentation at ``phantom`` when given, the rest from the template. Built in a hidden
@@ -290,15 +327,31 @@ def write_randomized(out: str | Path, images: int, seed: int = 0, phantom: str |
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork")) as pool:
             rows = list(pool.map(_draw_case, tasks))
-    generator = {"Name": "dnqsm randomize", "Version": __version__,
-                 "Description": f"{images} domain-randomized images, seed {seed}, head phantom "
-                                f"{Path(phantom).name if phantom else 'none'}"}
-    write_json(partial / "dataset_description.json", {
-        "Name": "dnqsm domain-randomized QSM-like images", "BIDSVersion": BIDS_VERSION, "DatasetType": "raw",
-        "GeneratedBy": [generator]})
-    write_json(partial / TRUTH_DERIVATIVE / "dataset_description.json", {
-        "Name": "Dentate nucleus labels of the randomized images", "BIDSVersion": BIDS_VERSION,
-        "DatasetType": "derivative", "GeneratedBy": [generator], "SourceDatasets": [{"URL": "../.."}]})
+    generator = {
+        "Name": "dnqsm randomize",
+        "Version": __version__,
+        "Description": f"{images} domain-randomized images, seed {seed}, head phantom "
+        f"{Path(phantom).name if phantom else 'none'}",
+    }
+    write_json(
+        partial / "dataset_description.json",
+        {
+            "Name": "dnqsm domain-randomized QSM-like images",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "raw",
+            "GeneratedBy": [generator],
+        },
+    )
+    write_json(
+        partial / TRUTH_DERIVATIVE / "dataset_description.json",
+        {
+            "Name": "Dentate nucleus labels of the randomized images",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "derivative",
+            "GeneratedBy": [generator],
+            "SourceDatasets": [{"URL": "../.."}],
+        },
+    )
     write_tsv(partial / "participants.tsv", pd.DataFrame({"participant_id": [r["participant_id"] for r in rows]}))
     write_tsv(partial / TRUTH_DERIVATIVE / "drawn.tsv", pd.DataFrame(rows))
     if out.exists():

@@ -11,12 +11,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from dnqsm.workflow.bids import Session, chimap_sessions, dentate_labels
-from dnqsm.workflow.config import training_cohorts
-from dnqsm.io import InputError, load_image
-from dnqsm.names import structure_labels
 from dnqsm.engine.localize import crop, crop_around, label_region, localization_input
 from dnqsm.engine.nnunet import write_case, write_dataset_json
+from dnqsm.io import InputError, load_image
+from dnqsm.names import structure_labels
+from dnqsm.workflow.bids import Session, chimap_sessions, dentate_labels
+from dnqsm.workflow.config import training_cohorts
 
 
 def check_case_names(cohorts: list[list[Session]]) -> None:
@@ -30,19 +30,31 @@ def check_case_names(cohorts: list[list[Session]]) -> None:
         mine: dict[str, Path] = {}
         for session in sessions:
             if session.key in mine:
-                raise InputError(f"{session.image}: {session.key} is also in {mine[session.key]}; two images of one "
-                                 "session that only entities dnqsm does not keep (e.g. desc-) tell apart: keep one")
+                raise InputError(
+                    f"{session.image}: {session.key} is also in {mine[session.key]}; two images of one "
+                    "session that only entities dnqsm does not keep (e.g. desc-) tell apart: keep one"
+                )
             mine[session.key] = session.image
         for case, image in mine.items():
             if case in owner:
-                raise InputError(f"{image}: {case} is also in {owner[case]}; pooled cohorts need distinct participant "
-                                 "labels (dnqsm synth --first-label numbers a synthetic cohort from another label)")
+                raise InputError(
+                    f"{image}: {case} is also in {owner[case]}; pooled cohorts need distinct participant "
+                    "labels (dnqsm synth --first-label numbers a synthetic cohort from another label)"
+                )
         owner.update(mine)
 
 
-def build_training_datasets(bids_dir: str | Path | list, labels_dir: str | Path | list, localization_raw: str | Path,
-                            segmentation_raw: str | Path, spacing_mm: float, margin_mm: float, jitter_mm: float,
-                            seed: int = 0, localization_target: str = "dn_region") -> dict:
+def build_training_datasets(
+    bids_dir: str | Path | list,
+    labels_dir: str | Path | list,
+    localization_raw: str | Path,
+    segmentation_raw: str | Path,
+    spacing_mm: float,
+    margin_mm: float,
+    jitter_mm: float,
+    seed: int = 0,
+    localization_target: str = "dn_region",
+) -> dict:
     """Write the localization and segmentation raw datasets; return a summary (cases, skipped).
 
     ``bids_dir``/``labels_dir`` may list several cohorts (see :func:`training_cohorts`), pooled under
@@ -87,16 +99,23 @@ def build_training_datasets(bids_dir: str | Path | list, labels_dir: str | Path 
         write_case(localization_raw, case, coarse, grid_affine, target)
         # Step two: a lossless crop of the canonically oriented native image, as inference makes it; the
         # box is jittered per face so the network learns to cope with imperfect localization.
-        area = crop_around(nib.as_closest_canonical(image), region, grid_affine, margin_mm,
-                           rng.uniform(-jitter_mm, jitter_mm, 6))
+        area = crop_around(
+            nib.as_closest_canonical(image), region, grid_affine, margin_mm, rng.uniform(-jitter_mm, jitter_mm, 6)
+        )
         image_crop, labels_crop = area.image, crop(nib.as_closest_canonical(labels), area.slices)
-        write_case(segmentation_raw, case, image_crop.get_fdata(dtype=np.float32), image_crop.affine,
-                   (np.asarray(labels_crop.dataobj) > 0).astype(np.uint8))
+        write_case(
+            segmentation_raw,
+            case,
+            image_crop.get_fdata(dtype=np.float32),
+            image_crop.affine,
+            (np.asarray(labels_crop.dataobj) > 0).astype(np.uint8),
+        )
         cases.append(case)
     if len(cases) < 2:
-        raise InputError(f"{', '.join(str(b) for b, _ in cohorts)}: need at least 2 labelled images to train, "
-                         f"found {len(cases)}"
-                         + (f" (skipped: {skipped})" if skipped else ""))
+        raise InputError(
+            f"{', '.join(str(b) for b, _ in cohorts)}: need at least 2 labelled images to train, "
+            f"found {len(cases)}" + (f" (skipped: {skipped})" if skipped else "")
+        )
     write_dataset_json(localization_raw, localization_target, len(cases))
     write_dataset_json(segmentation_raw, "dentate", len(cases))
     return {"cases": cases, "skipped": skipped}

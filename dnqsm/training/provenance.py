@@ -31,16 +31,21 @@ def provenance(records: list[str | Path], datasets: str | Path, train: dict[str,
             source = train[model].get(key)
             if source:
                 beside = Path(source).with_name("provenance.json")
-                record[key] = {"zip": str(source), "sha256": sha256(source),
-                               "provenance": json.loads(beside.read_text()) if beside.is_file() else None}
+                record[key] = {
+                    "zip": str(source),
+                    "sha256": sha256(source),
+                    "provenance": json.loads(beside.read_text()) if beside.is_file() else None,
+                }
     return {
         "command": os.environ.get("DNQSM_TRAIN_COMMAND", "snakemake --cores 2 train_models"),
         "config": train,
         "seed": train["seed"],
         "training_cases": len(cases["cases"]),
         "skipped_cases": cases["skipped"],
-        "geometry": {"localization_spacing_mm": train["localization"]["spacing_mm"],
-                     "margin_mm": train["segmentation"]["margin_mm"]},
+        "geometry": {
+            "localization_spacing_mm": train["localization"]["spacing_mm"],
+            "margin_mm": train["segmentation"]["margin_mm"],
+        },
         "trainer": TRAINER,
         "augmentation_beyond_nnunet_defaults": QSM_AUGMENTATION,
         "models": by_model,

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dnqsm.workflow.bids import Session
 from dnqsm.io import write_tsv
+from dnqsm.workflow.bids import Session
 
 COLUMNS = ["session_key", "batch", "batch_size", "subject", "session", "image", "entities"]
 
@@ -104,13 +104,21 @@ def plan_batches(sessions: list[Session], manifest: str | Path, batch_size: int,
     batches: dict[str, list[Session]] = {}
     for key in by_key:  # keeps the subject/session order inside each batch
         batches.setdefault(assigned[key], []).append(by_key[key])
-    table = pd.DataFrame({"session_key": list(assigned), "batch": list(assigned.values()), "batch_size": str(batch_size),
-                          "subject": [by_key[k].subject for k in assigned],
-                          "session": [by_key[k].session or "" for k in assigned],
-                          "image": [str(by_key[k].image) for k in assigned],
-                          "entities": [_entities_text(by_key[k]) for k in assigned]},
-                         columns=COLUMNS).sort_values(["batch", "session_key"])
-    if write and (not manifest.exists() or not _read(manifest).reset_index(drop=True).equals(table.reset_index(drop=True))):
+    table = pd.DataFrame(
+        {
+            "session_key": list(assigned),
+            "batch": list(assigned.values()),
+            "batch_size": str(batch_size),
+            "subject": [by_key[k].subject for k in assigned],
+            "session": [by_key[k].session or "" for k in assigned],
+            "image": [str(by_key[k].image) for k in assigned],
+            "entities": [_entities_text(by_key[k]) for k in assigned],
+        },
+        columns=COLUMNS,
+    ).sort_values(["batch", "session_key"])
+    if write and (
+        not manifest.exists() or not _read(manifest).reset_index(drop=True).equals(table.reset_index(drop=True))
+    ):
         manifest.parent.mkdir(parents=True, exist_ok=True)
         write_tsv(manifest, table)
     return Plan(dict(sorted(batches.items())), dict(assigned), any(s.session for s in sessions))
@@ -138,8 +146,11 @@ def read_plan(manifest: str | Path) -> Plan:
     members: dict[str, list] = {}
     for row in rows:
         members.setdefault(row["batch"], []).append(row)
-    return Plan(dict(sorted(members.items())), {row["session_key"]: row["batch"] for row in rows},
-                any(row["session"] != "" for row in rows))
+    return Plan(
+        dict(sorted(members.items())),
+        {row["session_key"]: row["batch"] for row in rows},
+        any(row["session"] != "" for row in rows),
+    )
 
 
 def _read(manifest: Path) -> pd.DataFrame:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dnqsm.io import bids_name
 from dnqsm import names
+from dnqsm.io import bids_name
 
 # entities a filename may carry besides sub- and ses- (BIDS keys, as in file names)
 FILTER_ENTITIES = ("acq", "ce", "rec", "run", "echo", "flip", "inv", "mt", "part", "chunk", "desc", "space")
@@ -96,8 +96,11 @@ def _chimap_files(root: Path) -> list[tuple[tuple[str, ...], Path]]:
             if not os.path.isdir(anat):
                 continue
             with os.scandir(anat) as entries:
-                found += [(folders, Path(entry.path)) for entry in entries
-                          if entry.name.endswith(("_Chimap.nii", "_Chimap.nii.gz")) and not entry.is_dir()]
+                found += [
+                    (folders, Path(entry.path))
+                    for entry in entries
+                    if entry.name.endswith(("_Chimap.nii", "_Chimap.nii.gz")) and not entry.is_dir()
+                ]
     return found
 
 
@@ -115,9 +118,11 @@ def chimap_sessions(bids_dir: str | Path) -> list[Session]:
         session = folders[1].removeprefix("ses-") if len(folders) > 1 else None
         entities = file_entities(path)
         if entities.get("sub", subject) != subject or entities.get("ses", session) != session:
-            raise ValueError(f"{path}: the file name says sub-{entities.get('sub', subject)}"
-                             f"{'_ses-' + entities['ses'] if 'ses' in entities else ''} but it lies in "
-                             f"{'/'.join(folders)}; rename or move it")
+            raise ValueError(
+                f"{path}: the file name says sub-{entities.get('sub', subject)}"
+                f"{'_ses-' + entities['ses'] if 'ses' in entities else ''} but it lies in "
+                f"{'/'.join(folders)}; rename or move it"
+            )
         others = tuple((key, entities[key]) for key in FILTER_ENTITIES if key in entities)
         sessions.append(Session(subject, session, path, others))
     return sorted(sessions, key=lambda s: (s.subject, s.session or "", s.image.name))
@@ -135,8 +140,11 @@ def matches(session: Session, bids_filters: dict[str, Any]) -> bool:
             ok = value is not None
         else:
             allowed = wanted if isinstance(wanted, list) else [wanted]
-            same = (lambda a, b: int(a) == int(b)) if key in ("run", "echo", "flip", "inv", "chunk") else \
-                (lambda a, b: str(a) == str(b))
+            same = (
+                (lambda a, b: int(a) == int(b))
+                if key in ("run", "echo", "flip", "inv", "chunk")
+                else (lambda a, b: str(a) == str(b))
+            )
             ok = value is not None and any(same(value, w) for w in allowed)
         if not ok:
             return False
@@ -152,10 +160,13 @@ def _label(value: str, entity: str) -> str:
     return value.removeprefix(f"{entity}-")
 
 
-def select_sessions(bids_dir: str | Path, participant_label: list[str] | None = None,
-                    exclude_participant_label: list[str] | None = None,
-                    exclude_sessions: list[str] | None = None,
-                    bids_filters: dict[str, Any] | None = None) -> list[Session]:
+def select_sessions(
+    bids_dir: str | Path,
+    participant_label: list[str] | None = None,
+    exclude_participant_label: list[str] | None = None,
+    exclude_sessions: list[str] | None = None,
+    bids_filters: dict[str, Any] | None = None,
+) -> list[Session]:
     """The ``_Chimap`` images to process: those passing ``bids_filters`` (see :func:`matches`), only
     ``participant_label`` (all when empty), minus the excluded participants and
     ``sub-<label>[_ses-<label>]`` sessions. Raises ValueError for a label that matches nothing (a typo
@@ -167,8 +178,10 @@ def select_sessions(bids_dir: str | Path, participant_label: list[str] | None = 
     found = [s for s in every if matches(s, bids_filters or {})]
     if every and not found:
         seen = sorted({"_".join(f"{k}-{v}" for k, v in s.entities) or "(no other entities)" for s in every})
-        raise ValueError(f"bids_filters {bids_filters} match none of the {len(every)} _Chimap images in {bids_dir}; "
-                         f"their entities: {', '.join(seen[:10])}")
+        raise ValueError(
+            f"bids_filters {bids_filters} match none of the {len(every)} _Chimap images in {bids_dir}; "
+            f"their entities: {', '.join(seen[:10])}"
+        )
     subjects = {s.subject for s in found}
     wanted = {_label(p, "sub") for p in participant_label or []}
     dropped = {_label(p, "sub") for p in exclude_participant_label or []}
@@ -177,18 +190,27 @@ def select_sessions(bids_dir: str | Path, participant_label: list[str] | None = 
     known = {s.visit for s in found}
     for name in sorted(set(exclude_sessions or []) - known):
         raise ValueError(f"excluded session {name!r} has no _Chimap image in {bids_dir}")
-    selected = [s for s in found if (not wanted or s.subject in wanted) and s.subject not in dropped
-                and s.visit not in set(exclude_sessions or [])]
+    selected = [
+        s
+        for s in found
+        if (not wanted or s.subject in wanted)
+        and s.subject not in dropped
+        and s.visit not in set(exclude_sessions or [])
+    ]
     if len({s.session is None for s in selected}) > 1:
-        raise ValueError(f"{bids_dir}: some images have a session level (ses-*) and others do not; "
-                         "dnqsm needs one layout per dataset")
+        raise ValueError(
+            f"{bids_dir}: some images have a session level (ses-*) and others do not; "
+            "dnqsm needs one layout per dataset"
+        )
     counts = Counter(s.key for s in selected)
     duplicates = sorted(key for key, n in counts.items() if n > 1)
     if duplicates:
         names = [s.image.name for s in selected if s.key == duplicates[0]]
         differ = sorted({k for s in selected if s.key == duplicates[0] for k, _ in s.entities} - set(KEPT_ENTITIES))
-        raise ValueError(f"{bids_dir}: {len(duplicates)} session(s) have several _Chimap images that only "
-                         f"{', '.join(differ) or 'their file type'} tell apart, e.g. {duplicates[0]}: {', '.join(names)}; "
-                         f"pick one per session with bids_filters in the config (e.g. bids_filters: "
-                         f"{{{(differ or ['desc'])[0]}: <label>}})")
+        raise ValueError(
+            f"{bids_dir}: {len(duplicates)} session(s) have several _Chimap images that only "
+            f"{', '.join(differ) or 'their file type'} tell apart, e.g. {duplicates[0]}: {', '.join(names)}; "
+            f"pick one per session with bids_filters in the config (e.g. bids_filters: "
+            f"{{{(differ or ['desc'])[0]}: <label>}})"
+        )
     return selected

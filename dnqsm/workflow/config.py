@@ -9,15 +9,33 @@ naming the key (jsonschema's best match).
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+#: The configuration schema: every key's type, meaning and default (the one place defaults live).
+SCHEMA = Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml"
+
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the user in one line."""
+
+
+@functools.cache
+def _defaults() -> dict:
+    return check({}, SCHEMA)
+
+
+def defaults(section: str | None = None) -> dict:
+    """The default configuration (every key, from the schema's defaults), or one section of it; a new
+    dict each call. Library code that runs without the workflow (``dnqsm segment``, the atlas baseline,
+    the longitudinal mode) takes its defaults here, so that they live in the schema only."""
+    found = _defaults()
+    return copy.deepcopy(found if section is None else found[section])
 
 
 def _allows_text(schema: dict) -> bool:
@@ -95,8 +113,10 @@ def training_cohorts(bids_dir: str | Path | list, labels_dir: str | Path | list)
     bids = [bids_dir] if isinstance(bids_dir, (str, Path)) else list(bids_dir)
     labels = [labels_dir] if isinstance(labels_dir, (str, Path)) else list(labels_dir)
     if len(bids) != len(labels):
-        raise ValueError(f"train.bids_dir lists {len(bids)} cohorts but train.labels_dir {len(labels)} label "
-                         "folders: give one labels folder per cohort, in the same order")
+        raise ValueError(
+            f"train.bids_dir lists {len(bids)} cohorts but train.labels_dir {len(labels)} label "
+            "folders: give one labels folder per cohort, in the same order"
+        )
     return [(Path(b), Path(lab)) for b, lab in zip(bids, labels)]
 
 
@@ -133,6 +153,8 @@ def schema_keys(schema: dict) -> list[tuple[str, dict]]:
 
     def walk(node: dict, prefix: str) -> None:
         for name, child in node.get("properties", {}).items():
+            if set(child) == {"default"}:  # a model's own default of a key described in $defs/model
+                continue
             path = f"{prefix}{name}"
             found.append((path, child))
             walk(child, f"{path}.")
@@ -143,26 +165,37 @@ def schema_keys(schema: dict) -> list[tuple[str, dict]]:
     return found
 
 
-def reference_markdown(schema_path: str | Path, defaults_path: str | Path | None = None) -> str:
+def reference_markdown(schema_path: str | Path = SCHEMA) -> str:
     """The configuration reference as Markdown tables, one per top-level section, written from the
-    schema's descriptions (and the defaults in ``config/config.yaml``) so it cannot drift from them.
-    Raises ConfigError naming every key that has no description."""
+    schema's descriptions and defaults so it cannot drift from them. Raises ConfigError naming every
+    key that has no description."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    defaults = yaml.safe_load(Path(defaults_path).read_text()) if defaults_path else {}
+    filled = check({}, schema_path)
     keys = schema_keys(schema)
     undocumented = [path for path, node in keys if not node.get("description")]
     if undocumented:
         raise ConfigError(f"{schema_path}: no description for {', '.join(undocumented)}")
 
-    def default(path: str) -> str:
-        node: Any = defaults
+    def value(path: str) -> Any:
+        node: Any = filled
         for part in path.split("."):
             if not isinstance(node, dict) or part not in node:
-                return ""
+                return None
             node = node[part]
-        if isinstance(node, dict):
-            return ""
+        return node
+
+    def shown(node: Any) -> str:
         return f"`{yaml.safe_dump(node, default_flow_style=True, width=10_000).strip().removesuffix('...').strip()}`"
+
+    def default(path: str) -> str:
+        if path.startswith("train.<model>."):  # each model has its own defaults
+            rest = path.removeprefix("train.<model>.")
+            per_model = {model: value(f"train.{model}.{rest}") for model in ("localization", "segmentation")}
+            if len({shown(v) for v in per_model.values()}) > 1:
+                return ", ".join(f"{shown(v)} ({model})" for model, v in per_model.items())
+            path = f"train.localization.{rest}"
+        found = value(path)
+        return "" if isinstance(found, dict) else shown(found)
 
     def row(path: str, node: dict) -> str:
         meaning = node["description"].replace("|", "\\|").replace("\n", " ")

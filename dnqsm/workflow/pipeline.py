@@ -20,13 +20,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from dnqsm.analysis.measure import measure
 from dnqsm.engine.confidence import reassess, thresholds
+from dnqsm.engine.segment import image_stem
 from dnqsm.io import InputError, atomic_path, load_image, save_nifti, staged_folder, write_json
 from dnqsm.names import DERIVATIVES, derivative_path, engine_result, preproc_files
-from dnqsm.analysis.measure import measure
-from dnqsm.workflow.preprocess import preprocess
 from dnqsm.qc.snapshots import render_failure, render_snapshot, summary_lines
-from dnqsm.engine.segment import image_stem
+from dnqsm.workflow.preprocess import preprocess
+
 
 def derivative_files(anat_dir: str | Path, entities: dict[str, str] | None = None) -> dict[str, Path]:
     """An entry's derivative files by role (:data:`dnqsm.names.DERIVATIVES`), from its folder
@@ -37,8 +38,9 @@ def derivative_files(anat_dir: str | Path, entities: dict[str, str] | None = Non
     session = anat_dir.parent.name.removeprefix("ses-") if has_session else None
     subject_dir = anat_dir.parent.parent if has_session else anat_dir.parent
     subject = subject_dir.name.removeprefix("sub-")
-    return {role: derivative_path(subject_dir.parent, subject, session, role, **(entities or {}))
-            for role in DERIVATIVES}
+    return {
+        role: derivative_path(subject_dir.parent, subject, session, role, **(entities or {})) for role in DERIVATIVES
+    }
 
 
 def read_measures(path: str | Path) -> dict[str, Any]:
@@ -50,8 +52,9 @@ def _failure(stage: str, error: str, **extra: Any) -> dict[str, Any]:
     return {"status": "failed", "failed_stage": stage, "error": error, **extra}
 
 
-def preprocess_session(raw: str | Path, out_dir: str | Path, unit_policy: str,
-                       allow_unknown_orientation: bool = False) -> dict[str, Any]:
+def preprocess_session(
+    raw: str | Path, out_dir: str | Path, unit_policy: str, allow_unknown_orientation: bool = False
+) -> dict[str, Any]:
     """Validate and convert one session's image into ``out_dir`` (named after the session)."""
     out_dir = Path(out_dir)
     with staged_folder(out_dir) as folder:
@@ -61,8 +64,11 @@ def preprocess_session(raw: str | Path, out_dir: str | Path, unit_policy: str,
         except InputError as exc:
             record = _failure("preprocess", str(exc), Sources=[str(Path(raw).absolute())])
         except Exception as exc:  # a bug or an odd file must stay this session's problem
-            record = _failure("preprocess", f"{raw}: unexpected error: {type(exc).__name__}: {exc}",
-                              Sources=[str(Path(raw).absolute())])
+            record = _failure(
+                "preprocess",
+                f"{raw}: unexpected error: {type(exc).__name__}: {exc}",
+                Sources=[str(Path(raw).absolute())],
+            )
         else:
             record.update(status="ok", failed_stage=None, error=None)
             save_nifti(folder / image_name, img)
@@ -70,12 +76,18 @@ def preprocess_session(raw: str | Path, out_dir: str | Path, unit_policy: str,
     return record
 
 
-def preprocess_batch(sessions: list[tuple[str | Path, str]], out_dir: str | Path, unit_policy: str,
-                     allow_unknown_orientation: bool = False) -> list[dict[str, Any]]:
+def preprocess_batch(
+    sessions: list[tuple[str | Path, str]],
+    out_dir: str | Path,
+    unit_policy: str,
+    allow_unknown_orientation: bool = False,
+) -> list[dict[str, Any]]:
     """:func:`preprocess_session` for every ``(raw image, folder name)`` of a batch, each into its own
     folder of ``out_dir``; the batch folder appears only when every session has its record."""
     with staged_folder(out_dir) as folder:
-        return [preprocess_session(raw, folder / name, unit_policy, allow_unknown_orientation) for raw, name in sessions]
+        return [
+            preprocess_session(raw, folder / name, unit_policy, allow_unknown_orientation) for raw, name in sessions
+        ]
 
 
 def segment_batch(preproc_dirs: list[str | Path], out_dir: str | Path, segmenter) -> list[dict[str, Any]]:
@@ -107,9 +119,16 @@ def batch_labels(batch_dir: str | Path, meta: dict[str, Any]) -> Path:
     return engine_result(batch_dir, meta["stem"], "labels")
 
 
-def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, batch_dir: str | Path,
-                    anat_dir: str | Path, erosion_voxels: int, checks: dict[str, float] | None = None,
-                    entities: dict[str, str] | None = None) -> dict[str, Any]:
+def session_outputs(
+    subject: str,
+    session: str | None,
+    preproc_dir: str | Path,
+    batch_dir: str | Path,
+    anat_dir: str | Path,
+    erosion_voxels: int,
+    checks: dict[str, float] | None = None,
+    entities: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """An entry's derivative files in ``anat_dir`` (a folder the caller stages): DN labels,
     localization mask, their sidecar and the measures record (always written; ``status`` says whether
     the rest is there, and ``review`` whether the engine's numbers pass the plausibility ``checks``:
@@ -117,9 +136,13 @@ def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, 
     pre = json.loads(preproc_files(preproc_dir)[1].read_text())
     meta = batch_metadata(batch_dir, preproc_dir)
     record: dict[str, Any] = {
-        "participant_id": f"sub-{subject}", "session_id": f"ses-{session}" if session else None,
+        "participant_id": f"sub-{subject}",
+        "session_id": f"ses-{session}" if session else None,
         **({"image_entities": "_".join(f"{k}-{v}" for k, v in entities.items())} if entities else {}),
-        "source": pre.get("Sources", [None])[0], "status": "ok", "review_reasons": [], "failed_stage": None,
+        "source": pre.get("Sources", [None])[0],
+        "status": "ok",
+        "review_reasons": [],
+        "failed_stage": None,
         "error": None,
         **{key: pre.get(key) for key in ("input_unit", "input_unit_source", "orientation", "p99_abs_chi_ppb")},
     }
@@ -140,8 +163,13 @@ def session_outputs(subject: str, session: str | None, preproc_dir: str | Path, 
     return record
 
 
-def measured_session(meta: dict[str, Any], preproc_dir: str | Path, batch_dir: str | Path, erosion_voxels: int,
-                     checks: dict[str, float] | None) -> dict[str, Any]:
+def measured_session(
+    meta: dict[str, Any],
+    preproc_dir: str | Path,
+    batch_dir: str | Path,
+    erosion_voxels: int,
+    checks: dict[str, float] | None,
+) -> dict[str, Any]:
     """What the measures record says of a segmented entry: the measures on its preprocessed image,
     the status under ``checks`` (:func:`dnqsm.engine.confidence.reassess`) and the engine's QC fields."""
     chi = load_image(preproc_files(preproc_dir)[0])
@@ -150,13 +178,17 @@ def measured_session(meta: dict[str, Any], preproc_dir: str | Path, batch_dir: s
     verdict = reassess(meta, thresholds(checks))
     return {
         "measures": measure(chi, dseg, erosion_voxels, components),
-        "status": verdict.status, "review_reasons": list(verdict.reasons), "confidence": verdict.sides,
+        "status": verdict.status,
+        "review_reasons": list(verdict.reasons),
+        "confidence": verdict.sides,
         "method": meta["method"],
         "segmentation_mode": (meta.get("longitudinal") or {}).get("mode", "cross-sectional"),
         "localization_components": meta["localization_components"],
         "locator": (meta.get("localization") or {}).get("locator", "network"),
-        "box_touches_image_edge": meta["box_touches_image_edge"], "missing_sides": meta["missing_sides"],
-        "box": meta["box"], "erosion_voxels": erosion_voxels,
+        "box_touches_image_edge": meta["box_touches_image_edge"],
+        "missing_sides": meta["missing_sides"],
+        "box": meta["box"],
+        "erosion_voxels": erosion_voxels,
     }
 
 
@@ -164,17 +196,38 @@ def write_labels(meta: dict[str, Any], batch_dir: str | Path, files: dict[str, P
     """An entry's labels, localization mask and the labels' sidecar into its derivative ``files``."""
     shutil.copyfile(batch_labels(batch_dir, meta), files["dseg"])
     shutil.copyfile(engine_result(batch_dir, meta["stem"], "region"), files["mask"])
-    write_json(files["dseg_sidecar"], {
-        "Sources": [source], "Description": "dentate nuclei: 1 left, 2 right (dnqsm)",
-        "Method": meta["method"],
-        "Models": meta["models"], "Options": {k: v for k, v in meta["options"].items() if k != "threads"},
-        **{key: meta[key] for key in ("box", "margin_mm", "localization_spacing_mm", "crop_voxels_canonical",
-                                      "midline_x_mm", "midline_source", "box_touches_image_edge")},
-    })
+    write_json(
+        files["dseg_sidecar"],
+        {
+            "Sources": [source],
+            "Description": "dentate nuclei: 1 left, 2 right (dnqsm)",
+            "Method": meta["method"],
+            "Models": meta["models"],
+            "Options": {k: v for k, v in meta["options"].items() if k != "threads"},
+            **{
+                key: meta[key]
+                for key in (
+                    "box",
+                    "margin_mm",
+                    "localization_spacing_mm",
+                    "crop_voxels_canonical",
+                    "midline_x_mm",
+                    "midline_source",
+                    "box_touches_image_edge",
+                )
+            },
+        },
+    )
 
 
-def measure_batch(sessions: list[dict[str, Any]], preproc_dir: str | Path, batch_dir: str | Path,
-                  out_dir: str | Path, erosion_voxels: int, checks: dict[str, float] | None = None) -> list[dict[str, Any]]:
+def measure_batch(
+    sessions: list[dict[str, Any]],
+    preproc_dir: str | Path,
+    batch_dir: str | Path,
+    out_dir: str | Path,
+    erosion_voxels: int,
+    checks: dict[str, float] | None = None,
+) -> list[dict[str, Any]]:
     """Derivatives of every entry of a batch into ``out_dir`` (laid out like the output dataset:
     ``sub-*/[ses-*/]anat`` and ``figures``; the folder appears only when all are written).
     ``sessions``: dicts with ``subject``, ``session``, ``entities`` (the image's kept entities),
@@ -184,8 +237,16 @@ def measure_batch(sessions: list[dict[str, Any]], preproc_dir: str | Path, batch
         for s in sessions:
             preprocessed = Path(preproc_dir) / s["name"]
             anat = folder / s["anat"]
-            record = session_outputs(s["subject"], s["session"], preprocessed, s.get("labels_dir") or batch_dir, anat,
-                                     erosion_voxels, checks, s["entities"])
+            record = session_outputs(
+                s["subject"],
+                s["session"],
+                preprocessed,
+                s.get("labels_dir") or batch_dir,
+                anat,
+                erosion_voxels,
+                checks,
+                s["entities"],
+            )
             qc_snapshot(s["name"], preprocessed, anat, s["entities"])
             records.append(record)
     return records
@@ -211,7 +272,9 @@ def publish(batch_dir: str | Path, dataset: str | Path, sessions: list[dict[str,
                     shutil.copy2(source, tmp)
 
 
-def qc_snapshot(title: str, preproc_dir: str | Path, anat_dir: str | Path, entities: dict[str, str] | None = None) -> Path:
+def qc_snapshot(
+    title: str, preproc_dir: str | Path, anat_dir: str | Path, entities: dict[str, str] | None = None
+) -> Path:
     """An entry's QC PNG (``figures/`` beside its ``anat_dir``): the segmentation, or why it failed."""
     files = derivative_files(anat_dir, entities)
     files["snapshot"].parent.mkdir(parents=True, exist_ok=True)
@@ -221,5 +284,12 @@ def qc_snapshot(title: str, preproc_dir: str | Path, anat_dir: str | Path, entit
     if record["status"] == "failed":
         return render_failure(files["snapshot"], title, f"{record['failed_stage']}: {record['error']}", chi)
     dseg = load_image(files["dseg"], allow_unknown_orientation=True)
-    return render_snapshot(files["snapshot"], chi, dseg, title, record.get("box"), summary_lines(record["measures"]),
-                           review_reasons=record.get("review_reasons") or [])
+    return render_snapshot(
+        files["snapshot"],
+        chi,
+        dseg,
+        title,
+        record.get("box"),
+        summary_lines(record["measures"]),
+        review_reasons=record.get("review_reasons") or [],
+    )

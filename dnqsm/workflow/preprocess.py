@@ -62,8 +62,9 @@ def settle_unit(path: str | Path, p99: float, policy: str) -> tuple[str, str]:
         raise ValueError(f"unknown unit policy {policy!r}; expected one of {UNIT_POLICIES}")
     declared = sidecar_unit(path) if policy in ("auto", "sidecar") else None
     if declared is not None and declared not in PPB_PER_UNIT:
-        raise InputError(f"{path}: sidecar Units {declared!r} is not a susceptibility unit dnqsm knows "
-                         f"({', '.join(PPB_PER_UNIT)})")
+        raise InputError(
+            f"{path}: sidecar Units {declared!r} is not a susceptibility unit dnqsm knows ({', '.join(PPB_PER_UNIT)})"
+        )
     if policy == "sidecar" and declared is None:
         raise InputError(f"{path}: units.input is 'sidecar' but the image has no JSON sidecar with 'Units'")
     if policy in ("ppm", "ppb"):
@@ -73,19 +74,24 @@ def settle_unit(path: str | Path, p99: float, policy: str) -> tuple[str, str]:
     else:
         candidates = [u for u in PPB_PER_UNIT if plausible(p99, u)]
         if len(candidates) != 1:
-            raise InputError(f"{path}: cannot tell the unit from the values (99th percentile of |chi| = {p99:.4g}); "
-                             "add 'Units' to the JSON sidecar or set units.input to ppm or ppb")
+            raise InputError(
+                f"{path}: cannot tell the unit from the values (99th percentile of |chi| = {p99:.4g}); "
+                "add 'Units' to the JSON sidecar or set units.input to ppm or ppb"
+            )
         unit, source = candidates[0], "detected from values"
     if not plausible(p99, unit):
         low, high = PLAUSIBLE_P99_PPB
-        raise InputError(f"{path}: values are implausible for unit {unit} ({source}): 99th percentile of |chi| is "
-                         f"{p99 * PPB_PER_UNIT[unit]:.4g} ppb, expected {low:g}-{high:g} ppb; "
-                         "check the unit or the image's scaling")
+        raise InputError(
+            f"{path}: values are implausible for unit {unit} ({source}): 99th percentile of |chi| is "
+            f"{p99 * PPB_PER_UNIT[unit]:.4g} ppb, expected {low:g}-{high:g} ppb; "
+            "check the unit or the image's scaling"
+        )
     return unit, source
 
 
-def preprocess(path: str | Path, unit_policy: str = "auto", allow_unknown_orientation: bool = False
-               ) -> tuple[nib.Nifti1Image, dict[str, Any]]:
+def preprocess(
+    path: str | Path, unit_policy: str = "auto", allow_unknown_orientation: bool = False
+) -> tuple[nib.Nifti1Image, dict[str, Any]]:
     """Validate and convert one QSM image; returns the ppb image and the record of what was done.
 
     An image whose sform and qform codes are both 0 is refused unless ``allow_unknown_orientation``:
@@ -109,11 +115,15 @@ def preprocess(path: str | Path, unit_policy: str = "auto", allow_unknown_orient
     axes = np.abs(img.affine[:3, :3] / np.sqrt((img.affine[:3, :3] ** 2).sum(0)))
     record = {
         "Sources": [str(Path(path).absolute())],
-        "input_unit": unit, "input_unit_source": source, "Units": OUTPUT_UNIT, "scale_to_ppb": factor,
+        "input_unit": unit,
+        "input_unit_source": source,
+        "Units": OUTPUT_UNIT,
+        "scale_to_ppb": factor,
         "orientation": "".join(nib.aff2axcodes(img.affine)),
         "orientation_assumed": unknown_orientation,  # sform/qform codes 0, used as scanner space on request
         "obliquity_deg": round(float(np.degrees(np.arccos(np.clip(axes.max(0), -1, 1))).max()), 3),
-        "shape": list(img.shape[:3]), "voxel_size_mm": zooms,
+        "shape": list(img.shape[:3]),
+        "voxel_size_mm": zooms,
         "nonfinite_voxels_set_to_zero": int(nonfinite.sum()),
         "brain_voxels": int((np.isfinite(data) & (data != 0)).sum()),
         "p99_abs_chi_ppb": round(p99 * factor, 3),

@@ -45,22 +45,56 @@ def qsm_intensity_transforms() -> list:
     """The extra intensity transforms, as batchgeneratorsv2 RandomTransforms."""
     a = QSM_AUGMENTATION
     return [
-        RandomTransform(ContrastTransform(contrast_range=BGContrast(a["contrast"]["range"]), preserve_range=False,
-                                          synchronize_channels=False, p_per_channel=1), apply_probability=a["contrast"]["p"]),
-        RandomTransform(MultiplicativeBrightnessTransform(multiplier_range=BGContrast(a["brightness"]["range"]),
-                                                          synchronize_channels=False, p_per_channel=1),
-                        apply_probability=a["brightness"]["p"]),
-        RandomTransform(GammaTransform(gamma=BGContrast(a["gamma"]["range"]), p_invert_image=a["gamma"]["p_invert"],
-                                       synchronize_channels=False, p_per_channel=1, p_retain_stats=1),
-                        apply_probability=a["gamma"]["p"]),
-        RandomTransform(GaussianBlurTransform(blur_sigma=a["blur"]["sigma_voxels"], synchronize_channels=False,
-                                              synchronize_axes=False, p_per_channel=1, benchmark=False),
-                        apply_probability=a["blur"]["p"]),
-        RandomTransform(GaussianNoiseTransform(noise_variance=a["noise"]["variance"], p_per_channel=1,
-                                               synchronize_channels=True), apply_probability=a["noise"]["p"]),
-        RandomTransform(SimulateLowResolutionTransform(scale=a["low_resolution"]["scale"], synchronize_channels=False,
-                                                       synchronize_axes=False, ignore_axes=None, allowed_channels=None,
-                                                       p_per_channel=1), apply_probability=a["low_resolution"]["p"]),
+        RandomTransform(
+            ContrastTransform(
+                contrast_range=BGContrast(a["contrast"]["range"]),
+                preserve_range=False,
+                synchronize_channels=False,
+                p_per_channel=1,
+            ),
+            apply_probability=a["contrast"]["p"],
+        ),
+        RandomTransform(
+            MultiplicativeBrightnessTransform(
+                multiplier_range=BGContrast(a["brightness"]["range"]), synchronize_channels=False, p_per_channel=1
+            ),
+            apply_probability=a["brightness"]["p"],
+        ),
+        RandomTransform(
+            GammaTransform(
+                gamma=BGContrast(a["gamma"]["range"]),
+                p_invert_image=a["gamma"]["p_invert"],
+                synchronize_channels=False,
+                p_per_channel=1,
+                p_retain_stats=1,
+            ),
+            apply_probability=a["gamma"]["p"],
+        ),
+        RandomTransform(
+            GaussianBlurTransform(
+                blur_sigma=a["blur"]["sigma_voxels"],
+                synchronize_channels=False,
+                synchronize_axes=False,
+                p_per_channel=1,
+                benchmark=False,
+            ),
+            apply_probability=a["blur"]["p"],
+        ),
+        RandomTransform(
+            GaussianNoiseTransform(noise_variance=a["noise"]["variance"], p_per_channel=1, synchronize_channels=True),
+            apply_probability=a["noise"]["p"],
+        ),
+        RandomTransform(
+            SimulateLowResolutionTransform(
+                scale=a["low_resolution"]["scale"],
+                synchronize_channels=False,
+                synchronize_axes=False,
+                ignore_axes=None,
+                allowed_channels=None,
+                p_per_channel=1,
+            ),
+            apply_probability=a["low_resolution"]["p"],
+        ),
     ]
 
 
@@ -73,6 +107,8 @@ class nnUNetTrainerDNQSM(nnUNetTrainer):
         transforms = pipeline.transforms
         at = next((i for i, t in enumerate(transforms) if isinstance(t, MirrorTransform)), None)
         if at is None:  # no mirroring configured: insert before nnU-Net's masking and label clean-up
-            at = next(i for i, t in enumerate(transforms) if type(t).__name__ in ("MaskImageTransform", "RemoveLabelTansform"))
+            at = next(
+                i for i, t in enumerate(transforms) if type(t).__name__ in ("MaskImageTransform", "RemoveLabelTansform")
+            )
         transforms[at:at] = qsm_intensity_transforms()
         return pipeline
