@@ -28,7 +28,7 @@ include: "rules/segment.smk"
 include: "rules/longitudinal.smk"
 include: "rules/measure.smk"
 include: "rules/cohort.smk"
-include: "rules/validate.smk"
+include: "rules/agreement.smk"
 
 
 rule all:

@@ -31,9 +31,9 @@ from segment_accuracy import add_mirroring_argument
 from dnqsm.analysis.metrics import dice
 from dnqsm.engine.confidence import assess, side_numbers, thresholds
 from dnqsm.engine.localize import Expectation
-from dnqsm.engine.segment import DentateSegmenter, load_model_set
+from dnqsm.engine.segment import NnunetMethod, load_model_set
 from dnqsm.io import bids_path, read_tsv, save_nifti
-from dnqsm.names import dentate_labels, engine_file, engine_result
+from dnqsm.names import dentate_labels, result_file, result_path
 from dnqsm.synth import write_dataset
 
 TARGETS = "sensitivity >= 0.95 and false-review rate <= 0.10; probabilities + checks <= 15 % of segmentation time"
@@ -132,9 +132,9 @@ def relabel(kind: str, folder: Path, meta: dict, truth: np.ndarray) -> dict:
     (``dilated``) by one voxel per side, recomputed from the engine's crop, probabilities and metadata;
     Dice against the truth on the same crop."""
     stem = meta["stem"]
-    cropped = nib.load(engine_file(folder, stem, "crop"))
-    labeled = np.asarray(nib.load(engine_file(folder, stem, "crop_labels")).dataobj)
-    probability = nib.load(engine_file(folder, stem, "crop_probability")).get_fdata(dtype=np.float32)
+    cropped = nib.load(result_file(folder, stem, "crop"))
+    labeled = np.asarray(nib.load(result_file(folder, stem, "crop_labels")).dataobj)
+    probability = nib.load(result_file(folder, stem, "crop_probability")).get_fdata(dtype=np.float32)
     values = cropped.get_fdata(dtype=np.float32)
     changed = np.zeros_like(labeled)
     for label in (1, 2):
@@ -170,7 +170,7 @@ def truth_on_crop(labels: np.ndarray, image: Path, meta: dict) -> np.ndarray:
     return np.asarray(canonical.dataobj)[slices]
 
 
-def score(segmenter: DentateSegmenter, cases: list[dict], out: Path) -> pd.DataFrame:
+def score(segmenter: NnunetMethod, cases: list[dict], out: Path) -> pd.DataFrame:
     records = segmenter.run([c["image"] for c in cases], out)
     rows = []
     for case, rec in zip(cases, records):
@@ -182,7 +182,7 @@ def score(segmenter: DentateSegmenter, cases: list[dict], out: Path) -> pd.DataF
             "seconds": rec["timings_s"]["total"],
         }
         pred = (
-            np.asarray(nib.load(engine_result(out, rec["stem"], "labels")).dataobj)
+            np.asarray(nib.load(result_path(out, rec["stem"], "labels")).dataobj)
             if rec["status"] != "failed"
             else np.zeros_like(case["labels"])
         )
@@ -310,10 +310,10 @@ def main() -> None:
             tmp = Path(tmp)
             root = write_dataset(tmp / "stress", "stress", subjects=args.subjects, sessions=1, seed=3001, jobs=2)
             cases = build(root, tmp)
-            segmenter = DentateSegmenter(models, device="cpu", threads=2, mirroring=args.mirroring)
+            segmenter = NnunetMethod(models, device="cpu", threads=2, mirroring=args.mirroring)
             table = score(segmenter, cases, tmp / "out")
             clean = [c for c in cases if c["kind"] == "clean"]
-            plain = DentateSegmenter(models, device="cpu", threads=2, mirroring=args.mirroring, probabilities=False)
+            plain = NnunetMethod(models, device="cpu", threads=2, mirroring=args.mirroring, probabilities=False)
             records, timed = [], []
             for c in clean:  # alternating, so that load on the machine touches both alike
                 records += plain.run([c["image"]], tmp / "plain")

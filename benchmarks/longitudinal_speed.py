@@ -27,7 +27,7 @@ import nibabel as nib
 from dnqsm.analysis.metrics import dice
 from dnqsm.engine.longitudinal import longitudinal_subject
 from dnqsm.io import read_tsv
-from dnqsm.names import engine_result
+from dnqsm.names import result_path
 
 
 def markdown(rows: list[dict]) -> list[str]:
@@ -75,8 +75,8 @@ def main() -> None:
             scores = {"left": [], "right": []}
             worst = 0.0
             for a, b in zip(before_metas, after_metas):
-                la = nib.load(engine_result(before_dir, a["stem"], "labels")).get_fdata()
-                lb = nib.load(engine_result(after_dir, b["stem"], "labels")).get_fdata()
+                la = nib.load(result_path(before_dir, a["stem"], "labels")).get_fdata()
+                lb = nib.load(result_path(after_dir, b["stem"], "labels")).get_fdata()
                 for side, label in (("left", 1), ("right", 2)):
                     scores[side].append(dice(la == label, lb == label))
                     va, vb = a["dentate"][side]["volume_mm3"], b["dentate"][side]["volume_mm3"]

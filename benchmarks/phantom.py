@@ -110,20 +110,20 @@ def run(phantom: Path, out: Path, models: str | None = None, mirroring: bool = T
     import nibabel as nib
 
     from dnqsm.analysis.metrics import dice
-    from dnqsm.engine.segment import DentateSegmenter, load_model_set
-    from dnqsm.names import engine_result
+    from dnqsm.engine.segment import NnunetMethod, load_model_set
+    from dnqsm.names import result_path
 
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
     rows = phantom_images(phantom, images)
-    segmenter = DentateSegmenter(load_model_set(models), device="cpu", threads=2, mirroring=mirroring)
+    segmenter = NnunetMethod(load_model_set(models), device="cpu", threads=2, mirroring=mirroring)
     for row in rows:
         path = images / f"{row['image']}_Chimap.nii.gz"
         meta = segmenter.run([path], out / "engine")[0]
         truth = np.asarray(nib.load(images / f"{row['image']}_truth.nii.gz").dataobj)
         image = nib.load(path).get_fdata(dtype=np.float32)
         labels = (
-            np.asarray(nib.load(engine_result(out / "engine", meta["stem"], "labels")).dataobj)
+            np.asarray(nib.load(result_path(out / "engine", meta["stem"], "labels")).dataobj)
             if meta["status"] != "failed"
             else np.zeros_like(truth)
         )

@@ -69,14 +69,14 @@ def run(folders: list[Path], out: Path, models: str | None = None, mirroring: bo
     import nibabel as nib
     import numpy as np
 
-    from dnqsm.engine.segment import DentateSegmenter, load_model_set
+    from dnqsm.engine.segment import NnunetMethod, load_model_set
     from dnqsm.io import save_nifti
-    from dnqsm.names import engine_result
+    from dnqsm.names import result_path
     from dnqsm.qc.snapshots import render_snapshot
     from dnqsm.workflow.preprocess import preprocess
 
     out.mkdir(parents=True, exist_ok=True)
-    segmenter = DentateSegmenter(load_model_set(models), device="cpu", threads=2, mirroring=mirroring)
+    segmenter = NnunetMethod(load_model_set(models), device="cpu", threads=2, mirroring=mirroring)
     rows = []
     with tempfile.TemporaryDirectory(prefix="dnqsm-real-") as scratch:
         for path in real_maps(folders):
@@ -84,7 +84,7 @@ def run(folders: list[Path], out: Path, models: str | None = None, mirroring: bo
             ppb = Path(scratch) / path.name
             save_nifti(ppb, chi)
             meta = segmenter.run([ppb], out / "engine")[0]
-            seg_path = engine_result(out / "engine", meta["stem"], "labels")
+            seg_path = result_path(out / "engine", meta["stem"], "labels")
             means: dict[str, float | None] = {}
             if meta["status"] != "failed":
                 labels = np.asarray(nib.load(seg_path).dataobj)

@@ -41,7 +41,7 @@ from dnqsm.analysis.measure import measure
 from dnqsm.analysis.metrics import volume_agreement
 from dnqsm.analysis.stats import participants_per_arm
 from dnqsm.io import bids_path, read_tsv
-from dnqsm.names import engine_result
+from dnqsm.names import result_path
 from dnqsm.synth import write_dataset
 from dnqsm.synth.cohort import DEFAULT_EFFECTS
 from dnqsm.workflow.preprocess import preprocess
@@ -60,14 +60,14 @@ MEASURES = {"volume_mm3": "volume (mm³)", "chi_mean_ppb": "mean χ (ppb)", "chi
 def engines(methods: list[str], tmp: Path, mirroring: bool = True) -> dict:
     out = {}
     if "nnunet" in methods or "longitudinal" in methods:
-        from dnqsm.engine.segment import DentateSegmenter, load_model_set
+        from dnqsm.engine.segment import NnunetMethod, load_model_set
 
-        out["nnunet"] = DentateSegmenter(load_model_set(), device="cpu", threads=2, mirroring=mirroring)
+        out["nnunet"] = NnunetMethod(load_model_set(), device="cpu", threads=2, mirroring=mirroring)
     if "atlas" in methods:
-        from dnqsm.engine.atlas import AtlasSegmenter, atlas_pairs, load_atlases
+        from dnqsm.engine.atlas import AtlasMethod, atlas_pairs, load_atlases
 
         atlases = write_dataset(tmp / "atlases", "train", subjects=3, sessions=1, seed=1, jobs=2)
-        out["atlas"] = AtlasSegmenter(load_atlases(atlas_pairs(atlases, atlases / "derivatives" / "manual")), threads=2)
+        out["atlas"] = AtlasMethod(load_atlases(atlas_pairs(atlases, atlases / "derivatives" / "manual")), threads=2)
     return out
 
 
@@ -122,7 +122,7 @@ def scans(args: argparse.Namespace) -> pd.DataFrame:
             for method in ("nnunet", "atlas"):
                 if method in args.methods or (method == "nnunet" and "longitudinal" in args.methods):
                     results[method] = (
-                        [json.loads(engine_result(tmp / method, s, "metadata").read_text()) for s in stems],
+                        [json.loads(result_path(tmp / method, s, "metadata").read_text()) for s in stems],
                         tmp / method,
                     )
             if "nnunet" in results:
@@ -165,7 +165,7 @@ def scans(args: argparse.Namespace) -> pd.DataFrame:
                 }
                 if record["status"] != "failed":
                     chi, _ = preprocess(image, "auto")
-                    labels = nib.load(engine_result(record.get("folder") or folder, record["stem"], "labels"))
+                    labels = nib.load(result_path(record.get("folder") or folder, record["stem"], "labels"))
                     row.update(measure(chi, labels))
                 rows.append(row)
     return pd.DataFrame(rows)

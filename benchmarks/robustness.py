@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from segment_accuracy import add_mirroring_argument, evaluate, mirroring_used
 
-from dnqsm.engine.segment import DentateSegmenter, load_model_set
+from dnqsm.engine.segment import NnunetMethod, load_model_set
 from dnqsm.synth.cohort import STRESS_AGE_STRATA
 
 # age groups as the stress preset draws them: children, adults, older people
@@ -141,7 +141,7 @@ def main() -> None:
     if args.table:
         table = pd.read_csv(args.table, sep="\t")
     else:
-        segmenter = DentateSegmenter(load_model_set(args.models), device="cpu", threads=2, mirroring=args.mirroring)
+        segmenter = NnunetMethod(load_model_set(args.models), device="cpu", threads=2, mirroring=args.mirroring)
         with tempfile.TemporaryDirectory() as tmp:
             parts = (
                 [evaluate(segmenter, "stress", args.subjects, 2001, Path(tmp), args.cohorts)] if args.subjects else []

@@ -18,9 +18,9 @@ import pandas as pd
 
 from dnqsm.analysis.metrics import dice, volume_agreement
 from dnqsm.engine.nnunet import CONFIGURATION, from_nnunet, to_nnunet
-from dnqsm.engine.segment import DentateSegmenter, load_model_set
+from dnqsm.engine.segment import NnunetMethod, load_model_set
 from dnqsm.io import bids_path, read_tsv
-from dnqsm.names import dentate_fractions, dentate_labels, engine_result
+from dnqsm.names import dentate_fractions, dentate_labels, result_path
 from dnqsm.synth import write_dataset
 
 #: Truth-table columns kept per image, so results can be broken down by what made the image.
@@ -80,7 +80,7 @@ def image_ceiling(fraction: nib.Nifti1Image, labels: np.ndarray) -> dict[str, fl
 
 
 def evaluate(
-    segmenter: DentateSegmenter, preset: str, subjects: int, seed: int, tmp: Path, cohorts: Path | None = None
+    segmenter: NnunetMethod, preset: str, subjects: int, seed: int, tmp: Path, cohorts: Path | None = None
 ) -> pd.DataFrame:
     """Segment a fresh cohort of ``preset`` and score every image against its truth. With ``cohorts``,
     the cohort is kept there and reused by later runs with the same arguments (synthesis is
@@ -117,7 +117,7 @@ def evaluate(
         # an image under review still has labels, scored as they are; a failed one has none
         found = rec["status"] != "failed"
         pred = (
-            np.asarray(nib.load(engine_result(tmp / f"{preset}_out", rec["stem"], "labels")).dataobj)
+            np.asarray(nib.load(result_path(tmp / f"{preset}_out", rec["stem"], "labels")).dataobj)
             if found
             else np.zeros_like(labels)
         )
@@ -164,7 +164,7 @@ def main() -> None:
     if args.table:
         table = pd.read_csv(args.table, sep="\t")
     else:
-        segmenter = DentateSegmenter(load_model_set(args.models), device="cpu", mirroring=args.mirroring, threads=2)
+        segmenter = NnunetMethod(load_model_set(args.models), device="cpu", mirroring=args.mirroring, threads=2)
         with tempfile.TemporaryDirectory() as tmp:
             table = pd.concat(
                 [

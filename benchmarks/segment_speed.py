@@ -20,9 +20,9 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-from dnqsm.engine.segment import DentateSegmenter, load_model_set
+from dnqsm.engine.segment import NnunetMethod, load_model_set
 args = json.loads(sys.argv[1])
-seg = DentateSegmenter(load_model_set(args["models"]), device="cpu", mirroring=args["mirroring"], threads=2)
+seg = NnunetMethod(load_model_set(args["models"]), device="cpu", mirroring=args["mirroring"], threads=2)
 load = time.perf_counter() - t0
 start = time.perf_counter()
 if args["baseline"]:

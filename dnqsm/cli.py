@@ -7,7 +7,7 @@ import sys
 import time
 
 from dnqsm import __version__
-from dnqsm.names import ENGINE_FILES
+from dnqsm.names import RESULT_FILES
 
 
 def _generated(command: str, make, where: list[str]) -> int:
@@ -90,7 +90,7 @@ def _checks(pairs: list[str]) -> dict[str, float]:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from dnqsm.engine.segment import DentateSegmenter, load_model_set
+    from dnqsm.engine.segment import NnunetMethod, load_model_set
 
     try:
         checks = _checks(args.check or [])
@@ -104,7 +104,7 @@ def _segment(args: argparse.Namespace) -> int:
         if args.margin_mm is not None:
             models.geometry["margin_mm"] = args.margin_mm
         folds = tuple(args.folds) if args.folds else None
-        segmenter = DentateSegmenter(
+        segmenter = NnunetMethod(
             models, device=args.device, folds=folds, mirroring=args.mirroring, threads=args.threads
         )
         segmenter.checks = checks
@@ -216,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
         "segment",
         help="segment the dentate nuclei of one or more QSM images",
         description="Two-step nnU-Net dentate segmentation. Writes DentateSeg's layout per image: "
-        f"OUTDIR/<stem>/<stem>{ENGINE_FILES['labels']} (left 1, right 2 on the input "
-        f"grid), {', '.join(v for k, v in ENGINE_FILES.items() if k not in ('labels', 'metadata'))} "
-        f"and {ENGINE_FILES['metadata']} (status ok, review with review_reasons, or "
+        f"OUTDIR/<stem>/<stem>{RESULT_FILES['labels']} (left 1, right 2 on the input "
+        f"grid), {', '.join(v for k, v in RESULT_FILES.items() if k not in ('labels', 'metadata'))} "
+        f"and {RESULT_FILES['metadata']} (status ok, review with review_reasons, or "
         "failed). Exit code 1 if any image failed; 3 with --strict if any needs review.",
     )
     seg.add_argument("-i", "--input", nargs="+", required=True, metavar="IMG", help="QSM NIfTI images")

@@ -1,6 +1,6 @@
 """The naming authority: the name of every file dnqsm writes (and of the labelled files it reads), by
 role, in one place. The rules (``rules/common.smk``), the scripts, the library and the benchmarks ask
-here; no other code spells a derivative, engine-folder, log or benchmark-record name (a test greps).
+here; no other code spells a derivative, result-folder, log or benchmark-record name (a test greps).
 
 BIDS names themselves are put together by :func:`dnqsm.io.bids_name`; this module says which ones.
 """
@@ -83,14 +83,14 @@ def dentate_fractions(root: str | Path, subject: str, session: str | None) -> Pa
 TRUTH_LOOKUP = bids_name("dseg", ".tsv", desc=DENTATE)
 TRUTH_FRACTIONS_SIDECAR = bids_name("probseg", ".json", desc=DENTATE)
 
-# --- the preprocessing folder and the engine's result folder ---------------------------------------
+# --- the preprocessing folder and a method's result folder ------------------------------------------
 
 #: What a preprocessed image is called after its entry's name.
 PREPROC = "_" + bids_name("Chimap", "", desc="preproc")
 
 
 def preproc_stem(entry: str) -> str:
-    """The stem of an entry's preprocessed image, and so of its engine result (``<entry>_desc-preproc_Chimap``)."""
+    """The stem of an entry's preprocessed image, and so of its method's result (``<entry>_desc-preproc_Chimap``)."""
     return entry + PREPROC
 
 
@@ -100,8 +100,9 @@ def preproc_files(folder: str | Path) -> tuple[Path, Path]:
     return folder / f"{preproc_stem(folder.name)}.nii.gz", folder / f"{preproc_stem(folder.name)}.json"
 
 
-#: The engine's result folder ``OUTDIR/<stem>/`` (DentateSeg's layout): role -> what follows the stem.
-ENGINE_FILES: dict[str, str] = {
+#: A method's result folder ``OUTDIR/<stem>/`` (DentateSeg's layout; ``dnqsm segment`` writes it):
+#: role -> what follows the stem.
+RESULT_FILES: dict[str, str] = {
     "labels": "_seg.nii.gz",  # left 1, right 2 on the input grid
     "region": "_cerebellar_mask.nii.gz",  # the localized region on the input grid
     "crop": "_cropped.nii.gz",  # the canonical crop step two saw
@@ -112,14 +113,14 @@ ENGINE_FILES: dict[str, str] = {
 }
 
 
-def engine_file(folder: str | Path, stem: str, role: str) -> Path:
-    """A file of one image's engine result: ``folder`` holds the files (``OUTDIR/<stem>``)."""
-    return Path(folder) / f"{stem}{ENGINE_FILES[role]}"
+def result_file(folder: str | Path, stem: str, role: str) -> Path:
+    """A file of one image's result: ``folder`` holds the files (``OUTDIR/<stem>``)."""
+    return Path(folder) / f"{stem}{RESULT_FILES[role]}"
 
 
-def engine_result(out_dir: str | Path, stem: str, role: str) -> Path:
-    """A file of one image's engine result under the engine's output folder ``out_dir``."""
-    return engine_file(Path(out_dir) / stem, stem, role)
+def result_path(out_dir: str | Path, stem: str, role: str) -> Path:
+    """A file of one image's result under a method's output folder ``out_dir``."""
+    return result_file(Path(out_dir) / stem, stem, role)
 
 
 # --- logs and benchmark records of the workflow's jobs ----------------------------------------------

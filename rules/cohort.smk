@@ -30,7 +30,7 @@ rule dataset_description:
     """dataset_description.json (GeneratedBy: version, the git commit that wrote it, model checksums,
     parameters) and the dseg.tsv look-up table of the label images."""
     input:
-        models=engine_files(METHOD),
+        models=method_files(METHOD),
     output:
         description=cohort_path("dataset_description"),
         lut=cohort_path("labels_lookup"),

@@ -117,7 +117,7 @@ def longitudinal_folder(subject="{subject}"):
     return str(WORK_DIR / "longitudinal" / METHOD / f"sub-{subject}")
 
 
-def engine_stem(s):
+def result_stem(s):
     """The name of an entry's result in a segmentation batch folder (its preprocessed image's stem)."""
     return names.preproc_stem(session_name(s))
 
@@ -176,7 +176,7 @@ def atlas_files():
         raise WorkflowError(f"the atlas method needs labelled atlases (config atlas:): {exc}")
 
 
-def engine_files(method):
+def method_files(method):
     """The files a method's labels depend on: the nnU-Net models, or the atlas images and labels."""
     if method == "atlas":
         return [str(path) for pair in atlas_files() for path in pair]

@@ -26,7 +26,7 @@ rule longitudinal:
         runtime=LONGITUDINAL["runtime_min"],
     params:
         visits=lambda wc: [
-            (batch_folder(METHOD, BATCH_OF[s.key]), engine_stem(s)) for s in BATCHES.by_subject[wc.subject]
+            (batch_folder(METHOD, BATCH_OF[s.key]), result_stem(s)) for s in BATCHES.by_subject[wc.subject]
         ],
         settings={
             key: value

@@ -41,7 +41,7 @@ rule segment_atlas:
     (dnqsm.engine.atlas); CPU only."""
     input:
         preprocessed=preproc_folder(),
-        atlases=lambda wc: engine_files("atlas"),
+        atlases=lambda wc: method_files("atlas"),
     output:
         folder=directory(batch_folder("atlas")),
     log:

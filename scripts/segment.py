@@ -8,16 +8,16 @@ from dnqsm.io import script_log
 def engine(method: str, p, threads: int):
     """The batch's segmenter: nnU-Net (dnqsm.engine.segment) or the atlas baseline (dnqsm.engine.atlas)."""
     if method == "atlas":
-        from dnqsm.engine.atlas import DEFAULTS, AtlasSegmenter, load_atlases
+        from dnqsm.engine.atlas import DEFAULTS, AtlasMethod, load_atlases
 
         settings = {key: value for key, value in p.atlas.items() if key in DEFAULTS}
         print(f"loading {len(p.atlas_pairs)} atlases")
         # atlases settle their own unit (sidecar, else values): a cohort's forced unit is about its images
-        return AtlasSegmenter(load_atlases(p.atlas_pairs, "auto", settings), settings, threads=threads)
-    from dnqsm.engine.segment import DentateSegmenter, load_model_set
+        return AtlasMethod(load_atlases(p.atlas_pairs, "auto", settings), settings, threads=threads)
+    from dnqsm.engine.segment import NnunetMethod, load_model_set
 
     print(f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}; requested device: {p.device}")
-    segmenter = DentateSegmenter(
+    segmenter = NnunetMethod(
         load_model_set(p.models_dir),
         p.device,
         folds=tuple(p.folds) if p.folds else None,

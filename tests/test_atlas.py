@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from dnqsm.engine.atlas import AtlasSegmenter, atlas_pairs, head_support, load_atlases
+from dnqsm.engine.atlas import AtlasMethod, atlas_pairs, head_support, load_atlases
 from dnqsm.engine.registration import ants_image
 from dnqsm.io import InputError, bids_path
 from dnqsm.workflow.pipeline import preproc_files, preprocess_session
@@ -58,7 +58,7 @@ def test_a_session_is_never_its_own_atlas(demo_cohort, tmp_path):
     image = bids_path(demo_cohort, "001", "01", "Chimap")
     labels = bids_path(demo_cohort / TRUTH, "001", "01", "dseg", desc="dentate")
     preprocess_session(image, tmp_path / "pre" / "sub-001_ses-01", "auto")
-    segmenter = AtlasSegmenter(load_atlases([(image, labels)]))
+    segmenter = AtlasMethod(load_atlases([(image, labels)]))
     [record] = segmenter.run([preproc_files(tmp_path / "pre" / "sub-001_ses-01")[0]], tmp_path / "seg")
     assert record["status"] == "failed" and "the only atlas is this image itself" in record["error"]
     assert record["method"] == "atlas" and record["options"]["atlases_left_out"] == ["sub-001_ses-01"]
@@ -76,7 +76,7 @@ def test_atlas_registrations_leave_no_transform_files(demo_cohort, tmp_path, mon
         )
     ]
     preprocess_session(bids_path(demo_cohort, "001", "01", "Chimap"), tmp_path / "pre" / "sub-001_ses-01", "auto")
-    [record] = AtlasSegmenter(load_atlases(pairs), threads=2).run(
+    [record] = AtlasMethod(load_atlases(pairs), threads=2).run(
         [preproc_files(tmp_path / "pre" / "sub-001_ses-01")[0]], tmp_path / "seg"
     )
     assert record["status"] != "failed", record.get("error")
@@ -98,6 +98,6 @@ def test_label_fusion_leaves_no_probability_files(tmp_path, monkeypatch):
     chi = [ants_image(100.0 * (labels > 0) + rng.normal(0, 5, shape), affine) for _ in range(2)]
     carried = [ants_image(labels, affine), ants_image(np.roll(labels, 1, axis=1), affine)]
     target = ants_image(100.0 * (labels > 0), affine)
-    fused = AtlasSegmenter([])._fuse(target, chi, carried)
+    fused = AtlasMethod([])._fuse(target, chi, carried)
     assert set(np.unique(fused)) == {0, 1, 2} and (fused[:12] != 2).all() and (fused[12:] != 1).all()
     assert sorted(p.name for p in scratch.iterdir()) == []

@@ -20,7 +20,7 @@ from dnqsm.engine.localize import (
     second_opinion,
 )
 from dnqsm.engine.nnunet import from_nnunet, to_nnunet
-from dnqsm.engine.segment import BUNDLED_MODELS, MIN_REGION_VOXELS, DentateSegmenter, load_model_set
+from dnqsm.engine.segment import BUNDLED_MODELS, MIN_REGION_VOXELS, NnunetMethod, load_model_set
 from dnqsm.io import bids_path
 from dnqsm.qc.views import world_centroid
 
@@ -149,7 +149,7 @@ def test_network_is_not_thrown_by_slabs_fields_of_view_or_units(synthetic):
     sits in a field of view padded with 40 empty voxels on each side, or is stored in ppb instead of
     ppm. None of these is why it found nothing on real maps; what they look like is."""
     image, labels = synthetic
-    segmenter = DentateSegmenter(
+    segmenter = NnunetMethod(
         load_model_set(BUNDLED_MODELS), device="cpu", threads=2, mirroring=False, second_opinion=False
     )
     data = image.get_fdata(dtype=np.float32)

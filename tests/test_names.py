@@ -36,7 +36,7 @@ def test_the_authority_gives_the_documented_names(tmp_path):
         tmp_path / "sub-01_ses-02/sub-01_ses-02_desc-preproc_Chimap.nii.gz",
         tmp_path / "sub-01_ses-02/sub-01_ses-02_desc-preproc_Chimap.json",
     )
-    assert names.engine_result(tmp_path, "img", "crop_probability") == tmp_path / "img/img_cropped_prob.nii.gz"
+    assert names.result_path(tmp_path, "img", "crop_probability") == tmp_path / "img/img_cropped_prob.nii.gz"
     assert names.log_file(tmp_path, "segment/nnunet", "batch-3") == tmp_path / "logs/segment/nnunet/batch-3.log"
     assert names.benchmark_file(tmp_path, "stats") == tmp_path / "benchmarks/stats.tsv"
 

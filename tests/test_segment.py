@@ -15,7 +15,7 @@ from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from scipy.spatial.transform import Rotation
 
 from dnqsm.analysis.metrics import dice
-from dnqsm.engine.segment import BUNDLED_MODELS, DentateSegmenter, load_model_set, resolve_mirroring
+from dnqsm.engine.segment import BUNDLED_MODELS, NnunetMethod, load_model_set, resolve_mirroring
 from dnqsm.io import bids_path, read_tsv
 from dnqsm.qc.views import world_centroid
 from dnqsm.synth import write_dataset
@@ -26,7 +26,7 @@ TRUTH = "derivatives/manual"
 
 @pytest.fixture(scope="module")
 def segmenter():  # one pass per image (mirroring, the default, is tested on its own below): 5x faster here
-    return DentateSegmenter(load_model_set(BUNDLED_MODELS), device="cpu", threads=2, mirroring=False)
+    return NnunetMethod(load_model_set(BUNDLED_MODELS), device="cpu", threads=2, mirroring=False)
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +233,7 @@ def test_review_status_reasons_exit_codes_and_threshold_overrides(fresh, tmp_pat
 
 
 def test_mirroring_is_on_by_default_and_auto_is_on_with_a_gpu_only():
-    assert inspect.signature(DentateSegmenter).parameters["mirroring"].default is True
+    assert inspect.signature(NnunetMethod).parameters["mirroring"].default is True
     assert defaults("inference")["mirroring"] is True
     assert resolve_mirroring("auto", "cuda") is True and resolve_mirroring("auto", "cpu") is False
     assert resolve_mirroring(True, "cpu") is True and resolve_mirroring(False, "cuda") is False
@@ -243,7 +243,7 @@ def test_mirroring_is_on_by_default_and_auto_is_on_with_a_gpu_only():
 
 def test_with_mirroring_the_passes_are_compared(fresh, tmp_path):
     image, _ = next(_pairs(fresh))
-    mirrored = DentateSegmenter(load_model_set(BUNDLED_MODELS), device="cpu", threads=2, mirroring=True)
+    mirrored = NnunetMethod(load_model_set(BUNDLED_MODELS), device="cpu", threads=2, mirroring=True)
     record = mirrored.run([image], tmp_path)[0]
     for side in ("left", "right"):
         assert record["confidence"]["sides"][side]["mirror_agreement"] > 0.9, record["confidence"]["sides"][side]

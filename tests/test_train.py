@@ -98,9 +98,9 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
         assert any(n.endswith("plans.json") for n in names) and any(n.endswith("dataset.json") for n in names)
         assert provenance["models"][role]["training"][0]["seconds"] > 0
     # the exported models load in nnU-Net's predictor, through dnqsm's loader (unpacked once, by checksum)
-    from dnqsm.engine.segment import DentateSegmenter, load_model_set
+    from dnqsm.engine.segment import NnunetMethod, load_model_set
 
-    segmenter = DentateSegmenter(load_model_set(models), device="cpu", threads=1)
+    segmenter = NnunetMethod(load_model_set(models), device="cpu", threads=1)
     plans = json.loads((model_folder(models / "segmentation.zip", tmp_path / "cache") / "plans.json").read_text())
     assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] == [4, 8, 8]
     assert set(segmenter.predictors) == {"localization", "segmentation"}

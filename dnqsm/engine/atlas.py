@@ -1,7 +1,7 @@
 """The registration baseline: multi-atlas dentate segmentation with antspyx.
 
 The method the deep-learning tool is compared with, built to produce exactly the same outputs (the
-engine layout of :class:`dnqsm.engine.segment.Engine`) so that measures, QC and validation treat both alike:
+engine layout of :class:`dnqsm.engine.segment.Method`) so that measures, QC and validation treat both alike:
 
 1. *localization*: each atlas (a labelled QSM image) is registered affinely to the session's image
    on smoothed head-support masks at the localization spacing (QSM contrast alone is too sparse for
@@ -34,7 +34,7 @@ from scipy import ndimage
 from dnqsm.engine.localize import coarse_grid, crop_around, data_support, filled, region_components
 from dnqsm.engine.nnunet import sha256
 from dnqsm.engine.registration import ants_image, remove_transforms
-from dnqsm.engine.segment import LEFT, RIGHT, Engine, Result, SegmentationFailure, image_stem, postprocess
+from dnqsm.engine.segment import LEFT, RIGHT, Method, Result, SegmentationFailure, image_stem, postprocess
 from dnqsm.io import InputError, load_image
 from dnqsm.workflow.bids import dentate_labels, select_sessions
 from dnqsm.workflow.config import defaults
@@ -153,7 +153,7 @@ def load_atlases(
     return atlases
 
 
-class AtlasSegmenter(Engine):
+class AtlasMethod(Method):
     """Multi-atlas registration and label fusion (antspyx); ``run`` segments a list of images."""
 
     method = "atlas"

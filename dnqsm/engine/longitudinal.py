@@ -46,7 +46,7 @@ from dnqsm.engine.localize import Expectation
 from dnqsm.engine.registration import ants_image, remove_transforms
 from dnqsm.engine.segment import LEFT, RIGHT, assign_sides
 from dnqsm.io import save_nifti, staged_folder, write_json
-from dnqsm.names import ENGINE_FILES, engine_file, engine_result
+from dnqsm.names import RESULT_FILES, result_file, result_path
 from dnqsm.workflow.config import defaults
 
 #: Settings of the longitudinal mode: their defaults live in the configuration schema (``longitudinal``).
@@ -122,8 +122,8 @@ class Visit:
 
     @classmethod
     def load(cls, folder: Path, stem: str, settings: dict[str, Any]) -> Visit:
-        crop = nib.load(engine_file(folder, stem, "crop"))
-        probability = nib.load(engine_file(folder, stem, "crop_probability")).get_fdata(dtype=np.float32)
+        crop = nib.load(result_file(folder, stem, "crop"))
+        probability = nib.load(result_file(folder, stem, "crop_probability")).get_fdata(dtype=np.float32)
         distance = signed_distance(probability > 0.5, crop.header.get_zooms()[:3], settings["distance_clip_mm"])
         return cls(crop, probability, distance)
 
@@ -248,7 +248,7 @@ def keep_own(source: Path, target: Path, meta: dict[str, Any], record: dict[str,
     for a subject with one usable visit, or a visit the prior does not fit."""
     target.mkdir(parents=True, exist_ok=True)
     for item in sorted(source.iterdir()):
-        if not item.name.endswith(ENGINE_FILES["metadata"]):
+        if not item.name.endswith(RESULT_FILES["metadata"]):
             shutil.copyfile(item, target / item.name)
     return {**meta, "longitudinal": {**record, "mode": mode}}
 
@@ -267,11 +267,11 @@ def relabel(
     input grid, metadata with the new volumes, confidence numbers and a ``longitudinal`` record).
     ``guide`` None copies the visit's cross-sectional result (a subject with one usable visit)."""
     source = engine_dir / stem
-    meta = json.loads((engine_file(source, stem, "metadata")).read_text())
+    meta = json.loads((result_file(source, stem, "metadata")).read_text())
     target = out_dir / stem
     if guide is None:
         meta = keep_own(source, target, meta, record, "cross-sectional (one usable visit)")
-        write_json(engine_file(target, stem, "metadata"), meta)
+        write_json(result_file(target, stem, "metadata"), meta)
         return meta
     visit, prior = guide
     cropped, own = visit.crop, visit.probability
@@ -299,7 +299,7 @@ def relabel(
             review_reasons=list(meta.get("review_reasons") or []) + [reason],
             **{STANDING_REASONS: list(meta.get(STANDING_REASONS) or []) + [reason]},
         )
-        write_json(engine_file(target, stem, "metadata"), meta)
+        write_json(result_file(target, stem, "metadata"), meta)
         return meta
     target.mkdir(parents=True, exist_ok=True)
     shape = meta["image"]["shape"]
@@ -337,11 +337,11 @@ def relabel(
         meta["image"]["spacing_mm"],
         thresholds(checks),
     )
-    header = nib.load(engine_file(source, stem, "labels")).header
-    save_nifti(engine_file(target, stem, "labels"), nib.Nifti1Image(labels.astype(np.uint8), affine, header))
+    header = nib.load(result_file(source, stem, "labels")).header
+    save_nifti(result_file(target, stem, "labels"), nib.Nifti1Image(labels.astype(np.uint8), affine, header))
     for role in ("region", "crop"):
-        shutil.copyfile(engine_file(source, stem, role), engine_file(target, stem, role))
-    save_nifti(engine_file(target, stem, "crop_labels"), nib.Nifti1Image(labeled.astype(np.uint8), cropped.affine))
+        shutil.copyfile(result_file(source, stem, role), result_file(target, stem, role))
+    save_nifti(result_file(target, stem, "crop_labels"), nib.Nifti1Image(labeled.astype(np.uint8), cropped.affine))
     meta.update(
         dentate=sides,
         status=verdict.status,
@@ -350,7 +350,7 @@ def relabel(
         confidence={"sides": verdict.sides, "thresholds": verdict.checks},
         longitudinal={**record, "mode": "longitudinal", "prior_weight": weight},
     )
-    write_json(engine_file(target, stem, "metadata"), meta)
+    write_json(result_file(target, stem, "metadata"), meta)
     return meta
 
 
@@ -378,11 +378,11 @@ def longitudinal_subject(
     engine segmented, then each visit relabelled; failed visits keep their record. The folder appears
     only when every visit is written."""
     settings = {**DEFAULTS, **(settings or {})}
-    metas = [json.loads(engine_result(d, s, "metadata").read_text()) for d, s in visits]
+    metas = [json.loads(result_path(d, s, "metadata").read_text()) for d, s in visits]
     usable = [
         i
         for i, m in enumerate(metas)
-        if m["status"] != "failed" and engine_result(*visits[i], "crop_probability").exists()
+        if m["status"] != "failed" and result_path(*visits[i], "crop_probability").exists()
     ]
     priors: dict[int, np.ndarray] = {}
     loaded: dict[int, Visit] = {}

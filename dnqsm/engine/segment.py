@@ -38,7 +38,7 @@ from dnqsm.engine.localize import (
 )
 from dnqsm.engine.nnunet import BUNDLED_MODELS, from_nnunet, model_folder, sha256, to_nnunet  # noqa: F401
 from dnqsm.io import InputError, fractions_8bit, load_image, save_nifti, staged_folder, write_json
-from dnqsm.names import engine_file
+from dnqsm.names import result_file
 
 LEFT, RIGHT = 1, 2
 #: Predicted localization components smaller than this (coarse voxels) are noise, not a DN region.
@@ -121,7 +121,7 @@ def resolve_mirroring(mirroring: bool | str, device: str) -> bool:
     raise ValueError(f"mirroring must be true, false or 'auto' (got {mirroring!r})")
 
 
-class Engine:
+class Method:
     """What every segmentation method shares: ``run`` segments a list of images into one folder per
     image (DentateSeg's layout: labels, localization mask, crops, metadata), failures stay per image.
     Subclasses implement ``segment`` (one image to a :class:`Result`) and ``describe``."""
@@ -176,7 +176,7 @@ class Engine:
             "timings_s": {"total": round(seconds, 3)},
         }
         with staged_folder(Path(out_dir) / stem) as folder:
-            write_json(engine_file(folder, stem, "metadata"), meta)
+            write_json(result_file(folder, stem, "metadata"), meta)
         return meta
 
     def _write_result(self, path, out_dir, stem, result: Result, start: float) -> dict:
@@ -200,24 +200,24 @@ class Engine:
             "confidence": {"sides": verdict.sides, "thresholds": verdict.checks},
         }
         with staged_folder(Path(out_dir) / stem) as folder:
-            save_nifti(engine_file(folder, stem, "labels"), _like(img, result.labels))
-            save_nifti(engine_file(folder, stem, "region"), _like(img, result.region_on_input))
-            save_nifti(engine_file(folder, stem, "crop"), result.cropped)
-            save_nifti(engine_file(folder, stem, "crop_raw"), _like(result.cropped, result.cropped_raw))
-            save_nifti(engine_file(folder, stem, "crop_labels"), _like(result.cropped, result.cropped_labels))
+            save_nifti(result_file(folder, stem, "labels"), _like(img, result.labels))
+            save_nifti(result_file(folder, stem, "region"), _like(img, result.region_on_input))
+            save_nifti(result_file(folder, stem, "crop"), result.cropped)
+            save_nifti(result_file(folder, stem, "crop_raw"), _like(result.cropped, result.cropped_raw))
+            save_nifti(result_file(folder, stem, "crop_labels"), _like(result.cropped, result.cropped_labels))
             if result.cropped_probability is not None:  # 8 bits (steps of 1/255): the longitudinal mode's input
                 save_nifti(
-                    engine_file(folder, stem, "crop_probability"),
+                    result_file(folder, stem, "crop_probability"),
                     fractions_8bit(result.cropped_probability, result.cropped.affine),
                 )
             result.timings["write"] = time.perf_counter() - tick
             result.timings["total"] = time.perf_counter() - start
             meta["timings_s"] = {k: round(v, 3) for k, v in result.timings.items()}
-            write_json(engine_file(folder, stem, "metadata"), meta)
+            write_json(result_file(folder, stem, "metadata"), meta)
         return meta
 
 
-class DentateSegmenter(Engine):
+class NnunetMethod(Method):
     """Both nnU-Net predictors, loaded once; ``run`` segments a list of images."""
 
     method = "nnunet"

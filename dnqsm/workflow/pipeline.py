@@ -24,7 +24,7 @@ from dnqsm.analysis.measure import measure
 from dnqsm.engine.confidence import reassess, thresholds
 from dnqsm.engine.segment import image_stem
 from dnqsm.io import InputError, atomic_path, load_image, save_nifti, staged_folder, write_json
-from dnqsm.names import DERIVATIVES, derivative_path, engine_result, preproc_files
+from dnqsm.names import DERIVATIVES, derivative_path, preproc_files, result_path
 from dnqsm.qc.snapshots import render_failure, render_snapshot, summary_lines
 from dnqsm.workflow.preprocess import preprocess
 
@@ -92,7 +92,7 @@ def preprocess_batch(
 
 def segment_batch(preproc_dirs: list[str | Path], out_dir: str | Path, segmenter) -> list[dict[str, Any]]:
     """Segment every successfully preprocessed session of a batch into ``out_dir/<stem>/`` (models
-    loaded once by ``segmenter``, a :class:`dnqsm.engine.segment.Engine`); earlier failures get a
+    loaded once by ``segmenter``, a :class:`dnqsm.engine.segment.Method`); earlier failures get a
     metadata record there too, so each session has exactly one."""
     with staged_folder(out_dir) as folder:
         images = []
@@ -103,7 +103,7 @@ def segment_batch(preproc_dirs: list[str | Path], out_dir: str | Path, segmenter
                 images.append(image)
             else:
                 stem = image_stem(image)
-                write_json(engine_result(folder, stem, "metadata"), {**record, "stem": stem})
+                write_json(result_path(folder, stem, "metadata"), {**record, "stem": stem})
         records = segmenter.run(images, folder)
     return records
 
@@ -111,12 +111,12 @@ def segment_batch(preproc_dirs: list[str | Path], out_dir: str | Path, segmenter
 def batch_metadata(batch_dir: str | Path, preproc_dir: str | Path) -> dict[str, Any]:
     """A session's engine record in a segmentation batch folder (either method)."""
     stem = image_stem(preproc_files(preproc_dir)[0])
-    return json.loads(engine_result(batch_dir, stem, "metadata").read_text())
+    return json.loads(result_path(batch_dir, stem, "metadata").read_text())
 
 
 def batch_labels(batch_dir: str | Path, meta: dict[str, Any]) -> Path:
     """The engine's label image (1 left, 2 right, input grid) of the session ``meta`` describes."""
-    return engine_result(batch_dir, meta["stem"], "labels")
+    return result_path(batch_dir, meta["stem"], "labels")
 
 
 def session_outputs(
@@ -195,7 +195,7 @@ def measured_session(
 def write_labels(meta: dict[str, Any], batch_dir: str | Path, files: dict[str, Path], source: str | None) -> None:
     """An entry's labels, localization mask and the labels' sidecar into its derivative ``files``."""
     shutil.copyfile(batch_labels(batch_dir, meta), files["dseg"])
-    shutil.copyfile(engine_result(batch_dir, meta["stem"], "region"), files["mask"])
+    shutil.copyfile(result_path(batch_dir, meta["stem"], "region"), files["mask"])
     write_json(
         files["dseg_sidecar"],
         {

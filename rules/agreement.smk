@@ -27,7 +27,7 @@ rule validation:
         preprocessed=lambda wc: [preproc_session(s) for s in labelled()],
         method=METHOD,
     script:
-        "../scripts/validate.py"
+        "../scripts/agreement.py"
 
 
 rule comparison:
