@@ -155,6 +155,19 @@ def crop(img: nib.Nifti1Image, slices) -> nib.Nifti1Image:
     return img.slicer[slices]
 
 
+def uncrop(labels: np.ndarray, slices, affine: np.ndarray, shape) -> np.ndarray:
+    """Labels on a crop (``slices``) of the canonically oriented image back on the input's own grid
+    (``affine``, ``shape``): zero outside the crop, the voxel axes turned back as they were."""
+    ornt = nib.orientations.io_orientation(affine)  # input axis i is canonical (RAS) axis ornt[i, 0]
+    canonical_shape = [0, 0, 0]
+    for axis, (to_axis, _) in enumerate(ornt):
+        canonical_shape[int(to_axis)] = int(shape[axis])
+    canonical = np.zeros(canonical_shape, labels.dtype)
+    canonical[slices] = labels
+    to_input = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("R", "A", "S")), ornt)
+    return nib.orientations.apply_orientation(canonical, to_input)
+
+
 @dataclass
 class Crop:
     """Where step two works, whichever locator placed it (network, registration, atlas, training labels):

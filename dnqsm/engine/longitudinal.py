@@ -39,10 +39,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from dnqsm.engine.confidence import STANDING_REASONS, assess, side_numbers, thresholds
-from dnqsm.engine.localize import Expectation
+from dnqsm.engine.localize import Expectation, uncrop
 from dnqsm.engine.registration import ants_image, remove_transforms
 from dnqsm.engine.segment import LEFT, RIGHT, assign_sides
 from dnqsm.io import save_nifti, staged_folder, write_json
@@ -140,14 +139,11 @@ def subject_prior(
             f"longitudinal template iterations must be at least 1, not {settings['iterations']!r}: "
             "the visits are aligned to the template in each round"
         )
-    import ants
-
     # reruns must give identical files: ANTs' sampled metric needs a fixed seed, and its threads split
     # sums in an order that changes the last bits, so one thread (the crops are small)
     from ants.config import set_ants_deterministic
 
     set_ants_deterministic(True, 1)
-    lo, hi = settings["clip_ppb"]
     spacing = settings["template_spacing_mm"] or min(float(min(c.header.get_zooms()[:2])) for c in crops)
     # Each crop is the localizer's box around the nuclei, so its centre is the same anatomy in every
     # visit, while the head's world position differs between scanners and sessions: every crop is
@@ -162,72 +158,13 @@ def subject_prior(
     registration_affine, registration_shape = template_grid(centred, crop_shapes, registration_spacing)
     registration_domain = ants_image(np.zeros(registration_shape, np.float32), registration_affine)
     clip = float(settings["distance_clip_mm"])
-    # The visits are aligned on the networks' shapes (the clipped signed distance maps, as 0 far
-    # outside: what resampling pads with), not on chi: the same-day scans of another site's
-    # reconstruction differ in chi contrast and scaling, and aligning chi left some visits a few
-    # millimetres off (their prior shrank, or did not fit at all), while both nuclei's shape is what
-    # the prior is made of and is alike across reconstructions.
-    shapes = [ants_image(clip - d, a) for d, a in zip(distances, centred)]
-    template = sum(ants.resample_image_to_target(s, registration_domain, interp_type="linear") for s in shapes) / len(
-        shapes
-    )
     # ANTs leaves every registration's transform files in the temporary folder: all rounds' files
     # are removed at the end, also when a registration fails
     made: list[dict[str, Any]] = []
     try:
-        starts: list[Any] = ["Identity"] * len(shapes)
-        for _ in range(int(settings["iterations"])):
-            # a crop is small (tens of voxels a side) and visits differ by millimetres and degrees once
-            # centred: two levels (shrink 2, 1) instead of ANTs' default 6-4-2-1, which on a crop this size
-            # leaves a few voxels at the coarsest level and lets the optimizer wander off. With
-            # ``warm_start`` each later round starts every visit from its last alignment (the mean moves
-            # little between rounds), which takes the optimizer fewer steps to the same place
-            fits = [
-                ants.registration(
-                    template,
-                    s,
-                    type_of_transform="Rigid",
-                    initial_transform=start,
-                    aff_metric="meansquares",
-                    aff_shrink_factors=(2, 1),
-                    aff_smoothing_sigmas=(1, 0),
-                    aff_iterations=(200, 100),
-                )
-                for s, start in zip(shapes, starts)
-            ]
-            made.extend(fits)
-            if settings["warm_start"]:
-                starts = [f["fwdtransforms"] for f in fits]
-            template = sum(f["warpedmovout"] for f in fits) / len(fits)
-        moving = [
-            ants_image(np.clip(np.nan_to_num(c.get_fdata(dtype=np.float32)), lo, hi), a) for c, a in zip(crops, centred)
-        ]
-        aligned = [
-            ants.apply_transforms(domain, m, f["fwdtransforms"], interpolator="linear").numpy()
-            for m, f in zip(moving, fits)
-        ]
-        mean_chi = np.mean(aligned, axis=0)
-        prob_images = [ants_image(d, a) for d, a in zip(distances, centred)]
-        warped = np.stack(
-            [
-                ants.apply_transforms(domain, p, f["fwdtransforms"], interpolator="linear", defaultvalue=clip).numpy()
-                for p, f in zip(prob_images, fits)
-            ]
-        )
-        fitted = line_in_time(warped, times)
-        back = []
-        for k, (p, f) in enumerate(zip(prob_images, fits)):
-            # a mean of distance maps has its zero level at the mean shape but a gradient below 1 where
-            # the visits disagree; distances from that shape again make the prior a true distance map, so
-            # that a weight w moves each visit's boundary w of the way to the prior's
-            prior = ants_image(signed_distance(fitted[k] < 0, [spacing] * 3, clip), affine)
-            back.append(
-                ants.apply_transforms(
-                    p, prior, f["fwdtransforms"], whichtoinvert=[True], interpolator="linear", defaultvalue=clip
-                ).numpy()
-            )
-        # how well each visit's chi agrees with the others' mean after the alignment (a check, not a fit)
-        agreement = [round(float(np.corrcoef(a.ravel(), mean_chi.ravel())[0, 1]), 4) for a in aligned]
+        fits = align_shapes(distances, centred, registration_domain, settings, made)
+        shape_maps = [ants_image(d, a) for d, a in zip(distances, centred)]
+        back = priors_on_visits(shape_maps, fits, domain, affine, times, spacing, clip)
         record = {
             "visits": len(crops),
             "template_spacing_mm": round(spacing, 4),
@@ -235,12 +172,108 @@ def subject_prior(
             "registration_spacing_mm": round(registration_spacing, 4),
             "iterations": int(settings["iterations"]),
             "warm_start": bool(settings["warm_start"]),
-            "alignment_correlation": agreement,
+            "alignment_correlation": chi_agreement(crops, centred, fits, domain, settings["clip_ppb"]),
             "years": times if times is not None else "unknown: the prior is the plain mean of the visits",
         }
     finally:
         remove_transforms(made)
     return [b.astype(np.float32) for b in back], record
+
+
+def align_shapes(
+    distances: list[np.ndarray], centred: list[np.ndarray], domain: Any, settings: dict[str, Any], made: list
+) -> list[dict[str, Any]]:
+    """Every visit aligned (rigid, ANTs) to the visits' mean on ``domain``, ``settings["iterations"]``
+    rounds (the mean made again after each); the last round's fits. Every fit is added to ``made``.
+
+    The visits are aligned on the networks' shapes (the clipped signed distance maps, as 0 far outside:
+    what resampling pads with), not on chi: the same-day scans of another site's reconstruction differ
+    in chi contrast and scaling, and aligning chi left some visits a few millimetres off (their prior
+    shrank, or did not fit at all), while both nuclei's shape is what the prior is made of and is
+    alike across reconstructions."""
+    import ants
+
+    clip = float(settings["distance_clip_mm"])
+    shapes = [ants_image(clip - d, a) for d, a in zip(distances, centred)]
+    template = sum(ants.resample_image_to_target(s, domain, interp_type="linear") for s in shapes) / len(shapes)
+    starts: list[Any] = ["Identity"] * len(shapes)
+    for _ in range(int(settings["iterations"])):
+        # a crop is small (tens of voxels a side) and visits differ by millimetres and degrees once
+        # centred: two levels (shrink 2, 1) instead of ANTs' default 6-4-2-1, which on a crop this size
+        # leaves a few voxels at the coarsest level and lets the optimizer wander off. With
+        # ``warm_start`` each later round starts every visit from its last alignment (the mean moves
+        # little between rounds), which takes the optimizer fewer steps to the same place
+        fits = [
+            ants.registration(
+                template,
+                s,
+                type_of_transform="Rigid",
+                initial_transform=start,
+                aff_metric="meansquares",
+                aff_shrink_factors=(2, 1),
+                aff_smoothing_sigmas=(1, 0),
+                aff_iterations=(200, 100),
+            )
+            for s, start in zip(shapes, starts)
+        ]
+        made.extend(fits)
+        if settings["warm_start"]:
+            starts = [f["fwdtransforms"] for f in fits]
+        template = sum(f["warpedmovout"] for f in fits) / len(fits)
+    return fits
+
+
+def chi_agreement(
+    crops: list[nib.Nifti1Image], centred: list[np.ndarray], fits: list[dict], domain: Any, clip_ppb: list[float]
+) -> list[float]:
+    """How well each visit's chi (clipped to ``clip_ppb``) agrees with the visits' mean after the
+    alignment, as a correlation on the template grid: a check, not a fit."""
+    import ants
+
+    lo, hi = clip_ppb
+    moving = [
+        ants_image(np.clip(np.nan_to_num(c.get_fdata(dtype=np.float32)), lo, hi), a) for c, a in zip(crops, centred)
+    ]
+    aligned = [
+        ants.apply_transforms(domain, m, f["fwdtransforms"], interpolator="linear").numpy()
+        for m, f in zip(moving, fits)
+    ]
+    mean_chi = np.mean(aligned, axis=0)
+    return [round(float(np.corrcoef(a.ravel(), mean_chi.ravel())[0, 1]), 4) for a in aligned]
+
+
+def priors_on_visits(
+    shape_maps: list[Any],
+    fits: list[dict],
+    domain: Any,
+    affine: np.ndarray,
+    times: list[float] | None,
+    spacing: float,
+    clip: float,
+) -> list[np.ndarray]:
+    """The visits' distance maps carried onto the template grid, the line in time through them, and
+    each visit's point on that line carried back onto the visit's own crop grid."""
+    import ants
+
+    warped = np.stack(
+        [
+            ants.apply_transforms(domain, p, f["fwdtransforms"], interpolator="linear", defaultvalue=clip).numpy()
+            for p, f in zip(shape_maps, fits)
+        ]
+    )
+    fitted = line_in_time(warped, times)
+    back = []
+    for k, (p, f) in enumerate(zip(shape_maps, fits)):
+        # a mean of distance maps has its zero level at the mean shape but a gradient below 1 where
+        # the visits disagree; distances from that shape again make the prior a true distance map, so
+        # that a weight w moves each visit's boundary w of the way to the prior's
+        prior = ants_image(signed_distance(fitted[k] < 0, [spacing] * 3, clip), affine)
+        back.append(
+            ants.apply_transforms(
+                p, prior, f["fwdtransforms"], whichtoinvert=[True], interpolator="linear", defaultvalue=clip
+            ).numpy()
+        )
+    return back
 
 
 def keep_own(source: Path, target: Path, meta: dict[str, Any], record: dict[str, Any], mode: str) -> dict[str, Any]:
@@ -263,94 +296,103 @@ def relabel(
     checks: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """One visit's labels from its own result and the subject's prior on its crop (``guide``: the
-    loaded visit and the prior), written as an engine result folder ``out_dir/<stem>`` (labels on the
-    input grid, metadata with the new volumes, confidence numbers and a ``longitudinal`` record).
+    loaded visit and the prior), written as a result folder ``out_dir/<stem>`` (labels on the input
+    grid, metadata with the new volumes, confidence numbers and a ``longitudinal`` record).
     ``guide`` None copies the visit's cross-sectional result (a subject with one usable visit)."""
     source = engine_dir / stem
-    meta = json.loads((result_file(source, stem, "metadata")).read_text())
+    meta = json.loads(result_file(source, stem, "metadata").read_text())
     target = out_dir / stem
     if guide is None:
         meta = keep_own(source, target, meta, record, "cross-sectional (one usable visit)")
-        write_json(result_file(target, stem, "metadata"), meta)
-        return meta
-    visit, prior = guide
-    cropped, own = visit.crop, visit.probability
-    mine, theirs = own > 0.5, prior < 0
-    weight = float(settings["prior_weight"])
+    else:
+        visit, prior = guide
+        weight = float(settings["prior_weight"])
+        labeled, sides, overlap = combine(visit, prior, weight, float(meta["midline_x_mm"]))
+        if overlap < MIN_PRIOR_OVERLAP or not all(sides[n]["voxels"] for n in ("left", "right")):
+            meta = keep_unfit(source, target, meta, record, overlap)
+        else:
+            meta = write_relabelled(source, target, meta, visit, labeled, sides, checks)
+            meta["longitudinal"] = {**record, "mode": "longitudinal", "prior_weight": weight}
+    write_json(result_file(target, stem, "metadata"), meta)
+    return meta
+
+
+def combine(visit: Visit, prior: np.ndarray, weight: float, midline_x: float) -> tuple[np.ndarray, dict, float]:
+    """The visit's labels on its crop from its own distance map and the prior's (``weight`` of the
+    prior), sides assigned; and the overlap (Dice) of the visit's own labels with the prior's."""
+    mine, theirs = visit.probability > 0.5, prior < 0
     combined = (1.0 - weight) * visit.distance + weight * prior
     overlap = 2 * float((mine & theirs).sum()) / max(float(mine.sum() + theirs.sum()), 1.0)
-    labeled, sides = assign_sides((combined < 0).astype(np.uint8), cropped.affine, float(meta["midline_x_mm"]))
-    if overlap < MIN_PRIOR_OVERLAP or not all(sides[n]["voxels"] for n in ("left", "right")):
-        # the alignment failed for this visit (or left a side empty): its own result stands, said so
-        reason = (
-            f"the longitudinal prior does not fit this visit (Dice {overlap:.2f} with its own labels, expected "
-            f">= {MIN_PRIOR_OVERLAP}): template alignment failed, the cross-sectional labels are kept"
-        )
-        meta = keep_own(
-            source,
-            target,
-            meta,
-            {**record, "prior_overlap": round(overlap, 4)},
-            "cross-sectional (the prior did not fit)",
-        )
-        # a standing reason: measure applies the checks again (confidence.reassess) and keeps it
-        meta.update(
-            status="review",
-            review_reasons=list(meta.get("review_reasons") or []) + [reason],
-            **{STANDING_REASONS: list(meta.get(STANDING_REASONS) or []) + [reason]},
-        )
-        write_json(result_file(target, stem, "metadata"), meta)
-        return meta
+    labeled, sides = assign_sides((combined < 0).astype(np.uint8), visit.crop.affine, midline_x)
+    return labeled, sides, overlap
+
+
+def keep_unfit(source: Path, target: Path, meta: dict[str, Any], record: dict[str, Any], overlap: float) -> dict:
+    """A visit the prior does not fit (the alignment failed, or left a side empty): its own result
+    stands, under review with a standing reason (measure applies the checks again and keeps it)."""
+    reason = (
+        f"the longitudinal prior does not fit this visit (Dice {overlap:.2f} with its own labels, expected "
+        f">= {MIN_PRIOR_OVERLAP}): template alignment failed, the cross-sectional labels are kept"
+    )
+    meta = keep_own(
+        source, target, meta, {**record, "prior_overlap": round(overlap, 4)}, "cross-sectional (the prior did not fit)"
+    )
+    meta.update(
+        status="review",
+        review_reasons=list(meta.get("review_reasons") or []) + [reason],
+        **{STANDING_REASONS: list(meta.get(STANDING_REASONS) or []) + [reason]},
+    )
+    return meta
+
+
+def write_relabelled(
+    source: Path,
+    target: Path,
+    meta: dict[str, Any],
+    visit: Visit,
+    labeled: np.ndarray,
+    sides: dict[str, dict],
+    checks: dict[str, float] | None,
+) -> dict[str, Any]:
+    """The relabelled visit's files in ``target`` (labels on the input grid, the crop's labels, the
+    region and crop copied) and its metadata (not yet written) with new volumes, checks and status."""
+    stem = meta["stem"]
     target.mkdir(parents=True, exist_ok=True)
-    shape = meta["image"]["shape"]
     affine = np.asarray(meta["image"]["affine"], float)
-    ornt = io_orientation(affine)  # input axis i is canonical (RAS) axis ornt[i, 0]
-    canonical_shape = [0, 0, 0]
-    for axis, (to_axis, _) in enumerate(ornt):
-        canonical_shape[int(to_axis)] = int(shape[axis])
-    canonical = np.zeros(canonical_shape, np.uint8)
     slices = tuple(slice(lo, hi) for lo, hi in meta["crop_voxels_canonical"])
-    canonical[slices] = labeled
-    labels = apply_orientation(canonical, ornt_transform(axcodes2ornt(("R", "A", "S")), ornt))
+    labels = uncrop(labeled.astype(np.uint8), slices, affine, meta["image"]["shape"])
     voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
     for name, label in (("left", LEFT), ("right", RIGHT)):
         sides[name]["volume_mm3"] = round(float((labels == label).sum()) * voxel_mm3, 3)
-    values = cropped.get_fdata(dtype=np.float32)
+    values = visit.crop.get_fdata(dtype=np.float32)
     expected = Expectation.from_record(meta.get("localization"))  # the registration's, as the visit's own result
     numbers = {
         name: side_numbers(
             values,
             labeled,
             label,
-            own,
+            visit.probability,
             sides[name]["predicted_voxels"],
-            cropped.affine,
+            visit.crop.affine,
             float(meta["midline_x_mm"]),
             expected=expected,
         )
         for name, label in (("left", LEFT), ("right", RIGHT))
     }
-    verdict = assess(
-        numbers,
-        {n: sides[n]["volume_mm3"] for n in ("left", "right")},
-        meta["box"],
-        meta["image"]["spacing_mm"],
-        thresholds(checks),
-    )
+    volumes = {n: sides[n]["volume_mm3"] for n in ("left", "right")}
+    verdict = assess(numbers, volumes, meta["box"], meta["image"]["spacing_mm"], thresholds(checks))
     header = nib.load(result_file(source, stem, "labels")).header
     save_nifti(result_file(target, stem, "labels"), nib.Nifti1Image(labels.astype(np.uint8), affine, header))
     for role in ("region", "crop"):
         shutil.copyfile(result_file(source, stem, role), result_file(target, stem, role))
-    save_nifti(result_file(target, stem, "crop_labels"), nib.Nifti1Image(labeled.astype(np.uint8), cropped.affine))
+    save_nifti(result_file(target, stem, "crop_labels"), nib.Nifti1Image(labeled.astype(np.uint8), visit.crop.affine))
     meta.update(
         dentate=sides,
         status=verdict.status,
         review_reasons=verdict.reasons,
         missing_sides=[s for s in ("left", "right") if sides[s]["voxels"] == 0],
         confidence={"sides": verdict.sides, "thresholds": verdict.checks},
-        longitudinal={**record, "mode": "longitudinal", "prior_weight": weight},
     )
-    write_json(result_file(target, stem, "metadata"), meta)
     return meta
 
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 from scipy import ndimage
 
 from dnqsm import __version__
@@ -35,6 +34,7 @@ from dnqsm.engine.localize import (
     refine_region,
     region_components,
     resample_to_grid,
+    uncrop,
 )
 from dnqsm.engine.nnunet import BUNDLED_MODELS, from_nnunet, model_folder, sha256, to_nnunet  # noqa: F401
 from dnqsm.io import InputError, fractions_8bit, load_image, save_nifti, staged_folder, write_json
@@ -409,10 +409,7 @@ def postprocess(
     labeled, sides = assign_sides(raw, cropped.affine, midline_x)
     if not labeled.any():
         raise SegmentationFailure(nothing_found)
-    canonical_labels = np.zeros(area.canonical.shape[:3], np.uint8)
-    canonical_labels[slices] = labeled
-    to_input = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(img.affine))
-    labels = apply_orientation(canonical_labels, to_input)
+    labels = uncrop(labeled, slices, img.affine, img.shape[:3])
     mask_on_input = (
         resample_to_grid(region.astype(np.float32), grid_affine, img.affine, img.shape[:3], order=0, smooth=False) > 0.5
     )
