@@ -395,19 +395,9 @@ def render(
         anatomy, acq, pose, rng, dn_size_factor, dn_chi_ppm, dn_iron_gradient, physics_mm
     )
     affine, shape = grid_affine(anatomy, acq, pose)
-    # the site's voxels sample the reconstruction, averaged over the slice thickness
     to_physics = np.linalg.inv(physics_affine) @ affine
     n_sub = max(1, int(round(acq.voxel_mm[2] / physics_mm)))
-    image = np.zeros(int(np.prod(shape)), np.float32)
-    measured = np.zeros(int(np.prod(shape)), np.float32)
-    for i in range(n_sub):
-        offset = (i + 0.5) / n_sub - 0.5
-        coords = _grid_points(to_physics, shape, (0.0, 0.0, offset))
-        image += ndimage.map_coordinates(chi_rec, coords, order=1, mode="constant", cval=0.0)
-        measured += ndimage.map_coordinates(mask.astype(np.float32), coords, order=1, mode="constant", cval=0.0)
-        del coords
-    image /= n_sub
-    measured = measured / n_sub >= 0.5
+    image, measured = _site_voxels(chi_rec, mask, to_physics, shape, n_sub)
     del chi_rec, mask
     # labels: the analytic nuclei at the voxel centres
     mni, keep = _head_points(
@@ -459,6 +449,23 @@ def render(
         pose=pose,
         dentate_fraction=fraction.reshape((2,) + tuple(shape)),
     )
+
+
+def _site_voxels(
+    chi_rec: np.ndarray, mask: np.ndarray, to_physics: np.ndarray, shape, n_sub: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The site's voxels (flat) sampled from the reconstruction, averaged over the slice thickness
+    (``n_sub`` samples across it), and where the reconstruction's mask covers at least half a voxel."""
+    image = np.zeros(int(np.prod(shape)), np.float32)
+    measured = np.zeros(int(np.prod(shape)), np.float32)
+    for i in range(n_sub):
+        offset = (i + 0.5) / n_sub - 0.5
+        coords = _grid_points(to_physics, shape, (0.0, 0.0, offset))
+        image += ndimage.map_coordinates(chi_rec, coords, order=1, mode="constant", cval=0.0)
+        measured += ndimage.map_coordinates(mask.astype(np.float32), coords, order=1, mode="constant", cval=0.0)
+        del coords
+    image /= n_sub
+    return image, measured / n_sub >= 0.5
 
 
 def _nuclei_reach_mm(anatomy: SubjectAnatomy, dn_size_factor: dict[str, float]) -> float:

@@ -345,47 +345,14 @@ def _scan(task: tuple) -> dict:
         )
     size = {side: anatomy.dn_size_factor * volume_factor[side] ** (1 / 3) for side, _ in SIDES}
     out = render(anatomy, acq, vrng, size, {s: chi_ppb[s] / 1000.0 for s, _ in SIDES}, iron_gradient)
-    sub, ses = person.label, visit.session
-    image_path = save_nifti(bids_path(root, sub, ses, "Chimap"), out.image)
-    values = nib.load(image_path).get_fdata()  # what any reader sees (scl_slope applied)
-    write_json(bids_path(root, sub, ses, "Chimap", ".json"), {"Units": acq.unit, "InstitutionName": f"site {acq.site}"})
-    deriv = root / TRUTH_DERIVATIVE
-    header = nib.Nifti1Header()
-    header.set_xyzt_units("mm")
-    for name, data in (("dentate", out.dentate_dseg), ("cerebellum", out.cerebellum_mask)):
-        img = nib.Nifti1Image(data, out.affine, header)
-        img.set_sform(out.affine, code=1)
-        img.set_qform(out.affine, code=1)
-        save_nifti(names.structure_labels(deriv, sub, ses, name), img)
-    save_nifti(names.dentate_fractions(deriv, sub, ses), fraction_image(out.dentate_fraction, out.affine))
-    voxel_mm3 = float(abs(np.linalg.det(out.affine[:3, :3])))
-    row = {
-        "participant_id": f"sub-{sub}",
-        "session_id": f"ses-{ses}",
-        "group": person.group,
-        "sex": person.sex,
-        "baseline_age": person.age,
-        "age": round(person.age + visit.years, 2),
-        "site": acq.site,
-        "years_since_baseline": visit.years,
-        "acq_time": visit.acq_time.isoformat(),
-        "visit": f"{visit.visit_index + 1:02d}",
-        "rescan": visit.rescan,
-    }
-    acq_fields = asdict(acq)
-    for key in ("voxel_mm", "rotation_deg", "translation_mm"):
-        for axis, value in zip("xyz", acq_fields.pop(key)):
-            row[f"{key.rsplit('_', 1)[0]}_{axis}_{key.rsplit('_', 1)[1]}"] = value
-    recon = acq_fields.pop("recon")
-    residual = recon.pop("residual_ppm")
-    row.update({f"acq_{k}": v for k, v in acq_fields.items() if k != "site"})
-    row.update({f"recon_{k}": v for k, v in recon.items()})
-    for where, value in zip(("petrous_left", "petrous_right", "sinus"), residual):
-        row[f"recon_residual_{where}_ppm"] = value
+    values = _write_scan(root, person.label, visit.session, out, acq)
+    row = _visit_row(person, visit, acq)
+    row.update(_acquisition_row(acq))
     row["dn_iron_gradient"] = iron_gradient
     row["dn_maturation"] = maturation(person.age)
     row.update({f"shape_{axis}": n for axis, n in zip("ijk", out.dentate_dseg.shape)})
     row.update({f"head_scale_{axis}": float(v) for axis, v in zip("xyz", anatomy.head_scale)})
+    voxel_mm3 = float(abs(np.linalg.det(out.affine[:3, :3])))
     for side, label in SIDES:
         shape = anatomy.dentate[side]
         mask = out.dentate_dseg == label
@@ -398,6 +365,57 @@ def _scan(task: tuple) -> dict:
         row[f"dn_{side}_thickness_mm"] = shape.thickness_mm
         row.update({f"dn_{side}_center_mni_{a}": float(v) for a, v in zip("xyz", shape.center)})
     row.update({f"chi_{k}_ppm": v for k, v in anatomy.tissue_chi_ppm.items()})
+    return row
+
+
+def _write_scan(root: Path, sub: str, ses: str, out, acq) -> np.ndarray:
+    """One scan's image and sidecar, and its truth (labels, masks, partial-volume fractions) under the
+    truth derivative; the image's values as any reader sees them (scl_slope applied)."""
+    image_path = save_nifti(bids_path(root, sub, ses, "Chimap"), out.image)
+    values = nib.load(image_path).get_fdata()  # what any reader sees (scl_slope applied)
+    write_json(bids_path(root, sub, ses, "Chimap", ".json"), {"Units": acq.unit, "InstitutionName": f"site {acq.site}"})
+    deriv = root / TRUTH_DERIVATIVE
+    header = nib.Nifti1Header()
+    header.set_xyzt_units("mm")
+    for name, data in (("dentate", out.dentate_dseg), ("cerebellum", out.cerebellum_mask)):
+        img = nib.Nifti1Image(data, out.affine, header)
+        img.set_sform(out.affine, code=1)
+        img.set_qform(out.affine, code=1)
+        save_nifti(names.structure_labels(deriv, sub, ses, name), img)
+    save_nifti(names.dentate_fractions(deriv, sub, ses), fraction_image(out.dentate_fraction, out.affine))
+    return values
+
+
+def _visit_row(person, visit, acq) -> dict:
+    """Who and when: the truth-table columns of the participant and the visit."""
+    return {
+        "participant_id": f"sub-{person.label}",
+        "session_id": f"ses-{visit.session}",
+        "group": person.group,
+        "sex": person.sex,
+        "baseline_age": person.age,
+        "age": round(person.age + visit.years, 2),
+        "site": acq.site,
+        "years_since_baseline": visit.years,
+        "acq_time": visit.acq_time.isoformat(),
+        "visit": f"{visit.visit_index + 1:02d}",
+        "rescan": visit.rescan,
+    }
+
+
+def _acquisition_row(acq) -> dict:
+    """How: the truth-table columns of the acquisition and the reconstruction."""
+    row: dict = {}
+    acq_fields = asdict(acq)
+    for key in ("voxel_mm", "rotation_deg", "translation_mm"):
+        for axis, value in zip("xyz", acq_fields.pop(key)):
+            row[f"{key.rsplit('_', 1)[0]}_{axis}_{key.rsplit('_', 1)[1]}"] = value
+    recon = acq_fields.pop("recon")
+    residual = recon.pop("residual_ppm")
+    row.update({f"acq_{k}": v for k, v in acq_fields.items() if k != "site"})
+    row.update({f"recon_{k}": v for k, v in recon.items()})
+    for where, value in zip(("petrous_left", "petrous_right", "sinus"), residual):
+        row[f"recon_residual_{where}_ppm"] = value
     return row
 
 
