@@ -32,6 +32,8 @@ import nibabel as nib
 import numpy as np
 import yaml
 
+from dnqsm.workflow.command import snakemake_command
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from test_workflow import jobs_by_rule  # noqa: E402  (one parser of Snakemake's job table)
@@ -125,19 +127,7 @@ def main() -> None:
         config.update(bids_dir=str(bids), output_dir=str(root / "out"), work_dir=str(root / "work"))
         config["inference"]["batch_size"] = args.batch_size
         (root / "config.yaml").write_text(yaml.safe_dump(config))
-        base = [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(root),
-            "--configfile",
-            str(root / "config.yaml"),
-            "--cores",
-            "2",
-        ]
+        base = snakemake_command(root)
         dry_s, dry_gib, text = measured(base + ["-n"], root)
         jobs = jobs_by_rule(text)
         job_parse_s, job_gib = median_seconds(base + ["--mode", "remote", "-l"], root)

@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,10 +21,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 from test_cohort_workflow import TRUTH, cohort_config
-from test_workflow import REPO
 
 from dnqsm.io import bids_path, read_tsv
 from dnqsm.qc.views import world_centroid
+from dnqsm.workflow.command import snakemake_command
 
 MARKUP = "<script>window.__xss=1</script>"
 BAD_ACQ_TIME = "2021-13-45T17:47:00"
@@ -105,21 +104,7 @@ def make_matrix(bids: Path, tmp: Path) -> None:
 
 
 def snakemake_cmd(tmp: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(tmp),
-        "--configfile",
-        str(tmp / "config.yaml"),
-        "--cores",
-        "2",
-        "--keep-going",
-        *args,
-    ]
+    return snakemake_command(tmp, "--keep-going", *args)
 
 
 def run(tmp: Path, *args: str) -> subprocess.CompletedProcess:

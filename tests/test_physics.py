@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
+from synth_helpers import recon as synth_recon
 
 from dnqsm.synth import physics
 
@@ -58,20 +59,8 @@ def _inside_mean(chi: np.ndarray) -> float:
 @pytest.mark.parametrize("inversion", ["l2", "iterative", "tkd_rescaled"])
 def test_inversions_recover_the_sphere_within_ten_percent(sphere, inversion):
     chi, grid, field = sphere
-    recon = physics.Recon(
-        inversion=inversion,
-        threshold=0.15,
-        regularization=1e-3,
-        iterations=40,
-        reference="none",
-        erosion_mm=0,
-        residual_ppm=(0, 0, 0),
-        residual_sigma_mm=10,
-        snr=0,
-        field_noise_ppm=0,
-        echoes=3,
-        first_te_ms=5,
-        delta_te_ms=5,
+    recon = synth_recon(
+        inversion=inversion, threshold=0.15, regularization=1e-3, iterations=40, reference="none", erosion_mm=0
     )
     mask = np.ones(chi.shape, bool)
     result = physics.invert(field, mask, grid, recon)
@@ -150,21 +139,8 @@ def test_multi_echo_field_estimate_is_unbiased_and_noisier_at_low_snr():
     field = np.full((20, 20, 20), 0.05, np.float32)
     magnitude = np.ones_like(field)
     r2star = np.full_like(field, 20.0)
-    base = dict(
-        inversion="tkd",
-        threshold=0.2,
-        regularization=0,
-        iterations=0,
-        reference="none",
-        erosion_mm=0,
-        residual_ppm=(0, 0, 0),
-        residual_sigma_mm=10,
-        field_noise_ppm=0,
-        echoes=4,
-        first_te_ms=5,
-        delta_te_ms=5,
-    )
-    high = physics.acquire_field(field, magnitude, r2star, physics.Recon(snr=300, **base), rng)
-    low = physics.acquire_field(field, magnitude, r2star, physics.Recon(snr=30, **base), rng)
+    base = dict(reference="none", erosion_mm=0, echoes=4)
+    high = physics.acquire_field(field, magnitude, r2star, synth_recon(snr=300, **base), rng)
+    low = physics.acquire_field(field, magnitude, r2star, synth_recon(snr=30, **base), rng)
     assert high.mean() == pytest.approx(0.05, abs=0.005)
     assert low.std() > 3 * high.std()

@@ -178,25 +178,8 @@ def test_review_status_reasons_exit_codes_and_threshold_overrides(fresh, tmp_pat
 
     def segment(*extra):
         out = tmp_path / f"out{len(extra)}"
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "dnqsm.cli",
-                "segment",
-                "-i",
-                str(image),
-                "-o",
-                str(out),
-                "--device",
-                "cpu",
-                "--threads",
-                "2",
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-        )
+        command = ["segment", "-i", str(image), "-o", str(out), "--device", "cpu", "--threads", "2", *extra]
+        run = subprocess.run([sys.executable, "-m", "dnqsm.cli", *command], capture_output=True, text=True)
         return run, json.loads((out / stem / f"{stem}_metadata.json").read_text())
 
     # a good image under an absurd volume limit needs review: exit 0, reasons everywhere it is reported
@@ -213,22 +196,8 @@ def test_review_status_reasons_exit_codes_and_threshold_overrides(fresh, tmp_pat
     assert "0 ok, 1 need review, 0 failed" in run.stdout
     run, meta = segment("--check", "min_volume_mm3=100000", "--strict", "--no-mirroring")
     assert run.returncode == 3 and meta["status"] == "review" and meta["options"]["mirroring"] is False
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dnqsm.cli",
-            "segment",
-            "-i",
-            str(image),
-            "-o",
-            str(tmp_path / "x"),
-            "--check",
-            "min_volume=3",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    command = ["segment", "-i", str(image), "-o", str(tmp_path / "x"), "--check", "min_volume=3"]
+    run = subprocess.run([sys.executable, "-m", "dnqsm.cli", *command], capture_output=True, text=True)
     assert run.returncode == 2 and "unknown confidence check 'min_volume'" in run.stderr
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 from scipy import ndimage
+from synth_helpers import acquisition, render_geometry
 from truth_helpers import calibrated_chi
 
 from dnqsm.analysis.metrics import dice
@@ -23,7 +24,7 @@ from dnqsm.io import bids_path, read_tsv
 from dnqsm.qc.views import world_centroid
 from dnqsm.synth import SynthError, physics, write_dataset
 from dnqsm.synth import dataset as synth_dataset
-from dnqsm.synth.acquisition import ORIENTATIONS, Acquisition, head_pose, pose_from_truth, render, sample_acquisition
+from dnqsm.synth.acquisition import ORIENTATIONS, head_pose, pose_from_truth, render, sample_acquisition
 from dnqsm.synth.anatomy import build_anatomy
 from dnqsm.synth.cohort import (
     ANATOMY_STREAM,
@@ -36,7 +37,6 @@ from dnqsm.synth.cohort import (
     visits,
 )
 from dnqsm.synth.dentate import DentateShape, dentate_sdf, sample_dentate, vary_dentate
-from dnqsm.synth.physics import Recon
 from dnqsm.synth.template import DN_CENTROID_MNI
 
 TRUTH = Path("derivatives") / "manual"
@@ -365,35 +365,13 @@ def test_every_grid_point_with_brain_is_rendered(anatomy, warp_gain):
 
     anatomy = replace(anatomy, warp=anatomy.warp * np.float32(warp_gain))
 
-    acq = Acquisition(
-        site="T",
+    acq = acquisition(
         orientation="LPS",
         oblique_deg=17.0,
         voxel_mm=(1.1, 0.9, 2.6),
         rotation_deg=(20.0, -6.0, 7.0),
         translation_mm=(30.0, -10.0, 12.0),
-        unit="ppm",
-        scale=1.0,
-        dtype="float32",
         mask_fill="zero",
-        noise_ppm=0.0,
-        crop_top_mm=0.0,
-        crop_bottom_mm=0.0,
-        recon=Recon(
-            inversion="tkd",
-            threshold=0.2,
-            regularization=0.0,
-            iterations=0,
-            reference="mean",
-            erosion_mm=2.0,
-            residual_ppm=(0.0, 0.0, 0.0),
-            residual_sigma_mm=10.0,
-            snr=0.0,
-            field_noise_ppm=0.0,
-            echoes=3,
-            first_te_ms=5.0,
-            delta_te_ms=5.0,
-        ),
     )
     pose = head_pose(anatomy, acq)
     affine, shape = grid_affine(anatomy, acq, pose)
@@ -413,45 +391,18 @@ def test_every_grid_point_with_brain_is_rendered(anatomy, warp_gain):
 
 @pytest.mark.parametrize("orientation,oblique", [(o, 0.0) for o in ORIENTATIONS] + [("RAS", 18.0), ("LPS", -14.0)])
 def test_left_label_is_on_the_left_in_every_orientation(anatomy, orientation, oblique):
-    acq = Acquisition(
-        site="T",
+    acq = acquisition(
+        recon_changes={"residual_ppm": (0.02, 0.0, 0.0), "field_noise_ppm": 0.002},
         orientation=orientation,
         oblique_deg=oblique,
         voxel_mm=(1.4, 1.4, 1.6),
         rotation_deg=(12.0, -6.0, 7.0),
-        translation_mm=(38.0, -10.0, 12.0),  # head far right of x = 0
-        unit="ppm",
-        scale=1.0,
-        dtype="float32",
-        mask_fill="nan",
+        translation_mm=(38.0, -10.0, 12.0),
         noise_ppm=0.002,
         crop_top_mm=10.0,
-        crop_bottom_mm=0.0,
-        recon=Recon(
-            inversion="tkd",
-            threshold=0.2,
-            regularization=0.0,
-            iterations=0,
-            reference="mean",
-            erosion_mm=2.0,
-            residual_ppm=(0.02, 0.0, 0.0),
-            residual_sigma_mm=10.0,
-            snr=0.0,
-            field_noise_ppm=0.002,
-            echoes=3,
-            first_te_ms=5.0,
-            delta_te_ms=5.0,
-        ),
-    )
+    )  # head far right of x = 0
     # geometry only: the labels never depend on the physics grid, so a coarse one saves 90 % of the time
-    out = render(
-        anatomy,
-        acq,
-        np.random.default_rng(0),
-        {"left": 1.0, "right": 1.0},
-        {"left": 0.09, "right": 0.09},
-        physics_mm=2.0,
-    )
+    out = render_geometry(anatomy, acq)
     # round trip through the NIfTI header, as a reader would see the file
     img = nib.Nifti1Image.from_bytes(nib.Nifti1Image(out.dentate_dseg, out.affine).to_bytes())
     if not oblique:
@@ -471,44 +422,10 @@ def test_a_fine_image_shows_the_nucleus_at_its_own_resolution(anatomy):
     of the site's voxels (as its labels are), not the physics grid's. With physics on a 2 mm grid,
     the noiseless image thresholded halfway between the nucleus and its surroundings agreed with the
     labels at Dice 0.82 before the nuclei were drawn at the site's resolution, 0.98 after."""
-    acq = Acquisition(
-        site="T",
-        orientation="RAS",
-        oblique_deg=0.0,
-        voxel_mm=(0.5, 0.5, 0.5),
-        rotation_deg=(12.0, -6.0, 7.0),
-        translation_mm=(3.0, -1.0, 2.0),
-        unit="ppm",
-        scale=1.0,
-        dtype="float32",
-        mask_fill="nan",
-        noise_ppm=0.0,
-        crop_top_mm=30.0,
-        crop_bottom_mm=0.0,
-        recon=Recon(
-            inversion="tkd",
-            threshold=0.2,
-            regularization=0.0,
-            iterations=0,
-            reference="mean",
-            erosion_mm=2.0,
-            residual_ppm=(0.0, 0.0, 0.0),
-            residual_sigma_mm=10.0,
-            snr=0.0,
-            field_noise_ppm=0.0,
-            echoes=3,
-            first_te_ms=5.0,
-            delta_te_ms=5.0,
-        ),
+    acq = acquisition(
+        voxel_mm=(0.5, 0.5, 0.5), rotation_deg=(12.0, -6.0, 7.0), translation_mm=(3.0, -1.0, 2.0), crop_top_mm=30.0
     )
-    out = render(
-        anatomy,
-        acq,
-        np.random.default_rng(0),
-        {"left": 1.0, "right": 1.0},
-        {"left": 0.09, "right": 0.09},
-        physics_mm=2.0,
-    )
+    out = render_geometry(anatomy, acq)
     image = out.image.get_fdata()
     for label in (1, 2):
         nucleus = out.dentate_dseg == label

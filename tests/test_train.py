@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import yaml
 from dnqsm.engine.nnunet import model_folder, sha256
 from dnqsm.io import InputError
 from dnqsm.training.datasets import build_training_datasets
+from dnqsm.workflow.command import snakemake_command
 from dnqsm.workflow.config import defaults, training_cohorts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,20 +64,7 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
     )
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(tmp_path / "config.yaml"),
-            "--cores",
-            "2",
-            "train_models",
-        ],
+        snakemake_command(tmp_path, "train_models"),
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -106,21 +93,7 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
     assert set(segmenter.predictors) == {"localization", "segmentation"}
     # a rerun with nothing changed does nothing
     again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(tmp_path / "config.yaml"),
-            "--cores",
-            "2",
-            "-n",
-            "train_models",
-        ],
+        snakemake_command(tmp_path, "-n", "train_models"),
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -145,24 +118,7 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     checkpoint = str(tmp_path / "work" / "results" / "segmentation" / "fold_all" / "checkpoint_final.pth")
     tuned = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(tmp_path / "config.yaml"),
-            "--cores",
-            "2",
-            checkpoint,
-            "--rerun-triggers",
-            "mtime",
-            "--forcerun",
-            checkpoint,
-        ],
+        snakemake_command(tmp_path, checkpoint, "--rerun-triggers", "mtime", "--forcerun", checkpoint),
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -188,22 +144,7 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
     )
     # the new stage's provenance names the zip it started from and carries that zip's own provenance
     exported = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(tmp_path / "config.yaml"),
-            "--cores",
-            "2",
-            "train_models",
-            "--rerun-triggers",
-            "mtime",
-        ],
+        snakemake_command(tmp_path, "train_models", "--rerun-triggers", "mtime"),
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -243,25 +184,7 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
             rewritten.writestr(info, data)
     plans = str(tmp_path / "work" / "preprocessed" / "segmentation.plans.json")  # planned again: wider
     widened = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(tmp_path / "config.yaml"),
-            "--cores",
-            "2",
-            checkpoint,
-            "--rerun-triggers",
-            "mtime",
-            "--forcerun",
-            plans,
-            checkpoint,
-        ],
+        snakemake_command(tmp_path, checkpoint, "--rerun-triggers", "mtime", "--forcerun", plans, checkpoint),
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -294,15 +217,9 @@ def test_pooled_cohorts_need_distinct_participant_labels(tmp_path, small_cohort)
     other = relabelled_copy(small_cohort, tmp_path / "other", "002", "102")
     anat = other / "sub-102" / "ses-01" / "anat"  # a second reconstruction of one session: its own case
     shutil.copyfile(anat / "sub-102_ses-01_Chimap.nii.gz", anat / "sub-102_ses-01_rec-l2_Chimap.nii.gz")
-    summary = build_training_datasets(
-        [small_cohort, other],
-        [labels, other / "derivatives" / "manual"],
-        tmp_path / "loc",
-        tmp_path / "seg",
-        spacing_mm=3.0,
-        margin_mm=5.0,
-        jitter_mm=0.0,
-    )
+    geometry = {"spacing_mm": 3.0, "margin_mm": 5.0, "jitter_mm": 0.0}
+    cohorts = [small_cohort, other], [labels, other / "derivatives" / "manual"]
+    summary = build_training_datasets(*cohorts, tmp_path / "loc", tmp_path / "seg", **geometry)
     assert [c for c in summary["cases"] if c.startswith("sub-102")] == [
         "sub-102_ses-01",
         "sub-102_ses-01_rec-l2",
@@ -312,15 +229,8 @@ def test_pooled_cohorts_need_distinct_participant_labels(tmp_path, small_cohort)
     # the same participant label in two cohorts would silently merge two people: refused, naming both files
     clash = relabelled_copy(small_cohort, tmp_path / "clash", "002", "001")
     with pytest.raises(InputError, match=r"sub-001_ses-01 is also in .*small.*--first-label"):
-        build_training_datasets(
-            [small_cohort, clash],
-            [labels, clash / "derivatives" / "manual"],
-            tmp_path / "loc2",
-            tmp_path / "seg2",
-            spacing_mm=3.0,
-            margin_mm=5.0,
-            jitter_mm=0.0,
-        )
+        clashing = [small_cohort, clash], [labels, clash / "derivatives" / "manual"]
+        build_training_datasets(*clashing, tmp_path / "loc2", tmp_path / "seg2", **geometry)
     desc = other / "sub-102" / "ses-02" / "anat"  # within one cohort: two images only desc- tells apart
     shutil.copyfile(desc / "sub-102_ses-02_Chimap.nii.gz", desc / "sub-102_ses-02_desc-x_Chimap.nii.gz")
     with pytest.raises(InputError, match=r"sub-102_ses-02 is also in .*other.*only entities dnqsm does not keep"):
@@ -345,21 +255,7 @@ def test_pooled_cohorts_need_distinct_participant_labels(tmp_path, small_cohort)
     )
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(tmp_path / "config.yaml"),
-            "--cores",
-            "1",
-            "-n",
-            "train_models",
-        ],
+        snakemake_command(tmp_path, "-n", "train_models", cores=1),
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -5,33 +5,20 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 from config_helpers import REPO
 
 from dnqsm.io import bids_path
+from dnqsm.workflow.command import snakemake_command
 
 
 def snakemake(
     workdir: Path, config: dict, *args: str, snakefile: Path = REPO / "Snakefile"
 ) -> subprocess.CompletedProcess:
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(snakefile),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "--cores",
-        "2",
-        *args,
-    ]
+    cmd = snakemake_command(workdir, *args, snakefile=snakefile)
     return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
 
 

@@ -244,16 +244,8 @@ class AtlasMethod(Method):
         raw = (fused > 0).astype(np.uint8)
         timings["segmentation"] = time.perf_counter() - tick
 
-        result = postprocess(
-            img,
-            area,
-            raw,
-            timings,
-            f"{path}: no atlas label survived registration to the localized region",
-            None,
-            self.checks,
-            region_name="atlas region",
-        )
+        nothing = f"{path}: no atlas label survived registration to the localized region"
+        result = postprocess(img, area, raw, timings, nothing, checks=self.checks, region_name="atlas region")
         result.geometry["atlases_used"] = [a.name for a in atlases]
         result.geometry["localization"] = {"locator": "atlas", "reasons": [], "refined": False}
         return result

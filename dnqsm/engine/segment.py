@@ -317,16 +317,9 @@ class NnunetMethod(Method):
                 raw, foreground, single_pass = self._segment_crop(area.image)
         timings["segmentation"] = time.perf_counter() - tick
 
+        nothing = f"{path}: no dentate nucleus found in the localized region"
         result = postprocess(
-            img,
-            area,
-            raw,
-            timings,
-            f"{path}: no dentate nucleus found in the localized region",
-            foreground,
-            self.checks,
-            single_pass,
-            expected=located.expected,
+            img, area, raw, timings, nothing, foreground, self.checks, single_pass, expected=located.expected
         )
         result.geometry["localization"] = located.record()
         return result
