@@ -1,7 +1,7 @@
 """Which localization target: the DN region or the cerebellum? Measured Dice and speed.
 
 Usage: python benchmarks/localization_target.py [--work results/train/compare]
-Trains a cerebellum localization model with exactly the schedule of config/config.yaml on the same
+Trains a cerebellum localization model with exactly the default schedule (the configuration schema) on the same
 `train` cohort (results/train/bids, from `make demo-models`), then compares it with the DN-region
 model trained there: nnU-Net validation Dice, training time, and the crop each target leads to
 (box + margin, in native voxels), which sets the cost of the segmentation step.
@@ -22,6 +22,7 @@ import yaml
 from dnqsm.engine.localize import label_region, localization_input, region_slices
 from dnqsm.names import structure_labels
 from dnqsm.workflow.bids import chimap_sessions, dentate_labels
+from dnqsm.workflow.config import defaults
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", default="results/train/compare")
     args = parser.parse_args()
-    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config = defaults()
     train = config["train"]
     dn_record = Path(train["work_dir"]) / "results/localization/fold_0/training.json"
     work = Path(args.work).absolute()

@@ -33,6 +33,7 @@ import numpy as np
 import yaml
 
 from dnqsm.workflow.command import snakemake_command
+from dnqsm.workflow.config import defaults
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -115,7 +116,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=6)
     parser.add_argument("--keep", type=Path, help="make the cohorts here and keep them")
     args = parser.parse_args()
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = defaults()
     rows = []
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from config_helpers import REPO
 
 from dnqsm.io import bids_path
 from dnqsm.workflow.command import snakemake_command
+from dnqsm.workflow.config import defaults
 
 
 def snakemake(
@@ -52,8 +53,8 @@ def planned_sessions(workdir: Path, config: dict, run: subprocess.CompletedProce
 
 
 def synth_config(out: Path, **extra) -> dict:
-    """The shipped config with a one-image synthetic cohort (a --configfile replaces the whole config)."""
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    """The default config with a one-image synthetic cohort (a --configfile replaces the whole config)."""
+    config = defaults()
     config["synth"] = {"out": str(out), "preset": "demo", "subjects": 1, "sessions": 1, "seed": 0, **extra}
     return config
 
