@@ -3,17 +3,19 @@
 Usage: python benchmarks/robustness.py [--subjects 30] [--reference-subjects 12] [--models models/demo]
                                        [--out table.tsv | --table table.tsv] [--cohorts DIR] [--no-mirroring]
 Generates a fresh `stress` cohort (its own random streams; every factor varied per image: the DN's
-anatomy (the wider family), dipole inversion, referencing, noise model, DN contrast from child to adult
-with an iron gradient, 0.5 mm isotropic to 3 mm slices, orientation and obliquity, head pitch against
-B0) plus `test` and `external` cohorts, segments every image and prints one Markdown table:
+anatomy (the wider family), dipole inversion, referencing, noise model, DN contrast from child to
+adult with an iron gradient, 0.5 mm isotropic to 3 mm slices, orientation and obliquity, head pitch
+against B0) plus `test` and `external` cohorts, segments every image and prints one Markdown table:
 overall, then per reconstruction method, DN contrast third, true DN volume third, slice thickness,
 voxel orientation, age and referencing. "review" and "failed" count images the engine marked so (an
-image under review is scored as it is, a failed one as empty); "image ceiling" is the mean Dice of a
-perfect reader of the image: the truth's partial-volume fractions (the DN's share of each voxel's
-signal before reconstruction and noise) above one half, against the labels at the voxel centres
-(`segment_accuracy.image_ceiling`): the part of the gap to 1 that the image leaves unknowable (thick
-slices). "planned-grid ceiling" is the mean Dice a perfect network at the segmentation model's planned
-spacing would reach (`segment_accuracy.spacing_ceiling`): the part of the gap to 1 that is the grid's.
+image under review is scored as it is, a failed one as empty); "volume vs truth" is the median, over
+the images, of how much larger (+) or smaller (-) the label is than the truth, in per cent; "image
+ceiling" is the mean Dice of a perfect reader of the image: the truth's partial-volume fractions
+(the DN's share of each voxel's signal before reconstruction and noise) above one half, against the
+labels at the voxel centres (`segment_accuracy.image_ceiling`): the part of the gap to 1 that the
+image leaves unknowable (thick slices). "planned-grid ceiling" is the mean Dice a perfect network at
+the segmentation model's planned spacing would reach (`segment_accuracy.spacing_ceiling`): the part
+of the gap to 1 that is the grid's.
 """
 
 from __future__ import annotations
@@ -78,17 +80,21 @@ def rows(table: pd.DataFrame) -> list[str]:
                 else "n/a"
             )
 
+        def size(side: str) -> str:  # the label's volume against the truth's, median per image
+            return f"{100 * (t[f'pred_{side}_mm3'] / t[f'true_{side}_mm3'] - 1).median():+.0f}"
+
         return (
             f"| {factor} | {level} | {len(t)} | {(t.status == 'review').sum()} | {(t.status == 'failed').sum()} "
             f"| {t.dice_left.mean():.3f} ± {t.dice_left.std():.3f} "
             f"| {t.dice_right.mean():.3f} ± {t.dice_right.std():.3f} "
-            f"| {t.dice_left.min():.2f} / {t.dice_right.min():.2f} | {both('image_ceiling')} | {both('ceiling')} |"
+            f"| {t.dice_left.min():.2f} / {t.dice_right.min():.2f} | {size('left')} / {size('right')} "
+            f"| {both('image_ceiling')} | {both('ceiling')} |"
         )
 
     out = [
         "| factor | level | images | review | failed | Dice left (mean ± SD) | Dice right (mean ± SD) | worst L / R "
-        "| image ceiling L / R | planned-grid ceiling L / R |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| volume vs truth L / R (median %) | image ceiling L / R | planned-grid ceiling L / R |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     if (table.preset == "stress").any():
         stress = factor_levels(table[table.preset == "stress"])
