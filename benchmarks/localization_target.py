@@ -22,7 +22,7 @@ import yaml
 from dnqsm.engine.localize import label_region, localization_input, region_slices
 from dnqsm.names import structure_labels
 from dnqsm.workflow.bids import chimap_sessions, dentate_labels
-from dnqsm.workflow.config import defaults
+from dnqsm.settings import defaults
 
 REPO = Path(__file__).resolve().parents[1]
 

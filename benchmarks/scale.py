@@ -33,7 +33,7 @@ import numpy as np
 import yaml
 
 from dnqsm.workflow.command import snakemake_command
-from dnqsm.workflow.config import defaults
+from dnqsm.settings import defaults
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))

@@ -7,12 +7,13 @@ from snakemake.exceptions import WorkflowError
 
 from dnqsm.workflow.batches import EMPTY as EMPTY_PLAN, plan_batches, read_plan
 from dnqsm.workflow.bids import dentate_labels, select_sessions
-from dnqsm.workflow.config import ConfigError, check as check_config, training_cohorts
+from dnqsm.settings import ConfigError, check as check_config
+from dnqsm.workflow.config import training_cohorts
 from dnqsm.io import InputError, bids_path, check_writable, prefix
 from dnqsm import names
 from dnqsm.engine.nnunet import model_files
 
-try:  # command-line values typed by the schema, its defaults set, one clear line for a problem (dnqsm.workflow.config)
+try:  # command-line values typed by the schema, its defaults set, one clear line for a problem (dnqsm.settings)
     check_config(config, Path(workflow.basedir) / "config" / "config.schema.yaml")
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None

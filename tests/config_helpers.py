@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dnqsm.workflow.config import defaults
+from dnqsm.settings import defaults
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from dnqsm import benchmark_page
-from dnqsm.workflow.config import ConfigError, reference_markdown, schema_keys
+from dnqsm.settings import ConfigError
+from dnqsm.workflow.config import reference_markdown, schema_keys
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "config.schema.yaml"

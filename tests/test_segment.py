@@ -19,7 +19,7 @@ from dnqsm.engine.segment import BUNDLED_MODELS, NnunetMethod, load_model_set, r
 from dnqsm.io import bids_path, read_tsv
 from dnqsm.qc.views import world_centroid
 from dnqsm.synth import write_dataset
-from dnqsm.workflow.config import defaults
+from dnqsm.settings import defaults
 
 TRUTH = "derivatives/manual"
 

@@ -12,7 +12,7 @@ from config_helpers import REPO
 
 from dnqsm.io import bids_path
 from dnqsm.workflow.command import snakemake_command
-from dnqsm.workflow.config import defaults
+from dnqsm.settings import defaults
 
 
 def snakemake(

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from dnqsm.workflow.config import defaults
+from dnqsm.settings import defaults
 
 if TYPE_CHECKING:
     from dnqsm.engine.localize import Expectation

@@ -46,7 +46,7 @@ from dnqsm.engine.registration import ants_image, remove_transforms
 from dnqsm.engine.segment import LEFT, RIGHT, assign_sides
 from dnqsm.io import save_nifti, staged_folder, write_json
 from dnqsm.names import RESULT_FILES, result_file, result_path
-from dnqsm.workflow.config import defaults
+from dnqsm.settings import defaults
 
 #: Settings of the longitudinal mode: their defaults live in the configuration schema (``longitudinal``).
 DEFAULTS: dict[str, Any] = defaults("longitudinal")
