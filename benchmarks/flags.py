@@ -241,15 +241,15 @@ def summary(table: pd.DataFrame) -> list[str]:
 
 
 #: The checks' numbers shown per group of results, with the threshold they are held against.
-RANGE_CHECKS = (
-    ("bright_shell_share", "max_bright_shell_share"),
-    ("dark_rim_share", "max_dark_rim_share"),
-    ("registration_offset_mm", "max_registration_offset_mm"),
-    ("registration_overlap", "min_registration_overlap"),
-    ("expected_volume_ratio", "min_expected_volume_ratio"),
-    ("contrast_cnr", "min_contrast_cnr"),
-    ("smoothness_fwhm_mm", "max_smoothness_mm"),
-    ("data_edge_mm", "min_data_edge_mm"),
+RANGE_CHECKS = (  # numbers whose range the page shows, beside what the checks accept
+    "bright_shell_share",
+    "dark_rim_share",
+    "registration_offset_mm",
+    "registration_overlap",
+    "expected_volume_ratio",
+    "contrast_cnr",
+    "smoothness_fwhm_mm",
+    "data_edge_mm",
 )
 
 
@@ -257,7 +257,7 @@ def check_ranges(table: pd.DataFrame) -> list[str]:
     """Where each check's number falls (min-max over both sides): on good results (worse side Dice
     >= 0.85) of the clean images, per reconstruction and for thick slices, and on the labels made too
     small or too large; beside the default threshold. Where a threshold comes from."""
-    from dnqsm.engine.confidence import DEFAULTS
+    from dnqsm.engine.confidence import DEFAULTS, accepted_range
 
     table = table.copy()
     for side in ("left", "right"):
@@ -280,13 +280,10 @@ def check_ranges(table: pd.DataFrame) -> list[str]:
         "| check | default threshold | " + " | ".join(f"{name} ({len(rows)})" for name, rows in groups) + " |",
         "| --- | --- | " + " | ".join("---" for _ in groups) + " |",
     ]
-    for check, threshold in RANGE_CHECKS:
-        if f"{check}_left" not in table:
-            continue
-        bound = ("≥ " if threshold.startswith("min_") else "≤ ") + f"{DEFAULTS[threshold]:g}"
-        if check == "expected_volume_ratio":
-            bound = f"{DEFAULTS['min_expected_volume_ratio']:g}–{DEFAULTS['max_expected_volume_ratio']:g}"
-        out.append(f"| {check} | {bound} | " + " | ".join(span(rows, check) for _, rows in groups) + " |")
+    for check in RANGE_CHECKS:
+        if f"{check}_left" in table:
+            bound = accepted_range(check, DEFAULTS)
+            out.append(f"| {check} | {bound} | " + " | ".join(span(rows, check) for _, rows in groups) + " |")
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dnqsm.engine.confidence import DEFAULTS, assess, reassess, side_numbers, thresholds
+from dnqsm.engine.confidence import DEFAULTS, accepted_range, assess, reassess, side_numbers, thresholds
 from dnqsm.engine.localize import Expectation
 
 SHAPE = (60, 40, 30)
@@ -297,7 +297,9 @@ def test_a_label_of_the_size_registration_expects_is_ok_and_a_far_smaller_one_is
     labels, values, probability = _case()
     sides, volumes, verdict = _registered_verdict(labels, values, probability, _expectation())
     assert verdict.status == "ok", verdict.reasons
-    assert sides["left"]["registration_overlap"] == 1.0 and sides["left"]["expected_volume_mm3"] == 1000.0
+    assert verdict.sides["left"]["registration_overlap"] == 1.0
+    assert verdict.sides["left"]["expected_volume_mm3"] == 1000.0
+    assert "expected_volume_mm3" not in sides["left"], "the numbers given are left as they were"
     sides, volumes, verdict = _registered_verdict(labels, values, probability, _expectation(scale=1.6))
     assert sides["right"]["registration_volume_scale"] == pytest.approx(4.096)
     assert verdict.reasons[0] == (
@@ -351,3 +353,13 @@ def test_an_ants_transform_becomes_a_map_between_world_coordinates():
         lps = ants.apply_ants_transform_to_point(transform, (-ras[0], -ras[1], ras[2]))
         assert np.allclose(to_template[:3, :3] @ ras + to_template[:3, 3], (-lps[0], -lps[1], lps[2]), atol=1e-4)
     assert Expectation(to_template=to_template).volume_scale == pytest.approx(1 / abs(np.linalg.det(matrix)))
+
+
+def test_what_a_check_accepts_is_read_from_the_check_table():
+    """The flags benchmark shows each number's accepted range beside where it fell: one rule (the
+    check table's) for which way a threshold points."""
+    c = thresholds({"min_expected_volume_ratio": 0.25})
+    assert accepted_range("registration_overlap", c) == f"≥ {c['min_registration_overlap']:g}"
+    assert accepted_range("registration_offset_mm", c) == f"≤ {c['max_registration_offset_mm']:g}"
+    assert accepted_range("expected_volume_ratio", c) == f"0.25–{c['max_expected_volume_ratio']:g}"
+    assert accepted_range("centroid_mm", c) == ""

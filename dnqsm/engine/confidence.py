@@ -202,14 +202,18 @@ class Check:
     shown: str = ""
     fixed: float | None = None
 
+    @property
+    def minimum(self) -> bool:
+        """Whether the threshold is a lower bound (the number fails below it)."""
+        return self.fixed is None and self.threshold.startswith("min_")
+
     def reason_for(self, numbers: dict[str, Any], checks: dict[str, float], side: str = "") -> str | None:
         """The reason, where ``numbers`` fail this check under ``checks``; else None."""
         value = numbers.get(self.key)
         if value is None and self.missing is None:
             return None
         limit = self.fixed if self.fixed is not None else checks[self.threshold]
-        below = self.fixed is None and self.threshold.startswith("min_")
-        if value is not None and ((value >= limit) if below else (value <= limit)):
+        if value is not None and ((value >= limit) if self.minimum else (value <= limit)):
             return None
         fields = {**checks, **{k: v for k, v in numbers.items() if isinstance(v, (int, float))}}
         fields.update(
@@ -331,6 +335,17 @@ IMAGE_CHECKS: tuple[Check, ...] = (
 )
 
 
+def accepted_range(key: str, checks: dict[str, float]) -> str:
+    """What the side checks on number ``key`` accept under ``checks``, as text: ``≥ 0.5``, ``≤ 20`` or
+    ``0.3–4``; empty where no side check reads it."""
+    held = [c for c in SIDE_CHECKS if c.key == key and c.fixed is None]
+    low = [checks[c.threshold] for c in held if c.minimum]
+    high = [checks[c.threshold] for c in held if not c.minimum]
+    if low and high:
+        return f"{max(low):g}–{min(high):g}"
+    return f"≥ {max(low):g}" if low else f"≤ {min(high):g}" if high else ""
+
+
 def assess(
     sides: dict[str, dict[str, Any]],
     volumes_mm3: dict[str, float],
@@ -340,11 +355,13 @@ def assess(
 ) -> Confidence:
     """Apply every check (:data:`SIDE_CHECKS`, then :data:`IMAGE_CHECKS` and the localization box's
     extent); ``review`` with one sentence per problem, else ``ok``. ``box`` is the localization box
-    (``min_mm``/``max_mm``, world), ``sides`` what :func:`side_numbers` gave; each side's record gains
-    ``expected_volume_mm3`` (the registration's expected volume under these thresholds' reference)."""
+    (``min_mm``/``max_mm``, world), ``sides`` what :func:`side_numbers` gave (left unchanged); the
+    verdict's side records add ``expected_volume_mm3`` (the registration's expected volume under these
+    thresholds' reference)."""
     c = checks
     reasons: list[str] = []
     lo, hi = np.asarray(box["min_mm"], float), np.asarray(box["max_mm"], float)
+    sides = {side: dict(numbers) for side, numbers in sides.items()}
     for side in ("left", "right"):
         s = sides[side]
         if not s["voxels"]:
