@@ -137,11 +137,19 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dnqsm.synth import PRESETS
-
+    """The ``dnqsm`` command line: one subcommand each for synth, randomize and segment."""
     parser = argparse.ArgumentParser(prog="dnqsm", description="Dentate nucleus segmentation on QSM, cohort-scale.")
     parser.add_argument("--version", action="version", version=f"dnqsm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_synth(sub)
+    _add_randomize(sub)
+    _add_segment(sub)
+    return parser
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    from dnqsm.synth import PRESETS
+
     synth = sub.add_parser(
         "synth",
         help="generate a synthetic BIDS QSM cohort with ground truth",
@@ -184,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.set_defaults(func=_synth)
 
+
+def _add_randomize(sub: argparse._SubParsersAction) -> None:
     rand = sub.add_parser(
         "randomize",
         help="generate domain-randomized labelled training images (SynthSeg-style)",
@@ -212,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rand.set_defaults(func=_randomize)
 
+
+def _add_segment(sub: argparse._SubParsersAction) -> None:
     seg = sub.add_parser(
         "segment",
         help="segment the dentate nuclei of one or more QSM images",
@@ -265,7 +277,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a plausibility threshold, e.g. --check min_volume_mm3=300 (names: docs/status.md)",
     )
     seg.set_defaults(func=_segment)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

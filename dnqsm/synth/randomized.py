@@ -182,9 +182,26 @@ def _intensities(rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     return chi.astype(np.float32), {"wm_ppm": float(chi[WM]), "dn_contrast_ppm": contrast}
 
 
-def draw(anatomy: LabelAnatomy, rng: np.random.Generator, max_voxels: int = 9_000_000) -> Drawn:
-    """One randomized image of ``anatomy``: pose, deformation, field of view, resolution, intensities,
-    texture, background field, streaks, blur and noise all drawn from ``rng``."""
+@dataclass
+class _Grid:
+    """Where one drawn image lies: its voxels and the finer slices a thick one averages, and the map
+    from scanner mm to the anatomy's voxels."""
+
+    layout: str
+    spacing: np.ndarray
+    shape: np.ndarray
+    sub: int  # thin slices averaged into one (the slice profile)
+    fine_spacing: np.ndarray
+    fine_shape: np.ndarray
+    axes: list[np.ndarray]
+    matrix: np.ndarray  # scanner mm -> anatomy voxels: matrix @ mm + offset
+    offset: np.ndarray
+    origin_mm: np.ndarray
+    record: dict
+
+
+def _grid(anatomy: LabelAnatomy, rng: np.random.Generator, max_voxels: int) -> _Grid:
+    """Pose (pitch to 30 degrees), field of view (head, brain-masked or slab) and resolution."""
     pitch, roll, yaw = rng.uniform(-30, 30), rng.uniform(-8, 8), rng.uniform(-8, 8)
     scale = rng.uniform(0.9, 1.1) * rng.uniform(0.96, 1.04, 3)
     rotation = _rotation(pitch, roll, yaw) * scale  # anatomy mm (about the dentate centre) -> scanner mm
@@ -192,7 +209,7 @@ def draw(anatomy: LabelAnatomy, rng: np.random.Generator, max_voxels: int = 9_00
     lo, hi = anatomy.head_extent_mm
     corners = np.array(np.meshgrid(*zip(lo, hi), indexing="ij")).reshape(3, -1) - centre[:, None]
     extent_lo, extent_hi = (rotation @ corners).min(1) - 4, (rotation @ corners).max(1) + 4
-    layout = rng.choice(["head", "brain", "slab"], p=[0.3, 0.35, 0.35])
+    layout = str(rng.choice(["head", "brain", "slab"], p=[0.3, 0.35, 0.35]))
     if layout == "slab":  # an axial slab around the nuclei, its bottom sometimes cutting the cerebellum
         extent_lo[2] = max(extent_lo[2], -rng.uniform(8, 45))
         extent_hi[2] = min(extent_hi[2], rng.uniform(25, 100))
@@ -200,54 +217,84 @@ def draw(anatomy: LabelAnatomy, rng: np.random.Generator, max_voxels: int = 9_00
     thick = rng.uniform(0.5, 1.2) if rng.random() < 0.5 else rng.uniform(1.5, 3.0)
     spacing = np.array([in_plane, in_plane * rng.uniform(0.95, 1.05), thick])
     shape = np.ceil((extent_hi - extent_lo) / spacing).astype(int)
-    sub = max(1, int(np.ceil(thick / 1.0)))  # the slice profile: ``sub`` thin slices averaged
+    sub = max(1, int(np.ceil(thick / 1.0)))
     while np.prod(shape) * sub > max_voxels:
         spacing[:2] *= 1.08
         shape = np.ceil((extent_hi - extent_lo) / spacing).astype(int)
     fine_spacing = spacing / [1, 1, sub]
     fine_shape = shape * [1, 1, sub]
     axes = [extent_lo[i] + fine_spacing[i] * (np.arange(fine_shape[i]) + 0.5) for i in range(3)]
-    # scanner mm -> anatomy voxels, with a smooth deformation of up to a few mm
-    inverse = np.linalg.inv(rotation)
     to_voxel = np.linalg.inv(anatomy.affine)
-    matrix = to_voxel[:3, :3] @ inverse
-    offset = to_voxel[:3, :3] @ centre + to_voxel[:3, 3]
+    record = {
+        "anatomy": anatomy.name,
+        "layout": layout,
+        "pitch_deg": float(pitch),
+        "roll_deg": float(roll),
+        "yaw_deg": float(yaw),
+        "voxel_mm": [float(v) for v in spacing],
+    }
+    return _Grid(
+        layout,
+        spacing,
+        shape,
+        sub,
+        fine_spacing,
+        fine_shape,
+        axes,
+        to_voxel[:3, :3] @ np.linalg.inv(rotation),
+        to_voxel[:3, :3] @ centre + to_voxel[:3, 3],
+        extent_lo,
+        record,
+    )
+
+
+def _labels(anatomy: LabelAnatomy, grid: _Grid, rng: np.random.Generator) -> np.ndarray:
+    """The anatomy's labels on the fine grid, deformed by a smooth field of up to a few mm."""
     warp_mm = rng.uniform(0.0, 3.0)
+    grid.record["warp_mm"] = float(warp_mm)
+    fine_shape, fine_spacing, axes = grid.fine_shape, grid.fine_spacing, grid.axes
     coarse = tuple(max(2, int(np.ceil(n * s / 16))) for n, s in zip(fine_shape, fine_spacing))
     labels = np.empty(fine_shape, np.int16)
     for k in range(fine_shape[2]):  # plane by plane: a whole head's points at once take gigabytes
         x, y = np.meshgrid(axes[0], axes[1], indexing="ij")
         points = np.stack([x, y, np.full_like(x, axes[2][k])]).reshape(3, -1)
-        voxels = matrix @ points + offset[:, None]
+        voxels = grid.matrix @ points + grid.offset[:, None]
         labels[:, :, k] = ndimage.map_coordinates(anatomy.labels, voxels, order=0, mode="constant", cval=AIR).reshape(
             x.shape
         )
     if warp_mm > 0:  # deform the label grid itself (nearest-neighbour resampling through a smooth field)
-        grid = np.indices(fine_shape, dtype=np.float32)
+        indices = np.indices(fine_shape, dtype=np.float32)
         for axis in range(3):
             field = _smooth_field(rng, tuple(fine_shape), max(coarse), 1.0)
-            grid[axis] += field * warp_mm / fine_spacing[axis]
-        labels = ndimage.map_coordinates(labels, grid, order=0, mode="nearest")
-        del grid
+            indices[axis] += field * warp_mm / fine_spacing[axis]
+        labels = ndimage.map_coordinates(labels, indices, order=0, mode="nearest")
+    return labels
+
+
+def _values(labels: np.ndarray, grid: _Grid, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Susceptibility on the fine grid (random per structure, texture, iron gradient, background field,
+    streaks) and the mask it is kept inside (the brain, grown or eroded, for brain-masked layouts)."""
+    fine_shape, fine_spacing = tuple(grid.fine_shape), grid.fine_spacing
     chi, drawn = _intensities(rng)
+    grid.record.update(drawn)
     values = chi[labels]
     brain = np.isin(labels, BRAIN_LABELS)
     # texture: each structure's values vary smoothly; the cortex and white matter carry fine grain
-    values += (_smooth_field(rng, tuple(fine_shape), 12, 1.0) * rng.uniform(0.0, 0.03)).astype(np.float32)
+    values += (_smooth_field(rng, fine_shape, 12, 1.0) * rng.uniform(0.0, 0.03)).astype(np.float32)
     grain = ndimage.gaussian_filter(rng.normal(size=fine_shape).astype(np.float32), rng.uniform(0.5, 1.5))
     values += grain / (grain.std() + 1e-9) * rng.uniform(0.0, 0.015) * brain
     dentate = (labels == DN_LEFT) | (labels == DN_RIGHT)
-    iron = 1 + rng.uniform(0.0, 0.5) * _smooth_field(rng, tuple(fine_shape), 16, 1.0)
+    iron = 1 + rng.uniform(0.0, 0.5) * _smooth_field(rng, fine_shape, 16, 1.0)
     values = np.where(dentate, chi[WM] + (values - chi[WM]) * iron, values)
     # residual background field (low spatial frequency) and streaks along the main field
-    values += (_smooth_field(rng, tuple(fine_shape), 4, 0.7) * rng.uniform(0.0, 0.05)).astype(np.float32)
+    values += (_smooth_field(rng, fine_shape, 4, 0.7) * rng.uniform(0.0, 0.05)).astype(np.float32)
     if rng.random() < 0.4:
         streak = ndimage.gaussian_filter(
             rng.normal(size=fine_shape).astype(np.float32), (0.6, 0.6, rng.uniform(4, 12) / fine_spacing[2])
         )
         values += streak / (streak.std() + 1e-9) * rng.uniform(0.005, 0.03)
     mask = brain
-    if layout != "head":  # brain-masked: zeros outside, the edge sometimes eroded or grown
+    if grid.layout != "head":  # brain-masked: zeros outside, the edge sometimes eroded or grown
         steps = int(rng.integers(-2, 3))
         if steps:
             grow = ndimage.binary_dilation if steps > 0 else ndimage.binary_erosion
@@ -255,30 +302,33 @@ def draw(anatomy: LabelAnatomy, rng: np.random.Generator, max_voxels: int = 9_00
         values = np.where(mask, values, 0.0)
     else:  # outside the brain: whatever the reconstruction left there
         values = np.where(brain, values, values + rng.normal(0, rng.uniform(0.0, 0.1), fine_shape))
+    return values, mask
+
+
+def draw(anatomy: LabelAnatomy, rng: np.random.Generator, max_voxels: int = 9_000_000) -> Drawn:
+    """One randomized image of ``anatomy``: pose, deformation, field of view, resolution, intensities,
+    texture, background field, streaks, blur and noise all drawn from ``rng``."""
+    grid = _grid(anatomy, rng, max_voxels)
+    labels = _labels(anatomy, grid, rng)
+    values, mask = _values(labels, grid, rng)
+    shape, sub = grid.shape, grid.sub
     blur = rng.uniform(0.0, 0.8, 3) * [1, 1, sub]
     values = ndimage.gaussian_filter(values.astype(np.float32), blur)
-    image = values.reshape(shape[0], shape[1], shape[2], sub).mean(-1)
-    fractions = [(labels == side).reshape(shape[0], shape[1], shape[2], sub).mean(-1) for side in (DN_LEFT, DN_RIGHT)]
+
+    def acquired(fine: np.ndarray) -> np.ndarray:  # each voxel: the mean of its ``sub`` thin slices
+        return fine.reshape(shape[0], shape[1], shape[2], sub).mean(-1)
+
+    image = acquired(values)
     dseg = np.zeros(shape, np.uint8)
-    dseg[fractions[0] >= 0.5] = 1
-    dseg[fractions[1] >= 0.5] = 2
+    dseg[acquired(labels == DN_LEFT) >= 0.5] = 1
+    dseg[acquired(labels == DN_RIGHT) >= 0.5] = 2
     noise = ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), rng.uniform(0.0, 1.0))
     image += noise / (noise.std() + 1e-9) * rng.uniform(0.002, 0.03)
-    if layout != "head":
-        image *= mask.reshape(shape[0], shape[1], shape[2], sub).mean(-1) >= 0.5
-    affine = np.diag([*spacing, 1.0])
-    affine[:3, 3] = extent_lo + spacing / 2
-    record = {
-        "anatomy": anatomy.name,
-        "layout": str(layout),
-        "pitch_deg": float(pitch),
-        "roll_deg": float(roll),
-        "yaw_deg": float(yaw),
-        "voxel_mm": [float(v) for v in spacing],
-        "warp_mm": float(warp_mm),
-        **drawn,
-    }
-    return Drawn(nib.Nifti1Image(image.astype(np.float32), affine), nib.Nifti1Image(dseg, affine), record)
+    if grid.layout != "head":
+        image *= acquired(mask) >= 0.5
+    affine = np.diag([*grid.spacing, 1.0])
+    affine[:3, 3] = grid.origin_mm + grid.spacing / 2
+    return Drawn(nib.Nifti1Image(image.astype(np.float32), affine), nib.Nifti1Image(dseg, affine), grid.record)
 
 
 _PHANTOM: LabelAnatomy | None = None  # the head phantom, loaded once before worker processes fork
