@@ -21,8 +21,8 @@ import yaml
 
 from dnqsm.engine.localize import label_region, localization_input, region_slices
 from dnqsm.names import structure_labels
-from dnqsm.workflow.bids import chimap_sessions, dentate_labels
 from dnqsm.settings import defaults
+from dnqsm.workflow.bids import chimap_sessions, dentate_labels
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -32,8 +32,8 @@ import nibabel as nib
 import numpy as np
 import yaml
 
-from dnqsm.workflow.command import snakemake_command
 from dnqsm.settings import defaults
+from dnqsm.workflow.command import snakemake_command
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))

@@ -18,8 +18,8 @@ from dnqsm.analysis.metrics import dice
 from dnqsm.engine.segment import BUNDLED_MODELS, NnunetMethod, load_model_set, resolve_mirroring
 from dnqsm.io import bids_path, read_tsv
 from dnqsm.qc.views import world_centroid
-from dnqsm.synth import write_dataset
 from dnqsm.settings import defaults
+from dnqsm.synth import write_dataset
 
 TRUTH = "derivatives/manual"
 

@@ -13,9 +13,9 @@ import yaml
 
 from dnqsm.engine.nnunet import model_folder, sha256
 from dnqsm.io import InputError
+from dnqsm.settings import defaults
 from dnqsm.training.datasets import build_training_datasets
 from dnqsm.workflow.command import snakemake_command
-from dnqsm.settings import defaults
 from dnqsm.workflow.config import training_cohorts
 
 REPO = Path(__file__).resolve().parents[1]

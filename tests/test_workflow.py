@@ -11,8 +11,8 @@ import yaml
 from config_helpers import REPO
 
 from dnqsm.io import bids_path
-from dnqsm.workflow.command import snakemake_command
 from dnqsm.settings import defaults
+from dnqsm.workflow.command import snakemake_command
 
 
 def snakemake(

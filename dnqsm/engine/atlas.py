@@ -36,8 +36,8 @@ from dnqsm.engine.nnunet import sha256
 from dnqsm.engine.registration import ants_image, remove_transforms
 from dnqsm.engine.segment import LEFT, RIGHT, Method, Result, SegmentationFailure, image_stem, postprocess
 from dnqsm.io import InputError, load_image
-from dnqsm.workflow.bids import dentate_labels, select_sessions
 from dnqsm.settings import defaults
+from dnqsm.workflow.bids import dentate_labels, select_sessions
 from dnqsm.workflow.preprocess import preprocess
 
 #: Settings of the atlas baseline: their defaults live in the configuration schema (``atlas``).
