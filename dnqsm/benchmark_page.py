@@ -211,6 +211,22 @@ def _real(rows) -> str | None:
     return f"both nuclei found, status ok: {found} of {len(rows)} map{'s' if len(rows) != 1 else ''}"
 
 
+def _reconstructions(rows) -> str | None:
+    others = [row for row in rows if row.get("reconstruction") not in (None, "the map as given")]
+    if not others:
+        return None
+
+    def agrees(row: dict[str, str]) -> bool:
+        try:
+            dice = [float(v) for v in row.get("Dice left / right vs as given", "").split(" / ")]
+        except ValueError:
+            return False
+        return row.get("status") == "ok" and min(dice) >= 0.75
+
+    found = sum(agrees(row) for row in others)
+    return f"status ok and Dice >= 0.75 against the map as given: {found} of {len(others)} reconstructions"
+
+
 def _flags(rows) -> str | None:
     row = _row(rows, "**all**")
     return (
@@ -239,6 +255,7 @@ def _speed(rows) -> str | None:
 #: README's headline numbers: (page, what, how the number is read from the page's tables).
 HEADLINES = (
     ("real", "real QSM maps", _real),
+    ("real_variants", "one real brain, reconstructed other ways", _reconstructions),
     ("phantom", "physics phantoms of a real head", _phantom),
     ("robustness", "synthetic stress cohort (every look varied)", lambda rows: _dice(rows, "stress cohort")),
     ("robustness", "synthetic `test` cohort", lambda rows: _dice(rows, "test cohort")),

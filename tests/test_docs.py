@@ -104,3 +104,46 @@ def test_every_page_in_the_navigation_exists():
 
     for page in files(nav):
         assert (REPO / "docs" / page).exists(), page
+
+
+def test_the_reconstruction_headline_counts_only_agreeing_ok_reconstructions():
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("real_variants", REPO / "benchmarks" / "real_variants.py")
+    variants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variants)
+    row = {"locator": "network", "left mm³": 700.0, "right mm³": 650.0, "reasons": ""}
+    table = [
+        {
+            **row,
+            "variant": "given",
+            "made": variants.VARIANTS["given"],
+            "status": "ok",
+            "dice_left": 1.0,
+            "dice_right": 1.0,
+        },
+        {
+            **row,
+            "variant": "tkd",
+            "made": variants.VARIANTS["tkd"],
+            "status": "ok",
+            "dice_left": 0.9,
+            "dice_right": 0.8,
+        },
+        {**row, "variant": "l2", "made": variants.VARIANTS["l2"], "status": "ok", "dice_left": 0.9, "dice_right": 0.7},
+        {
+            **row,
+            "variant": "smoothed",
+            "made": variants.VARIANTS["smoothed"],
+            "status": "review",
+            "dice_left": 0.9,
+            "dice_right": 0.9,
+        },
+    ]
+    text = variants.markdown(table)
+    assert "1 of 3" in text
+    assert benchmark_page._reconstructions(benchmark_page.result_rows(text)) == (
+        "status ok and Dice >= 0.75 against the map as given: 1 of 3 reconstructions"
+    )
