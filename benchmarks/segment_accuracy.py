@@ -159,10 +159,15 @@ def main() -> None:
     parser.add_argument("--models", default=None)
     add_mirroring_argument(parser)
     parser.add_argument("--out", default=None, help="also write the per-image table here (TSV)")
-    parser.add_argument("--table", default=None, help="summarise a per-image table written by --out instead")
+    parser.add_argument(
+        "--table",
+        action="append",
+        default=None,
+        help="summarise per-image tables written by --out instead (repeat: e.g. one pass and mirrored)",
+    )
     args = parser.parse_args()
     if args.table:
-        table = pd.read_csv(args.table, sep="\t")
+        table = pd.concat([pd.read_csv(path, sep="\t") for path in args.table], ignore_index=True)
     else:
         segmenter = NnunetMethod(load_model_set(args.models), device="cpu", mirroring=args.mirroring, threads=2)
         with tempfile.TemporaryDirectory() as tmp:
@@ -178,16 +183,19 @@ def main() -> None:
         f"test-time mirroring: {mirroring_used(table)}; images per cohort: {table.groupby('preset').size().to_dict()}\n"
     )
     print(
-        "| cohort | images | review | failed | Dice left (mean ± SD) | Dice right (mean ± SD) | volume ICC(A,1) L / R "
-        "| Pearson r L / R | s per image |"
+        "| cohort | mirroring | images | review | failed | Dice left (mean ± SD) | Dice right (mean ± SD) "
+        "| volume ICC(A,1) L / R | Pearson r L / R | s per image |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for preset, t in table.groupby("preset", sort=False):
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    if "mirroring" not in table:
+        table = table.assign(mirroring="not recorded")
+    for (preset, _), t in table.groupby(["preset", "mirroring"], sort=False):
         agree = {
             s: volume_agreement(t[f"true_{s}_mm3"].to_numpy(), t[f"pred_{s}_mm3"].to_numpy()) for s in ("left", "right")
         }
         print(
-            f"| {preset} | {len(t)} | {(t.status == 'review').sum()} | {(t.status == 'failed').sum()} "
+            f"| {preset} | {mirroring_used(t)} | {len(t)} | {(t.status == 'review').sum()} "
+            f"| {(t.status == 'failed').sum()} "
             f"| {t.dice_left.mean():.3f} ± {t.dice_left.std():.3f} "
             f"| {t.dice_right.mean():.3f} ± {t.dice_right.std():.3f} "
             f"| {agree['left']['icc_a1']:.3f} / {agree['right']['icc_a1']:.3f} "
