@@ -108,10 +108,9 @@ def run(folders: list[Path], out: Path, models: str | None = None, mirroring: bo
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folders", nargs="*", type=Path, default=[DEFAULT_FOLDER])
-    parser.add_argument("--out", type=Path, default=REPO / "results" / "real")
+def add_engine_arguments(parser: argparse.ArgumentParser, out: Path) -> None:
+    """``--out``, ``--models`` and ``--mirroring``, as every real-map benchmark takes them."""
+    parser.add_argument("--out", type=Path, default=out)
     parser.add_argument("--models", default=None, help="model folder (default: the bundled demo models)")
     parser.add_argument(
         "--mirroring",
@@ -119,6 +118,12 @@ def main(argv: list[str] | None = None) -> None:
         default=True,
         help="test-time mirroring (the default, as in `dnqsm segment`)",
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="*", type=Path, default=[DEFAULT_FOLDER])
+    add_engine_arguments(parser, REPO / "results" / "real")
     args = parser.parse_args(argv)
     rows = run(args.folders, args.out, args.models, args.mirroring)
     sys.stdout.write(markdown(rows))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from real import DEFAULT_FOLDER, real_maps
+from real import DEFAULT_FOLDER, REPO, add_engine_arguments, real_maps
 from real import run as run_real
 
 #: The derived reconstructions: name -> what it stands for.
@@ -135,14 +135,7 @@ def markdown(table: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("map", nargs="?", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "real_variants")
-    parser.add_argument("--models", default=None, help="model folder (default: the bundled demo models)")
-    parser.add_argument(
-        "--mirroring",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="test-time mirroring (the default, as in `dnqsm segment`)",
-    )
+    add_engine_arguments(parser, REPO / "results" / "real_variants")
     args = parser.parse_args(argv)
     path = args.map or real_maps([DEFAULT_FOLDER])[0]
     table = run(path, args.out, args.models, args.mirroring)
