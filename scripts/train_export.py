@@ -32,9 +32,12 @@ def main() -> None:
                 },
             )
             return
+        from dnqsm.training.provenance import check_validation
+
+        runs = [json.loads((Path(c).parent / "training.json").read_text()) for c in snakemake.input.checkpoints]
+        check_validation(model, runs, train["min_validation_dice"])
         folds = [f if f == "all" else int(f) for f in spec["folds"]]
         digest = export_zip(spec["dataset_id"], folds, snakemake.output.zip)
-        runs = [json.loads((Path(c).parent / "training.json").read_text()) for c in snakemake.input.checkpoints]
         write_json(
             snakemake.output.record,
             {

@@ -387,3 +387,22 @@ def test_plans_put_patch_and_spacing_on_nnunets_planned_axes(tmp_path):
     (tmp_path / "notes.pth").write_bytes(b"")
     with pytest.raises(ValueError, match="notes.pth.*not an nnU-Net checkpoint"):
         source_plans(tmp_path / "notes.pth")
+
+
+def test_a_model_that_failed_its_own_validation_is_not_exported():
+    """A fold whose held-out Dice is below train.min_validation_dice stops the export, naming the fold,
+    its Dice and what to do; fold "all" holds no case out and is not judged."""
+    from dnqsm.training.provenance import ValidationFailure, check_validation
+
+    floor = defaults("train")["min_validation_dice"]
+    check_validation("localization", [{"fold": "all", "validation_dice": None}], floor)
+    check_validation("localization", [{"fold": "0", "validation_dice": 0.86}], floor)
+    with pytest.raises(ValidationFailure, match=r"fold 1 reached 0\.00") as failure:
+        check_validation(
+            "localization",
+            [{"fold": "0", "validation_dice": 0.86}, {"fold": "1", "validation_dice": 0.0}],
+            floor,
+        )
+    assert "fold 0" not in str(failure.value)
+    assert "train.localization.epochs" in str(failure.value) and "--rerun-triggers mtime" in str(failure.value)
+    check_validation("localization", [{"fold": "1", "validation_dice": 0.0}], 0.0)  # the user's choice

@@ -15,6 +15,24 @@ from dnqsm.engine.nnunet_trainers.nnUNetTrainerDNQSM import QSM_AUGMENTATION
 from dnqsm.io import write_json
 
 
+class ValidationFailure(ValueError):
+    """A trained fold that failed nnU-Net's own validation: the model would find next to nothing."""
+
+
+def check_validation(model: str, runs: list[dict[str, Any]], floor: float) -> None:
+    """Raise ValidationFailure naming every fold of ``model`` whose validation Dice (its training record,
+    ``training.json``) is below ``floor``; folds without validation (fold ``all``) are not judged."""
+    failed = [run for run in runs if run.get("validation_dice") is not None and run["validation_dice"] < floor]
+    if failed:
+        folds = ", ".join(f"fold {run['fold']} reached {run['validation_dice']:.2f}" for run in failed)
+        raise ValidationFailure(
+            f"the {model} model failed nnU-Net's own validation: {folds} (mean Dice on held-out cases; "
+            f"train.min_validation_dice is {floor:g}). Train longer (train.{model}.epochs) or continue "
+            f"from the bundled models (train.{model}.init_from: models/demo/{model}.zip); to export it "
+            "anyway, set train.min_validation_dice: 0 and add --rerun-triggers mtime to keep the trained folds"
+        )
+
+
 def provenance(records: list[str | Path], datasets: str | Path, train: dict[str, Any]) -> dict[str, Any]:
     """The provenance record of both models from their training records (``models/<model>.json``),
     the training datasets' record and the ``train`` configuration. A model fine-tuned from another
