@@ -106,3 +106,28 @@ def test_tables_say_whether_they_were_mirrored():
     assert mirroring_used(pd.DataFrame({"mirroring": [False]})) == "off"
     assert mirroring_used(pd.DataFrame({"mirroring": [True, False]})) == "off, on"
     assert mirroring_used(pd.DataFrame({"dice_left": [0.9]})) == "not recorded"
+
+
+def test_robustness_rows_show_how_much_larger_the_labels_are():
+    """The "volume vs truth" column: the median over images of label / truth - 1, in per cent."""
+    from robustness import rows
+
+    table = pd.DataFrame(
+        {
+            "preset": ["test"] * 3,
+            "site": ["A"] * 3,
+            "recon_inversion": ["tkd"] * 3,
+            "voxel_x_mm": [0.7] * 3,
+            "voxel_z_mm": [1.0] * 3,
+            "status": ["ok"] * 3,
+            "dice_left": [0.9] * 3,
+            "dice_right": [0.9] * 3,
+            "true_left_mm3": [1000.0, 1000.0, 1000.0],
+            "pred_left_mm3": [1100.0, 1080.0, 900.0],  # +10, +8, -10 %: median +8
+            "true_right_mm3": [800.0, 800.0, 800.0],
+            "pred_right_mm3": [760.0, 800.0, 700.0],  # -5, 0, -12.5 %: median -5
+        }
+    )
+    header, _, cohort, site = rows(table)
+    assert "volume vs truth L / R (median %)" in header
+    assert "| +8 / -5 |" in cohort and "| +8 / -5 |" in site
