@@ -79,7 +79,8 @@ demo-models: $(STAMP)
 	@test -f $(HEAD_PHANTOM) || { echo "demo-models: no head phantom at $(HEAD_PHANTOM); download the QSM Challenge 2.0 \
 	  head phantom (doi 10.34973/m20r-jt17) and run make demo-models HEAD_PHANTOM=/path/to/SegmentedModel.nii.gz"; exit 2; }
 	$(BIN)/dnqsm synth --preset train --seed 1 --out results/train/bids --overwrite --jobs 2
-	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 train_models
+	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
+	   train_models --configfile config/training/stage1.yaml
 	$(BIN)/dnqsm synth --preset train --seed 2 --out results/train2/bids --overwrite --jobs 2
 	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
 	   train_models --configfile config/training/finetune.yaml

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import zipfile
@@ -163,8 +164,6 @@ def test_train_models_produces_loadable_exported_models(tmp_path, small_cohort):
 
     # a third stage twice as wide starts from the narrower zip: embedded, so its first channels keep the
     # source's weights (a learning rate of ~0 keeps them) and the log says so
-    import re
-
     config["train"]["segmentation"].update(features=[8, 16, 16])
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     # ... and plans its cohort at the source model's spacing, not at one of its own: here a source
@@ -406,3 +405,18 @@ def test_a_model_that_failed_its_own_validation_is_not_exported():
     assert "fold 0" not in str(failure.value)
     assert "train.localization.epochs" in str(failure.value) and "--rerun-triggers mtime" in str(failure.value)
     check_validation("localization", [{"fold": "1", "validation_dice": 0.0}], 0.0)  # the user's choice
+
+
+def test_every_training_recipe_make_demo_models_names_exists_and_is_valid():
+    """`make demo-models` runs its stages from config/training/: a recipe it names that is missing or
+    no longer valid against the schema would stop a reproduction hours in, so check them all here."""
+    from dnqsm.settings import SCHEMA, check
+
+    makefile = (REPO / "Makefile").read_text()
+    named = re.findall(r"--configfile (config/training/\S+\.yaml)", makefile)
+    assert "config/training/stage1.yaml" in named, "the first stage gives the localization network its schedule"
+    for recipe in sorted(set(named) | {str(p.relative_to(REPO)) for p in (REPO / "config/training").glob("*.yaml")}):
+        path = REPO / recipe
+        assert path.exists(), f"Makefile names {recipe}, which does not exist"
+        checked = check(yaml.safe_load(path.read_text()), SCHEMA)
+        assert checked["train"]["localization"]["epochs"] >= 1, recipe
