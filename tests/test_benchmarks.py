@@ -131,3 +131,26 @@ def test_robustness_rows_show_how_much_larger_the_labels_are():
     header, _, cohort, site = rows(table)
     assert "volume vs truth L / R (median %)" in header
     assert "| +8 / -5 |" in cohort and "| +8 / -5 |" in site
+
+
+def test_flags_relabelled_rows_keep_the_registrations_expected_volume(small_cohort, tmp_path):
+    """The flags benchmark recomputes every check on labels made a voxel too small or too large; the
+    verdict's side records (not the numbers it was given) carry the registration's expected volume."""
+    from flags import relabel, truth_on_crop
+
+    from dnqsm.engine.segment import NnunetMethod
+    from dnqsm.io import bids_path
+    from dnqsm.names import dentate_labels
+
+    image = bids_path(small_cohort, "001", "01", "Chimap")
+    labels = np.asarray(nib.load(dentate_labels(small_cohort / "derivatives/manual", "001", "01")).dataobj)
+    method = NnunetMethod(load_model_set(), mirroring=False, threads=2)
+    (record,) = method.run([image], tmp_path)
+    assert record["status"] != "failed"
+    truth = truth_on_crop(labels, image, record)
+    rows = {kind: relabel(kind, tmp_path / record["stem"], record, truth) for kind in ("eroded", "dilated")}
+    for side in ("left", "right"):
+        expected = [rows[kind][f"expected_volume_mm3_{side}"] for kind in rows]
+        assert all(e is not None and e > 0 for e in expected), expected
+        assert rows["eroded"][f"volume_mm3_{side}"] < record["dentate"][side]["volume_mm3"]
+        assert rows["dilated"][f"volume_mm3_{side}"] > record["dentate"][side]["volume_mm3"]
