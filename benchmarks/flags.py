@@ -336,8 +336,9 @@ def main() -> None:
             "(probabilities + checks) | registration (the localization's second opinion) |"
         )
         print("| --- | --- | --- | --- | --- |")
-        share = f"{extra:.2f} s ({100 * extra / without:.0f} % of {without:.2f} s)"
-        if extra <= 0:  # the two runs differ by less than the machine's run-to-run noise
+        if extra > 0:
+            share = f"{extra:.2f} s ({100 * extra / without:.0f} % of {without:.2f} s)"
+        else:  # the two runs differ by less than the machine's run-to-run noise
             share = f"none measurable ({extra:+.2f} s: within run-to-run noise)"
         print(f"| with probabilities | {with_probs:.2f} | {checks:.3f} | {share} | {registration:.2f} |")
         print(f"| without probabilities | {without:.2f} | | | |")
