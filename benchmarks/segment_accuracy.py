@@ -108,6 +108,7 @@ def evaluate(
             "preset": preset,
             "image": rec["stem"],
             "status": rec["status"],
+            "locator": (rec.get("localization") or {}).get("locator"),
             "seconds": seconds,
             "mirroring": segmenter.mirroring,
         }

@@ -206,6 +206,39 @@ def test_a_nucleus_cut_by_the_field_of_view_is_reviewed_but_isolated_zeros_are_n
     assert any(r.startswith("the left DN reaches the edge of the image data") for r in verdict.reasons), verdict.reasons
 
 
+def test_a_nucleus_cut_by_the_last_slice_of_the_image_is_reviewed_where_the_crop_ends_there():
+    """A slab whose last slice runs through the nuclei holds no zeros there: the array just ends. Where
+    that face of the crop is the image's own edge it counts as the data's edge; where the crop ends
+    inside the image (more data beyond) it does not."""
+    from dnqsm.engine.localize import image_edges
+
+    labels, values, probability = _case()
+    cut = (slice(None), slice(None), slice(15, None))  # the image's first slice is z = 15, mid-nuclei
+    labels, values, probability = labels[cut], values[cut], probability[cut]
+
+    def verdict(edges):
+        sides = {
+            name: side_numbers(
+                values, labels, label, probability, int((labels == label).sum()), AFFINE, 0.0, image_edges=edges
+            )
+            for name, label in (("left", 1), ("right", 2))
+        }
+        volumes = {name: float((labels == label).sum()) for name, label in (("left", 1), ("right", 2))}
+        return assess(sides, volumes, BOX, [1.0] * 3, thresholds())
+
+    at_edge = image_edges((slice(0, 60), slice(0, 40), slice(0, 15)), (60, 40, 40))
+    assert at_edge == (True, True, True, True, True, False)  # the crop spans the image in x and y
+    cut_verdict = verdict(at_edge)
+    assert cut_verdict.sides["left"]["data_edge_mm"] == pytest.approx(1.0)
+    assert any(r.startswith("the left DN reaches the edge of the image data") for r in cut_verdict.reasons), (
+        cut_verdict.reasons
+    )
+    inside = image_edges((slice(5, 65), slice(3, 43), slice(20, 35)), (80, 60, 60))
+    assert inside == (False,) * 6
+    assert not any("edge of the image data" in r for r in verdict(inside).reasons)
+    assert "data_edge_mm" not in verdict(()).sides["left"]  # no zeros and no image edge: nothing to measure
+
+
 def test_a_cut_nucleus_whose_label_stops_short_of_the_data_edge_is_still_reviewed():
     """Networks often leave the last millimetres before a cut unlabelled: in the flags benchmark the
     labels of cut nuclei stopped 2-3 mm short of the data edge (clean images: 5 mm or more)."""

@@ -53,7 +53,7 @@ def test_second_opinion_names_what_is_wrong_with_the_network_region():
         "the localization network found no dentate region"
     ]
     one_sided = second_opinion(_grid_with(EXPECTED["left"]), grid, EXPECTED, 15.0, 130.0)
-    assert len(one_sided) == 1 and "right nucleus" in one_sided[0]
+    assert len(one_sided) == 1 and "right one (one-sided)" in one_sided[0]
     assert any(
         "measures" in r
         for r in second_opinion(_grid_with(EXPECTED["left"], half_voxels=0), grid, EXPECTED, 15.0, 130.0)
@@ -61,6 +61,20 @@ def test_second_opinion_names_what_is_wrong_with_the_network_region():
     # a region near both, but shifted by less than the agreement distance, is accepted
     shifted = _grid_with([-15.0, AGREEMENT_MM - 8, 0.0], [15.0, AGREEMENT_MM - 8, 0.0])
     assert second_opinion(shifted, grid, EXPECTED, 15.0, 130.0) == []
+    # ... and one shifted by more is not, on either side
+    far = _grid_with([-15.0, AGREEMENT_MM + 8, 0.0], [15.0, AGREEMENT_MM + 8, 0.0])
+    reasons = second_opinion(far, grid, EXPECTED, 15.0, 130.0)
+    assert len(reasons) == 2 and all(f"more than {AGREEMENT_MM:g} mm" in r for r in reasons), reasons
+    # nuclei close together (a real slab: 24 mm apart): a region around the right one alone is within
+    # the agreement distance of both, and only its side gives it away (a real map pitched by -30 degrees)
+    close = {"left": [-9.0, 0.0, 0.0], "right": [15.0, 0.0, 0.0]}
+    right_only = _grid_with(close["right"], half_voxels=3)
+    assert np.linalg.norm(nib.affines.apply_affine(grid, np.argwhere(right_only)) - close["left"], axis=1).min() < (
+        AGREEMENT_MM
+    )
+    reasons = second_opinion(right_only, grid, close, 15.0, 130.0)
+    assert len(reasons) == 1 and "left one (one-sided)" in reasons[0], reasons
+    assert second_opinion(_grid_with(close["left"], close["right"], half_voxels=3), grid, close, 15.0, 130.0) == []
 
 
 def test_refine_keeps_the_parts_nearest_the_expected_nuclei_not_the_largest():
@@ -203,8 +217,9 @@ def test_real_map_both_nuclei_found_and_drawn(tmp_path):
 )
 def test_reconstructions_of_one_real_brain_agree(tmp_path):
     """benchmarks/real_variants.py on the shared real map: its local field inverted again by TKD
-    without correction and by closed-form L2 (one pass each, for time) gives status ok and labels that
-    agree with the given map's (Dice >= 0.75 per side, the cross-reconstruction criterion of issue 42)."""
+    without correction and by closed-form L2, and the head pitched by -30 degrees (one pass each, for
+    time), give status ok and labels that agree with the given map's (Dice >= 0.75 per side, the
+    cross-reconstruction criterion of issue 42)."""
     import importlib.util
     import sys
 
@@ -212,10 +227,10 @@ def test_reconstructions_of_one_real_brain_agree(tmp_path):
     spec = importlib.util.spec_from_file_location("real_variants", REPO / "benchmarks" / "real_variants.py")
     variants = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(variants)
-    table = variants.run(variants.real_maps([REAL])[0], tmp_path, mirroring=False, only=("tkd", "l2"))
-    assert [r["variant"] for r in table] == ["given", "tkd", "l2"]
+    table = variants.run(variants.real_maps([REAL])[0], tmp_path, mirroring=False, only=("tkd", "l2", "pitch_minus"))
+    assert [r["variant"] for r in table] == ["given", "tkd", "l2", "pitch_minus"]
     for row in table:
         assert row["status"] == "ok", (row["variant"], row["reasons"])
         assert row["dice_left"] >= 0.75 and row["dice_right"] >= 0.75, row
         assert (tmp_path / f"{row['image']}.png").stat().st_size > 10_000
-    assert "2 of 2" in variants.markdown(table)
+    assert "3 of 3" in variants.markdown(table)

@@ -20,6 +20,8 @@ from scipy import ndimage
 from dnqsm.settings import defaults
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from dnqsm.engine.localize import Expectation
 
 STATUSES = ("ok", "review", "failed")
@@ -122,10 +124,13 @@ def side_numbers(
     midline_x: float,
     single_pass: np.ndarray | None = None,
     expected: Expectation | None = None,
+    image_edges: Sequence[bool] = (),
 ) -> dict[str, Any]:
     """What the checks need about one side, on the canonical crop. ``single_pass``: the network's
     binary output without test-time mirroring, when the label came from mirrored passes;
-    ``expected``: where and how large an independent registration expects the nuclei, if known."""
+    ``expected``: where and how large an independent registration expects the nuclei, if known;
+    ``image_edges``: which faces of the crop (low x, y, z, then high x, y, z) are the image's own edges,
+    beyond which it holds no data (:func:`dnqsm.engine.localize.image_edges`)."""
     side = SIDES[label]
     mask = labels == label
     voxels = int(mask.sum())
@@ -165,15 +170,19 @@ def side_numbers(
     margin = np.ceil(SMOOTHNESS_MARGIN_MM / zooms).astype(int)
     region = tuple(slice(max(int(lo - m), 0), int(hi + m + 1)) for lo, hi, m in zip(where.min(0), where.max(0), margin))
     out["smoothness_fwhm_mm"] = smoothness_fwhm_mm(values[region], zooms)
-    # where the image holds no data (outside the field of view or the brain mask: zero or not finite);
-    # specks of zeros inside the brain (under 20 mm³) do not count. The DN lies deep in the cerebellum,
-    # so a label at that edge means the field of view (or a mask) cut the nucleus.
+    # where the image holds no data (outside the field of view or the brain mask: zero or not finite;
+    # beyond the faces of the crop that are the image's own edges, as where a slab's last slice cuts
+    # the nucleus); specks of zeros inside the brain (under 20 mm³) do not count. The DN lies deep in
+    # the cerebellum, so a label at that edge means the field of view (or a mask) cut the nucleus.
     pieces, count = ndimage.label(~finite)
     sizes = np.bincount(pieces.ravel()) * float(np.prod(zooms))
     nodata = (sizes >= 20.0)[pieces] & (pieces > 0)
+    beyond = [(int(lo), int(hi)) for lo, hi in zip(*np.reshape(np.asarray(image_edges or [False] * 6, bool), (2, 3)))]
+    nodata = np.pad(nodata, beyond, constant_values=True)
     if nodata.any():
         distance = ndimage.distance_transform_edt(~nodata, sampling=zooms)
-        out["data_edge_mm"] = round(float(distance[mask].min()), 2)
+        inside = tuple(slice(lo, lo + n) for (lo, _), n in zip(beyond, mask.shape))
+        out["data_edge_mm"] = round(float(distance[inside][mask].min()), 2)
     if single_pass is not None:  # agreement within the side's reach: the label dilated by 2 voxels
         near = ndimage.binary_dilation(mask, iterations=2) & ~(labels > 0) | mask
         other = (single_pass > 0) & near

@@ -158,14 +158,26 @@ def crop(img: nib.Nifti1Image, slices) -> nib.Nifti1Image:
 def uncrop(labels: np.ndarray, slices, affine: np.ndarray, shape) -> np.ndarray:
     """Labels on a crop (``slices``) of the canonically oriented image back on the input's own grid
     (``affine``, ``shape``): zero outside the crop, the voxel axes turned back as they were."""
-    ornt = nib.orientations.io_orientation(affine)  # input axis i is canonical (RAS) axis ornt[i, 0]
-    canonical_shape = [0, 0, 0]
-    for axis, (to_axis, _) in enumerate(ornt):
-        canonical_shape[int(to_axis)] = int(shape[axis])
-    canonical = np.zeros(canonical_shape, labels.dtype)
+    ornt = nib.orientations.io_orientation(affine)
+    canonical = np.zeros(canonical_shape(affine, shape), labels.dtype)
     canonical[slices] = labels
     to_input = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("R", "A", "S")), ornt)
     return nib.orientations.apply_orientation(canonical, to_input)
+
+
+def canonical_shape(affine: np.ndarray, shape) -> tuple[int, int, int]:
+    """The shape of an image (``affine``, ``shape``) in its closest canonical orientation."""
+    ornt = nib.orientations.io_orientation(affine)  # input axis i is canonical (RAS) axis ornt[i, 0]
+    turned = [0, 0, 0]
+    for axis, (to_axis, _) in enumerate(ornt):
+        turned[int(to_axis)] = int(shape[axis])
+    return tuple(turned)
+
+
+def image_edges(slices, shape) -> tuple[bool, ...]:
+    """Which faces of a crop (``slices`` of an array of ``shape``) are the array's own edges, beyond
+    which the image holds no data: low x, y, z, then high x, y, z."""
+    return tuple(s.start == 0 for s in slices) + tuple(s.stop >= int(n) for s, n in zip(slices, shape))
 
 
 @dataclass
@@ -182,6 +194,11 @@ class Crop:
     slices: tuple[slice, slice, slice]
     touches_edge: bool
     image: nib.Nifti1Image
+
+    @property
+    def image_edges(self) -> tuple[bool, ...]:
+        """Which faces of the crop are the image's own edges (:func:`image_edges`)."""
+        return image_edges(self.slices, self.canonical.shape[:3])
 
 
 def crop_around(
@@ -406,7 +423,10 @@ def second_opinion(
     agreement_mm: float = AGREEMENT_MM,
 ) -> list[str]:
     """Why the network's region (coarse grid) is not enough on its own: missing, implausibly sized, or
-    holding nothing near one of the nuclei the registration expects. Empty when it is fine."""
+    holding nothing near one of the nuclei the registration expects. "Near" a nucleus is within
+    ``agreement_mm`` of it and, where both are expected, nearer to it than to the other: the nuclei lie
+    only 20-30 mm apart, so a region around one nucleus alone is within ``agreement_mm`` of both, and
+    only the side it lies on tells that it is one-sided. Empty when it is fine."""
     box = region_box(network, grid_affine)
     if box is None:
         return ["the localization network found no dentate region"]
@@ -418,13 +438,19 @@ def second_opinion(
             f"(expected {min_box_mm:g}-{max_box_mm:g} mm along each axis)"
         )
     points = nib.affines.apply_affine(grid_affine, np.argwhere(network))
-    for side, centre in expected.items():
-        if centre is None:
-            continue
-        distance = float(np.linalg.norm(points - np.asarray(centre), axis=1).min())
-        if distance > agreement_mm:
+    centres = {side: np.asarray(centre, float) for side, centre in expected.items() if centre is not None}
+    for side, centre in centres.items():
+        distance = np.linalg.norm(points - centre, axis=1)
+        others = [np.linalg.norm(points - c, axis=1) for other, c in centres.items() if other != side]
+        on_its_side = np.all([distance < d for d in others], axis=0) if others else np.ones(len(points), bool)
+        if not on_its_side.any():
             reasons.append(
-                f"the localization network's region is {distance:.0f} mm from where registration expects "
+                f"the localization network's region lies wholly nearer the other nucleus than where "
+                f"registration expects the {side} one (one-sided)"
+            )
+        elif (nearest := float(distance[on_its_side].min())) > agreement_mm:
+            reasons.append(
+                f"the localization network's region is {nearest:.0f} mm from where registration expects "
                 f"the {side} nucleus (more than {agreement_mm:g} mm)"
             )
     return reasons

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from dnqsm.engine.confidence import STANDING_REASONS, assess, side_numbers, thresholds
-from dnqsm.engine.localize import Expectation, uncrop
+from dnqsm.engine.localize import Expectation, canonical_shape, image_edges, uncrop
 from dnqsm.engine.registration import ants_image, remove_transforms
 from dnqsm.engine.segment import LEFT, RIGHT, assign_sides
 from dnqsm.io import save_nifti, staged_folder, write_json
@@ -376,6 +376,7 @@ def write_relabelled(
             visit.crop.affine,
             float(meta["midline_x_mm"]),
             expected=expected,
+            image_edges=image_edges(slices, canonical_shape(affine, meta["image"]["shape"])),
         )
         for name, label in (("left", LEFT), ("right", RIGHT))
     }

@@ -437,6 +437,7 @@ def postprocess(
             midline_x,
             single_pass,
             expected,
+            area.image_edges,
         )
         for name, label in (("left", LEFT), ("right", RIGHT))
     }
