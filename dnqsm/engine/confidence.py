@@ -177,7 +177,8 @@ def side_numbers(
     pieces, count = ndimage.label(~finite)
     sizes = np.bincount(pieces.ravel()) * float(np.prod(zooms))
     nodata = (sizes >= 20.0)[pieces] & (pieces > 0)
-    beyond = [(int(lo), int(hi)) for lo, hi in zip(*np.reshape(np.asarray(image_edges or [False] * 6, bool), (2, 3)))]
+    edges = tuple(image_edges) or (False,) * 6
+    beyond = [(int(edges[axis]), int(edges[axis + 3])) for axis in range(3)]  # one no-data layer past each
     nodata = np.pad(nodata, beyond, constant_values=True)
     if nodata.any():
         distance = ndimage.distance_transform_edt(~nodata, sampling=zooms)
