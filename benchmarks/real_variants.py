@@ -8,11 +8,11 @@ the other reconstructions are made from it: the map resampled to 1 mm isotropic;
 dipole forward model of the brain-masked map at 1 mm, with noise) inverted again by TKD without
 correction (threshold 0.2: contrast lost, streaks) and by closed-form L2 (smoother); the map smoothed
 (Gaussian, sigma 0.7 mm); the map with white noise added (10 ppb); and the head turned in the scanner
-(the 1 mm map rotated about the image centre and stored on an axis-aligned grid wide enough to hold
-it: pitched by +-30 degrees about the left-right axis, rolled by 12 degrees about the front-back axis). Each is
-segmented as ``benchmarks/real.py`` does (montage per image in OUT) and its labels are scored against
-the labels of the map as given (nearest neighbour onto the given map's grid; for a turned head, the
-given labels turned the same way onto its grid). These are derived reconstructions of one map, not
+(the 1 mm map's affine turned about the image centre, then resampled by nibabel onto an axis-aligned
+grid that holds all of it: pitched by +-30 degrees about the left-right axis, rolled by 12 degrees
+about the front-back axis). Each is segmented as ``benchmarks/real.py`` does (montage per image in OUT)
+and its labels are scored against the labels of the map as given, on the given map's grid (nearest
+neighbour; a turned head's labels turned back first). These are derived reconstructions of one map, not
 independent acquisitions: agreement here is necessary, not sufficient.
 """
 
@@ -40,45 +40,40 @@ VARIANTS = {
     "pitch_minus": "head pitched -30 degrees (about left-right), 1 mm",
     "roll": "head rolled 12 degrees (about front-back), 1 mm",
 }
-#: The turned heads: name -> (world axis turned about: 0 left-right, 1 front-back; degrees).
+#: The turned heads: name -> (world axis turned about, right-handed: 0 left-right, 1 front-back; degrees).
 TURNS = {"pitch_plus": (0, 30.0), "pitch_minus": (0, -30.0), "roll": (1, 12.0)}
 MIN_DICE = 0.75  # the reviewers' criterion between reconstructions of one brain
 
 
-def turn(data: np.ndarray, axis: int, degrees: float, order: int) -> np.ndarray:
-    """``data`` (on a 1 mm grid whose axes are the world's, as ``resample_to_output`` gives) with its
-    contents rotated by ``degrees`` about world ``axis`` through the array's centre; what comes from
-    outside the array is 0 (``order`` 0 for labels)."""
-    from scipy import ndimage
+def turning(axis: int, degrees: float, centre_mm: np.ndarray) -> np.ndarray:
+    """The world transform (4 x 4, mm) that turns a head by ``degrees`` about world ``axis`` (0 left-right,
+    1 front-back) through ``centre_mm``."""
+    from nibabel.eulerangles import euler2mat
 
-    theta = np.deg2rad(degrees)
-    c, s = np.cos(theta), np.sin(theta)
-    i, j = [a for a in range(3) if a != axis]
-    rotation = np.eye(3)
-    rotation[i, i], rotation[i, j], rotation[j, i], rotation[j, j] = c, -s, s, c
-    centre = (np.asarray(data.shape, float) - 1) / 2
-    back = rotation.T  # each output voxel samples the input where the rotation came from
-    return ndimage.affine_transform(data, back, offset=centre - back @ centre, order=order, cval=0.0)
+    angles = {0: (0.0, 0.0, np.deg2rad(degrees)), 1: (0.0, np.deg2rad(degrees), 0.0)}[axis]  # (z, y, x)
+    turn = np.eye(4)
+    turn[:3, :3] = euler2mat(*angles)
+    turn[:3, 3] = centre_mm - turn[:3, :3] @ centre_mm
+    return turn
 
 
-def turned(data: np.ndarray, mask: np.ndarray, affine: np.ndarray, axis: int, degrees: float) -> nib.Nifti1Image:
-    """The brain-masked 1 mm map ``data`` (``mask``, ``affine`` axis-aligned) with the head turned
-    (:func:`turn`), on a grid widened across the plane of the turn so that nothing turns out of it."""
-    plane = [a for a in range(3) if a != axis]
-    side = int(np.ceil(np.hypot(*(data.shape[a] for a in plane))))
-    pad = [(0, 0)] * 3
-    for a in plane:
-        extra = max(side - data.shape[a], 0)
-        pad[a] = (extra // 2, extra - extra // 2)
-    widened = affine.copy()
-    widened[:3, 3] -= affine[:3, :3] @ np.array([lo for lo, _ in pad], float)
-    values = turn(np.pad(data, pad), axis, degrees, order=1)
-    inside = turn(np.pad(mask.astype(np.float32), pad), axis, degrees, order=0) > 0
-    return nib.Nifti1Image((values * inside).astype(np.float32), widened)
+def turned(data: np.ndarray, mask: np.ndarray, affine: np.ndarray, turn: np.ndarray) -> nib.Nifti1Image:
+    """The brain-masked map ``data`` (``mask``, ``affine``) with the head turned in the scanner by the world
+    transform ``turn``, stored as a scanner stores it: on an axis-aligned 1 mm grid that holds all of it
+    (``nibabel.processing.resample_to_output``)."""
+    from nibabel.processing import resample_to_output
+
+    values = resample_to_output(nib.Nifti1Image(data, turn @ affine), voxel_sizes=1.0, order=1)
+    inside = resample_to_output(nib.Nifti1Image(mask.astype(np.float32), turn @ affine), voxel_sizes=1.0, order=1)
+    return nib.Nifti1Image(np.asarray(values.dataobj, np.float32) * (np.asarray(inside.dataobj) >= 0.5), values.affine)
 
 
-def variants(path: Path, folder: Path, only: tuple[str, ...] = tuple(VARIANTS), seed: int = 3) -> dict[str, Path]:
-    """Write the derived reconstructions ``only`` of the map at ``path`` (in ppb) into ``folder``."""
+def variants(
+    path: Path, folder: Path, only: tuple[str, ...] = tuple(VARIANTS), seed: int = 3
+) -> dict[str, tuple[Path, np.ndarray]]:
+    """Write the derived reconstructions ``only`` of the map at ``path`` (in ppb) into ``folder``; returns
+    each one's file and the world transform that took the given head to it (identity but for the turned
+    heads)."""
     from nibabel.processing import resample_to_output
     from scipy import ndimage
 
@@ -104,8 +99,10 @@ def variants(path: Path, folder: Path, only: tuple[str, ...] = tuple(VARIANTS), 
         "l2": nib.Nifti1Image(physics.closed_form_l2(field, grid, 0.03) * 1000 * mask, iso.affine),
         "smoothed": nib.Nifti1Image(ndimage.gaussian_filter(data, 0.7 / zooms) * (data != 0), chi.affine),
         "noisier": nib.Nifti1Image((data + rng.normal(0, 10, data.shape)) * (data != 0), chi.affine),
-        **{name: turned(iso_data, mask, iso.affine, *TURNS[name]) for name in TURNS if name in only},
     }
+    centre_mm = nib.affines.apply_affine(iso.affine, (np.asarray(iso_data.shape) - 1) / 2)
+    turns = {name: turning(*TURNS[name], centre_mm) for name in TURNS if name in only}
+    made.update({name: turned(iso_data, mask, iso.affine, turn) for name, turn in turns.items()})
     out = {}
     for name, img in made.items():
         if name not in only:
@@ -113,24 +110,22 @@ def variants(path: Path, folder: Path, only: tuple[str, ...] = tuple(VARIANTS), 
         target = folder / f"{stem}_rec-{name}_Chimap.nii.gz"
         save_nifti(target, nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine))
         target.with_name(target.name.replace(".nii.gz", ".json")).write_text('{"Units": "ppb"}\n')
-        out[name] = target
+        out[name] = (target, turns.get(name, np.eye(4)))
     return out
 
 
-def agreement(labels: nib.Nifti1Image, reference: nib.Nifti1Image, variant: str = "given") -> dict[str, float]:
+def agreement(labels: nib.Nifti1Image, reference: nib.Nifti1Image, turn: np.ndarray | None = None) -> dict[str, float]:
     """Dice per side of ``labels`` (a variant's) against ``reference`` (the given map's labels), on the
-    given map's grid (nearest neighbour); for a turned head (:data:`TURNS`) on the variant's grid, the
-    given labels turned as the map was."""
+    given map's grid (nearest neighbour); a turned head's labels are turned back first (``turn``: the
+    world transform that took the given head to the variant)."""
     from nibabel.processing import resample_from_to
 
     from dnqsm.analysis.metrics import dice
 
-    if variant in TURNS:  # the given labels on the turned map's grid, turned as its contents were
-        found = np.asarray(labels.dataobj)
-        truth = turn(np.asarray(resample_from_to(reference, labels, order=0).dataobj), *TURNS[variant], order=0)
-    else:  # the variant's labels on the given map's grid
-        found = np.asarray(resample_from_to(labels, reference, order=0).dataobj)
-        truth = np.asarray(reference.dataobj)
+    if turn is not None:  # the same voxels, placed where the given head has them
+        labels = nib.Nifti1Image(np.asarray(labels.dataobj), np.linalg.inv(turn) @ labels.affine)
+    found = np.asarray(resample_from_to(labels, reference, order=0).dataobj)
+    truth = np.asarray(reference.dataobj)
     return {side: dice(found == value, truth == value) for side, value in (("left", 1), ("right", 2))}
 
 
@@ -146,13 +141,15 @@ def run(
         made = variants(path, Path(scratch), ("given", *only))
         rows = run_real([Path(scratch)], out, models, mirroring)
     by_stem = {row["image"]: row for row in rows}
-    stems = {name: image_stem(file) for name, file in made.items()}
+    stems = {name: image_stem(file) for name, (file, _) in made.items()}
     reference = nib.load(result_path(out / "engine", stems["given"], "labels"))
     table = []
     for name, stem in stems.items():
         row = by_stem[stem]
         found = row["status"] != "failed"
-        scores = agreement(nib.load(result_path(out / "engine", stem, "labels")), reference, name) if found else {}
+        scores = (
+            agreement(nib.load(result_path(out / "engine", stem, "labels")), reference, made[name][1]) if found else {}
+        )
         table.append({"variant": name, "made": VARIANTS[name], **row, **{f"dice_{k}": v for k, v in scores.items()}})
     return table
 
