@@ -29,8 +29,8 @@ from scipy import ndimage
 from segment_accuracy import add_mirroring_argument
 
 from dnqsm.analysis.metrics import dice
-from dnqsm.engine.confidence import assess, side_numbers, thresholds
-from dnqsm.engine.localize import Expectation
+from dnqsm.engine.confidence import assess, crop_numbers, thresholds
+from dnqsm.engine.localize import Expectation, canonical_shape, image_edges
 from dnqsm.engine.segment import NnunetMethod, load_model_set
 from dnqsm.io import bids_path, read_tsv, save_nifti
 from dnqsm.names import dentate_labels, result_file, result_path
@@ -143,13 +143,13 @@ def relabel(kind: str, folder: Path, meta: dict, truth: np.ndarray) -> dict:
         changed[side & ((labeled == 0) | (labeled == label))] = label
     expected = Expectation.from_record(meta.get("localization"))
     voxel_mm3 = float(abs(np.linalg.det(cropped.affine[:3, :3])))
-    sides, volumes = {}, {}
-    for side, label in (("left", 1), ("right", 2)):
-        voxels = int((changed == label).sum())
-        sides[side] = side_numbers(
-            values, changed, label, probability, voxels, cropped.affine, meta["midline_x_mm"], None, expected
-        )
-        volumes[side] = voxels * voxel_mm3
+    voxels = {side: int((changed == label).sum()) for side, label in (("left", 1), ("right", 2))}
+    slices = tuple(slice(lo, hi) for lo, hi in meta["crop_voxels_canonical"])
+    edges = image_edges(slices, canonical_shape(np.asarray(meta["image"]["affine"]), meta["image"]["shape"]))
+    sides = crop_numbers(
+        values, changed, probability, voxels, cropped.affine, meta["midline_x_mm"], None, expected, edges
+    )
+    volumes = {side: count * voxel_mm3 for side, count in voxels.items()}
     verdict = assess(
         sides, volumes, meta["box"], meta["image"]["spacing_mm"], thresholds(meta["confidence"]["thresholds"])
     )

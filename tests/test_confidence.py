@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dnqsm.engine.confidence import DEFAULTS, accepted_range, assess, reassess, side_numbers, thresholds
+from dnqsm.engine.confidence import DEFAULTS, accepted_range, assess, crop_numbers, reassess, thresholds
 from dnqsm.engine.localize import Expectation
 
 SHAPE = (60, 40, 30)
@@ -29,13 +29,12 @@ def _case(seed: int = 0, contrast: float = 100.0, noise: float = 10.0):
     return labels, values, probability
 
 
+def _voxels(labels) -> dict[str, int]:
+    return {name: int((labels == label).sum()) for name, label in (("left", 1), ("right", 2))}
+
+
 def _verdict(labels, values, probability, predicted=None, spacing=(1.0, 1.0, 1.0), box=BOX, checks=None):
-    sides = {
-        name: side_numbers(
-            values, labels, label, probability, (predicted or {}).get(name, int((labels == label).sum())), AFFINE, 0.0
-        )
-        for name, label in (("left", 1), ("right", 2))
-    }
+    sides = crop_numbers(values, labels, probability, {**_voxels(labels), **(predicted or {})}, AFFINE, 0.0)
     volumes = {name: float((labels == label).sum()) for name, label in (("left", 1), ("right", 2))}
     return assess(sides, volumes, box, list(spacing), checks or thresholds())
 
@@ -149,10 +148,7 @@ def test_mirrored_and_plain_passes_that_disagree_are_reviewed():
     agreeing = (labels > 0).astype(np.uint8)
 
     def sides(single):
-        return {
-            name: side_numbers(values, labels, label, probability, int((labels == label).sum()), AFFINE, 0.0, single)
-            for name, label in (("left", 1), ("right", 2))
-        }
+        return crop_numbers(values, labels, probability, _voxels(labels), AFFINE, 0.0, single)
 
     volumes = {"left": 1000.0, "right": 1000.0}
     assert sides(agreeing)["left"]["mirror_agreement"] == 1.0
@@ -217,12 +213,7 @@ def test_a_nucleus_cut_by_the_last_slice_of_the_image_is_reviewed_where_the_crop
     labels, values, probability = labels[cut], values[cut], probability[cut]
 
     def verdict(edges):
-        sides = {
-            name: side_numbers(
-                values, labels, label, probability, int((labels == label).sum()), AFFINE, 0.0, image_edges=edges
-            )
-            for name, label in (("left", 1), ("right", 2))
-        }
+        sides = crop_numbers(values, labels, probability, _voxels(labels), AFFINE, 0.0, image_edges=edges)
         volumes = {name: float((labels == label).sum()) for name, label in (("left", 1), ("right", 2))}
         return assess(sides, volumes, BOX, [1.0] * 3, thresholds())
 
@@ -302,12 +293,7 @@ def _expectation(centres: dict | None = None, scale: float = 1.0) -> Expectation
 
 
 def _registered_verdict(labels, values, probability, expected: Expectation, checks=None):
-    sides = {
-        name: side_numbers(
-            values, labels, label, probability, int((labels == label).sum()), AFFINE, 0.0, expected=expected
-        )
-        for name, label in (("left", 1), ("right", 2))
-    }
+    sides = crop_numbers(values, labels, probability, _voxels(labels), AFFINE, 0.0, expected=expected)
     volumes = {name: float((labels == label).sum()) for name, label in (("left", 1), ("right", 2))}
     return sides, volumes, assess(sides, volumes, BOX, [1.0, 1.0, 1.0], checks or thresholds())
 

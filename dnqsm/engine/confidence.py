@@ -114,6 +114,60 @@ class Confidence:
         }
 
 
+def data_edge_distance(
+    values: np.ndarray, zooms: Sequence[float], image_edges: Sequence[bool] = ()
+) -> np.ndarray | None:
+    """Each crop voxel's distance (mm) to where the image holds no data: zero or non-finite values
+    (outside the field of view or the brain mask; specks under 20 mm³ inside the brain do not count) and
+    what lies beyond the crop's faces that are the image's own edges (``image_edges``: low x, y, z, then
+    high x, y, z, :func:`dnqsm.engine.localize.image_edges`), as where a slab's last slice cuts the
+    nucleus. None where there is no such place. The DN lies deep in the cerebellum, so a label near it
+    means the field of view (or a mask) cut the nucleus."""
+    finite = np.isfinite(values) & (values != 0)
+    pieces, _ = ndimage.label(~finite)
+    sizes = np.bincount(pieces.ravel()) * float(np.prod(zooms))
+    nodata = (sizes >= 20.0)[pieces] & (pieces > 0)
+    edges = tuple(image_edges) or (False,) * 6
+    beyond = [(int(edges[axis]), int(edges[axis + 3])) for axis in range(3)]  # one no-data layer past each
+    nodata = np.pad(nodata, beyond, constant_values=True)
+    if not nodata.any():
+        return None
+    distance = ndimage.distance_transform_edt(~nodata, sampling=zooms)
+    return distance[tuple(slice(lo, lo + n) for (lo, _), n in zip(beyond, values.shape))]
+
+
+def crop_numbers(
+    values: np.ndarray,
+    labels: np.ndarray,
+    probability: np.ndarray | None,
+    predicted_voxels: dict[str, int],
+    affine: np.ndarray,
+    midline_x: float,
+    single_pass: np.ndarray | None = None,
+    expected: Expectation | None = None,
+    image_edges: Sequence[bool] = (),
+) -> dict[str, dict[str, Any]]:
+    """:func:`side_numbers` of both sides of one canonical crop (``predicted_voxels`` per side), the
+    image's data edge (:func:`data_edge_distance`) found once for both."""
+    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0))
+    distance = data_edge_distance(values, zooms, image_edges)
+    return {
+        side: side_numbers(
+            values,
+            labels,
+            label,
+            probability,
+            predicted_voxels[side],
+            affine,
+            midline_x,
+            single_pass,
+            expected,
+            distance,
+        )
+        for label, side in SIDES.items()
+    }
+
+
 def side_numbers(
     values: np.ndarray,
     labels: np.ndarray,
@@ -124,13 +178,13 @@ def side_numbers(
     midline_x: float,
     single_pass: np.ndarray | None = None,
     expected: Expectation | None = None,
-    image_edges: Sequence[bool] = (),
+    data_distance: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """What the checks need about one side, on the canonical crop. ``single_pass``: the network's
-    binary output without test-time mirroring, when the label came from mirrored passes;
-    ``expected``: where and how large an independent registration expects the nuclei, if known;
-    ``image_edges``: which faces of the crop (low x, y, z, then high x, y, z) are the image's own edges,
-    beyond which it holds no data (:func:`dnqsm.engine.localize.image_edges`)."""
+    """What the checks need about one side, on the canonical crop (:func:`crop_numbers` gives both).
+    ``single_pass``: the network's binary output without test-time mirroring, when the label came from
+    mirrored passes; ``expected``: where and how large an independent registration expects the nuclei,
+    if known; ``data_distance``: each crop voxel's distance to where the image holds no data
+    (:func:`data_edge_distance`; None: none within reach)."""
     side = SIDES[label]
     mask = labels == label
     voxels = int(mask.sum())
@@ -170,20 +224,8 @@ def side_numbers(
     margin = np.ceil(SMOOTHNESS_MARGIN_MM / zooms).astype(int)
     region = tuple(slice(max(int(lo - m), 0), int(hi + m + 1)) for lo, hi, m in zip(where.min(0), where.max(0), margin))
     out["smoothness_fwhm_mm"] = smoothness_fwhm_mm(values[region], zooms)
-    # where the image holds no data (outside the field of view or the brain mask: zero or not finite;
-    # beyond the faces of the crop that are the image's own edges, as where a slab's last slice cuts
-    # the nucleus); specks of zeros inside the brain (under 20 mm³) do not count. The DN lies deep in
-    # the cerebellum, so a label at that edge means the field of view (or a mask) cut the nucleus.
-    pieces, count = ndimage.label(~finite)
-    sizes = np.bincount(pieces.ravel()) * float(np.prod(zooms))
-    nodata = (sizes >= 20.0)[pieces] & (pieces > 0)
-    edges = tuple(image_edges) or (False,) * 6
-    beyond = [(int(edges[axis]), int(edges[axis + 3])) for axis in range(3)]  # one no-data layer past each
-    nodata = np.pad(nodata, beyond, constant_values=True)
-    if nodata.any():
-        distance = ndimage.distance_transform_edt(~nodata, sampling=zooms)
-        inside = tuple(slice(lo, lo + n) for (lo, _), n in zip(beyond, mask.shape))
-        out["data_edge_mm"] = round(float(distance[inside][mask].min()), 2)
+    if data_distance is not None:
+        out["data_edge_mm"] = round(float(data_distance[mask].min()), 2)
     if single_pass is not None:  # agreement within the side's reach: the label dilated by 2 voxels
         near = ndimage.binary_dilation(mask, iterations=2) & ~(labels > 0) | mask
         other = (single_pass > 0) & near

@@ -40,7 +40,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from dnqsm.engine.confidence import STANDING_REASONS, assess, side_numbers, thresholds
+from dnqsm.engine.confidence import STANDING_REASONS, assess, crop_numbers, thresholds
 from dnqsm.engine.localize import Expectation, canonical_shape, image_edges, uncrop
 from dnqsm.engine.registration import ants_image, remove_transforms
 from dnqsm.engine.segment import LEFT, RIGHT, assign_sides
@@ -366,20 +366,16 @@ def write_relabelled(
         sides[name]["volume_mm3"] = round(float((labels == label).sum()) * voxel_mm3, 3)
     values = visit.crop.get_fdata(dtype=np.float32)
     expected = Expectation.from_record(meta.get("localization"))  # the registration's, as the visit's own result
-    numbers = {
-        name: side_numbers(
-            values,
-            labeled,
-            label,
-            visit.probability,
-            sides[name]["predicted_voxels"],
-            visit.crop.affine,
-            float(meta["midline_x_mm"]),
-            expected=expected,
-            image_edges=image_edges(slices, canonical_shape(affine, meta["image"]["shape"])),
-        )
-        for name, label in (("left", LEFT), ("right", RIGHT))
-    }
+    numbers = crop_numbers(
+        values,
+        labeled,
+        visit.probability,
+        {name: sides[name]["predicted_voxels"] for name in sides},
+        visit.crop.affine,
+        float(meta["midline_x_mm"]),
+        expected=expected,
+        image_edges=image_edges(slices, canonical_shape(affine, meta["image"]["shape"])),
+    )
     volumes = {n: sides[n]["volume_mm3"] for n in ("left", "right")}
     verdict = assess(numbers, volumes, meta["box"], meta["image"]["spacing_mm"], thresholds(checks))
     header = nib.load(result_file(source, stem, "labels")).header

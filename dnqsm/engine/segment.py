@@ -23,7 +23,7 @@ from scipy import ndimage
 from dnqsm import __version__
 from dnqsm.analysis.measure import NUCLEUS_CONNECTIVITY
 from dnqsm.engine.confidence import DEFAULTS as CHECK_DEFAULTS
-from dnqsm.engine.confidence import Confidence, assess, side_numbers
+from dnqsm.engine.confidence import Confidence, assess, crop_numbers
 from dnqsm.engine.localize import (
     Crop,
     Expectation,
@@ -426,21 +426,17 @@ def postprocess(
     timings["postprocess"] = time.perf_counter() - tick
     tick = time.perf_counter()
     values = cropped.get_fdata(dtype=np.float32)
-    numbers = {
-        name: side_numbers(
-            values,
-            labeled,
-            label,
-            probability,
-            sides[name]["predicted_voxels"],
-            cropped.affine,
-            midline_x,
-            single_pass,
-            expected,
-            area.image_edges,
-        )
-        for name, label in (("left", LEFT), ("right", RIGHT))
-    }
+    numbers = crop_numbers(
+        values,
+        labeled,
+        probability,
+        {name: sides[name]["predicted_voxels"] for name in sides},
+        cropped.affine,
+        midline_x,
+        single_pass,
+        expected,
+        area.image_edges,
+    )
     verdict = assess(
         numbers,
         {n: sides[n]["volume_mm3"] for n in ("left", "right")},
