@@ -234,3 +234,32 @@ def test_reconstructions_of_one_real_brain_agree(tmp_path):
         assert row["dice_left"] >= 0.75 and row["dice_right"] >= 0.75, row
         assert (tmp_path / f"{row['image']}.png").stat().st_size > 10_000
     assert "3 of 3" in variants.markdown(table)
+
+
+@pytest.mark.skipif(
+    not REAL.exists(),
+    reason=f"{REAL} is absent (a user's clone): the real map is shared with the project's developers and CI only",
+)
+def test_a_real_map_whose_header_misdescribes_its_axes_is_never_ok(tmp_path):
+    """dnqsm trusts the header's orientation. The shared real map stored upside down under its own header
+    (as a map written by a toolbox that ignores the scanner's axes can be) must not come out "ok": the
+    network and the registration of the MNI brain look for the nuclei where the header says the
+    cerebellum is, and the checks must say the labels are doubtful (docs/inputs.md, Orientation)."""
+    import importlib.util
+
+    from dnqsm.io import save_nifti
+    from dnqsm.workflow.preprocess import preprocess
+
+    spec = importlib.util.spec_from_file_location("real_benchmark", REPO / "benchmarks" / "real.py")
+    real = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(real)
+    chi, _ = preprocess(real.real_maps([REAL])[0])
+    head_to_foot = [code in "SI" for code in nib.aff2axcodes(chi.affine)].index(True)
+    flipped = np.flip(chi.get_fdata(dtype=np.float32), head_to_foot)
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    save_nifti(folder / "sub-upsidedown_Chimap.nii.gz", nib.Nifti1Image(np.ascontiguousarray(flipped), chi.affine))
+    (folder / "sub-upsidedown_Chimap.json").write_text('{"Units": "ppb"}\n')
+    (row,) = real.run([folder], tmp_path / "out", mirroring=False)
+    assert row["status"] in ("review", "failed"), row
+    assert row["reasons"], row
