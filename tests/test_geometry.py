@@ -19,7 +19,8 @@ from dnqsm.engine.localize import (
     region_slices,
 )
 from dnqsm.engine.nnunet import from_nnunet, to_nnunet
-from dnqsm.engine.segment import LEFT, RIGHT, assign_sides, midline_between_nuclei, postprocess
+from dnqsm.engine.segment import assign_sides, midline_between_nuclei, postprocess
+from dnqsm.labels import LEFT, RIGHT
 
 
 def _affine(axes: np.ndarray, zooms, origin) -> np.ndarray:

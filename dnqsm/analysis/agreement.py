@@ -13,8 +13,7 @@ import pandas as pd
 
 from dnqsm.analysis.metrics import dice, hd95, volume_agreement
 from dnqsm.io import column_doc, load_image
-
-SIDES = {"left": 1, "right": 2}
+from dnqsm.labels import SIDES
 
 
 @dataclass

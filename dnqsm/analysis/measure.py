@@ -8,13 +8,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from dnqsm.labels import NUCLEUS_CONNECTIVITY, SIDES
 from dnqsm.units import OUTPUT_UNIT
-
-#: A nucleus's voxels belong together when they touch by a face, an edge or a corner (26-connectivity):
-#: wherever dnqsm counts, keeps or pairs the connected parts of a DN mask.
-NUCLEUS_CONNECTIVITY = np.ones((3, 3, 3), bool)
-
-SIDES = {"left": 1, "right": 2}
 
 #: Column name -> (unit, description) of every per-session measure; the cohort table's sidecar uses it.
 MEASURES: dict[str, tuple[str, str]] = {

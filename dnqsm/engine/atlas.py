@@ -34,8 +34,9 @@ from scipy import ndimage
 from dnqsm.engine.localize import coarse_grid, crop_around, data_support, filled, region_components
 from dnqsm.engine.nnunet import sha256
 from dnqsm.engine.registration import ants_image, remove_transforms
-from dnqsm.engine.segment import LEFT, RIGHT, Method, Result, SegmentationFailure, image_stem, postprocess
+from dnqsm.engine.segment import Method, Result, SegmentationFailure, image_stem, postprocess
 from dnqsm.io import InputError, load_image
+from dnqsm.labels import LEFT, RIGHT
 from dnqsm.settings import defaults
 from dnqsm.workflow.bids import dentate_labels, select_sessions
 from dnqsm.workflow.preprocess import preprocess

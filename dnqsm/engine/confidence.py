@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from dnqsm.labels import SIDE_OF, SIDES
 from dnqsm.settings import defaults
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from dnqsm.engine.localize import Expectation
 
 STATUSES = ("ok", "review", "failed")
-SIDES = {1: "left", 2: "right"}  # label -> side
 
 #: Thresholds of the plausibility checks: their defaults live in the configuration schema (``confidence``;
 #: docs/status.md says where each comes from).
@@ -164,7 +164,7 @@ def crop_numbers(
             expected,
             distance,
         )
-        for label, side in SIDES.items()
+        for side, label in SIDES.items()
     }
 
 
@@ -185,7 +185,7 @@ def side_numbers(
     mirrored passes; ``expected``: where and how large an independent registration expects the nuclei,
     if known; ``data_distance``: each crop voxel's distance to where the image holds no data
     (:func:`data_edge_distance`; None: none within reach)."""
-    side = SIDES[label]
+    side = SIDE_OF[label]
     mask = labels == label
     voxels = int(mask.sum())
     out: dict[str, Any] = {

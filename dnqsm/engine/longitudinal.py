@@ -43,8 +43,9 @@ import pandas as pd
 from dnqsm.engine.confidence import STANDING_REASONS, assess, crop_numbers, thresholds
 from dnqsm.engine.localize import Expectation, canonical_shape, image_edges, uncrop
 from dnqsm.engine.registration import ants_image, remove_transforms
-from dnqsm.engine.segment import LEFT, RIGHT, assign_sides
+from dnqsm.engine.segment import assign_sides
 from dnqsm.io import save_nifti, staged_folder, write_json
+from dnqsm.labels import LEFT, RIGHT
 from dnqsm.names import RESULT_FILES, result_file, result_path
 from dnqsm.settings import defaults
 

@@ -21,7 +21,6 @@ import numpy as np
 from scipy import ndimage
 
 from dnqsm import __version__
-from dnqsm.analysis.measure import NUCLEUS_CONNECTIVITY
 from dnqsm.engine.confidence import DEFAULTS as CHECK_DEFAULTS
 from dnqsm.engine.confidence import Confidence, assess, crop_numbers
 from dnqsm.engine.localize import (
@@ -38,9 +37,9 @@ from dnqsm.engine.localize import (
 )
 from dnqsm.engine.nnunet import BUNDLED_MODELS, from_nnunet, model_folder, sha256, to_nnunet  # noqa: F401
 from dnqsm.io import InputError, fractions_8bit, load_image, save_nifti, staged_folder, write_json
+from dnqsm.labels import LEFT, NUCLEUS_CONNECTIVITY, RIGHT
 from dnqsm.names import result_file
 
-LEFT, RIGHT = 1, 2
 #: Predicted localization components smaller than this (coarse voxels) are noise, not a DN region.
 MIN_REGION_VOXELS = 20
 #: Two parts of a DN mask are read as the two nuclei (for the midline) when their centroids lie at

@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from dnqsm.labels import LEFT, RIGHT
 from dnqsm.synth import physics
 from dnqsm.synth.anatomy import SubjectAnatomy
 from dnqsm.synth.dentate import dentate_sdf, iron_pattern
@@ -36,7 +37,7 @@ ORIENTATIONS: dict[str, np.ndarray] = {
 AIR_BOUNDARIES_MNI = ((-42.0, -30.0, -38.0), (42.0, -30.0, -38.0), (0.0, 12.0, -28.0))
 #: Scanner-aligned grid on which the QSM physics runs (mm); the site's grid samples it.
 PHYSICS_MM = 1.0
-LABEL_LEFT, LABEL_RIGHT = 1, 2
+LABEL_LEFT, LABEL_RIGHT = LEFT, RIGHT  # the output convention (dnqsm.labels)
 
 
 @dataclass(frozen=True)
