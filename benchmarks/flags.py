@@ -32,7 +32,7 @@ from dnqsm.analysis.metrics import dice
 from dnqsm.engine.confidence import assess, crop_numbers, thresholds
 from dnqsm.engine.localize import Expectation, canonical_shape, image_edges
 from dnqsm.engine.segment import NnunetMethod, load_model_set
-from dnqsm.io import bids_path, read_tsv, save_nifti
+from dnqsm.io import bids_path, read_tsv, save_nifti, write_tsv
 from dnqsm.names import dentate_labels, result_file, result_path
 from dnqsm.synth import write_dataset
 
@@ -323,7 +323,7 @@ def main() -> None:
             registration = float(np.median([r["timings_s"]["registration"] for r in timed]))
             cost = (seg(timed), seg(records), checks, registration)
     if args.out:
-        table.to_csv(args.out, sep="\t", index=False)
+        write_tsv(args.out, table)  # atomic; makes the folder
     print(f"targets: {TARGETS}\n")
     print("\n".join(summary(table)))
     print("\nWhere each check's number falls (both sides; results in brackets):\n")

@@ -40,7 +40,7 @@ from segment_accuracy import add_mirroring_argument
 from dnqsm.analysis.measure import measure
 from dnqsm.analysis.metrics import volume_agreement
 from dnqsm.analysis.stats import participants_per_arm
-from dnqsm.io import bids_path, read_tsv
+from dnqsm.io import bids_path, read_tsv, write_tsv
 from dnqsm.names import result_path
 from dnqsm.synth import write_dataset
 from dnqsm.synth.cohort import DEFAULT_EFFECTS
@@ -295,7 +295,7 @@ def main() -> None:
         parser.error(f"--reuse needs --keep naming the folder of an earlier run (no retest/ cohort in {args.keep})")
     table = pd.read_csv(args.table, sep="\t") if args.table else scans(args)
     if args.out:
-        table.to_csv(args.out, sep="\t", index=False)
+        write_tsv(args.out, table)  # atomic; makes the folder
     print("\n".join(summary(table)))
     print("\n".join(["", *truth_error(table)]))
 

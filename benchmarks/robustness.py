@@ -29,6 +29,7 @@ import pandas as pd
 from segment_accuracy import add_mirroring_argument, evaluate, mirroring_used
 
 from dnqsm.engine.segment import NnunetMethod, load_model_set
+from dnqsm.io import write_tsv
 from dnqsm.synth.cohort import STRESS_AGE_STRATA
 
 # age groups as the stress preset draws them: children, adults, older people
@@ -159,7 +160,7 @@ def main() -> None:
                 ]
             table = pd.concat(parts)
     if args.out:
-        table.to_csv(args.out, sep="\t", index=False)
+        write_tsv(args.out, table)  # atomic; makes the folder
     print(f"targets: {TARGETS}; test-time mirroring: {mirroring_used(table)}\n")
     print("\n".join(rows(table)))
 

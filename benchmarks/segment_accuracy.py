@@ -19,7 +19,7 @@ import pandas as pd
 from dnqsm.analysis.metrics import dice, volume_agreement
 from dnqsm.engine.nnunet import CONFIGURATION, from_nnunet, to_nnunet
 from dnqsm.engine.segment import NnunetMethod, load_model_set
-from dnqsm.io import bids_path, read_tsv
+from dnqsm.io import bids_path, read_tsv, write_tsv
 from dnqsm.names import dentate_fractions, dentate_labels, result_path
 from dnqsm.synth import write_dataset
 
@@ -179,7 +179,7 @@ def main() -> None:
                 ]
             )
     if args.out:
-        table.to_csv(args.out, sep="\t", index=False)
+        write_tsv(args.out, table)  # atomic; makes the folder
     print(
         f"test-time mirroring: {mirroring_used(table)}; images per cohort: {table.groupby('preset').size().to_dict()}\n"
     )

@@ -184,7 +184,7 @@ def side_numbers(
     ``single_pass``: the network's binary output without test-time mirroring, when the label came from
     mirrored passes; ``expected``: where and how large an independent registration expects the nuclei,
     if known; ``data_distance``: each crop voxel's distance to where the image holds no data
-    (:func:`data_edge_distance`; None: none within reach)."""
+    (:func:`data_edge_distance`; None where the crop holds no such place)."""
     side = SIDE_OF[label]
     mask = labels == label
     voxels = int(mask.sum())
