@@ -33,6 +33,7 @@ from dnqsm.engine.confidence import assess, crop_numbers, thresholds
 from dnqsm.engine.localize import Expectation, canonical_shape, image_edges
 from dnqsm.engine.segment import NnunetMethod, load_model_set
 from dnqsm.io import bids_path, read_tsv, save_nifti, write_tsv
+from dnqsm.labels import SIDES
 from dnqsm.names import dentate_labels, result_file, result_path
 from dnqsm.synth import write_dataset
 
@@ -143,7 +144,7 @@ def relabel(kind: str, folder: Path, meta: dict, truth: np.ndarray) -> dict:
         changed[side & ((labeled == 0) | (labeled == label))] = label
     expected = Expectation.from_record(meta.get("localization"))
     voxel_mm3 = float(abs(np.linalg.det(cropped.affine[:3, :3])))
-    voxels = {side: int((changed == label).sum()) for side, label in (("left", 1), ("right", 2))}
+    voxels = {side: int((changed == label).sum()) for side, label in SIDES.items()}
     slices = tuple(slice(lo, hi) for lo, hi in meta["crop_voxels_canonical"])
     edges = image_edges(slices, canonical_shape(np.asarray(meta["image"]["affine"]), meta["image"]["shape"]))
     sides = crop_numbers(
@@ -154,7 +155,7 @@ def relabel(kind: str, folder: Path, meta: dict, truth: np.ndarray) -> dict:
         sides, volumes, meta["box"], meta["image"]["spacing_mm"], thresholds(meta["confidence"]["thresholds"])
     )
     row = {"status": verdict.status, "reasons": "; ".join(verdict.reasons)}
-    for side, label in (("left", 1), ("right", 2)):
+    for side, label in SIDES.items():
         row[f"dice_{side}"] = dice(changed == label, truth == label)
         row[f"volume_mm3_{side}"] = volumes[side]
         for check in CHECK_COLUMNS:
@@ -186,7 +187,7 @@ def score(segmenter: NnunetMethod, cases: list[dict], out: Path) -> pd.DataFrame
             if rec["status"] != "failed"
             else np.zeros_like(case["labels"])
         )
-        for side, label in (("left", 1), ("right", 2)):
+        for side, label in SIDES.items():
             row[f"dice_{side}"] = (
                 dice(pred == label, case["labels"] == label) if (case["labels"] == label).any() else np.nan
             )

@@ -27,6 +27,7 @@ import nibabel as nib
 from dnqsm.analysis.metrics import dice
 from dnqsm.engine.longitudinal import longitudinal_subject
 from dnqsm.io import read_tsv
+from dnqsm.labels import SIDES
 from dnqsm.names import result_path
 
 
@@ -77,7 +78,7 @@ def main() -> None:
             for a, b in zip(before_metas, after_metas):
                 la = nib.load(result_path(before_dir, a["stem"], "labels")).get_fdata()
                 lb = nib.load(result_path(after_dir, b["stem"], "labels")).get_fdata()
-                for side, label in (("left", 1), ("right", 2)):
+                for side, label in SIDES.items():
                     scores[side].append(dice(la == label, lb == label))
                     va, vb = a["dentate"][side]["volume_mm3"], b["dentate"][side]["volume_mm3"]
                     worst = max(worst, 100.0 * abs(vb - va) / max(va, 1e-9))

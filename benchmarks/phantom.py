@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dnqsm.labels import SIDES
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PHANTOM = REPO.parent / "shared" / "data" / "head-phantom" / "SegmentedModel.nii.gz"
 #: Total susceptibility per label (ppm) of the phantom's SusceptibilityValues.mat; outside the brain 0.
@@ -129,7 +131,7 @@ def run(phantom: Path, out: Path, models: str | None = None, mirroring: bool = T
         )
         row["status"] = meta["status"]
         row["locator"] = (meta.get("localization") or {}).get("locator", "n/a")
-        for name, side in (("left", 1), ("right", 2)):
+        for name, side in SIDES.items():
             row[f"{name} dice"] = dice(labels == side, truth == side)
             row[f"{name} cnr"] = visibility(image, truth, side)
     return rows

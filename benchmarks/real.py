@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dnqsm.labels import SIDES
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FOLDER = REPO.parent / "shared" / "data" / "real-qsm"
 COLUMNS = ("image", "status", "locator", "left mm³", "right mm³", "L/R", "left ppb", "right ppb", "s", "reasons")
@@ -91,7 +93,7 @@ def run(folders: list[Path], out: Path, models: str | None = None, mirroring: bo
                 values = chi.get_fdata(dtype=np.float32)
                 means = {
                     side: float(values[labels == value].mean()) if (labels == value).any() else None
-                    for side, value in (("left", 1), ("right", 2))
+                    for side, value in SIDES.items()
                 }
                 title = f"{meta['stem']}: {meta['status']}, crop placed by {meta['localization']['locator']}"
                 render_snapshot(

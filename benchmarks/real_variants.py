@@ -28,6 +28,8 @@ import numpy as np
 from real import DEFAULT_FOLDER, REPO, add_engine_arguments, real_maps
 from real import run as run_real
 
+from dnqsm.labels import SIDES
+
 #: The derived reconstructions: name -> what it stands for.
 VARIANTS = {
     "given": "the map as given",
@@ -114,19 +116,18 @@ def variants(
     return out
 
 
-def agreement(labels: nib.Nifti1Image, reference: nib.Nifti1Image, turn: np.ndarray | None = None) -> dict[str, float]:
+def agreement(labels: nib.Nifti1Image, reference: nib.Nifti1Image, turn: np.ndarray) -> dict[str, float]:
     """Dice per side of ``labels`` (a variant's) against ``reference`` (the given map's labels), on the
-    given map's grid (nearest neighbour); a turned head's labels are turned back first (``turn``: the
-    world transform that took the given head to the variant)."""
+    given map's grid (nearest neighbour), turned back first by ``turn`` (the world transform that took the
+    given head to the variant: the identity but for the turned heads)."""
     from nibabel.processing import resample_from_to
 
     from dnqsm.analysis.metrics import dice
 
-    if turn is not None:  # the same voxels, placed where the given head has them
-        labels = nib.Nifti1Image(np.asarray(labels.dataobj), np.linalg.inv(turn) @ labels.affine)
+    labels = nib.Nifti1Image(np.asarray(labels.dataobj), np.linalg.inv(turn) @ labels.affine)
     found = np.asarray(resample_from_to(labels, reference, order=0).dataobj)
     truth = np.asarray(reference.dataobj)
-    return {side: dice(found == value, truth == value) for side, value in (("left", 1), ("right", 2))}
+    return {side: dice(found == value, truth == value) for side, value in SIDES.items()}
 
 
 def run(

@@ -20,6 +20,7 @@ from dnqsm.analysis.metrics import dice, volume_agreement
 from dnqsm.engine.nnunet import CONFIGURATION, from_nnunet, to_nnunet
 from dnqsm.engine.segment import NnunetMethod, load_model_set
 from dnqsm.io import bids_path, read_tsv, write_tsv
+from dnqsm.labels import SIDES
 from dnqsm.names import dentate_fractions, dentate_labels, result_path
 from dnqsm.synth import write_dataset
 
@@ -63,7 +64,7 @@ def spacing_ceiling(labels: nib.Nifti1Image, config, margin_voxels: int = 8) -> 
     planned = [int(round(n * s / t)) for n, s, t in zip(shape, props["spacing"], config.spacing)]
     down = config.resampling_fn_probabilities(classes, planned, props["spacing"], config.spacing)
     back = from_nnunet(config.resampling_fn_probabilities(down, shape, config.spacing, props["spacing"]).argmax(0))
-    return {side: dice(back == label, truth[box] == label) for side, label in (("left", 1), ("right", 2))}
+    return {side: dice(back == label, truth[box] == label) for side, label in SIDES.items()}
 
 
 def image_ceiling(fraction: nib.Nifti1Image, labels: np.ndarray) -> dict[str, float]:
@@ -73,10 +74,7 @@ def image_ceiling(fraction: nib.Nifti1Image, labels: np.ndarray) -> dict[str, fl
     there is the image's (a thick slice averages over what the label at its centre says), not the
     network's."""
     shares = fraction.get_fdata(dtype=np.float32)
-    return {
-        side: dice(shares[..., index] > 0.5, labels == label)
-        for index, (side, label) in enumerate((("left", 1), ("right", 2)))
-    }
+    return {side: dice(shares[..., index] > 0.5, labels == label) for index, (side, label) in enumerate(SIDES.items())}
 
 
 def evaluate(
@@ -126,7 +124,7 @@ def evaluate(
         readable = image_ceiling(
             nib.load(dentate_fractions(root / "derivatives/manual", r.participant_id[4:], r.session_id[4:])), labels
         )
-        for side, label in (("left", 1), ("right", 2)):
+        for side, label in SIDES.items():
             row[f"dice_{side}"] = dice(pred == label, labels == label)
             row[f"ceiling_{side}"] = ceiling[side]
             row[f"image_ceiling_{side}"] = readable[side]

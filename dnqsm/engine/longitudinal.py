@@ -45,7 +45,7 @@ from dnqsm.engine.localize import Expectation, canonical_shape, image_edges, unc
 from dnqsm.engine.registration import ants_image, remove_transforms
 from dnqsm.engine.segment import assign_sides
 from dnqsm.io import save_nifti, staged_folder, write_json
-from dnqsm.labels import LEFT, RIGHT
+from dnqsm.labels import SIDES
 from dnqsm.names import RESULT_FILES, result_file, result_path
 from dnqsm.settings import defaults
 
@@ -363,7 +363,7 @@ def write_relabelled(
     slices = tuple(slice(lo, hi) for lo, hi in meta["crop_voxels_canonical"])
     labels = uncrop(labeled.astype(np.uint8), slices, affine, meta["image"]["shape"])
     voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
-    for name, label in (("left", LEFT), ("right", RIGHT)):
+    for name, label in SIDES.items():
         sides[name]["volume_mm3"] = round(float((labels == label).sum()) * voxel_mm3, 3)
     values = visit.crop.get_fdata(dtype=np.float32)
     expected = Expectation.from_record(meta.get("localization"))  # the registration's, as the visit's own result

@@ -37,7 +37,7 @@ from dnqsm.engine.localize import (
 )
 from dnqsm.engine.nnunet import BUNDLED_MODELS, from_nnunet, model_folder, sha256, to_nnunet  # noqa: F401
 from dnqsm.io import InputError, fractions_8bit, load_image, save_nifti, staged_folder, write_json
-from dnqsm.labels import LEFT, NUCLEUS_CONNECTIVITY, RIGHT
+from dnqsm.labels import LEFT, NUCLEUS_CONNECTIVITY, RIGHT, SIDES
 from dnqsm.names import result_file
 
 #: Predicted localization components smaller than this (coarse voxels) are noise, not a DN region.
@@ -406,7 +406,7 @@ def postprocess(
         resample_to_grid(region.astype(np.float32), grid_affine, img.affine, img.shape[:3], order=0, smooth=False) > 0.5
     )
     voxel_mm3 = float(abs(np.linalg.det(img.affine[:3, :3])))
-    for name, label in (("left", LEFT), ("right", RIGHT)):
+    for name, label in SIDES.items():
         sides[name]["volume_mm3"] = round(float((labels == label).sum()) * voxel_mm3, 3)
     spacing = float(abs(grid_affine[0, 0]))
     geometry = {
@@ -469,7 +469,7 @@ def assign_sides(binary: np.ndarray, affine: np.ndarray, midline_x: float) -> tu
         world_x = nib.affines.apply_affine(affine, idx)[:, 0]
         side = np.where(world_x < midline_x, LEFT, RIGHT).astype(np.uint8)
         labels[tuple(idx.T)] = side
-    for name, label in (("left", LEFT), ("right", RIGHT)):
+    for name, label in SIDES.items():
         predicted = int((labels == label).sum())
         comps, n = ndimage.label(labels == label, structure=NUCLEUS_CONNECTIVITY)
         if n > 1:

@@ -19,6 +19,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from dnqsm.labels import SIDES
 from dnqsm.qc.views import VIEWS, reslice, save_figure, world_centroid  # noqa: E402
 
 #: Grey-scale window of every snapshot, in ppb.
@@ -145,7 +146,7 @@ def render_snapshot(
             box,
             f"{view}{through}: localization box",
         )
-    for row, (side, value) in zip(axes[1:], (("left", 1), ("right", 2))):
+    for row, (side, value) in zip(axes[1:], SIDES.items()):
         mask = labels == value
         for ax, view in zip(row, views):
             if mask.any():
