@@ -30,7 +30,7 @@ from segment_accuracy import add_mirroring_argument
 
 from dnqsm.analysis.metrics import dice
 from dnqsm.engine.confidence import assess, crop_numbers, thresholds
-from dnqsm.engine.localize import Expectation, canonical_shape, image_edges
+from dnqsm.engine.localize import Expectation, recorded_crop
 from dnqsm.engine.segment import NnunetMethod, load_model_set
 from dnqsm.io import bids_path, read_tsv, save_nifti, write_tsv
 from dnqsm.labels import SIDES
@@ -145,8 +145,7 @@ def relabel(kind: str, folder: Path, meta: dict, truth: np.ndarray) -> dict:
     expected = Expectation.from_record(meta.get("localization"))
     voxel_mm3 = float(abs(np.linalg.det(cropped.affine[:3, :3])))
     voxels = {side: int((changed == label).sum()) for side, label in SIDES.items()}
-    slices = tuple(slice(lo, hi) for lo, hi in meta["crop_voxels_canonical"])
-    edges = image_edges(slices, canonical_shape(np.asarray(meta["image"]["affine"]), meta["image"]["shape"]))
+    edges = recorded_crop(meta)[1]
     sides = crop_numbers(
         values, changed, probability, voxels, cropped.affine, meta["midline_x_mm"], None, expected, edges
     )
@@ -167,8 +166,7 @@ def truth_on_crop(labels: np.ndarray, image: Path, meta: dict) -> np.ndarray:
     """The truth on the engine's canonical crop (``crop_voxels_canonical`` of the metadata)."""
     img = nib.load(image)
     canonical = nib.as_closest_canonical(nib.Nifti1Image(labels.astype(np.uint8), img.affine))
-    slices = tuple(slice(a, b) for a, b in meta["crop_voxels_canonical"])
-    return np.asarray(canonical.dataobj)[slices]
+    return np.asarray(canonical.dataobj)[recorded_crop(meta)[0]]
 
 
 def score(segmenter: NnunetMethod, cases: list[dict], out: Path) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from dnqsm.engine.localize import (
     crop,
     crop_around,
     label_region,
+    recorded_crop,
     localization_input,
     region_box,
     region_components,
@@ -86,6 +87,26 @@ def test_region_slices_crop_the_region_plus_margin_and_flag_the_edge():
     assert all(a.start <= b.start and a.stop >= b.stop for a, b in zip(snapped, slices))
     _, touches = region_slices(img, region, grid, margin_mm=20.0)
     assert touches
+
+
+def test_the_recorded_crop_gives_back_the_crops_slices_and_its_image_edges():
+    # an image stored PIR: its canonical (RAS) shape is its axes reordered, so the high-z face of the
+    # canonical crop is the image's edge only where the crop reaches the canonical shape's z size
+    axes = np.array([[0, 0, -1], [-1, 0, 0], [0, -1, 0]], float)  # i -> -y (P), j -> -z (I), k -> -x (R)
+    img = nib.Nifti1Image(np.zeros((30, 40, 50), np.float32), _affine(axes, (1, 1, 1), (0, 0, 0)))
+    canonical = nib.as_closest_canonical(img)
+    assert canonical.shape == (50, 30, 40)
+    region = np.zeros(canonical.shape, np.uint8)
+    region[10:20, 0:12, 25:40] = 1  # touches low y and high z of the canonical array
+    area = crop_around(canonical, region, canonical.affine, margin_mm=0.0)
+    meta = {
+        "crop_voxels_canonical": [[s.start, s.stop] for s in area.slices],
+        "image": {"affine": img.affine.tolist(), "shape": list(img.shape)},
+    }
+    slices, edges = recorded_crop(meta)
+    assert slices == area.slices
+    assert edges == area.image_edges
+    assert edges == (False, True, False, False, False, True)
 
 
 def test_nnunet_adapter_matches_nnunets_own_nifti_reader(tmp_path):

@@ -180,6 +180,14 @@ def image_edges(slices, shape) -> tuple[bool, ...]:
     return tuple(s.start == 0 for s in slices) + tuple(s.stop >= int(n) for s, n in zip(slices, shape))
 
 
+def recorded_crop(meta: dict) -> tuple[tuple[slice, ...], tuple[bool, ...]]:
+    """A result's canonical crop as its metadata records it: the slices (``crop_voxels_canonical``) and
+    which of the crop's faces are the image's own edges (:func:`image_edges`)."""
+    slices = tuple(slice(int(lo), int(hi)) for lo, hi in meta["crop_voxels_canonical"])
+    shape = canonical_shape(np.asarray(meta["image"]["affine"], float), meta["image"]["shape"])
+    return slices, image_edges(slices, shape)
+
+
 @dataclass
 class Crop:
     """Where step two works, whichever locator placed it (network, registration, atlas, training labels):

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from dnqsm.engine.confidence import STANDING_REASONS, assess, crop_numbers, thresholds
-from dnqsm.engine.localize import Expectation, canonical_shape, image_edges, uncrop
+from dnqsm.engine.localize import Expectation, recorded_crop, uncrop
 from dnqsm.engine.registration import ants_image, remove_transforms
 from dnqsm.engine.segment import assign_sides
 from dnqsm.io import save_nifti, staged_folder, write_json
@@ -360,7 +360,7 @@ def write_relabelled(
     stem = meta["stem"]
     target.mkdir(parents=True, exist_ok=True)
     affine = np.asarray(meta["image"]["affine"], float)
-    slices = tuple(slice(lo, hi) for lo, hi in meta["crop_voxels_canonical"])
+    slices, edges = recorded_crop(meta)
     labels = uncrop(labeled.astype(np.uint8), slices, affine, meta["image"]["shape"])
     voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
     for name, label in SIDES.items():
@@ -375,7 +375,7 @@ def write_relabelled(
         visit.crop.affine,
         float(meta["midline_x_mm"]),
         expected=expected,
-        image_edges=image_edges(slices, canonical_shape(affine, meta["image"]["shape"])),
+        image_edges=edges,
     )
     volumes = {n: sides[n]["volume_mm3"] for n in ("left", "right")}
     verdict = assess(numbers, volumes, meta["box"], meta["image"]["spacing_mm"], thresholds(checks))
