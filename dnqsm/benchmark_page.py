@@ -2,8 +2,9 @@
 
 A page names what produced its numbers (the command, the date, the commit, the hash of the models it
 measured and the machine), so the documentation shows measured tables, never hand-copied numbers; the
-documentation build (``docs/hooks.py``) marks a page stale when its models' hash is not that of the
-bundled models.
+documentation build (``docs/hooks.py``) and README's headline table mark a page stale when its models'
+hash is not that of the bundled models (:func:`is_stale`; pages of benchmarks that measure no model,
+:data:`MEASURES_NO_MODEL`, never are).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 PAGES = REPO / "docs" / "benchmarks"
 BUNDLED_MODELS = REPO / "models" / "demo"
 MODEL_FILES = ("localization.zip", "segmentation.zip")
+#: Benchmarks whose numbers do not depend on the bundled models (generation speed, planning cost, and a
+#: comparison that trains its own localization models): their pages record no models and are never stale.
+MEASURES_NO_MODEL = ("localization_target", "scale", "synth_speed")
 
 
 def models_hash(models_dir: str | Path | None = None) -> str:
@@ -38,6 +42,11 @@ def models_hash(models_dir: str | Path | None = None) -> str:
             digest.update(path.read_bytes())
             found = True
     return digest.hexdigest()[:12] if found else "none"
+
+
+def is_stale(name: str, facts: dict) -> bool:
+    """Whether page ``name`` (its front matter ``facts``) measured other models than the bundled ones."""
+    return name not in MEASURES_NO_MODEL and facts.get("models_hash") != models_hash()
 
 
 def commit() -> str:
@@ -94,8 +103,8 @@ def write_page(
         "command": shlex.join(["python", str(script), *argv[1:]]),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": code or commit(),
-        "models_hash": models_hash(models_dir),
-        "models": str(models_dir or "models/demo (bundled)"),
+        "models_hash": models_hash(models_dir) if name not in MEASURES_NO_MODEL else "none",
+        "models": str(models_dir or "models/demo (bundled)") if name not in MEASURES_NO_MODEL else "none measured",
         "machine": machine(),
     }
     header = "\n".join(
@@ -107,7 +116,9 @@ def write_page(
             f"| command | `{facts['command']}` |",
             f"| date | {facts['date']} |",
             f"| commit | `{facts['commit']}` |",
-            f"| models | {facts['models']}, hash `{facts['models_hash']}` |",
+            f"| models | {facts['models']}, hash `{facts['models_hash']}` |"
+            if name not in MEASURES_NO_MODEL
+            else "| models | none: these numbers do not depend on the models |",
             f"| machine | {facts['machine']} |",
             "",
             "Written by the benchmark script; rerun the command to replace this page.",
@@ -268,7 +279,6 @@ HEADLINES = (
 def headlines_markdown(pages: Path = PAGES, link_prefix: str = "docs/benchmarks/") -> str:
     """README's headline table, read from the benchmark pages (a page whose models are not the bundled
     ones is marked stale)."""
-    bundled = models_hash()
     lines = ["| what | measured | page |", "| --- | --- | --- |"]
     for name, what, read in HEADLINES:
         path = pages / f"{name}.md"
@@ -279,7 +289,7 @@ def headlines_markdown(pages: Path = PAGES, link_prefix: str = "docs/benchmarks/
         if value is None:
             continue
         facts = read_facts(text)
-        stale = "" if facts.get("models_hash") == bundled else " **(stale: other models)**"
+        stale = " **(stale: other models)**" if is_stale(name, facts) else ""
         lines.append(f"| {what} | {value}{stale} | [{facts.get('title', name)}]({link_prefix}{name}.md) |")
     return "\n".join(lines)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dnqsm.analysis.cohort import column_reference_markdown
-from dnqsm.benchmark_page import models_hash
+from dnqsm.benchmark_page import is_stale, models_hash
 from dnqsm.workflow.config import reference_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,8 +27,9 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         markdown = markdown.replace(COLUMNS_MARK, column_reference_markdown())
     measured = page.meta.get("models_hash")
     if page.file.src_uri.startswith("benchmarks/") and measured is not None:
-        bundled = models_hash()
-        if measured != bundled:
+        name = page.file.src_uri.removeprefix("benchmarks/").removesuffix(".md")
+        if is_stale(name, page.meta):
+            bundled = models_hash()
             note = (
                 '!!! warning "Stale"\n    These numbers were measured with other models (hash '
                 f"`{measured}`) than the bundled ones (`{bundled}`). Rerun the command below to "

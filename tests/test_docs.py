@@ -87,6 +87,21 @@ def test_a_page_of_other_models_is_marked_stale(tmp_path):
 
     assert "Stale" in render("0123456789ab")
     assert "Stale" not in render(benchmark_page.models_hash())
+    # a benchmark that measures no model (synthesis speed) is never stale, whatever its page recorded
+    page = SimpleNamespace(
+        meta={"models_hash": "0123456789ab"}, file=SimpleNamespace(src_uri="benchmarks/synth_speed.md")
+    )
+    assert "Stale" not in hooks.on_page_markdown("# X\n\nnumbers", page, None, None)
+
+
+def test_a_page_of_a_benchmark_that_measures_no_model_records_none(tmp_path):
+    text = benchmark_page.write_page(
+        "synth_speed", "Speed", "## Results\n", argv=["benchmarks/synth_speed.py"], pages=tmp_path
+    ).read_text()
+    facts = benchmark_page.read_facts(text)
+    assert facts["models_hash"] == "none" and not benchmark_page.is_stale("synth_speed", facts)
+    assert "these numbers do not depend on the models" in text
+    assert benchmark_page.is_stale("real", facts), "a page that measures models and recorded none is stale"
 
 
 def test_every_page_in_the_navigation_exists():
