@@ -69,8 +69,8 @@ clean:
 # train_models target on a fixed-seed `train` cohort (config/config.yaml), then continued on further
 # synthetic cohorts (config/training/finetune.yaml, stage3-6), then both continued on domain-randomized
 # images pooled with a physics-based `wide` cohort (config/training/stage8_randomized.yaml), and last the
-# segmentation model on a pool weighted to physics-based images (config/training/stage9_mix.yaml); the last
-# stage's zips and provenance (which embeds the earlier stages') are copied into models/demo/.
+# segmentation model on pools weighted to physics-based images (config/training/stage9_mix.yaml, then
+# stage10_sites.yaml and stage11_physics.yaml); the last stage's zips and provenance (which embeds the earlier stages') are copied into models/demo/.
 # The last two stages draw half their randomized images from the QSM Challenge 2.0 head phantom's segmentation
 # (Marques et al. 2021, doi 10.34973/m20r-jt17; SegmentedModel.nii.gz), which is not bundled: download it
 # and point HEAD_PHANTOM at it.
@@ -106,9 +106,20 @@ demo-models: $(STAMP)
 	   --out results/train10/randomized40 --overwrite --jobs 2
 	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
 	   train_models --configfile config/training/stage9_mix.yaml
+	$(BIN)/dnqsm synth --preset train --seed 11 --subjects 24 --first-label 701 --out results/train11/train --overwrite --jobs 2
+	$(BIN)/dnqsm synth --preset wide --seed 11 --subjects 16 --first-label 801 --out results/train11/wide --overwrite --jobs 2
+	$(BIN)/dnqsm randomize --images 40 --seed 10 --first-label 501 --phantom $(HEAD_PHANTOM) \
+	   --out results/train11/randomized40 --overwrite --jobs 2
+	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
+	   train_models --configfile config/training/stage10_sites.yaml
+	$(BIN)/dnqsm synth --preset train --seed 12 --subjects 24 --first-label 901 --out results/train12/train --overwrite --jobs 2
+	$(BIN)/dnqsm randomize --images 16 --seed 12 --first-label 601 --phantom $(HEAD_PHANTOM) \
+	   --out results/train12/randomized16 --overwrite --jobs 2
+	DNQSM_TRAIN_COMMAND="make demo-models" $(BIN)/snakemake --cores 2 \
+	   train_models --configfile config/training/stage11_physics.yaml
 	mkdir -p models/demo
-	cp results/train10/models/localization.zip results/train10/models/segmentation.zip \
-	   results/train10/models/provenance.json models/demo/
+	cp results/train12/models/localization.zip results/train12/models/segmentation.zip \
+	   results/train12/models/provenance.json models/demo/
 
 # The paper's comparison on synthetic cohorts: three labelled `train` subjects (one per site) are the
 # atlases, the deep-learning method (bundled demo models) and the atlas baseline segment a `test` and
