@@ -1,4 +1,5 @@
-"""MkDocs hooks: the configuration reference written from the schema, and stale benchmark pages marked.
+"""MkDocs hooks: the configuration reference written from the schema, stale benchmark pages marked, and
+the real-map montages shown where this machine has drawn them.
 
 Used by ``mkdocs build`` (``mkdocs.yml``: ``hooks``); the functions they call live in the package.
 """
@@ -7,14 +8,44 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mkdocs.structure.files import File
+
 from dnqsm.analysis.cohort import column_reference_markdown
 from dnqsm.benchmark_page import is_stale, models_hash
 from dnqsm.workflow.config import reference_markdown
 
 REPO = Path(__file__).resolve().parents[1]
+#: Where `benchmarks/real.py` draws its montages by default. They stay out of the repository (the
+#: development map may not be redistributed); the site shows them where they have been drawn.
+REAL_MONTAGES = REPO / "results" / "real"
+MONTAGE_FOLDER = "benchmarks/real-montages"
 CONFIG_MARK = "<!-- configuration reference -->"
 COLUMNS_MARK = "<!-- cohort table columns -->"
 MODEL_CARD_MARK = "<!-- models/demo/MODEL_CARD.md -->"
+
+
+def real_montages() -> list[Path]:
+    """The real-map montages drawn on this machine (none in a fresh clone)."""
+    return sorted(REAL_MONTAGES.glob("*.png"))
+
+
+def on_files(files, config):
+    for png in real_montages():  # served beside the real-map page, never copied into docs/
+        files.append(File.generated(config, f"{MONTAGE_FOLDER}/{png.name}", abs_src_path=str(png)))
+    return files
+
+
+def montage_section() -> str:
+    """The real-map page's montages, or where to draw them."""
+    pngs = real_montages()
+    if not pngs:
+        return (
+            "\n\n## Montages\n\nNot in the repository (the development map may not be redistributed): the "
+            "command above draws them into `results/real/`, and a documentation build on that machine "
+            "shows them here.\n"
+        )
+    shown = "\n\n".join(f"![{png.stem}]({MONTAGE_FOLDER.split('/', 1)[1]}/{png.name})" for png in pngs)
+    return f"\n\n## Montages\n\nAs drawn on the machine that built this documentation (`results/real/`).\n\n{shown}\n"
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
@@ -25,6 +56,8 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         markdown = markdown.replace(MODEL_CARD_MARK, card.replace("](../../docs/", "]("))
     if COLUMNS_MARK in markdown:
         markdown = markdown.replace(COLUMNS_MARK, column_reference_markdown())
+    if page.file.src_uri == "benchmarks/real.md":
+        markdown = markdown.rstrip() + montage_section()
     measured = page.meta.get("models_hash")
     if page.file.src_uri.startswith("benchmarks/") and measured is not None:
         name = page.file.src_uri.removeprefix("benchmarks/").removesuffix(".md")

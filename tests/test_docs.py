@@ -162,3 +162,20 @@ def test_the_reconstruction_headline_counts_only_agreeing_ok_reconstructions():
     assert benchmark_page._reconstructions(benchmark_page.result_rows(text)) == (
         "status ok and Dice >= 0.75 against the map as given: 1 of 3 reconstructions"
     )
+
+
+def test_the_real_map_page_shows_montages_only_where_they_were_drawn(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", REPO / "docs" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    page = SimpleNamespace(meta={}, file=SimpleNamespace(src_uri="benchmarks/real.md"))
+    monkeypatch.setattr(hooks, "REAL_MONTAGES", tmp_path)
+    text = hooks.on_page_markdown("# Real\n\ntable", page, None, None)
+    assert "Not in the repository" in text and "![" not in text
+    (tmp_path / "sub-x_Chimap.png").write_bytes(b"png")
+    text = hooks.on_page_markdown("# Real\n\ntable", page, None, None)
+    assert "![sub-x_Chimap](real-montages/sub-x_Chimap.png)" in text
+    other = SimpleNamespace(meta={}, file=SimpleNamespace(src_uri="benchmarks/phantom.md"))
+    assert "Montages" not in hooks.on_page_markdown("# P", other, None, None)
