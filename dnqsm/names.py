@@ -123,6 +123,11 @@ def result_path(out_dir: str | Path, stem: str, role: str) -> Path:
     return result_file(Path(out_dir) / stem, stem, role)
 
 
+# --- the documentation's real-map page and the montages the docs hook serves beside it ------------------
+REAL_MAP_PAGE = "benchmarks/real.md"
+REAL_MONTAGE_FOLDER = "benchmarks/real-montages"
+
+
 # --- logs and benchmark records of the workflow's jobs ----------------------------------------------
 
 

@@ -12,13 +12,13 @@ from mkdocs.structure.files import File
 
 from dnqsm.analysis.cohort import column_reference_markdown
 from dnqsm.benchmark_page import is_stale, models_hash
+from dnqsm.names import REAL_MAP_PAGE, REAL_MONTAGE_FOLDER
 from dnqsm.workflow.config import reference_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 #: Where `benchmarks/real.py` draws its montages by default. They stay out of the repository (the
 #: development map may not be redistributed); the site shows them where they have been drawn.
 REAL_MONTAGES = REPO / "results" / "real"
-MONTAGE_FOLDER = "benchmarks/real-montages"
 CONFIG_MARK = "<!-- configuration reference -->"
 COLUMNS_MARK = "<!-- cohort table columns -->"
 MODEL_CARD_MARK = "<!-- models/demo/MODEL_CARD.md -->"
@@ -31,7 +31,7 @@ def real_montages() -> list[Path]:
 
 def on_files(files, config):
     for png in real_montages():  # served beside the real-map page, never copied into docs/
-        files.append(File.generated(config, f"{MONTAGE_FOLDER}/{png.name}", abs_src_path=str(png)))
+        files.append(File.generated(config, f"{REAL_MONTAGE_FOLDER}/{png.name}", abs_src_path=str(png)))
     return files
 
 
@@ -44,7 +44,7 @@ def montage_section() -> str:
             "command above draws them into `results/real/`, and a documentation build on that machine "
             "shows them here.\n"
         )
-    shown = "\n\n".join(f"![{png.stem}]({MONTAGE_FOLDER.split('/', 1)[1]}/{png.name})" for png in pngs)
+    shown = "\n\n".join(f"![{png.stem}]({REAL_MONTAGE_FOLDER.split('/', 1)[1]}/{png.name})" for png in pngs)
     return f"\n\n## Montages\n\nAs drawn on the machine that built this documentation (`results/real/`).\n\n{shown}\n"
 
 
@@ -56,7 +56,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         markdown = markdown.replace(MODEL_CARD_MARK, card.replace("](../../docs/", "]("))
     if COLUMNS_MARK in markdown:
         markdown = markdown.replace(COLUMNS_MARK, column_reference_markdown())
-    if page.file.src_uri == "benchmarks/real.md":
+    if page.file.src_uri == REAL_MAP_PAGE:
         markdown = markdown.rstrip() + montage_section()
     measured = page.meta.get("models_hash")
     if page.file.src_uri.startswith("benchmarks/") and measured is not None:
