@@ -98,13 +98,14 @@ def write_page(
         script = script.resolve().relative_to(REPO)
     except ValueError:
         pass
+    measures_models = name not in MEASURES_NO_MODEL
     facts = {
         "title": title,
         "command": shlex.join(["python", str(script), *argv[1:]]),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": code or commit(),
-        "models_hash": models_hash(models_dir) if name not in MEASURES_NO_MODEL else "none",
-        "models": str(models_dir or "models/demo (bundled)") if name not in MEASURES_NO_MODEL else "none measured",
+        "models_hash": models_hash(models_dir) if measures_models else "none",
+        "models": str(models_dir or "models/demo (bundled)") if measures_models else "none measured",
         "machine": machine(),
     }
     header = "\n".join(
@@ -117,7 +118,7 @@ def write_page(
             f"| date | {facts['date']} |",
             f"| commit | `{facts['commit']}` |",
             f"| models | {facts['models']}, hash `{facts['models_hash']}` |"
-            if name not in MEASURES_NO_MODEL
+            if measures_models
             else "| models | none: these numbers do not depend on the models |",
             f"| machine | {facts['machine']} |",
             "",
