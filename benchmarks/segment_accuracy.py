@@ -1,8 +1,12 @@
 """Accuracy of the two-step engine against synthetic truth, on cohorts never used for training.
 
 Usage: python benchmarks/segment_accuracy.py [--subjects 12] [--models models/demo] [--no-mirroring]
+                                             [--cohorts DIR] [--out table.tsv | --table table.tsv ...]
 Generates fresh `test` and `external` cohorts (fixed seeds, disjoint from the training streams),
-segments every image in one process and prints Dice per side, volume ICC(A,1) and Pearson r.
+segments every image in one process and prints Dice per side, volume ICC(A,1) and Pearson r, one
+row per cohort and mirroring. The documentation's page shows both ways of running the networks on
+the same images: the one-pass table of `robustness.py --no-mirroring --out` and the mirrored table
+(dnqsm's default) of `segment_accuracy.py --cohorts DIR --out`, summarised with `--table` twice.
 """
 
 from __future__ import annotations
@@ -164,6 +168,12 @@ def main() -> None:
         default=None,
         help="summarise per-image tables written by --out instead (repeat: e.g. one pass and mirrored)",
     )
+    parser.add_argument(
+        "--cohorts",
+        default=None,
+        type=Path,
+        help="keep the generated cohorts here and reuse them (robustness.py --cohorts keeps the same ones)",
+    )
     args = parser.parse_args()
     if args.table:
         table = pd.concat([pd.read_csv(path, sep="\t") for path in args.table], ignore_index=True)
@@ -172,8 +182,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             table = pd.concat(
                 [
-                    evaluate(segmenter, "test", args.subjects, 1001, Path(tmp)),
-                    evaluate(segmenter, "external", args.subjects, 1002, Path(tmp)),
+                    evaluate(segmenter, "test", args.subjects, 1001, Path(tmp), args.cohorts),
+                    evaluate(segmenter, "external", args.subjects, 1002, Path(tmp), args.cohorts),
                 ]
             )
     if args.out:

@@ -210,6 +210,17 @@ def _dice(rows, cohort: str) -> str | None:
     return f"Dice {left} / {right} (left / right)"
 
 
+def _accuracy(rows, cohort: str) -> str | None:
+    """Dice of a cohort on the accuracy page, one pass and mirrored (dnqsm's default) where both were run."""
+    parts = []
+    for mirroring, label in (("off", "one pass"), ("on", "mirrored (the default)")):
+        row = next((r for r in rows if r.get("cohort") == cohort and r.get("mirroring") == mirroring), None)
+        if row is not None:
+            left, right = (row.get(f"Dice {side} (mean ± SD)", "").split(" ±")[0] for side in ("left", "right"))
+            parts.append(f"{left} / {right} {label}")
+    return f"Dice {', '.join(parts)} (left / right)" if parts else None
+
+
 def _real(rows) -> str | None:
     if not rows:
         return None
@@ -269,9 +280,9 @@ HEADLINES = (
     ("real", "real QSM maps", _real),
     ("real_variants", "one real brain, reconstructed other ways", _reconstructions),
     ("phantom", "physics phantoms of a real head", _phantom),
-    ("robustness", "synthetic stress cohort (every look varied)", lambda rows: _dice(rows, "stress cohort")),
-    ("robustness", "synthetic `test` cohort", lambda rows: _dice(rows, "test cohort")),
-    ("robustness", "synthetic `external` sites", lambda rows: _dice(rows, "external cohort")),
+    ("robustness", "synthetic stress cohort (every look varied), one pass", lambda rows: _dice(rows, "stress cohort")),
+    ("segment_accuracy", "synthetic `test` cohort", lambda rows: _accuracy(rows, "test")),
+    ("segment_accuracy", "synthetic `external` sites", lambda rows: _accuracy(rows, "external")),
     ("flags", "poor results flagged / good results doubted", _flags),
     ("segment_speed", "engine on a 1 mm image, 2 CPU cores", _speed),
 )

@@ -121,6 +121,20 @@ def test_every_page_in_the_navigation_exists():
         assert (REPO / "docs" / page).exists(), page
 
 
+def test_the_accuracy_headline_names_one_pass_and_mirrored():
+    def row(cohort, mirroring, left, right):
+        return {"cohort": cohort, "mirroring": mirroring, "Dice left (mean ± SD)": f"{left} ± 0.010",
+                "Dice right (mean ± SD)": f"{right} ± 0.020"}  # fmt: skip
+
+    rows = [row("test", "off", "0.926", "0.918"), row("external", "off", "0.913", "0.917")]
+    assert benchmark_page._accuracy(rows, "test") == "Dice 0.926 / 0.918 one pass (left / right)"
+    rows.append(row("test", "on", "0.929", "0.924"))
+    assert benchmark_page._accuracy(rows, "test") == (
+        "Dice 0.926 / 0.918 one pass, 0.929 / 0.924 mirrored (the default) (left / right)"
+    )
+    assert benchmark_page._accuracy(rows, "stress") is None
+
+
 def test_the_reconstruction_headline_counts_only_agreeing_ok_reconstructions():
     import importlib.util
     import sys
