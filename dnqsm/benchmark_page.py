@@ -23,6 +23,7 @@ from dnqsm.io import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = REPO / "docs" / "benchmarks"
+README = REPO / "README.md"
 BUNDLED_MODELS = REPO / "models" / "demo"
 MODEL_FILES = ("localization.zip", "segmentation.zip")
 #: Benchmarks whose numbers do not depend on the bundled models (generation speed, planning cost, and a
@@ -51,10 +52,11 @@ def is_stale(name: str, facts: dict) -> bool:
 
 def commit() -> str:
     """The checked-out commit, with ``-dirty`` when tracked files differ from it (as the workflow's
-    dataset description records it: :func:`dnqsm.analysis.cohort.git_commit`)."""
+    dataset description records it: :func:`dnqsm.analysis.cohort.git_commit`), except the pages and
+    README's headlines: the benchmarks' own output, which no benchmark reads."""
     from dnqsm.analysis.cohort import git_commit
 
-    return git_commit(REPO)
+    return git_commit(REPO, ignore=(str(PAGES.relative_to(REPO)), README.name))
 
 
 def machine() -> str:
@@ -306,7 +308,7 @@ def headlines_markdown(pages: Path = PAGES, link_prefix: str = "docs/benchmarks/
     return "\n".join(lines)
 
 
-def update_readme(readme: Path = REPO / "README.md", pages: Path = PAGES) -> bool:
+def update_readme(readme: Path = README, pages: Path = PAGES) -> bool:
     """Rewrite the headline block of README (between its headlines markers); True if it changed."""
     start, end = "<!-- headlines:start -->", "<!-- headlines:end -->"
     text = readme.read_text()

@@ -193,3 +193,26 @@ def test_the_real_map_page_shows_montages_only_where_they_were_drawn(tmp_path, m
     assert "![sub-x_Chimap](real-montages/sub-x_Chimap.png)" in text
     other = SimpleNamespace(meta={}, file=SimpleNamespace(src_uri="benchmarks/phantom.md"))
     assert "Montages" not in hooks.on_page_markdown("# P", other, None, None)
+
+
+def test_a_page_names_its_commit_clean_when_only_pages_changed(tmp_path):
+    """The benchmarks' own output (pages, README's headlines) does not make the code they ran "dirty";
+    any other tracked change does."""
+    import subprocess
+
+    from dnqsm.analysis.cohort import git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "pages" / "speed.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    (tmp_path / "pages" / "speed.md").write_text("new\n")
+    assert git_commit(tmp_path).endswith("-dirty")
+    assert not git_commit(tmp_path, ignore=("pages",)).endswith("-dirty")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path, ignore=("pages",)).endswith("-dirty")

@@ -317,14 +317,25 @@ def review_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=keys + ["review_reasons", "source"])
 
 
-def git_commit(repo: str | Path) -> str:
-    """The workflow's git commit (with ``-dirty`` for uncommitted changes), or ``unknown``."""
+def git_commit(repo: str | Path, ignore: tuple[str, ...] = ()) -> str:
+    """The workflow's git commit (with ``-dirty`` for uncommitted changes outside the paths in ``ignore``,
+    relative to ``repo``), or ``unknown``."""
     try:
         sha = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "-C",
+                str(repo),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                *(f":(exclude){path}" for path in ignore),
+            ],
             capture_output=True,
             text=True,
             check=True,
