@@ -18,6 +18,7 @@ volume).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -97,7 +98,7 @@ def main() -> None:
                     "largest volume difference %": round(worst, 2),
                 }
             )
-            print(rows[-1], flush=True)
+            print(rows[-1], file=sys.stderr, flush=True)  # progress, not the page's table
     print("\n".join(markdown(rows)))
 
 
